@@ -1,0 +1,259 @@
+"""The protocol-neutral core: data types, tensor specs, requests and responses.
+
+Every other module speaks these. The frontends convert wire messages to and from them; the
+engine and the backends never see HTTP, gRPC or protobuf.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ml_dtypes
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DataType",
+    "InferenceRequest",
+    "InferenceResponse",
+    "RequestedOutput",
+    "TensorSpec",
+    "deserialize_bytes_tensor",
+    "serialize_bytes_tensor",
+]
+
+
+class DataType(enum.Enum):
+    """A tensor element type under its Triton protocol name (``FP32``, ``BYTES``…)."""
+
+    BOOL = "BOOL"
+    UINT8 = "UINT8"
+    UINT16 = "UINT16"
+    UINT32 = "UINT32"
+    UINT64 = "UINT64"
+    INT8 = "INT8"
+    INT16 = "INT16"
+    INT32 = "INT32"
+    INT64 = "INT64"
+    FP16 = "FP16"
+    BF16 = "BF16"
+    FP32 = "FP32"
+    FP64 = "FP64"
+    BYTES = "BYTES"
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype that holds this type (``object`` of ``bytes`` for BYTES)."""
+        return _NUMPY[self]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype for this type; BYTES has none."""
+        import torch
+
+        if self is DataType.BYTES:
+            raise TypeError("BYTES tensors have no torch dtype")
+        return getattr(torch, _TORCH_NAMES[self])
+
+    @property
+    def config_name(self) -> str:
+        """The name in a model configuration (``TYPE_FP32``; BYTES is ``TYPE_STRING``)."""
+        return "TYPE_STRING" if self is DataType.BYTES else f"TYPE_{self.value}"
+
+    @property
+    def itemsize(self) -> int | None:
+        """Bytes per element on the wire; None for variable-length BYTES."""
+        return None if self is DataType.BYTES else _NUMPY[self].itemsize
+
+    @classmethod
+    def from_name(cls, name: str) -> DataType:
+        """Accept a protocol name (``FP32``) or a config name (``TYPE_FP32``, ``TYPE_STRING``)."""
+        key = name.upper()
+        if key.startswith("TYPE_"):
+            key = key[5:]
+        if key == "STRING":
+            key = "BYTES"
+        try:
+            return cls(key)
+        except ValueError:
+            raise ValueError(f"unknown data type {name!r}") from None
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype | type) -> DataType:
+        dt = np.dtype(dtype)
+        if dt.kind in ("O", "S", "U"):
+            return cls.BYTES
+        for member, candidate in _NUMPY.items():
+            if member is not DataType.BYTES and candidate == dt:
+                return member
+        raise ValueError(f"numpy dtype {dt} has no Triton data type")
+
+    @classmethod
+    def from_torch(cls, dtype: torch.dtype) -> DataType:
+        name = str(dtype).removeprefix("torch.")
+        for member, torch_name in _TORCH_NAMES.items():
+            if torch_name == name:
+                return member
+        raise ValueError(f"torch dtype {dtype} has no Triton data type")
+
+
+_NUMPY: dict[DataType, np.dtype] = {
+    DataType.BOOL: np.dtype(np.bool_),
+    DataType.UINT8: np.dtype(np.uint8),
+    DataType.UINT16: np.dtype(np.uint16),
+    DataType.UINT32: np.dtype(np.uint32),
+    DataType.UINT64: np.dtype(np.uint64),
+    DataType.INT8: np.dtype(np.int8),
+    DataType.INT16: np.dtype(np.int16),
+    DataType.INT32: np.dtype(np.int32),
+    DataType.INT64: np.dtype(np.int64),
+    DataType.FP16: np.dtype(np.float16),
+    DataType.BF16: np.dtype(ml_dtypes.bfloat16),
+    DataType.FP32: np.dtype(np.float32),
+    DataType.FP64: np.dtype(np.float64),
+    DataType.BYTES: np.dtype(np.object_),
+}
+
+_TORCH_NAMES: dict[DataType, str] = {
+    DataType.BOOL: "bool",
+    DataType.UINT8: "uint8",
+    DataType.UINT16: "uint16",
+    DataType.UINT32: "uint32",
+    DataType.UINT64: "uint64",
+    DataType.INT8: "int8",
+    DataType.INT16: "int16",
+    DataType.INT32: "int32",
+    DataType.INT64: "int64",
+    DataType.FP16: "float16",
+    DataType.BF16: "bfloat16",
+    DataType.FP32: "float32",
+    DataType.FP64: "float64",
+}
+
+_LENGTH = struct.Struct("<I")
+
+
+def serialize_bytes_tensor(array: np.ndarray | Iterable[Any]) -> bytes:
+    """Encode BYTES elements in row-major order, each as a 4-byte little-endian length + data.
+
+    ``str`` elements are encoded as UTF-8; anything else that is not ``bytes`` is formatted
+    with ``str()`` first, as Triton's clients do.
+    """
+    flat = np.asarray(array, dtype=np.object_).reshape(-1)
+    parts: list[bytes] = []
+    for item in flat:
+        if isinstance(item, bytes | bytearray | memoryview):
+            data = bytes(item)
+        elif isinstance(item, str):
+            data = item.encode("utf-8")
+        else:
+            data = str(item).encode("utf-8")
+        parts.append(_LENGTH.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def deserialize_bytes_tensor(
+    buffer: bytes | memoryview, shape: Sequence[int] | None = None
+) -> np.ndarray:
+    """Decode a BYTES wire buffer into an object array of ``bytes``; reshape when given a shape.
+
+    Raises ``ValueError`` naming the offset when the framing is truncated or the element count
+    does not match the shape.
+    """
+    view = memoryview(buffer).cast("B")
+    items: list[bytes] = []
+    offset = 0
+    end = len(view)
+    while offset < end:
+        if offset + 4 > end:
+            raise ValueError(f"truncated BYTES element length at offset {offset}")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > end:
+            raise ValueError(
+                f"BYTES element at offset {offset - 4} declares {length} bytes, "
+                f"only {end - offset} remain"
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    out = np.empty(len(items), dtype=np.object_)
+    out[:] = items
+    if shape is not None:
+        count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+        if count != len(items):
+            raise ValueError(f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}")
+        out = out.reshape(tuple(shape))
+    return out
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as a configuration declares it.
+
+    ``dims`` excludes the batch dimension when the model batches (``max_batch_size > 0``);
+    ``-1`` marks a variable dimension.
+    """
+
+    name: str
+    datatype: DataType
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    def shape(self, batched: bool) -> tuple[int, ...]:
+        """The full tensor shape, with ``-1`` for the batch dimension when ``batched``."""
+        return (-1, *self.dims) if batched else self.dims
+
+    def accepts(self, shape: Sequence[int], batched: bool) -> bool:
+        """Whether a concrete tensor shape matches this spec."""
+        expected = self.shape(batched)
+        if len(shape) != len(expected):
+            return False
+        return all(e == -1 or e == s for e, s in zip(expected, shape))
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output a client asked for, with its per-output parameters (``binary_data`` …)."""
+
+    name: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One inference request as the server core and schedulers see it.
+
+    ``inputs`` hold numpy arrays (BYTES as object arrays of ``bytes``). ``outputs`` is None when
+    the client asked for every output. ``timeout_us`` of 0 means no timeout; ``priority`` of 0
+    means the model's default priority level.
+    """
+
+    model_name: str
+    inputs: Mapping[str, np.ndarray]
+    model_version: str = ""
+    id: str = ""
+    outputs: tuple[RequestedOutput, ...] | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    timeout_us: int = 0
+    sequence_id: int | str = 0
+    sequence_start: bool = False
+    sequence_end: bool = False
+
+
+@dataclass(frozen=True)
+class InferenceResponse:
+    """The result of one request: the outputs it asked for, in the model's output order."""
+
+    model_name: str
+    model_version: str
+    outputs: Mapping[str, np.ndarray]
+    id: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
