@@ -188,7 +188,9 @@ def deserialize_bytes_tensor(
     if shape is not None:
         count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
         if count != len(items):
-            raise ValueError(f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}")
+            raise ValueError(
+                f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}"
+            )
         out = out.reshape(tuple(shape))
     return out
 

@@ -1,0 +1,29 @@
+"""Shared test configuration: markers that need hardware or Ray are skipped when absent."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a GPU")
+    skip_ray = pytest.mark.skip(
+        reason="needs HEADRACE_RAY_TESTS=1 inside a private network namespace"
+    )
+    gpu = _has_gpu()
+    ray_ok = os.environ.get("HEADRACE_RAY_TESTS") == "1"
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(skip_gpu)
+        if "ray" in item.keywords and not ray_ok:
+            item.add_marker(skip_ray)
