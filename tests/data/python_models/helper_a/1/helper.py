@@ -1,0 +1,3 @@
+"""The helper of model helper_a."""
+
+WHO = "helper_a"

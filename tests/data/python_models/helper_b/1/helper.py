@@ -1,0 +1,3 @@
+"""The helper of model helper_b."""
+
+WHO = "helper_b"
