@@ -1,0 +1,465 @@
+"""KServe v2 HTTP/REST tensor encoding, as Triton speaks it, with the binary tensor extension.
+
+Pure functions from request bodies to :class:`headrace.types.InferenceRequest` and from
+:class:`~headrace.types.InferenceResponse` to response bodies; no aiohttp here, so the
+framing rules are testable byte for byte. Binary tensors are read with ``numpy.frombuffer``
+straight out of the request body (zero-copy, hence read-only arrays); JSON tensors go
+through numpy in one call. JSON is parsed with orjson when it is installed (about 4x faster
+than python-rapidjson on request headers, 10x on JSON tensors) and python-rapidjson
+otherwise, which tritonclient always brings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from headrace.errors import InvalidInput
+from headrace.types import (
+    DataType,
+    InferenceRequest,
+    InferenceResponse,
+    RequestedOutput,
+    TensorSpec,
+    deserialize_bytes_tensor,
+    serialize_bytes_tensor,
+)
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+    import rapidjson as _rapidjson
+
+__all__ = [
+    "DecodedRequest",
+    "decode_infer_request",
+    "decode_raw_request",
+    "encode_infer_response",
+    "json_dumps",
+    "json_loads",
+]
+
+# Request parameters Triton interprets itself; everything else passes through to the model.
+_RESERVED = frozenset(
+    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
+)
+_DTYPE_CACHE: dict[np.dtype, DataType] = {}
+
+
+def json_loads(data: bytes | memoryview | str) -> Any:
+    """Parse JSON; raises ``ValueError`` on malformed text."""
+    if _orjson is not None:
+        return _orjson.loads(data)
+    if isinstance(data, memoryview):
+        data = bytes(data)
+    return _rapidjson.loads(data)
+
+
+def json_dumps(obj: Any) -> bytes:
+    """Serialize to compact UTF-8 JSON bytes."""
+    if _orjson is not None:
+        return _orjson.dumps(obj)
+    return _rapidjson.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """An inference request plus how the client wants each output encoded."""
+
+    request: InferenceRequest
+    binary_default: bool = False
+    binary_outputs: Mapping[str, bool] = field(default_factory=dict)
+
+    def wants_binary(self, name: str) -> bool:
+        return self.binary_outputs.get(name, self.binary_default)
+
+
+def decode_infer_request(
+    model_name: str, model_version: str, body: bytes, header_length: int | None
+) -> DecodedRequest:
+    """Decode an infer body: JSON header (all of it when ``header_length`` is None) + binary.
+
+    Raises :class:`InvalidInput` naming the input, the sizes and the model on any framing,
+    JSON or tensor mismatch, the same cases Triton refuses.
+    """
+    view = memoryview(body)
+    size = len(view)
+    if header_length is None:
+        header_length = size
+    elif header_length < 0 or header_length > size:
+        raise InvalidInput(
+            f"inference header size should be in range (0, {size}), got: {header_length}"
+        )
+    header = _loads_object(view[:header_length], "request JSON")
+    inputs_json = header.get("inputs")
+    if not isinstance(inputs_json, list):
+        raise InvalidInput("Unable to parse 'inputs': expected a JSON array")
+    offset = header_length
+    inputs: dict[str, np.ndarray] = {}
+    for item in inputs_json:
+        name, array, used = _decode_input(item, view, offset, model_name)
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' appears more than once for model '{model_name}'")
+        inputs[name] = array
+        offset += used
+    if offset != size:
+        raise InvalidInput(
+            f"unexpected additional input data for model '{model_name}': "
+            f"{size - offset} bytes after the last binary input"
+        )
+    request_id = header.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidInput(f"Unable to parse 'id': expected a string, got {request_id!r}")
+    options, binary_default = _request_options(header.get("parameters"))
+    outputs, binary_outputs = _requested_outputs(header.get("outputs"))
+    request = InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        id=request_id,
+        outputs=outputs,
+        **options,
+    )
+    return DecodedRequest(request, binary_default, binary_outputs)
+
+
+def decode_raw_request(
+    model_name: str, model_version: str, body: bytes, spec: TensorSpec, batched: bool
+) -> DecodedRequest:
+    """Decode a raw binary request: the whole body is the data of the model's single input.
+
+    Shapes are deduced as Triton does: a BYTES input gets one element; a fixed-shape input
+    gets its configured shape; otherwise a flat vector. Batched models get batch size 1.
+    All outputs come back binary.
+    """
+    dtype = spec.datatype
+    prefix: tuple[int, ...] = (1,) if batched else ()
+    array: np.ndarray
+    if dtype is DataType.BYTES:
+        element = np.empty(1, dtype=np.object_)
+        element[0] = bytes(body)
+        array = element.reshape((*prefix, 1))
+    else:
+        itemsize = dtype.numpy_dtype.itemsize
+        if len(body) % itemsize:
+            raise InvalidInput(
+                f"raw binary input '{spec.name}' of model '{model_name}' has {len(body)} bytes, "
+                f"not a multiple of the {dtype.value} element size {itemsize}"
+            )
+        flat = np.frombuffer(body, dtype=dtype.numpy_dtype)
+        fixed = spec.dims and all(d >= 0 for d in spec.dims)
+        if fixed and math.prod(spec.dims) == flat.size:
+            array = flat.reshape((*prefix, *spec.dims))
+        else:
+            array = flat.reshape((*prefix, flat.size))
+    request = InferenceRequest(
+        model_name=model_name, model_version=model_version, inputs={spec.name: array}
+    )
+    return DecodedRequest(request, binary_default=True)
+
+
+def encode_infer_response(
+    response: InferenceResponse, decoded: DecodedRequest
+) -> tuple[bytes, int | None]:
+    """Encode a response; returns the body and the JSON header length (None if all JSON)."""
+    outputs: list[dict[str, Any]] = []
+    chunks: list[Any] = []
+    for name, value in response.outputs.items():
+        array = np.asarray(value)
+        datatype = _datatype_of(array, name)
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype.value,
+            "shape": list(array.shape),
+        }
+        if decoded.wants_binary(name):
+            raw = _binary_of(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = _json_data(array, datatype, name)
+        outputs.append(entry)
+    message: dict[str, Any] = {}
+    if response.id:
+        message["id"] = response.id
+    message["model_name"] = response.model_name
+    message["model_version"] = response.model_version
+    if response.parameters:
+        message["parameters"] = dict(response.parameters)
+    message["outputs"] = outputs
+    header = json_dumps(message)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def _loads_object(data: memoryview, what: str) -> dict[str, Any]:
+    try:
+        parsed = json_loads(data)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"failed to parse the {what}: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidInput(f"the {what} must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+def _decode_input(
+    item: Any, view: memoryview, offset: int, model_name: str
+) -> tuple[str, np.ndarray, int]:
+    """One ``$request_input``; returns name, array and the binary bytes it consumed."""
+    if not isinstance(item, dict):
+        raise InvalidInput(f"each entry of 'inputs' must be a JSON object, got {item!r}")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput(f"Unable to parse 'name' of an input: got {name!r}")
+    try:
+        datatype = DataType.from_name(str(item.get("datatype")))
+    except ValueError:
+        raise InvalidInput(
+            f"input '{name}' has invalid datatype {item.get('datatype')!r}"
+        ) from None
+    shape = _shape_of(item.get("shape"), name)
+    params = item.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"'parameters' of input '{name}' must be a JSON object")
+    has_data = "data" in item
+    has_binary = "binary_data_size" in params
+    has_shm = "shared_memory_region" in params
+    if has_data + has_binary + has_shm != 1:
+        raise InvalidInput(
+            f"input '{name}' must set exactly one of 'data', 'binary_data_size' in "
+            "'parameters', 'shared_memory_region' in 'parameters'"
+        )
+    if has_shm:
+        raise InvalidInput(f"input '{name}': shared memory inputs are not supported by this server")
+    if has_data:
+        return name, _from_json(item["data"], datatype, shape, name), 0
+    size = params["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidInput(f"Unable to parse 'binary_data_size' of input '{name}': got {size!r}")
+    available = len(view) - offset
+    if size > available:
+        raise InvalidInput(
+            f"unexpected size for input '{name}', expecting {size - available} additional "
+            f"bytes for model '{model_name}'"
+        )
+    return name, _from_binary(view[offset : offset + size], datatype, shape, name), size
+
+
+def _shape_of(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise InvalidInput(
+            f"Unable to parse 'shape' of input '{name}': expected non-negative integers, "
+            f"got {value!r}"
+        )
+    return tuple(value)
+
+
+def _from_binary(
+    chunk: memoryview, datatype: DataType, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype is DataType.BYTES:
+        try:
+            return deserialize_bytes_tensor(chunk, shape)
+        except ValueError as exc:
+            raise InvalidInput(f"input '{name}': {exc}") from exc
+    dtype = datatype.numpy_dtype
+    expected = count * dtype.itemsize
+    if len(chunk) != expected:
+        raise InvalidInput(
+            f"input '{name}' has {len(chunk)} bytes of binary data, shape {list(shape)} of "
+            f"{datatype.value} needs {expected}"
+        )
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+_JSON_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+
+
+def _from_json(data: Any, datatype: DataType, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype in (DataType.FP16, DataType.BF16):
+        raise InvalidInput(
+            f"receiving {datatype.value} data via JSON is not supported. Please use the "
+            f"binary data format for input {name}"
+        )
+    if not isinstance(data, list):
+        data = [data]
+    if datatype is DataType.BYTES:
+        flat = _flatten_strings(data, name)
+        if len(flat) != count:
+            raise InvalidInput(
+                f"input '{name}' has {len(flat)} elements in 'data', shape {list(shape)} "
+                f"needs {count}"
+            )
+        array = np.empty(count, dtype=np.object_)
+        array[:] = flat
+        return array.reshape(shape)
+    try:
+        parsed = np.array(data)
+    except ValueError as exc:
+        raise InvalidInput(f"Unable to parse 'data' of input '{name}': {exc}") from exc
+    target = datatype.numpy_dtype
+    if parsed.size and parsed.dtype.kind not in _JSON_KINDS[target.kind]:
+        raise InvalidInput(
+            f"Unable to parse 'data' of input '{name}': values of kind "
+            f"{parsed.dtype.name} do not fit {datatype.value}"
+        )
+    if parsed.size != count:
+        raise InvalidInput(
+            f"input '{name}' has {parsed.size} elements in 'data', shape {list(shape)} "
+            f"needs {count}"
+        )
+    return parsed.astype(target, copy=False).reshape(shape)
+
+
+def _flatten_strings(data: list[Any], name: str) -> list[bytes]:
+    out: list[bytes] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            if not isinstance(item, str):
+                raise InvalidInput(
+                    f"Unable to parse 'data' of BYTES input '{name}': expected strings, "
+                    f"got {item!r}"
+                )
+            out.append(item.encode("utf-8"))
+        else:
+            stack.pop()
+    return out
+
+
+def _request_options(params: Any) -> tuple[dict[str, Any], bool]:
+    """Map Triton's request parameters to InferenceRequest fields and pass-through ones."""
+    if params is None:
+        return {}, False
+    if not isinstance(params, dict):
+        raise InvalidInput(f"request 'parameters' must be a JSON object, got {params!r}")
+    options: dict[str, Any] = {}
+    passthrough: dict[str, Any] = {}
+    binary_default = False
+    for key, value in params.items():
+        if key in _RESERVED:
+            if key == "sequence_id":
+                if not isinstance(value, int | str) or isinstance(value, bool):
+                    raise InvalidInput(f"Unable to parse 'sequence_id': got {value!r}")
+                options["sequence_id"] = value
+            elif key in ("priority", "timeout"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
+                options["priority" if key == "priority" else "timeout_us"] = value
+            else:
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
+                if key == "binary_data_output":
+                    binary_default = value
+                else:
+                    options[key] = value
+        elif key.startswith("triton_"):
+            raise InvalidInput(
+                f"parameter '{key}': keys starting with 'triton_' are reserved for Triton "
+                "usage and should not be specified."
+            )
+        elif isinstance(value, bool | int | float | str):
+            passthrough[key] = value
+        else:
+            raise InvalidInput(
+                f"parameter '{key}' has invalid type. It should be either 'int', 'bool', "
+                "or 'string'."
+            )
+    if passthrough:
+        options["parameters"] = passthrough
+    return options, binary_default
+
+
+def _requested_outputs(
+    outputs_json: Any,
+) -> tuple[tuple[RequestedOutput, ...] | None, dict[str, bool]]:
+    if outputs_json is None:
+        return None, {}
+    if not isinstance(outputs_json, list):
+        raise InvalidInput("Unable to parse 'outputs': expected a JSON array")
+    requested: list[RequestedOutput] = []
+    binary: dict[str, bool] = {}
+    for item in outputs_json:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput(f"Unable to parse 'name' of a requested output: got {item!r}")
+        name = item["name"]
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput(f"'parameters' of output '{name}' must be a JSON object")
+        if params.get("classification"):
+            raise InvalidInput(
+                f"output '{name}': the classification extension is not supported by this "
+                "server; request the raw output tensor instead"
+            )
+        if "shared_memory_region" in params:
+            raise InvalidInput(
+                f"output '{name}': shared memory outputs are not supported by this server"
+            )
+        if "binary_data" in params:
+            if not isinstance(params["binary_data"], bool):
+                raise InvalidInput(
+                    f"Unable to parse 'binary_data' of output '{name}': "
+                    f"got {params['binary_data']!r}"
+                )
+            binary[name] = params["binary_data"]
+        requested.append(RequestedOutput(name, params))
+    return tuple(requested), binary
+
+
+def _datatype_of(array: np.ndarray, name: str) -> DataType:
+    dtype = array.dtype
+    found = _DTYPE_CACHE.get(dtype)
+    if found is None:
+        try:
+            found = DataType.from_numpy(dtype)
+        except ValueError as exc:
+            raise InvalidInput(f"output '{name}': {exc}") from exc
+        _DTYPE_CACHE[dtype] = found
+    return found
+
+
+def _binary_of(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
+    if datatype is DataType.BYTES:
+        return serialize_bytes_tensor(array)
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+
+
+def _json_data(array: np.ndarray, datatype: DataType, name: str) -> list[Any]:
+    if datatype in (DataType.FP16, DataType.BF16):
+        raise InvalidInput(
+            f"sending {datatype.value} data via JSON is not supported. Please use the binary "
+            f"data format for output '{name}'"
+        )
+    flat = array.reshape(-1)
+    if datatype is not DataType.BYTES:
+        return flat.tolist()
+    out: list[str] = []
+    for item in flat:
+        if not isinstance(item, bytes | bytearray | memoryview):
+            out.append(str(item))
+            continue
+        try:
+            out.append(bytes(item).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"output '{name}' holds bytes that are not UTF-8; request it with "
+                "'binary_data': true"
+            ) from None
+    return out
