@@ -1,0 +1,51 @@
+"""Scheduling: how a model version's requests queue, batch and reach its instances.
+
+``make_scheduler`` picks the scheduler a model configuration asks for, as Triton does:
+``dynamic_batching`` gets the :class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headrace.errors import Unsupported
+from headrace.scheduling.base import Scheduler, StatsSink
+from headrace.scheduling.default import DefaultScheduler
+from headrace.scheduling.dispatch import NullStats, QueueingScheduler
+from headrace.scheduling.dynamic import DynamicBatcher
+from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
+from headrace.scheduling.queue_policy import PriorityQueues, QueuePolicy
+
+__all__ = [
+    "BatchOutcome",
+    "DefaultScheduler",
+    "DynamicBatcher",
+    "InstancePool",
+    "Lease",
+    "NullStats",
+    "PriorityQueues",
+    "QueuePolicy",
+    "QueueingScheduler",
+    "Scheduler",
+    "StatsSink",
+    "make_scheduler",
+]
+
+
+def make_scheduler(
+    config: Any, pool: InstancePool, stats: StatsSink | None = None, source: str = ""
+) -> Scheduler:
+    """The scheduler for a model version, given its ``ModelConfig`` and instance pool.
+
+    Sequence batching and ensembles have their own schedulers (``scheduling.sequence``,
+    ``scheduling.ensemble``); they are refused here with Unsupported.
+    """
+    if config.platform == "ensemble" or config.backend == "ensemble":
+        raise Unsupported(f"model '{config.name}' is an ensemble; use scheduling.ensemble")
+    if config.HasField("sequence_batching"):
+        raise Unsupported(f"model '{config.name}' uses sequence_batching; use scheduling.sequence")
+    if config.HasField("dynamic_batching"):
+        return DynamicBatcher(config, pool, stats, source=source)
+    return DefaultScheduler(
+        pool, stats, name=config.name, max_batch_size=int(config.max_batch_size)
+    )

@@ -1,0 +1,70 @@
+"""The default scheduler, for models without ``dynamic_batching``: one request per execution.
+
+Requests run in arrival order, each alone, as soon as an instance has a free slot. The queue
+is bounded so overload is refused at once (Unavailable) rather than absorbed; Triton applies
+no queue policy here, so request priorities and timeouts are not used.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from headrace.errors import InvalidConfig, Unavailable
+from headrace.scheduling.base import StatsSink
+from headrace.scheduling.dispatch import QueueingScheduler
+from headrace.scheduling.pool import InstancePool
+from headrace.scheduling.queue_policy import QueuedRequest
+
+__all__ = ["DEFAULT_QUEUE_PER_INSTANCE", "DefaultScheduler"]
+
+DEFAULT_QUEUE_PER_INSTANCE = 1024
+"""Queue bound per model instance when none is given."""
+
+
+class DefaultScheduler(QueueingScheduler):
+    """FIFO, one request per batch, at most ``max_queue_size`` requests waiting."""
+
+    def __init__(
+        self,
+        pool: InstancePool,
+        stats: StatsSink | None = None,
+        *,
+        name: str = "",
+        max_batch_size: int = 0,
+        max_queue_size: int | None = None,
+    ) -> None:
+        super().__init__(pool, stats, name=name, max_batch_size=max_batch_size)
+        if max_queue_size is None:
+            max_queue_size = DEFAULT_QUEUE_PER_INSTANCE * len(pool)
+        if max_queue_size < 1:
+            raise InvalidConfig(f"max_queue_size must be at least 1, got {max_queue_size}")
+        self.max_queue_size = max_queue_size
+        self._queue: deque[QueuedRequest] = deque()
+        self._size = 0
+
+    def _push(self, item: QueuedRequest, priority: int, timeout_us: int, now_ns: int) -> None:
+        if self._size >= self.max_queue_size:
+            raise Unavailable(
+                f"queue of model '{self.name}' is full ({self.max_queue_size} requests queued)"
+            )
+        self._queue.append(item)
+        self._size += 1
+
+    def _discard(self, item: QueuedRequest) -> None:
+        if item.queued:
+            item.queued = False
+            self._size -= 1
+
+    def _queued(self) -> int:
+        return self._size
+
+    def _next_batch(self, now_ns: int) -> list[QueuedRequest] | None:
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.queued:
+                continue
+            self._discard(item)
+            if item.future.done():  # cancelled by its caller while queued
+                continue
+            return [item]
+        return None

@@ -1,0 +1,264 @@
+"""The machinery every queueing scheduler shares: accept, queue, pump, execute, resolve.
+
+A subclass only says how requests queue and which ones form the next batch. This class owns
+the rest: one future per request (each caller awaits its own, so responses never cross),
+the pending count, draining, statistics, and an event-driven pump. The pump runs (via
+``call_soon``, so requests arriving in the same loop iteration can share a batch) whenever a
+request arrives, an instance frees a slot, or a timer set with ``call_at`` for the next queue
+deadline or batching delay fires. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from collections.abc import Mapping
+from functools import partial
+
+import numpy as np
+
+from headrace.backends.base import Outputs
+from headrace.errors import (
+    DeadlineExceeded,
+    HeadraceError,
+    InternalError,
+    InvalidInput,
+    ModelExecutionError,
+    Unavailable,
+)
+from headrace.scheduling.base import Scheduler, StatsSink
+from headrace.scheduling.pool import BatchOutcome, InstancePool
+from headrace.scheduling.queue_policy import QueuedRequest
+
+__all__ = ["NullStats", "QueueingScheduler"]
+
+
+class NullStats:
+    """A StatsSink that drops everything (for callers that keep no statistics)."""
+
+    def record_request(self, *, success: bool, queue_ns: int, total_ns: int) -> None:
+        pass
+
+    def record_batch(
+        self,
+        *,
+        batch_size: int,
+        compute_input_ns: int,
+        compute_infer_ns: int,
+        compute_output_ns: int,
+    ) -> None:
+        pass
+
+
+class QueueingScheduler(Scheduler):
+    """A Scheduler that queues requests and executes batches of them on an InstancePool."""
+
+    def __init__(
+        self,
+        pool: InstancePool,
+        stats: StatsSink | None = None,
+        *,
+        name: str = "",
+        max_batch_size: int = 0,
+    ) -> None:
+        self._pool = pool
+        self._stats: StatsSink = stats if stats is not None else NullStats()
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self._pending = 0
+        self._batches_in_flight = 0
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kick_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_ns = 0
+        pool.add_release_listener(self._kick)
+
+    # -- what a subclass decides ------------------------------------------------------------
+
+    @abstractmethod
+    def _push(self, item: QueuedRequest, priority: int, timeout_us: int, now_ns: int) -> None:
+        """Queue ``item``; raise Unavailable when the queue is full."""
+
+    @abstractmethod
+    def _discard(self, item: QueuedRequest) -> None:
+        """Forget ``item`` if it is still queued (its caller went away)."""
+
+    @abstractmethod
+    def _queued(self) -> int:
+        """Requests waiting in the queue."""
+
+    @abstractmethod
+    def _next_batch(self, now_ns: int) -> list[QueuedRequest] | None:
+        """Remove and return the requests of the next batch, or None to wait for more."""
+
+    def _expire(self, now_ns: int) -> list[QueuedRequest]:
+        """Apply queue timeouts; return the requests to reject (none by default)."""
+        return []
+
+    def _wake_ns(self, now_ns: int, slot_free: bool) -> int | None:
+        """When the pump must run again even if nothing arrives (None: only on events)."""
+        return None
+
+    # -- Scheduler --------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def schedule(
+        self, inputs: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
+    ) -> Outputs:
+        start_ns = time.monotonic_ns()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        try:
+            if self._draining:
+                raise Unavailable(f"model '{self.name}' is shutting down; request refused")
+            item = QueuedRequest(inputs, self._request_size(inputs), loop.create_future(), start_ns)
+            self._push(item, priority, timeout_us, start_ns)
+        except HeadraceError:
+            self._record_request(False, 0, start_ns, time.monotonic_ns())
+            raise
+        self._pending += 1
+        self._idle.clear()
+        self._kick()
+        try:
+            return await item.future
+        finally:
+            self._discard(item)
+            self._pending -= 1
+            self._check_idle()
+
+    async def drain(self) -> None:
+        """Refuse new requests, dispatch queued ones without further delay, wait for all."""
+        self._draining = True
+        self._loop = asyncio.get_running_loop()
+        self._kick()
+        await self._idle.wait()
+
+    # -- the pump ---------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self._kick_handle is None and self._loop is not None and not self._loop.is_closed():
+            self._kick_handle = self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._kick_handle = None
+        now_ns = time.monotonic_ns()
+        for item in self._expire(now_ns):
+            self._reject_late(item, now_ns)
+        while self._queued() and self._pool.free_slots > 0:
+            batch = self._next_batch(now_ns)
+            if not batch:
+                break
+            self._dispatch(batch, now_ns)
+        self._arm_timer(now_ns, self._wake_ns(now_ns, self._pool.free_slots > 0))
+
+    def _arm_timer(self, now_ns: int, wake_ns: int | None) -> None:
+        if self._timer is not None and (wake_ns is None or wake_ns != self._timer_ns):
+            self._timer.cancel()
+            self._timer = None
+        if wake_ns is None or self._timer is not None or self._loop is None:
+            return
+        self._timer_ns = wake_ns
+        when = self._loop.time() + max(0, wake_ns - now_ns) / 1e9
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _dispatch(self, batch: list[QueuedRequest], now_ns: int) -> None:
+        lease = self._pool.try_acquire()
+        if lease is None:  # _pump checked free_slots on this thread: cannot happen
+            error = InternalError(f"model '{self.name}': no free instance for a formed batch")
+            for item in batch:
+                self._resolve(item, error, now_ns, now_ns)
+            return
+        self._batches_in_flight += 1
+        outcome = self._pool.execute(lease, [item.inputs for item in batch])
+        outcome.add_done_callback(partial(self._finish_batch, batch, now_ns))
+
+    def _finish_batch(
+        self, batch: list[QueuedRequest], dispatch_ns: int, outcome: asyncio.Future[BatchOutcome]
+    ) -> None:
+        self._batches_in_flight -= 1
+        result = outcome.result()
+        if result.times is not None:  # a batch that failed as a whole adds no batch stats
+            self._stats.record_batch(
+                batch_size=sum(item.batch_size for item in batch),
+                compute_input_ns=result.times.compute_input_ns,
+                compute_infer_ns=result.times.compute_infer_ns,
+                compute_output_ns=result.times.compute_output_ns,
+            )
+        for item, value in zip(batch, result.results):
+            self._resolve(item, value, dispatch_ns, time.monotonic_ns())
+        self._check_idle()
+
+    def _resolve(
+        self,
+        item: QueuedRequest,
+        value: Outputs | BaseException,
+        dispatch_ns: int,
+        end_ns: int,
+    ) -> None:
+        success = not isinstance(value, BaseException)
+        self._record_request(success, dispatch_ns - item.enqueue_ns, item.enqueue_ns, end_ns)
+        if item.future.done():  # the caller went away
+            return
+        if isinstance(value, BaseException):
+            item.future.set_exception(_as_headrace_error(self.name, value))
+        else:
+            item.future.set_result(value)
+
+    def _reject_late(self, item: QueuedRequest, now_ns: int) -> None:
+        waited_us = (now_ns - item.enqueue_ns) // 1000
+        error = DeadlineExceeded(
+            f"request timed out in the queue of model '{self.name}' after {waited_us} us"
+        )
+        self._resolve(item, error, now_ns, now_ns)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _request_size(self, inputs: Mapping[str, np.ndarray]) -> int:
+        if self.max_batch_size <= 0:
+            return 1
+        for name, value in inputs.items():
+            shape = np.shape(value)
+            if not shape:
+                raise InvalidInput(
+                    f"input '{name}' is a scalar; model '{self.name}' expects a batch dimension"
+                )
+            size = int(shape[0])
+            if size > self.max_batch_size:
+                raise InvalidInput(
+                    f"input '{name}' has batch size {size}, model '{self.name}' accepts at most "
+                    f"{self.max_batch_size}"
+                )
+            return size
+        return 1
+
+    def _record_request(self, success: bool, queue_ns: int, start_ns: int, end_ns: int) -> None:
+        self._stats.record_request(
+            success=success, queue_ns=max(0, queue_ns), total_ns=max(0, end_ns - start_ns)
+        )
+
+    def _check_idle(self) -> None:
+        if self._pending == 0 and self._batches_in_flight == 0:
+            self._idle.set()
+
+
+def _as_headrace_error(name: str, exc: BaseException) -> HeadraceError:
+    if isinstance(exc, HeadraceError):
+        return exc
+    error = ModelExecutionError(f"model '{name}' failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,222 @@
+"""Queued requests, Triton queue policies and the per-priority-level queues that apply them.
+
+Semantics follow Triton's ``ModelQueuePolicy``: ``max_queue_size`` (0 = unbounded) refuses a
+request at once when its level is full; ``default_timeout_microseconds`` (0 = none) sets a
+deadline that a request's own ``timeout_us`` may only shorten, and only when
+``allow_timeout_override`` is set; past its deadline a request is rejected (``REJECT``) or
+moved behind every on-time request of its level (``DELAY``). Priority levels number from 1
+(most urgent); a request priority of 0, or one above ``priority_levels``, means the
+``default_priority_level``.
+
+Everything here runs on the event loop thread; nothing is thread-safe on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from headrace.backends.base import Outputs
+from headrace.errors import InvalidConfig, Unavailable
+
+__all__ = ["PriorityQueues", "QueuePolicy", "QueuedRequest", "TimeoutAction"]
+
+TimeoutAction = str
+"""``"REJECT"`` or ``"DELAY"``, as ``ModelQueuePolicy.TimeoutAction`` names them."""
+
+
+@dataclass(eq=False)
+class QueuedRequest:
+    """One accepted request while it waits for, and then runs in, a batch."""
+
+    inputs: Mapping[str, np.ndarray]
+    batch_size: int
+    future: asyncio.Future[Outputs]
+    enqueue_ns: int
+    level: int = 0
+    deadline_ns: int = 0
+    """Monotonic deadline in ns; 0 when the request has none."""
+    queued: bool = True
+    delayed: bool = False
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """One priority level's ``ModelQueuePolicy``."""
+
+    timeout_action: TimeoutAction = "REJECT"
+    default_timeout_us: int = 0
+    allow_timeout_override: bool = False
+    max_queue_size: int = 0
+
+    @classmethod
+    def from_proto(cls, message: Any) -> QueuePolicy:
+        """Read a ``model_config_pb2.ModelQueuePolicy``."""
+        action = "DELAY" if int(message.timeout_action) == 1 else "REJECT"
+        return cls(
+            timeout_action=action,
+            default_timeout_us=int(message.default_timeout_microseconds),
+            allow_timeout_override=bool(message.allow_timeout_override),
+            max_queue_size=int(message.max_queue_size),
+        )
+
+    def timeout_us(self, requested_us: int) -> int:
+        """The timeout that applies to a request asking for ``requested_us`` (0 = none).
+
+        As Triton does, a request may shorten the default timeout but never lengthen it or
+        set one where the policy has none.
+        """
+        timeout = self.default_timeout_us
+        if self.allow_timeout_override and 0 < requested_us < timeout:
+            timeout = requested_us
+        return timeout
+
+
+@dataclass
+class _Level:
+    policy: QueuePolicy
+    main: deque[QueuedRequest] = field(default_factory=deque)
+    delayed: deque[QueuedRequest] = field(default_factory=deque)
+    size: int = 0
+
+    def trim(self) -> None:
+        """Drop entries that left the queue from the fronts of both deques."""
+        while self.main and (not self.main[0].queued or self.main[0].delayed):
+            self.main.popleft()
+        while self.delayed and not self.delayed[0].queued:
+            self.delayed.popleft()
+
+
+class PriorityQueues:
+    """Per-level FIFO queues; iteration yields live requests, most urgent level first.
+
+    Removal is lazy: a request leaves by having ``queued`` cleared (``take``, ``discard``,
+    ``expire``); stale entries are skipped and trimmed from the fronts of the deques.
+    """
+
+    def __init__(
+        self,
+        levels: int = 0,
+        default_level: int = 0,
+        default_policy: QueuePolicy | None = None,
+        level_policies: Mapping[int, QueuePolicy] | None = None,
+        source: str = "",
+    ) -> None:
+        if levels < 0:
+            raise InvalidConfig(
+                f"must not be negative, got {levels}",
+                source=source,
+                field="dynamic_batching.priority_levels",
+            )
+        if levels and not 1 <= default_level <= levels:
+            raise InvalidConfig(
+                f"must be in [1, {levels}], got {default_level}",
+                source=source,
+                field="dynamic_batching.default_priority_level",
+            )
+        base = default_policy or QueuePolicy()
+        overrides = dict(level_policies or {})
+        for key in overrides:
+            if not levels or not 1 <= key <= levels:
+                raise InvalidConfig(
+                    f"names level {key}, the model has {levels} priority levels",
+                    source=source,
+                    field="dynamic_batching.priority_queue_policy",
+                )
+        self.levels = levels
+        self.default_level = default_level if levels else 0
+        keys = range(1, levels + 1) if levels else range(1)
+        self._levels = {key: _Level(overrides.get(key, base)) for key in keys}
+        self._deadlines: list[tuple[int, int, QueuedRequest]] = []
+        self._counter = itertools.count()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def level_for(self, priority: int) -> int:
+        """The level a request priority maps to (Triton: 0 or out of range = the default)."""
+        if not self.levels or priority <= 0 or priority > self.levels:
+            return self.default_level
+        return priority
+
+    def push(self, item: QueuedRequest, priority: int, timeout_us: int, now_ns: int) -> None:
+        """Enqueue ``item`` at its priority's level, or raise Unavailable when that is full."""
+        item.level = self.level_for(priority)
+        level = self._levels[item.level]
+        limit = level.policy.max_queue_size
+        if limit and level.size >= limit:
+            raise Unavailable(
+                f"queue of priority level {item.level} is full ({limit} requests queued)"
+            )
+        timeout = level.policy.timeout_us(timeout_us)
+        if timeout:
+            item.deadline_ns = now_ns + timeout * 1000
+            heapq.heappush(self._deadlines, (item.deadline_ns, next(self._counter), item))
+        level.main.append(item)
+        level.size += 1
+        self._size += 1
+
+    def __iter__(self) -> Iterator[QueuedRequest]:
+        for level in self._levels.values():
+            for item in level.main:
+                if item.queued and not item.delayed:
+                    yield item
+            for item in level.delayed:
+                if item.queued:
+                    yield item
+
+    def discard(self, item: QueuedRequest) -> None:
+        """Remove ``item`` if it is still queued (taken into a batch, cancelled, rejected)."""
+        if not item.queued:
+            return
+        item.queued = False
+        self._levels[item.level].size -= 1
+        self._size -= 1
+
+    def take(self, items: list[QueuedRequest]) -> None:
+        """Remove requests that go into a batch."""
+        for item in items:
+            self.discard(item)
+        for level in self._levels.values():
+            level.trim()
+
+    def expire(self, now_ns: int) -> list[QueuedRequest]:
+        """Apply timeout actions to requests past their deadline; return the rejected ones."""
+        rejected: list[QueuedRequest] = []
+        while self._deadlines and self._deadlines[0][0] <= now_ns:
+            _, _, item = heapq.heappop(self._deadlines)
+            if not item.queued or item.delayed:
+                continue
+            level = self._levels[item.level]
+            if level.policy.timeout_action == "DELAY":
+                item.delayed = True
+                level.delayed.append(item)
+            else:
+                self.discard(item)
+                rejected.append(item)
+        for level in self._levels.values():
+            level.trim()
+        return rejected
+
+    def next_deadline_ns(self) -> int | None:
+        """The earliest deadline of a request still waiting on time, if any."""
+        while self._deadlines:
+            _, _, item = self._deadlines[0]
+            if item.queued and not item.delayed:
+                return self._deadlines[0][0]
+            heapq.heappop(self._deadlines)
+        return None
+
+    def drain_all(self) -> list[QueuedRequest]:
+        """Remove and return every queued request (used when a scheduler is torn down)."""
+        items = list(self)
+        self.take(items)
+        return items

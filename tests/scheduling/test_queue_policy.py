@@ -1,0 +1,77 @@
+"""Queue policies and priority queues, without a scheduler around them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from tritonclient.grpc import model_config_pb2
+
+from headrace.errors import Unavailable
+from headrace.scheduling.queue_policy import PriorityQueues, QueuedRequest, QueuePolicy
+
+
+def item(loop: asyncio.AbstractEventLoop, now_ns: int = 0) -> QueuedRequest:
+    return QueuedRequest({"x": np.zeros((1, 1))}, 1, loop.create_future(), now_ns)
+
+
+def test_policy_from_proto_and_timeout_override() -> None:
+    message = model_config_pb2.ModelQueuePolicy(
+        timeout_action=model_config_pb2.ModelQueuePolicy.DELAY,
+        default_timeout_microseconds=1000,
+        allow_timeout_override=True,
+        max_queue_size=3,
+    )
+    policy = QueuePolicy.from_proto(message)
+    assert policy == QueuePolicy("DELAY", 1000, True, 3)
+    assert policy.timeout_us(0) == 1000
+    assert policy.timeout_us(10) == 10
+    assert policy.timeout_us(5000) == 1000  # may shorten, never lengthen
+    assert QueuePolicy(default_timeout_us=1000).timeout_us(10) == 1000  # override not allowed
+    assert QueuePolicy(allow_timeout_override=True).timeout_us(10) == 0  # no default: none
+
+
+def test_priority_mapping_follows_triton() -> None:
+    queues = PriorityQueues(levels=3, default_level=2)
+    assert [queues.level_for(p) for p in (0, 1, 2, 3, 4)] == [2, 1, 2, 3, 2]
+    assert PriorityQueues().level_for(7) == 0
+
+
+def test_order_levels_then_delayed_and_per_level_limits() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queues = PriorityQueues(
+            levels=2,
+            default_level=2,
+            default_policy=QueuePolicy(timeout_action="DELAY", default_timeout_us=1),
+            level_policies={1: QueuePolicy(max_queue_size=1)},
+        )
+        a, b, c = item(loop), item(loop), item(loop)
+        queues.push(a, 2, 0, now_ns=0)  # deadline 1000 ns
+        queues.push(b, 2, 0, now_ns=5000)
+        queues.push(c, 1, 0, now_ns=0)
+        with pytest.raises(Unavailable, match="level 1"):
+            queues.push(item(loop), 1, 0, now_ns=0)
+        assert list(queues) == [c, a, b]
+        assert queues.next_deadline_ns() == 1000
+        assert queues.expire(now_ns=2000) == []  # DELAY keeps a
+        assert list(queues) == [c, b, a]
+        queues.take([c, b])
+        assert list(queues) == [a] and len(queues) == 1
+    finally:
+        loop.close()
+
+
+def test_reject_returns_late_requests() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queues = PriorityQueues(default_policy=QueuePolicy(default_timeout_us=10))
+        late, fresh = item(loop), item(loop)
+        queues.push(late, 0, 0, now_ns=0)
+        queues.push(fresh, 0, 0, now_ns=50_000)
+        assert queues.expire(now_ns=20_000) == [late]
+        assert list(queues) == [fresh] and len(queues) == 1
+        assert queues.next_deadline_ns() == 60_000
+    finally:
+        loop.close()
