@@ -1,0 +1,92 @@
+"""The ``headrace`` command.
+
+Subcommands live with the code they drive. Each module in :data:`PLUGINS` exposes
+``register(subparsers) -> None``; it adds its parsers and sets ``func`` on them with
+``parser.set_defaults(func=handler)`` where ``handler(args: argparse.Namespace) -> int`` returns
+the exit code. A plugin module that does not exist yet is skipped; any other import error is
+raised, so a broken plugin is never hidden. Logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from headrace import __version__
+from headrace.errors import HeadraceError
+
+__all__ = ["PLUGINS", "build_parser", "main"]
+
+#: Modules that add subcommands (``serve``, ``bench``, ``run``...), imported lazily.
+PLUGINS: tuple[str, ...] = (
+    "headrace.repository.cli",
+    "headrace.server.cli",
+    "headrace.bench.cli",
+    "headrace.batch.cli",
+)
+
+logger = logging.getLogger("headrace")
+
+
+def build_parser(plugins: Sequence[str] = PLUGINS) -> argparse.ArgumentParser:
+    """The top-level parser with every available plugin's subcommands registered."""
+    parser = argparse.ArgumentParser(
+        prog="headrace",
+        description="Keep accelerators fed: serve, run and benchmark trained models.",
+    )
+    parser.add_argument("--version", action="version", version=f"headrace {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in plugins:
+        module = _import_plugin(name)
+        if module is not None:
+            module.register(subparsers)
+    return parser
+
+
+def _import_plugin(name: str):  # type: ignore[no-untyped-def]
+    """The plugin module, or None only when that very module is not there yet."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            logger.debug("subcommand module %s is not available", name)
+            return None
+        raise
+
+
+def configure_logging(verbosity: int) -> None:
+    """WARNING by default, INFO with -v, DEBUG with -vv; messages go to stderr."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for usage errors, 1 for failures)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except HeadraceError as exc:
+        print(f"headrace: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

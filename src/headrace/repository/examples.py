@@ -1,0 +1,97 @@
+"""The examples repository (``headrace examples create DIR``): one model per backend.
+
+| model            | backend      | tensors                                                  |
+| ---------------- | ------------ | -------------------------------------------------------- |
+| simple           | python       | INT32 INPUT0, INPUT1 [16] -> OUTPUT0 = a+b, OUTPUT1 = a-b |
+| python_add       | python       | FP32 INPUT0, INPUT1 [4] -> sum, difference (no batching)  |
+| identity_bytes   | python       | BYTES INPUT0 [-1] -> OUTPUT0, unchanged                   |
+| mlp              | onnxruntime  | FP32 INPUT0 [64] -> OUTPUT0 [1], dynamic batching         |
+| noise_remover    | onnxruntime  | FP32 INPUT0 [64] -> OUTPUT0 [64], dynamic batching        |
+| mlp_torchscript  | pytorch      | FP32 INPUT__0 [64] -> OUTPUT__0 [1], dynamic batching     |
+
+Everything is built locally from fixed seeds in a few seconds; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from headrace.errors import InvalidConfig
+from headrace.repository.api import ModelRepository
+from headrace.repository.example_sources import ADD_SUB_MODEL, IDENTITY_MODEL
+from headrace.repository.export_bridge import ExportFormat
+from headrace.types import DataType
+
+__all__ = ["EXAMPLE_MODELS", "create_examples_repository"]
+
+EXAMPLE_MODELS = (
+    "identity_bytes",
+    "mlp",
+    "mlp_torchscript",
+    "noise_remover",
+    "python_add",
+    "simple",
+)
+
+_BATCH = 64  # max_batch_size of the torch examples
+
+
+def create_examples_repository(
+    path: str | os.PathLike[str], *, force: bool = False
+) -> ModelRepository:
+    """Write every example model under ``path``; ``force`` replaces an existing repository."""
+    repo = ModelRepository(path)
+    if repo.storage.exists() and (repo.names() or repo.storage.list_files()):
+        if not force:
+            raise InvalidConfig(
+                f"{repo.path!r} is not empty; pass force=True (--force) to replace it"
+            )
+        repo.delete()
+    repo.storage.makedirs()
+    _python_models(repo)
+    _torch_models(repo)
+    return repo
+
+
+def _python_models(repo: ModelRepository) -> None:
+    simple = repo.add(
+        "simple",
+        backend="python",
+        max_batch_size=8,
+        inputs=[("INPUT0", DataType.INT32, [16]), ("INPUT1", DataType.INT32, [16])],
+        outputs=[("OUTPUT0", DataType.INT32, [16]), ("OUTPUT1", DataType.INT32, [16])],
+    )
+    simple.add_version_file(1, "model.py", ADD_SUB_MODEL.encode())
+
+    add = repo.add(
+        "python_add",
+        backend="python",
+        max_batch_size=0,
+        inputs=[("INPUT0", DataType.FP32, [4]), ("INPUT1", DataType.FP32, [4])],
+        outputs=[("OUTPUT0", DataType.FP32, [4]), ("OUTPUT1", DataType.FP32, [4])],
+    )
+    add.add_version_file(1, "model.py", ADD_SUB_MODEL.encode())
+
+    identity = repo.add(
+        "identity_bytes",
+        backend="python",
+        max_batch_size=8,
+        inputs=[("INPUT0", DataType.BYTES, [-1])],
+        outputs=[("OUTPUT0", DataType.BYTES, [-1])],
+    )
+    identity.add_version_file(1, "model.py", IDENTITY_MODEL.encode())
+
+
+def _torch_models(repo: ModelRepository) -> None:
+    from headrace.repository.example_models import MLP, NoiseRemover, seeded
+
+    exports: tuple[tuple[str, Any, ExportFormat, tuple[str, str]], ...] = (
+        ("mlp", seeded(MLP, 0), "onnx", ("INPUT0", "OUTPUT0")),
+        ("noise_remover", seeded(NoiseRemover, 1), "onnx", ("INPUT0", "OUTPUT0")),
+        ("mlp_torchscript", seeded(MLP, 0), "torchscript", ("INPUT__0", "OUTPUT__0")),
+    )
+    for name, module, fmt, (inp, out) in exports:
+        entry = repo.add(name, max_batch_size=_BATCH)
+        entry.export_version(module, input_shapes={inp: (None, 64)}, output_names=[out], format=fmt)
+        entry.config.set_dynamic_batching(max_queue_delay_us=100)
