@@ -1,0 +1,162 @@
+"""Run the server core, the HTTP and gRPC frontends and the metrics endpoint on one loop.
+
+Start order: models load first (the core), then the doors open (metrics, HTTP, gRPC), so a
+client that can connect finds the models ready. Stop order is the reverse and drains: the
+frontends stop accepting and let their in-flight calls finish, then the core drains every
+model's queue and unloads. ``serve_forever`` does that on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from headrace.errors import InvalidConfig
+from headrace.server.core import InferenceServer
+from headrace.server.metrics import DEFAULT_METRICS_PORT, MetricsEndpoint, ServerMetrics
+
+__all__ = ["FrontendOptions", "ServerApp", "run_until_signal"]
+
+_log = logging.getLogger(__name__)
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    """Where the doors open; a port of None turns that door off, 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    http_port: int | None = 8000
+    grpc_port: int | None = 8001
+    metrics_port: int | None = DEFAULT_METRICS_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    gpu_metrics: bool = True
+    ports_file: str = ""
+
+    def __post_init__(self) -> None:
+        for label in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(self, label)
+            if port is not None and not 0 <= port <= 65535:
+                raise InvalidConfig(f"{label} must be between 0 and 65535, got {port}")
+        if self.max_body_bytes <= 0:
+            raise InvalidConfig(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+
+
+class _Door(Protocol):
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ServerApp:
+    """One core plus its frontends; ``ports`` holds the bound ports after :meth:`start`."""
+
+    def __init__(self, core: InferenceServer, options: FrontendOptions | None = None) -> None:
+        self.core = core
+        self.options = options or FrontendOptions()
+        self.ports: dict[str, int] = {}
+        self._doors: list[tuple[str, _Door]] = []
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        """Load models, then open every enabled door; raises (after closing) if one fails."""
+        await self.core.start()
+        try:
+            for label, door in self._make_doors():
+                await door.start()
+                self._doors.append((label, door))
+                self.ports[label] = int(door.port)
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info("serving on %s", ", ".join(f"{k} {v}" for k, v in self.ports.items()))
+        if self.options.ports_file:
+            _write_atomically(self.options.ports_file, json.dumps(self.ports))
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight calls, drain and unload the models."""
+        for label, door in reversed(self._doors):
+            try:
+                await door.stop()
+            except Exception as exc:
+                _log.warning("stopping the %s frontend failed: %s", label, exc)
+        self._doors.clear()
+        self.ports.clear()
+        await self.core.stop()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def _make_doors(self) -> list[tuple[str, _Door]]:
+        options = self.options
+        doors: list[tuple[str, _Door]] = []
+        if options.metrics_port is not None:
+            metrics = ServerMetrics(self.core.metric_samples, gpu=options.gpu_metrics)
+            doors.append(("metrics", MetricsEndpoint(metrics, options.host, options.metrics_port)))
+        if options.http_port is not None:
+            from headrace.server.http import HttpFrontend
+
+            doors.append(
+                (
+                    "http",
+                    HttpFrontend(
+                        self.core,
+                        options.host,
+                        options.http_port,
+                        max_body_bytes=options.max_body_bytes,
+                    ),
+                )
+            )
+        if options.grpc_port is not None:
+            from headrace.server.grpc import GrpcFrontend
+
+            doors.append(
+                (
+                    "grpc",
+                    GrpcFrontend(
+                        self.core,
+                        options.host,
+                        options.grpc_port,
+                        max_message_bytes=options.max_body_bytes,
+                    ),
+                )
+            )
+        return doors
+
+
+async def run_until_signal(app: ServerApp, on_started: Any = None) -> None:
+    """Start ``app``, serve until SIGTERM/SIGINT, then stop it (draining) and return."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        await app.start()
+        if on_started is not None:
+            on_started(app)
+        await stop.wait()
+        _log.info("signal received: draining and stopping")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await app.stop()
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

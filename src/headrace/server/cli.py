@@ -1,0 +1,125 @@
+"""``headrace serve REPO``: serve a model repository over HTTP, gRPC and Prometheus metrics.
+
+The flags follow ``tritonserver``'s names where they overlap. On SIGTERM or SIGINT the server
+stops accepting, drains in-flight requests and exits 0. Port 0 binds a free port; the bound
+ports are printed and, with ``--ports-file``, written there as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from headrace.server.app import DEFAULT_MAX_BODY_BYTES, FrontendOptions, ServerApp, run_until_signal
+from headrace.server.core import InferenceServer, ServerOptions
+from headrace.server.metrics import DEFAULT_METRICS_PORT
+
+__all__ = ["register", "serve"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` subcommand to the headrace CLI."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model repository (Triton's HTTP/gRPC protocol and metrics)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("repository", metavar="REPO", help="model repository: a path or fsspec URL")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (0: any free port)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="metrics port (0: any)"
+    )
+    parser.add_argument("--no-http", action="store_true", help="do not open the HTTP endpoint")
+    parser.add_argument("--no-grpc", action="store_true", help="do not open the gRPC endpoint")
+    parser.add_argument("--no-metrics", action="store_true", help="do not open the metrics port")
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("none", "poll", "explicit"),
+        default="none",
+        help="none: load all at start; poll: also follow repository changes; "
+        "explicit: load only --load-model at start, then on request",
+    )
+    parser.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with explicit mode: a model to load at start (repeat; '*' for all)",
+    )
+    parser.add_argument(
+        "--repository-poll-secs",
+        type=float,
+        default=15.0,
+        help="with poll mode: seconds between repository scans (default 15)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="largest HTTP request body accepted",
+    )
+    parser.add_argument(
+        "--ports-file", default="", help="write the bound ports here as JSON once serving"
+    )
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until a signal; returns the exit code."""
+    core = InferenceServer(
+        args.repository,
+        model_control_mode=args.model_control_mode,
+        load_models=args.load_model,
+        options=ServerOptions(repository_poll_secs=args.repository_poll_secs),
+    )
+    frontends = FrontendOptions(
+        host=args.host,
+        http_port=None if args.no_http else args.http_port,
+        grpc_port=None if args.no_grpc else args.grpc_port,
+        metrics_port=None if args.no_metrics else args.metrics_port,
+        max_body_bytes=args.max_body_bytes,
+        ports_file=args.ports_file,
+    )
+    app = ServerApp(core, frontends)
+    try:
+        _runner()(run_until_signal(app, on_started=print_status))
+    except OSError as exc:  # a port already taken, an address that cannot be bound
+        print(f"headrace: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_status(app: ServerApp) -> None:
+    """A table of the models (name, version, backend, status) and the bound ports, on stderr."""
+    from rich.console import Console
+    from rich.table import Table
+
+    backends = {(lv.name, str(lv.version)): lv.backend for lv in app.core.loaded_versions()}
+    table = Table(title="models")
+    for column in ("name", "version", "backend", "status"):
+        table.add_column(column)
+    for entry in app.core.repository_index():
+        status = entry.state or "NOT LOADED"
+        if entry.reason:
+            status = f"{status}: {entry.reason}"
+        backend = backends.get((entry.name, entry.version), "")
+        table.add_row(entry.name, entry.version, backend, status)
+    console = Console(stderr=True)
+    console.print(table)
+    ports = ", ".join(f"{label} {app.options.host}:{port}" for label, port in app.ports.items())
+    console.print(f"headrace: serving on {ports}", highlight=False, soft_wrap=True)
+
+
+def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop's runner when it is installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run  # type: ignore[no-any-return]

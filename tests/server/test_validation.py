@@ -1,0 +1,105 @@
+"""Request validation: each mistake gets an InvalidInput naming the value and the expectation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headrace.errors import InvalidInput
+from headrace.server.validation import Signature, validate_request
+from headrace.types import DataType, InferenceRequest, RequestedOutput, TensorSpec
+
+MLP = Signature.build(
+    "mlp",
+    [
+        TensorSpec("x", DataType.FP32, (64,)),
+        TensorSpec("mask", DataType.BOOL, (-1,), optional=True),
+    ],
+    [TensorSpec("p", DataType.FP32, (1,)), TensorSpec("h", DataType.FP32, (64,))],
+    max_batch_size=8,
+)
+FLAT = Signature.build(
+    "flat",
+    [TensorSpec("s", DataType.BYTES, (2,)), TensorSpec("n", DataType.INT64, (-1, 3))],
+    [TensorSpec("out", DataType.INT64, (1,))],
+    max_batch_size=0,
+)
+
+
+def _request(
+    sig_model: str = "mlp", outputs: tuple[str, ...] | None = None, **inputs: np.ndarray
+) -> InferenceRequest:
+    requested = None if outputs is None else tuple(RequestedOutput(o) for o in outputs)
+    return InferenceRequest(sig_model, inputs, outputs=requested)
+
+
+def x(rows: int, cols: int = 64, dtype: type = np.float32) -> np.ndarray:
+    return np.zeros((rows, cols), dtype=dtype)
+
+
+def test_valid_requests_pass() -> None:
+    validate_request(_request(x=x(3)), MLP)
+    validate_request(_request(x=x(8), mask=np.ones((8, 5), bool), outputs=("h",)), MLP)
+    strings = np.array([b"a", b"b"], dtype=object)
+    validate_request(_request("flat", s=strings, n=np.zeros((7, 3), np.int64)), FLAT)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "message"),
+    [
+        ({"x": x(3, 5)}, None, "input 'x' has shape [3, 5], model 'mlp' expects [-1, 64]"),
+        (
+            {"x": np.zeros(64, np.float32)},
+            None,
+            "input 'x' has shape [64], model 'mlp' expects [-1, 64]",
+        ),
+        (
+            {"x": x(2, dtype=np.float64)},
+            None,
+            "input 'x' has datatype FP64, model 'mlp' expects FP32",
+        ),
+        ({}, None, "model 'mlp' is missing required input(s) ['x']; got []"),
+        (
+            {"x": x(2), "y": x(2)},
+            None,
+            "unexpected input 'y' for model 'mlp'; it expects ['mask', 'x']",
+        ),
+        ({"x": x(0)}, None, "input 'x' has batch size 0, model 'mlp' needs at least 1"),
+        ({"x": x(9)}, None, "input 'x' has batch size 9, model 'mlp' accepts at most 8"),
+        (
+            {"x": x(2), "mask": np.ones((3, 1), bool)},
+            None,
+            "inputs of model 'mlp' have differing batch sizes: 'x' has 2, 'mask' has 3",
+        ),
+        ({"x": x(2)}, ("q",), "unknown output 'q' requested from model 'mlp'; it has ['p', 'h']"),
+    ],
+)
+def test_invalid_requests_name_the_problem(
+    inputs: dict[str, np.ndarray], outputs: tuple[str, ...] | None, message: str
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_request(_request(outputs=outputs, **inputs), MLP)
+    assert info.value.message == message
+
+
+def test_unbatched_model_checks_full_shape_and_bytes_dtype() -> None:
+    with pytest.raises(
+        InvalidInput, match=r"input 's' has shape \[1, 2\], model 'flat' expects \[2\]"
+    ):
+        validate_request(
+            _request(
+                "flat", s=np.array([[b"a", b"b"]], dtype=object), n=np.zeros((1, 3), np.int64)
+            ),
+            FLAT,
+        )
+    with pytest.raises(
+        InvalidInput, match="input 's' has datatype INT32, model 'flat' expects BYTES"
+    ):
+        validate_request(
+            _request("flat", s=np.zeros(2, np.int32), n=np.zeros((1, 3), np.int64)), FLAT
+        )
+
+
+def test_non_array_input_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="is a list, not a numpy array"):
+        validate_request(InferenceRequest("mlp", {"x": [[0.0] * 64]}), MLP)  # type: ignore[dict-item]
