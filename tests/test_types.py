@@ -41,9 +41,7 @@ def test_bytes_encoding_is_length_prefixed_little_endian() -> None:
 
 
 def test_bytes_round_trip_with_empty_and_non_ascii_elements() -> None:
-    values = np.array(
-        [["", "héllo"], ["日本語", "\x00nul"], ["🙂", "plain"]], dtype=np.object_
-    )
+    values = np.array([["", "héllo"], ["日本語", "\x00nul"], ["🙂", "plain"]], dtype=np.object_)
     encoded = serialize_bytes_tensor(values)
     decoded = deserialize_bytes_tensor(encoded, shape=values.shape)
     assert decoded.shape == (3, 2)

@@ -191,7 +191,7 @@ def deserialize_bytes_tensor(
             raise ValueError(
                 f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}"
             )
-        out = out.reshape(tuple(shape))
+        return out.reshape(tuple(shape))
     return out
 
 
