@@ -1,0 +1,120 @@
+"""``headrace bench …``: the benchmark subcommands (registered by ``headrace.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = ["register", "run_pipeline_command"]
+
+DEFAULT_RESULTS_DIR = os.path.join("benchmarks", "results")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``bench`` and its subcommands to the top-level ``headrace`` parser."""
+    bench = subparsers.add_parser("bench", help="measure throughput: pipeline overlap and more")
+    commands = bench.add_subparsers(dest="bench_command", metavar="STUDY")
+    bench.set_defaults(func=lambda args: _help(bench))
+    pipeline = commands.add_parser(
+        "pipeline",
+        help="sequential vs double vs N-way buffering, with and without CPU preprocessing",
+    )
+    add_pipeline_arguments(pipeline)
+    pipeline.set_defaults(func=run_pipeline_command)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--input-shape", type=_shape, default=(1024,), help="per-item shape, e.g. 1024 or 16x512"
+    )
+    parser.add_argument("--depth", type=int, default=4, help="matmuls per batch (compute weight)")
+    parser.add_argument("--num-iterations", type=int, default=200, help="timed batches per worker")
+    parser.add_argument("--warmup-iterations", type=int, default=10)
+    parser.add_argument(
+        "--num-buffers", type=_ints, default=(1, 2, 3, 4), help="comma list; 1 = sequential"
+    )
+    parser.add_argument(
+        "--cpu-delay-ms",
+        type=_floats,
+        default=(0.0, 5.0),
+        help="comma list of simulated CPU preprocessing per batch; 0 = none",
+    )
+    parser.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
+    parser.add_argument("--num-workers", type=int, default=1, help="instances driven in parallel")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per case; median kept")
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads")
+    parser.add_argument(
+        "--out", default="", help="result JSON (default benchmarks/results/pipeline_<device>.json)"
+    )
+    parser.add_argument("--no-plot", dest="plot", action="store_false")
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    """Run the study, print the table, write the JSON (and the plot next to it)."""
+    from headrace.bench.pipeline import PipelineStudyConfig, resolve_device, run_study
+    from headrace.bench.pipeline_report import (
+        plot_results,
+        print_table,
+        results_document,
+        write_json,
+    )
+
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    config = PipelineStudyConfig(
+        batch_size=args.batch_size,
+        input_shape=args.input_shape,
+        depth=args.depth,
+        num_iterations=args.num_iterations,
+        warmup_iterations=args.warmup_iterations,
+        num_buffers=args.num_buffers,
+        cpu_delays_ms=args.cpu_delay_ms,
+        pin_memory=args.pin_memory,
+        num_workers=args.num_workers,
+        device=args.device,
+        repeats=args.repeats,
+    )
+    device = resolve_device(config.device)
+    results = run_study(config)
+    print_table(results, device)
+    kind = "cpu" if device == "cpu" else "gpu"
+    out = args.out or os.path.join(DEFAULT_RESULTS_DIR, f"pipeline_{kind}.json")
+    write_json(out, results_document(config, device, results))
+    print(f"results: {out}")
+    if args.plot:
+        plot = plot_results(os.path.splitext(out)[0] + ".png", results, device)
+        print(f"plot: {plot}" if plot else "plot skipped: matplotlib is not installed")
+    return 0
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}; expected e.g. 1024 or 16x512"
+        ) from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer list {text!r}") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number list {text!r}") from None

@@ -1,0 +1,126 @@
+"""The pipeline study: its cases, bounds, result file and command line (tiny sizes, no timing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headrace.bench.machine import machine_info
+from headrace.bench.pipeline import PipelineStudyConfig, run_study
+from headrace.bench.workload import MatmulBackend, matmul_context
+from headrace.errors import InvalidInput
+
+TINY = PipelineStudyConfig(
+    batch_size=4,
+    input_shape=(8,),
+    depth=2,
+    num_iterations=6,
+    warmup_iterations=1,
+    num_buffers=(1, 2, 3),
+    cpu_delays_ms=(0.0, 0.5),
+    num_workers=2,
+    device="cpu",
+)
+
+
+def test_study_runs_every_case_with_bounds_from_the_sequential_run() -> None:
+    results = run_study(TINY)
+    assert [(r.cpu_delay_ms, r.num_buffers) for r in results] == [
+        (0.0, 1),
+        (0.0, 2),
+        (0.0, 3),
+        (0.5, 1),
+        (0.5, 2),
+        (0.5, 3),
+    ]
+    assert [r.label for r in results[:3]] == ["sequential", "double", "3-way"]
+    for result in results:
+        assert result.batches == 12
+        assert result.ideal_batches_per_s >= result.sequential_bound_batches_per_s > 0
+        assert result.stage_mean_ms["compute"] > 0
+    sequential = [r for r in results if r.num_buffers == 1]
+    assert all(r.speedup == 1.0 for r in sequential)
+    delayed = sequential[1]
+    assert delayed.stage_mean_ms["stage"] >= 0.5  # the simulated CPU work is a stage of its own
+
+
+def test_invalid_study_settings_name_the_field() -> None:
+    with pytest.raises(InvalidInput, match="invalid num_buffers"):
+        run_study(PipelineStudyConfig(num_buffers=(0, 2), device="cpu"))
+
+
+def test_matmul_workload_matches_numpy() -> None:
+    backend = MatmulBackend(matmul_context((3, 8), 4, "cpu"), depth=1)
+    x = np.random.default_rng(1).standard_normal((2, 3, 8)).astype(np.float32)
+    weight = backend._weight.numpy()
+    np.testing.assert_allclose(backend.execute({"x": x})["y"], np.tanh(x @ weight), rtol=1e-5)
+
+
+def test_command_writes_json_with_machine_info(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from headrace.cli import build_parser
+
+    out = tmp_path / "results" / "pipeline_cpu.json"
+    parser = build_parser(plugins=("headrace.bench.cli",))
+    args = parser.parse_args(
+        [
+            "bench",
+            "pipeline",
+            "--batch-size=4",
+            "--input-shape=2x8",
+            "--num-iterations=4",
+            "--warmup-iterations=0",
+            "--num-buffers=1,2",
+            "--cpu-delay-ms=0",
+            "--device=cpu",
+            f"--out={out}",
+        ]
+    )
+    assert args.func(args) == 0
+    document = json.loads(out.read_text())
+    assert document["study"] == "pipeline" and document["device"] == "cpu"
+    assert document["config"]["input_shape"] == [2, 8]
+    assert [r["mode"] for r in document["results"]] == ["sequential", "double"]
+    assert document["machine"]["cpu_count"] >= 1
+    printed = capsys.readouterr().out
+    assert "pipeline study on cpu" in printed
+    assert "plot" in printed
+
+
+def test_bad_list_arguments_are_usage_errors() -> None:
+    from headrace.cli import build_parser
+
+    parser = build_parser(plugins=("headrace.bench.cli",))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "pipeline", "--num-buffers=one,two"])
+
+
+def test_machine_info_describes_the_host() -> None:
+    info = machine_info()
+    assert info["cpu_model"]
+    assert isinstance(info["gpus"], list)
+    json.dumps(info)
+
+
+def test_plot_is_written_when_matplotlib_is_installed(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from headrace.bench.pipeline_report import plot_results
+
+    results = run_study(
+        PipelineStudyConfig(
+            batch_size=2,
+            input_shape=(4,),
+            num_iterations=2,
+            warmup_iterations=0,
+            num_buffers=(1, 2),
+            cpu_delays_ms=(0.0,),
+            device="cpu",
+        )
+    )
+    path = plot_results(str(tmp_path / "study.png"), results, "cpu")
+    assert path is not None
+    assert (tmp_path / "study.png").read_bytes().startswith(b"\x89PNG")
