@@ -7,39 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from headrace.repository.example_models import MLP, NoiseRemover
+
 __all__ = ["MLP", "AddSub", "NoiseRemover", "context_for", "model_config"]
-
-
-class MLP(nn.Module):
-    """64 -> 256 -> 128 -> 64 -> 1 with a sigmoid: the seed classifier workload."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(64, 256),
-            nn.ReLU(),
-            nn.Linear(256, 128),
-            nn.ReLU(),
-            nn.Linear(128, 64),
-            nn.ReLU(),
-            nn.Linear(64, 1),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-class NoiseRemover(nn.Module):
-    """64 -> 32 -> 16 -> 64 autoencoder: the seed denoising workload."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU())
-        self.decoder = nn.Linear(16, 64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
 
 
 class AddSub(nn.Module):
