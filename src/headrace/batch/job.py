@@ -1,0 +1,136 @@
+"""A job: model, data, output folder and options, and everything both runners set up from it.
+
+:func:`prepare` resolves the model, opens the reader, checks the input mapping against the
+model, and opens (or resumes) the manifest. The local and the Ray runner differ only in how
+the pending shards' batches reach model instances.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from headrace.batch.columns import InputMapper, load_hook
+from headrace.batch.dataset import DataSpec, Reader
+from headrace.batch.manifest import Fingerprint, Manifest
+from headrace.batch.model import ModelSource, ResolvedModel, resolve_model
+from headrace.batch.writers import ShardWriter, make_writer
+from headrace.errors import InvalidInput
+from headrace.types import TensorSpec
+
+__all__ = ["Job", "JobOptions", "Prepared", "make_mapper", "prepare"]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job runs. ``shard_size`` 0 means 64 batches per shard; ``outputs`` () means all."""
+
+    batch_size: int = 256
+    shard_size: int = 0
+    instances: int = 1
+    num_buffers: int = 2
+    device: str = "cpu"
+    readers: int = 2
+    format: str = "parquet"
+    outputs: tuple[str, ...] = ()
+    rename: tuple[tuple[str, str], ...] = ()
+    preprocess: str = ""
+    value_range: tuple[float, float] = (0.0, 1.0)
+    overwrite: bool = False
+    progress: bool = True
+
+    @property
+    def rows_per_shard(self) -> int:
+        return self.shard_size or self.batch_size * 64
+
+    def check(self) -> None:
+        """Refuse nonsensical numbers, naming the option."""
+        for name in ("batch_size", "instances", "num_buffers", "readers"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.shard_size < 0:
+            raise InvalidInput(f"--shard-size must be >= 0, got {self.shard_size}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``headrace run``: plain data, picklable (Ray workers rebuild what they need)."""
+
+    model: ModelSource
+    data: DataSpec
+    out_dir: str
+    options: JobOptions = field(default_factory=JobOptions)
+
+
+@dataclass
+class Prepared:
+    """What a runner needs, opened and checked."""
+
+    job: Job
+    model: ResolvedModel
+    reader: Reader
+    mapper: InputMapper
+    writer: ShardWriter
+    manifest: Manifest
+    outputs: tuple[str, ...]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.model.cleanup()
+
+
+def make_mapper(options: JobOptions, inputs: Sequence[TensorSpec]) -> InputMapper:
+    """The batch -> model inputs mapping (also rebuilt inside each Ray task)."""
+    hook = load_hook(options.preprocess) if options.preprocess else None
+    return InputMapper(inputs, rename=dict(options.rename), preprocess=hook)
+
+
+def prepare(job: Job) -> Prepared:
+    """Resolve, open and check everything; the manifest says which shards remain."""
+    options = job.options
+    options.check()
+    model = resolve_model(job.model, options.batch_size)
+    try:
+        reader = job.data.open()
+        outputs = _selected_outputs(model, options.outputs)
+        mapper = make_mapper(options, model.inputs)
+        fingerprint = Fingerprint.of(
+            model=model.fingerprint(),
+            input=json.dumps([reader.fingerprint(), asdict(job.data)], sort_keys=True),
+            options=json.dumps(
+                [
+                    options.format,
+                    options.rows_per_shard,
+                    outputs,
+                    options.rename,
+                    options.preprocess,
+                    options.value_range,
+                ]
+            ),
+        )
+        manifest = Manifest.open(
+            job.out_dir,
+            fingerprint,
+            num_rows=reader.num_rows,
+            shard_size=options.rows_per_shard,
+            format=options.format,
+            overwrite=options.overwrite,
+        )
+        writer = make_writer(options.format, job.out_dir, options.value_range)
+    except BaseException:
+        model.cleanup()
+        raise
+    return Prepared(job, model, reader, mapper, writer, manifest, outputs)
+
+
+def _selected_outputs(model: ResolvedModel, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(spec.name for spec in model.outputs)
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise InvalidInput(
+            f"model '{model.name}' has no outputs {unknown} (outputs: {list(names)})"
+        )
+    return wanted or names

@@ -1,0 +1,200 @@
+"""The local runner: reader threads -> model instances -> a writer thread, all bounded.
+
+    shards ─► reader threads ─► [batches, bounded] ─► dispatcher ─► ModelInstance x N
+                (read, preprocess, map to inputs)       (main thread;  (N-way pipelines)
+                                                         ≤ N·(B+1) in flight)
+              writer thread ◄─ [results, bounded] ◄───────────┘
+              (gather shards, write atomically, record in the manifest, progress)
+
+Every queue is bounded and the dispatcher keeps at most ``instances * (num_buffers + 1)``
+batches in flight (a semaphore released by each batch's done callback, which passes the
+outputs on at once), so a slow model (or a slow disk) stops the readers instead of filling
+memory. The first error anywhere stops the job: threads drain their queues and exit, shards
+already written stay recorded, and a rerun resumes from there.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from headrace.batch.collector import ShardCollector
+from headrace.batch.job import Job, Prepared, prepare
+from headrace.batch.model import make_instances
+from headrace.batch.progress import JobProgress
+
+__all__ = ["RunSummary", "run_local"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: rows computed now, shards written now and skipped as already done."""
+
+    out_dir: str
+    rows: int
+    shards_written: int
+    shards_skipped: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One batch on its way to (or back from) a model instance."""
+
+    shard: int
+    row_ids: np.ndarray
+    arrays: dict[str, Any]
+
+
+_DONE = object()  # a reader (or the dispatcher) has nothing more to send
+
+
+def run_local(job: Job) -> RunSummary:
+    """Run (or resume) ``job`` on this machine; returns when every shard is written."""
+    prepared = prepare(job)
+    try:
+        return _LocalRunner(prepared).run()
+    finally:
+        prepared.close()
+
+
+class _LocalRunner:
+    def __init__(self, prepared: Prepared) -> None:
+        self.p = prepared
+        options = prepared.job.options
+        self.options = options
+        self.pending = prepared.manifest.pending()
+        depth = options.instances * (options.num_buffers + 1)
+        self.depth = depth
+        self.shards: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for shard in self.pending:
+            self.shards.put(shard)
+        self.batches: queue.Queue[Any] = queue.Queue(maxsize=2 * depth)
+        self.results: queue.Queue[Any] = queue.Queue(maxsize=2 * depth)
+        self.in_flight = threading.BoundedSemaphore(depth)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._error_lock = threading.Lock()
+
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        manifest = self.p.manifest
+        skipped = manifest.num_shards - len(self.pending)
+        todo = sum(stop - start for start, stop in map(manifest.shard_range, self.pending))
+        progress = JobProgress(
+            manifest.num_rows,
+            manifest.num_rows - todo,
+            enabled=self.options.progress,
+            device=self.options.device,
+        )
+        collector = ShardCollector(manifest, self.p.writer, self.p.outputs, progress.advance)
+        if self.pending:
+            with progress:
+                self._run(collector)
+        if self.error is not None:
+            raise self.error
+        return RunSummary(
+            self.p.job.out_dir, todo, collector.shards_written, skipped, time.monotonic() - started
+        )
+
+    def _run(self, collector: ShardCollector) -> None:
+        options = self.options
+        instances = make_instances(
+            self.p.model,
+            count=options.instances,
+            device=options.device,
+            num_buffers=options.num_buffers,
+        )
+        readers = [
+            threading.Thread(target=self._read, name=f"headrace-read-{i}", daemon=True)
+            for i in range(min(options.readers, len(self.pending)))
+        ]
+        writer = threading.Thread(
+            target=self._write, args=(collector,), name="headrace-write", daemon=True
+        )
+        for thread in [*readers, writer]:
+            thread.start()
+        try:
+            self._dispatch(instances, len(readers))
+        finally:
+            self.results.put(_DONE)
+            writer.join()
+            for instance in instances:
+                instance.close(drain=self.error is None)
+
+    def _read(self) -> None:
+        """Reader thread: whole shards, batch by batch, mapped to model inputs."""
+        reader, mapper, manifest = self.p.reader, self.p.mapper, self.p.manifest
+        try:
+            while not self.stop.is_set():
+                try:
+                    shard = self.shards.get_nowait()
+                except queue.Empty:
+                    return
+                start, stop = manifest.shard_range(shard)
+                for batch in reader.iter_batches(start, stop, self.options.batch_size):
+                    if self.stop.is_set():
+                        return
+                    self.batches.put(_Work(shard, batch.row_ids, mapper(batch)))
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self.batches.put(_DONE)
+
+    def _dispatch(self, instances: list[Any], readers: int) -> None:
+        """Main thread: round-robin over instances, at most ``depth`` batches in flight."""
+        finished, turn = 0, 0
+        while finished < readers:
+            item = self.batches.get()
+            if item is _DONE:
+                finished += 1
+                continue
+            if self.stop.is_set():
+                continue  # drain, so that blocked readers can finish
+            self.in_flight.acquire()
+            future = instances[turn % len(instances)].submit(item.arrays)
+            future.add_done_callback(functools.partial(self._complete, item))
+            turn += 1
+        for _ in range(self.depth):  # every batch in flight has come back
+            self.in_flight.acquire()
+
+    def _complete(self, work: _Work, future: Future[Any]) -> None:
+        """Done callback (on an instance's hand-over thread): pass the outputs on."""
+        try:
+            outputs = future.result()
+            if not self.stop.is_set():
+                self.results.put(_Work(work.shard, work.row_ids, outputs))
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self.in_flight.release()
+
+    def _write(self, collector: ShardCollector) -> None:
+        """Writer thread: gather shards and write each once complete."""
+        while True:
+            item = self.results.get()
+            if item is _DONE:
+                return
+            if self.stop.is_set():
+                continue
+            try:
+                collector.add(item.shard, item.row_ids, item.arrays)
+            except BaseException as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._error_lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
