@@ -68,3 +68,8 @@ def test_tensor_spec_shapes() -> None:
     assert spec.accepts((8, 3, 64), batched=True)
     assert not spec.accepts((8, 64), batched=True)
     assert spec.accepts((3, 64), batched=False)
+
+
+def test_non_native_byte_order_maps_to_the_same_type() -> None:
+    assert DataType.from_numpy(np.dtype(">i4")) is DataType.INT32
+    assert DataType.from_numpy(np.dtype(">f2")) is DataType.FP16

@@ -89,6 +89,8 @@ class DataType(enum.Enum):
         dt = np.dtype(dtype)
         if dt.kind in ("O", "S", "U"):
             return cls.BYTES
+        if not dt.isnative:
+            dt = dt.newbyteorder("=")
         for member, candidate in _NUMPY.items():
             if member is not DataType.BYTES and candidate == dt:
                 return member

@@ -1,0 +1,386 @@
+"""The gRPC frontend: ``inference.GRPCInferenceService`` as Triton serves it, on grpc.aio.
+
+A thin door: each RPC converts the protobuf request (:mod:`headrace.server.grpc_codec`,
+:mod:`headrace.server.grpc_messages`), calls one method of the
+:class:`~headrace.server.core.InferenceServer`, and errors become gRPC statuses in one place,
+:data:`GRPC_STATUS`. Messages and the service description come from the ``service_pb2`` module
+``tritonclient`` ships, so unmodified ``tritonclient.grpc`` and ``perf_analyzer`` talk to it.
+
+The server is created inside the running event loop, the one the HTTP frontend and the core
+use. ``ModelStreamInfer`` runs up to ``stream_window`` requests of one stream concurrently and
+answers them in the order they arrived (Triton's streaming keeps request/response order for
+non-decoupled models); a failed request becomes an ``error_message`` response and the stream
+goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from tritonclient.grpc import service_pb2
+
+from headrace.errors import ErrorCode, HeadraceError, InvalidInput, Unsupported
+from headrace.server.grpc_codec import (
+    decode_infer_request,
+    encode_infer_response,
+    encode_stream_response,
+    parameter_value,
+    split_infer_request,
+)
+from headrace.server.grpc_messages import (
+    model_metadata_response,
+    repository_index_response,
+    server_metadata_response,
+    statistics_response,
+)
+
+if TYPE_CHECKING:
+    from headrace.server.core import InferenceServer
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GRPC_STATUS", "GrpcFrontend", "grpc_status"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
+"""Triton lets gRPC messages grow to INT32_MAX bytes in both directions."""
+
+GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
+    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    # Triton answers an expired queue timeout with UNAVAILABLE, as the HTTP side's 503 does.
+    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+"""The one table from headrace's error codes to gRPC status codes."""
+
+_MAX_PENDING_CALLS = 1 << 14
+"""Calls that may wait to be accepted. grpc.aio accepts calls one at a time on the loop, and
+gRPC core cancels whatever waits beyond its default 1000, so a burst of a few thousand
+concurrent clients (perf_analyzer --concurrency-range) saw CANCELLED; the core's own
+bounded queues refuse real overload with UNAVAILABLE."""
+_FINAL_FLAG = "triton_enable_empty_final_response"
+_log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, Any], Awaitable[Resp]]
+
+
+def grpc_status(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status for an exception; anything that is not a HeadraceError is INTERNAL."""
+    if isinstance(error, HeadraceError):
+        return GRPC_STATUS.get(error.code, grpc.StatusCode.INTERNAL)
+    return grpc.StatusCode.INTERNAL
+
+
+class GrpcFrontend:
+    """Serves one :class:`InferenceServer` over gRPC on ``host:port`` (0 picks a port)."""
+
+    def __init__(
+        self,
+        core: InferenceServer,
+        host: str = "127.0.0.1",
+        port: int = 8001,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream_window: int = 256,
+    ) -> None:
+        if not 0 < max_message_bytes <= DEFAULT_MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_message_bytes must be in (0, {DEFAULT_MAX_MESSAGE_BYTES}], "
+                f"got {max_message_bytes}"
+            )
+        if stream_window < 1:
+            raise ValueError(f"stream_window must be at least 1, got {stream_window}")
+        self._core = core
+        self._host = host
+        self._requested_port = port
+        self._max_message = max_message_bytes
+        self._stream_window = stream_window
+        self._server: grpc.aio.Server | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port; only known after :meth:`start`."""
+        if self._port is None:
+            raise RuntimeError("GrpcFrontend.port is unknown until start() has bound the socket")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``host:port`` as tritonclient takes it."""
+        return f"{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start serving on the running loop; returns once the port accepts calls."""
+        if self._server is not None:
+            raise RuntimeError("GrpcFrontend is already started")
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", self._max_message),
+                ("grpc.max_receive_message_length", self._max_message),
+                ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
+                ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
+            ]
+        )
+        handlers = _method_handlers(_Servicer(self._core, self._stream_window))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),)
+        )
+        server.add_registered_method_handlers(_SERVICE.full_name, handlers)
+        address = f"{self._host}:{self._requested_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"gRPC frontend cannot bind {address}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"gRPC frontend cannot bind {address}")
+        await server.start()
+        self._server, self._port = server, port
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Refuse new calls, give in-flight ones ``grace`` seconds, then cancel the rest."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+
+
+_SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+_BYTES_IN = frozenset({"ModelInfer", "ModelStreamInfer"})
+
+
+def _method_handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
+    """One handler per RPC of the service as ``service_pb2`` describes it.
+
+    What ``service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server`` registers, except
+    that inference requests reach their handlers serialized and responses may be handed
+    over serialized, so tensors skip protobuf's copies in both directions.
+    """
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in _SERVICE.methods:
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        parse = None  # inference requests arrive as bytes: split_infer_request parses them
+        if method.name not in _BYTES_IN:
+            parse = getattr(service_pb2, method.input_type.name).FromString
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=parse,
+            response_serializer=_serialize,
+        )
+    return handlers
+
+
+def _serialize(response: Any) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def _rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Map errors of a unary RPC to statuses, once, through :data:`GRPC_STATUS`."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Req, context: Any) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except HeadraceError as exc:
+            await context.abort(grpc_status(exc), exc.message)
+            raise  # unreachable: abort raises
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            _log.exception("gRPC %s failed", handler.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+            )
+            raise
+
+    return wrapper
+
+
+def _unimplemented(rpc: str) -> Handler[Any, Any]:
+    async def handler(self: Any, request: Any, context: Any) -> Any:
+        raise Unsupported(f"the {rpc} RPC is not supported by this server")
+
+    handler.__name__ = rpc
+    return _rpc(handler)
+
+
+class _Servicer:
+    """The ``GRPCInferenceService`` methods, by the names the generated registration looks up."""
+
+    def __init__(self, core: InferenceServer, stream_window: int) -> None:
+        self._core = core
+        self._stream_window = stream_window
+
+    # --- health and metadata ---------------------------------------------------------------
+
+    @_rpc
+    async def ServerLive(self, request: Any, context: Any) -> service_pb2.ServerLiveResponse:
+        return service_pb2.ServerLiveResponse(live=self._core.live())
+
+    @_rpc
+    async def ServerReady(self, request: Any, context: Any) -> service_pb2.ServerReadyResponse:
+        return service_pb2.ServerReadyResponse(ready=self._core.ready())
+
+    @_rpc
+    async def ModelReady(self, request: Any, context: Any) -> service_pb2.ModelReadyResponse:
+        return service_pb2.ModelReadyResponse(
+            ready=self._core.model_ready(request.name, request.version)
+        )
+
+    @_rpc
+    async def ServerMetadata(
+        self, request: Any, context: Any
+    ) -> service_pb2.ServerMetadataResponse:
+        return server_metadata_response(self._core.server_metadata())
+
+    @_rpc
+    async def ModelMetadata(self, request: Any, context: Any) -> service_pb2.ModelMetadataResponse:
+        return model_metadata_response(self._core.model_metadata(request.name, request.version))
+
+    @_rpc
+    async def ModelConfig(self, request: Any, context: Any) -> service_pb2.ModelConfigResponse:
+        config = self._core.model_config(request.name, request.version)
+        return service_pb2.ModelConfigResponse(config=config)
+
+    @_rpc
+    async def ModelStatistics(
+        self, request: Any, context: Any
+    ) -> service_pb2.ModelStatisticsResponse:
+        return statistics_response(self._core.statistics(request.name, request.version))
+
+    # --- inference -------------------------------------------------------------------------
+
+    @_rpc
+    async def ModelInfer(self, request: bytes, context: Any) -> bytes:
+        result = await self._core.infer(decode_infer_request(*split_infer_request(request)))
+        return encode_infer_response(result)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[bytes], context: Any
+    ) -> AsyncIterator[bytes | service_pb2.ModelStreamInferResponse]:
+        """Answer in arrival order while up to ``stream_window`` requests run concurrently.
+
+        Tasks start in arrival order, so a scheduler that queues a request before its first
+        await (as the core's do) also sees the stream's requests in order.
+        """
+        window = asyncio.Semaphore(self._stream_window)
+        pending: asyncio.Queue[asyncio.Task[bytes | service_pb2.ModelStreamInferResponse] | None]
+        pending = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for message in request_iterator:
+                    await window.acquire()
+                    pending.put_nowait(asyncio.create_task(self._stream_one(message)))
+            finally:
+                pending.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await pending.get()) is not None:
+                response = await task
+                window.release()
+                yield response
+            await reader  # surfaces a broken request stream as the call's error
+        finally:
+            reader.cancel()
+            while not pending.empty():
+                leftover = pending.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _stream_one(self, data: bytes) -> bytes | service_pb2.ModelStreamInferResponse:
+        message = service_pb2.ModelInferRequest()
+        try:
+            message, raw = split_infer_request(data)
+            result = await self._core.infer(decode_infer_request(message, raw))
+        except HeadraceError as exc:
+            return _stream_error(message, exc.message)
+        except Exception as exc:
+            _log.exception("gRPC ModelStreamInfer request failed")
+            return _stream_error(message, f"internal error: {type(exc).__name__}: {exc}")
+        final = _FINAL_FLAG in message.parameters and bool(
+            parameter_value(message.parameters[_FINAL_FLAG])
+        )
+        return encode_stream_response(result, {"triton_final_response": True} if final else None)
+
+    # --- model repository ------------------------------------------------------------------
+
+    @_rpc
+    async def RepositoryIndex(
+        self, request: Any, context: Any
+    ) -> service_pb2.RepositoryIndexResponse:
+        return repository_index_response(self._core.repository_index(request.ready))
+
+    @_rpc
+    async def RepositoryModelLoad(
+        self, request: Any, context: Any
+    ) -> service_pb2.RepositoryModelLoadResponse:
+        name = request.model_name
+        config: str | None = None
+        files: dict[str, bytes] = {}
+        for key, param in request.parameters.items():
+            value = parameter_value(param)
+            if key == "config" and isinstance(value, str):
+                config = value
+            elif key.startswith("file:") and isinstance(value, bytes):
+                files[key] = value
+            else:
+                raise InvalidInput(
+                    f"load parameter '{key}' of model '{name}' is not understood (got "
+                    f"{type(value).__name__}); expected 'config' as a string or "
+                    "'file:<path>' as bytes"
+                )
+        if files and config is None:
+            raise InvalidInput(
+                f"loading model '{name}' from files needs the 'config' parameter too"
+            )
+        await self._core.load_model(name, config, files or None)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @_rpc
+    async def RepositoryModelUnload(
+        self, request: Any, context: Any
+    ) -> service_pb2.RepositoryModelUnloadResponse:
+        dependents = False
+        if "unload_dependents" in request.parameters:
+            value = parameter_value(request.parameters["unload_dependents"])
+            if not isinstance(value, bool):
+                raise InvalidInput(f"Unable to parse 'unload_dependents': got {value!r}")
+            dependents = value
+        await self._core.unload_model(request.model_name, unload_dependents=dependents)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    # --- extensions headrace does not serve -------------------------------------------------
+
+    SystemSharedMemoryStatus = _unimplemented("SystemSharedMemoryStatus")
+    SystemSharedMemoryRegister = _unimplemented("SystemSharedMemoryRegister")
+    SystemSharedMemoryUnregister = _unimplemented("SystemSharedMemoryUnregister")
+    CudaSharedMemoryStatus = _unimplemented("CudaSharedMemoryStatus")
+    CudaSharedMemoryRegister = _unimplemented("CudaSharedMemoryRegister")
+    CudaSharedMemoryUnregister = _unimplemented("CudaSharedMemoryUnregister")
+    TraceSetting = _unimplemented("TraceSetting")
+    LogSettings = _unimplemented("LogSettings")
+
+
+def _stream_error(
+    message: service_pb2.ModelInferRequest, text: str
+) -> service_pb2.ModelStreamInferResponse:
+    """A failed stream request: the error, plus the request's id so clients can match it."""
+    return service_pb2.ModelStreamInferResponse(
+        error_message=text,
+        infer_response=service_pb2.ModelInferResponse(
+            model_name=message.model_name, model_version=message.model_version, id=message.id
+        ),
+    )

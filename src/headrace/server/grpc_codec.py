@@ -1,0 +1,405 @@
+"""KServe v2 gRPC tensor encoding, as Triton speaks it: protobuf messages <-> headrace.types.
+
+Pure functions, no grpc here, so the rules are testable without a server. Inputs come either
+all in ``raw_input_contents`` (one entry per input, in order; numeric data read with
+``numpy.frombuffer``, zero-copy and hence read-only; BYTES as 4-byte little-endian length +
+data per element) or each in its typed ``contents`` field. Requests arrive serialized and
+:func:`split_infer_request` keeps the raw contents as views of the received bytes, so a
+numeric input is never copied after gRPC hands it over. Outputs always go back in
+``raw_output_contents``, as Triton sends them, and responses leave here already serialized
+(see :func:`encode_infer_response`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import service_pb2
+
+from headrace.errors import InternalError, InvalidInput
+from headrace.types import (
+    DataType,
+    InferenceRequest,
+    InferenceResponse,
+    RequestedOutput,
+    deserialize_bytes_tensor,
+    serialize_bytes_tensor,
+)
+
+__all__ = [
+    "decode_infer_request",
+    "encode_infer_response",
+    "encode_stream_response",
+    "parameter_value",
+    "split_infer_request",
+]
+
+# Request parameters Triton interprets itself; everything else passes through to the model.
+_RESERVED = frozenset(
+    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
+)
+# Client hints the server honours elsewhere (the stream's final-response flag).
+_CLIENT_HINTS = frozenset({"triton_enable_empty_final_response"})
+
+# The typed ``InferTensorContents`` field that carries each datatype (FP16/BF16 have none).
+_CONTENTS_FIELD: dict[DataType, str] = {
+    DataType.BOOL: "bool_contents",
+    DataType.INT8: "int_contents",
+    DataType.INT16: "int_contents",
+    DataType.INT32: "int_contents",
+    DataType.INT64: "int64_contents",
+    DataType.UINT8: "uint_contents",
+    DataType.UINT16: "uint_contents",
+    DataType.UINT32: "uint_contents",
+    DataType.UINT64: "uint64_contents",
+    DataType.FP32: "fp32_contents",
+    DataType.FP64: "fp64_contents",
+    DataType.BYTES: "bytes_contents",
+}
+_DATATYPES: dict[str, DataType] = {member.value: member for member in DataType}
+_DTYPE_CACHE: dict[np.dtype, DataType] = {}
+
+
+def parameter_value(param: Any) -> bool | int | float | str | bytes | None:
+    """The Python value of an ``InferParameter`` / ``ModelRepositoryParameter`` (None if unset)."""
+    which = param.WhichOneof("parameter_choice")
+    return None if which is None else getattr(param, which)
+
+
+def split_infer_request(
+    data: bytes | memoryview,
+) -> tuple[service_pb2.ModelInferRequest, list[memoryview]]:
+    """Parse a serialized ``ModelInferRequest``, leaving ``raw_input_contents`` in ``data``.
+
+    The raw contents come back as views of ``data`` (protobuf would copy each twice: once to
+    parse, once more on every access); everything else is parsed by protobuf. Raises
+    :class:`InvalidInput` when the framing is malformed.
+    """
+    view = memoryview(data).cast("B")
+    end = len(view)
+    raws: list[memoryview] = []
+    header: list[memoryview] = []
+    segment = pos = 0
+    try:
+        while pos < end:
+            start = pos
+            key, pos = _read_varint(view, pos)
+            wire = key & 7
+            if wire == 2:
+                length, pos = _read_varint(view, pos)
+                if key >> 3 == _RAW_INPUT_FIELD:
+                    header.append(view[segment:start])
+                    raws.append(view[pos : pos + length])
+                    segment = pos + length
+                pos += length
+            elif wire == 0:
+                _, pos = _read_varint(view, pos)
+            elif wire in _FIXED_SIZES:
+                pos += _FIXED_SIZES[wire]
+            else:
+                raise ValueError(f"unsupported wire type {wire} at offset {start}")
+            if pos > end:
+                raise ValueError(f"field at offset {start} runs past the end ({end} bytes)")
+        header.append(view[segment:end])
+        message = service_pb2.ModelInferRequest.FromString(b"".join(header))
+    except (ValueError, IndexError, DecodeError) as exc:
+        raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
+    return message, raws
+
+
+_RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
+_FIXED_SIZES = {1: 8, 5: 4}
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError(f"varint longer than 10 bytes before offset {pos}")
+
+
+def decode_infer_request(
+    message: service_pb2.ModelInferRequest,
+    raw_contents: Sequence[bytes | memoryview] | None = None,
+) -> InferenceRequest:
+    """Turn a ``ModelInferRequest`` into an :class:`InferenceRequest`.
+
+    ``raw_contents`` replaces ``message.raw_input_contents`` (see :func:`split_infer_request`).
+    Raises :class:`InvalidInput` naming the input when the framing is wrong: a raw contents
+    count that differs from the input count, a byte size that does not fit shape and
+    datatype, a typed contents field that does not match the datatype.
+    """
+    model = message.model_name
+    raw = message.raw_input_contents if raw_contents is None else raw_contents
+    tensors = message.inputs
+    if raw and len(raw) != len(tensors):
+        raise InvalidInput(
+            f"request for model '{model}' has {len(tensors)} inputs but "
+            f"{len(raw)} raw_input_contents; send one raw content per input"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(tensors):
+        name = tensor.name
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' appears more than once for model '{model}'")
+        if "shared_memory_region" in tensor.parameters:
+            raise InvalidInput(
+                f"input '{name}': shared memory inputs are not supported by this server"
+            )
+        datatype = _datatype(tensor.datatype, name)
+        shape = _shape(tensor.shape, name)
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"input '{name}' of model '{model}' sets 'contents' while the request uses "
+                    "raw_input_contents; use one or the other"
+                )
+            inputs[name] = _from_raw(raw[index], datatype, shape, name)
+        else:
+            inputs[name] = _from_contents(tensor.contents, datatype, shape, name)
+    options = _request_options(message.parameters, model)
+    return InferenceRequest(
+        model_name=model,
+        model_version=message.model_version,
+        inputs=inputs,
+        id=message.id,
+        outputs=_requested_outputs(message.outputs),
+        **options,
+    )
+
+
+def encode_infer_response(
+    response: InferenceResponse, parameters: Mapping[str, bool | int | float | str] | None = None
+) -> bytes:
+    """Serialize a ``ModelInferResponse``; every output's data goes in ``raw_output_contents``.
+
+    Returns the wire bytes rather than a message: the small header is serialized by protobuf
+    and each output's data is appended as a length-delimited field straight from the array's
+    memory, one copy in all (protobuf would copy each tensor twice, several times slower).
+    """
+    return b"".join(_response_chunks(response, parameters))
+
+
+def encode_stream_response(
+    response: InferenceResponse, parameters: Mapping[str, bool | int | float | str] | None = None
+) -> bytes:
+    """Serialize a ``ModelStreamInferResponse`` wrapping the response, as above."""
+    chunks = _response_chunks(response, parameters)
+    size = sum(len(chunk) for chunk in chunks)
+    return b"".join([_STREAM_INFER_RESPONSE_TAG, _varint(size), *chunks])
+
+
+# Wire tags (field number << 3 | length-delimited): ModelInferResponse.raw_output_contents = 6,
+# ModelStreamInferResponse.infer_response = 2.
+_RAW_OUTPUT_TAG = bytes([6 << 3 | 2])
+_STREAM_INFER_RESPONSE_TAG = bytes([2 << 3 | 2])
+
+
+def _response_chunks(
+    response: InferenceResponse, parameters: Mapping[str, bool | int | float | str] | None
+) -> list[bytes | memoryview]:
+    header = service_pb2.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id,
+    )
+    for key, value in {**response.parameters, **(parameters or {})}.items():
+        _set_parameter(header.parameters[key], key, value)
+    raws: list[bytes | memoryview] = []
+    for name, value in response.outputs.items():
+        array = np.asarray(value)
+        datatype = _datatype_of(array, name)
+        header.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
+        raws.append(_raw_of(array, datatype))
+    chunks: list[bytes | memoryview] = [header.SerializeToString()]
+    for raw in raws:
+        chunks.append(_RAW_OUTPUT_TAG + _varint(len(raw)))
+        chunks.append(raw)
+    return chunks
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _datatype(name: str, tensor: str) -> DataType:
+    found = _DATATYPES.get(name)
+    if found is None:
+        raise InvalidInput(f"input '{tensor}' has invalid datatype {name!r}")
+    return found
+
+
+def _shape(dims: Any, name: str) -> tuple[int, ...]:
+    shape = tuple(dims)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(
+            f"input '{name}' has shape {list(shape)}; dimensions must be non-negative"
+        )
+    return shape
+
+
+def _from_raw(
+    data: bytes | memoryview, datatype: DataType, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    if datatype is DataType.BYTES:
+        try:
+            return deserialize_bytes_tensor(data, shape)
+        except ValueError as exc:
+            raise InvalidInput(f"input '{name}': {exc}") from exc
+    dtype = datatype.numpy_dtype
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInput(
+            f"input '{name}' has {len(data)} bytes of raw content, shape {list(shape)} of "
+            f"{datatype.value} needs {expected}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _from_contents(
+    contents: service_pb2.InferTensorContents,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    name: str,
+) -> np.ndarray:
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInput(
+            f"input '{name}': {datatype.value} data cannot be sent in 'contents'; "
+            "use raw_input_contents"
+        )
+    used = [f.name for f, _ in contents.ListFields()]
+    if any(other != field for other in used):
+        raise InvalidInput(
+            f"input '{name}' of datatype {datatype.value} expects '{field}', got {used}"
+        )
+    values = getattr(contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input '{name}' has {len(values)} elements in '{field}', shape {list(shape)} "
+            f"needs {count}"
+        )
+    if datatype is DataType.BYTES:
+        array = np.empty(count, dtype=np.object_)
+        array[:] = list(values)
+        return array.reshape(shape)
+    dtype = datatype.numpy_dtype
+    wide = np.array(values, dtype=_WIDE[dtype.kind]) if count else np.empty(0, dtype)
+    if wide.dtype != dtype:
+        info = np.iinfo(dtype) if dtype.kind in "iu" else None
+        if info is not None and count and (wide.min() < info.min or wide.max() > info.max):
+            raise InvalidInput(
+                f"input '{name}': values in '{field}' do not fit {datatype.value} "
+                f"(range [{info.min}, {info.max}])"
+            )
+        wide = wide.astype(dtype)
+    return wide.reshape(shape)
+
+
+_WIDE = {"b": np.bool_, "i": np.int64, "u": np.uint64, "f": np.float64}
+
+
+def _request_options(parameters: Any, model: str) -> dict[str, Any]:
+    """Map Triton's request parameters to InferenceRequest fields and pass-through ones."""
+    options: dict[str, Any] = {}
+    passthrough: dict[str, Any] = {}
+    for key, param in parameters.items():
+        value = parameter_value(param)
+        if key in _RESERVED:
+            _reserved_option(options, key, value)
+        elif key in _CLIENT_HINTS:
+            continue
+        elif key.startswith("triton_"):
+            raise InvalidInput(
+                f"parameter '{key}': keys starting with 'triton_' are reserved for Triton "
+                "usage and should not be specified."
+            )
+        elif value is not None:
+            passthrough[key] = value
+    if passthrough:
+        options["parameters"] = passthrough
+    return options
+
+
+def _reserved_option(options: dict[str, Any], key: str, value: Any) -> None:
+    if key == "sequence_id":
+        if not isinstance(value, int | str) or isinstance(value, bool):
+            raise InvalidInput(f"Unable to parse 'sequence_id': got {value!r}")
+        options["sequence_id"] = value
+    elif key in ("priority", "timeout"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
+        options["priority" if key == "priority" else "timeout_us"] = value
+    elif not isinstance(value, bool):
+        raise InvalidInput(f"Unable to parse '{key}': expected a bool, got {value!r}")
+    elif key != "binary_data_output":  # gRPC outputs are always binary
+        options[key] = value
+
+
+def _requested_outputs(outputs: Any) -> tuple[RequestedOutput, ...] | None:
+    if not outputs:
+        return None
+    requested: list[RequestedOutput] = []
+    for output in outputs:
+        params = {key: parameter_value(p) for key, p in output.parameters.items()}
+        if "classification" in params:
+            raise InvalidInput(
+                f"output '{output.name}': the classification extension is not supported by "
+                "this server; request the raw output tensor instead"
+            )
+        if "shared_memory_region" in params:
+            raise InvalidInput(
+                f"output '{output.name}': shared memory outputs are not supported by this server"
+            )
+        requested.append(RequestedOutput(output.name, params))
+    return tuple(requested)
+
+
+def _set_parameter(param: Any, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    elif isinstance(value, str):
+        param.string_param = value
+    else:
+        raise InternalError(f"response parameter '{key}' has unsupported value {value!r}")
+
+
+def _datatype_of(array: np.ndarray, name: str) -> DataType:
+    found = _DTYPE_CACHE.get(array.dtype)
+    if found is None:
+        try:
+            found = DataType.from_numpy(array.dtype)
+        except ValueError as exc:
+            raise InternalError(f"output '{name}': {exc}") from exc
+        _DTYPE_CACHE[array.dtype] = found
+    return found
+
+
+def _raw_of(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
+    """The output's wire bytes; a view of the array's own memory when it is contiguous."""
+    if datatype is DataType.BYTES:
+        return serialize_bytes_tensor(array)
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
