@@ -95,6 +95,7 @@ _EXTENSIONS = (
     "schedule_policy",
     "statistics",
 )
+_UNLOADED = "unloaded"
 _log = logging.getLogger(__name__)
 
 
@@ -203,7 +204,11 @@ class InferenceServer:
             return False
         if not self.options.strict_readiness:
             return True
-        return all(record.state == ModelState.READY for record in self._models)
+        # Models unloaded on request do not count against readiness, as in Triton.
+        return all(
+            record.state == ModelState.READY or record.reason == _UNLOADED
+            for record in self._models
+        )
 
     # -- inference --------------------------------------------------------------------------
 
@@ -348,7 +353,7 @@ class InferenceServer:
             if name in self._fingerprints or name in self._problems or name in self._registered:
                 return  # known but not loaded: nothing to do, as Triton
             raise ModelNotFound(f"unknown model '{name}'")
-        await self._unload(record, "unloaded")
+        await self._unload(record, _UNLOADED)
 
     async def register_model(
         self, name: str, backend_factory: BackendFactory, config: ModelConfig
@@ -426,6 +431,7 @@ class InferenceServer:
         files: Mapping[str, bytes] | None = None,
         report: ScanReport | None = None,
     ) -> None:
+        is_new = name not in self._models
         record = self._models.record(name)
         async with record.lock:
             if not record.versions:
@@ -433,6 +439,11 @@ class InferenceServer:
             try:
                 sources, fingerprint = await self._sources(name, override, files, report)
                 new = await self._build(sources)
+            except ModelNotFound:
+                # A name the repository does not hold leaves no trace in the index.
+                if is_new:
+                    self._models.forget(name)
+                raise
             except BaseException as exc:
                 message = exc.message if isinstance(exc, HeadraceError) else repr(exc)
                 record.reason = message
