@@ -29,11 +29,12 @@ from headrace.types import (
     serialize_bytes_tensor,
 )
 
-_orjson: Any
+_orjson: Any = None
 try:
-    import orjson as _orjson
+    import orjson
+
+    _orjson = orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
     import rapidjson as _rapidjson
 
 __all__ = [
