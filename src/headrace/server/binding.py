@@ -26,7 +26,7 @@ from tritonclient.grpc import model_config_pb2
 
 from headrace.config import ModelConfig, add_tensor, new_config
 from headrace.errors import InvalidConfig, InvalidInput
-from headrace.server.app import FrontendOptions, ServerApp, run_until_signal
+from headrace.server.app import FrontendOptions, ServerApp, new_event_loop, run, run_until_signal
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.types import DataType, InferenceRequest, RequestedOutput
 
@@ -167,7 +167,7 @@ class Server:
                 await self._register(name)
             await run_until_signal(self._app)
 
-        asyncio.run(main())
+        run(main())
 
     def __enter__(self) -> Server:
         self.start()
@@ -202,7 +202,7 @@ class Server:
             if self._core_started:
                 return
             if self._loop is None:
-                loop = asyncio.new_event_loop()
+                loop = new_event_loop()
                 thread = threading.Thread(
                     target=loop.run_forever, name="headrace-server", daemon=True
                 )

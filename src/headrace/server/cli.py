@@ -8,12 +8,16 @@ ports are printed and, with ``--ports-file``, written there as JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from headrace.server.app import DEFAULT_MAX_BODY_BYTES, FrontendOptions, ServerApp, run_until_signal
+from headrace.server.app import (
+    DEFAULT_MAX_BODY_BYTES,
+    FrontendOptions,
+    ServerApp,
+    run,
+    run_until_signal,
+)
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 
@@ -88,7 +92,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     app = ServerApp(core, frontends)
     try:
-        _runner()(run_until_signal(app, on_started=print_status))
+        run(run_until_signal(app, on_started=print_status))
     except OSError as exc:  # a port already taken, an address that cannot be bound
         print(f"headrace: error: {exc}", file=sys.stderr)
         return 1
@@ -114,12 +118,3 @@ def print_status(app: ServerApp) -> None:
     console.print(table)
     ports = ", ".join(f"{label} {app.options.host}:{port}" for label, port in app.ports.items())
     console.print(f"headrace: serving on {ports}", highlight=False, soft_wrap=True)
-
-
-def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    """uvloop's runner when it is installed, asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
