@@ -26,6 +26,7 @@ __all__ = [
     "TensorSpec",
     "deserialize_bytes_tensor",
     "serialize_bytes_tensor",
+    "wire_bytes",
 ]
 
 
@@ -86,7 +87,15 @@ class DataType(enum.Enum):
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype | type) -> DataType:
+        """The type of a numpy dtype (any byte order); cached, since it runs per tensor."""
         dt = np.dtype(dtype)
+        found = _FROM_NUMPY.get(dt)
+        if found is None:
+            found = _FROM_NUMPY[dt] = cls._lookup_numpy(dt)
+        return found
+
+    @classmethod
+    def _lookup_numpy(cls, dt: np.dtype) -> DataType:
         if dt.kind in ("O", "S", "U"):
             return cls.BYTES
         if not dt.isnative:
@@ -121,6 +130,8 @@ _NUMPY: dict[DataType, np.dtype] = {
     DataType.FP64: np.dtype(np.float64),
     DataType.BYTES: np.dtype(np.object_),
 }
+
+_FROM_NUMPY: dict[np.dtype, DataType] = {}
 
 _TORCH_NAMES: dict[DataType, str] = {
     DataType.BOOL: "bool",
@@ -159,6 +170,19 @@ def serialize_bytes_tensor(array: np.ndarray | Iterable[Any]) -> bytes:
         parts.append(_LENGTH.pack(len(data)))
         parts.append(data)
     return b"".join(parts)
+
+
+def wire_bytes(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
+    """A tensor's wire form: row-major, little-endian, BYTES length-prefixed.
+
+    A view of the array's own memory when it is already contiguous and little-endian.
+    """
+    if datatype is DataType.BYTES:
+        return serialize_bytes_tensor(array)
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def deserialize_bytes_tensor(

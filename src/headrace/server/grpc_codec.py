@@ -27,7 +27,7 @@ from headrace.types import (
     InferenceResponse,
     RequestedOutput,
     deserialize_bytes_tensor,
-    serialize_bytes_tensor,
+    wire_bytes,
 )
 
 __all__ = [
@@ -61,7 +61,6 @@ _CONTENTS_FIELD: dict[DataType, str] = {
     DataType.BYTES: "bytes_contents",
 }
 _DATATYPES: dict[str, DataType] = {member.value: member for member in DataType}
-_DTYPE_CACHE: dict[np.dtype, DataType] = {}
 
 
 def parameter_value(param: Any) -> bool | int | float | str | bytes | None:
@@ -220,7 +219,7 @@ def _response_chunks(
         array = np.asarray(value)
         datatype = _datatype_of(array, name)
         header.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
-        raws.append(_raw_of(array, datatype))
+        raws.append(wire_bytes(array, datatype))
     chunks: list[bytes | memoryview] = [header.SerializeToString()]
     for raw in raws:
         chunks.append(_RAW_OUTPUT_TAG + _varint(len(raw)))
@@ -385,21 +384,7 @@ def _set_parameter(param: Any, key: str, value: Any) -> None:
 
 
 def _datatype_of(array: np.ndarray, name: str) -> DataType:
-    found = _DTYPE_CACHE.get(array.dtype)
-    if found is None:
-        try:
-            found = DataType.from_numpy(array.dtype)
-        except ValueError as exc:
-            raise InternalError(f"output '{name}': {exc}") from exc
-        _DTYPE_CACHE[array.dtype] = found
-    return found
-
-
-def _raw_of(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
-    """The output's wire bytes; a view of the array's own memory when it is contiguous."""
-    if datatype is DataType.BYTES:
-        return serialize_bytes_tensor(array)
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    try:
+        return DataType.from_numpy(array.dtype)
+    except ValueError as exc:
+        raise InternalError(f"output '{name}': {exc}") from exc

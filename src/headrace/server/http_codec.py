@@ -26,7 +26,7 @@ from headrace.types import (
     RequestedOutput,
     TensorSpec,
     deserialize_bytes_tensor,
-    serialize_bytes_tensor,
+    wire_bytes,
 )
 
 _orjson: Any = None
@@ -50,7 +50,6 @@ __all__ = [
 _RESERVED = frozenset(
     {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
 )
-_DTYPE_CACHE: dict[np.dtype, DataType] = {}
 
 
 def json_loads(data: bytes | memoryview | str) -> Any:
@@ -180,7 +179,7 @@ def encode_infer_response(
             "shape": list(array.shape),
         }
         if decoded.wants_binary(name):
-            raw = _binary_of(array, datatype)
+            raw = wire_bytes(array, datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -422,24 +421,10 @@ def _requested_outputs(
 
 
 def _datatype_of(array: np.ndarray, name: str) -> DataType:
-    dtype = array.dtype
-    found = _DTYPE_CACHE.get(dtype)
-    if found is None:
-        try:
-            found = DataType.from_numpy(dtype)
-        except ValueError as exc:
-            raise InvalidInput(f"output '{name}': {exc}") from exc
-        _DTYPE_CACHE[dtype] = found
-    return found
-
-
-def _binary_of(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
-    if datatype is DataType.BYTES:
-        return serialize_bytes_tensor(array)
-    array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">":
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+    try:
+        return DataType.from_numpy(array.dtype)
+    except ValueError as exc:
+        raise InvalidInput(f"output '{name}': {exc}") from exc
 
 
 def _json_data(array: np.ndarray, datatype: DataType, name: str) -> list[Any]:
