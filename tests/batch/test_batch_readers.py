@@ -68,6 +68,30 @@ def test_parquet_across_row_groups_files_and_list_columns(tmp_path) -> None:
         DataSpec(str(folder), columns=("nope",)).open()
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 10, 64])
+def test_parquet_batches_decode_each_row_group_once(tmp_path, monkeypatch, batch_size) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    x = np.arange(100 * 4, dtype=np.float32).reshape(100, 4)
+    table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=10)
+    decoded: list[int] = []
+    original = pq.ParquetFile.read_row_group
+
+    def counting(self, i, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(i)
+        return original(self, i, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    reader = DataSpec(str(tmp_path / "d.parquet")).open()
+    batches = list(reader.iter_batches(5, 95, batch_size))
+    assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
+    assert np.array_equal(np.concatenate([b.row_ids for b in batches]), np.arange(5, 95))
+    assert np.array_equal(np.concatenate([b.columns["x"] for b in batches]), x[5:95])
+    assert sorted(decoded) == list(range(10))  # every group touched, each decoded once
+    assert len(reader.read(20, 20)) == 0
+
+
 def test_hdf5_group_and_column_selection(tmp_path) -> None:
     h5py = pytest.importorskip("h5py")
     x = np.random.default_rng(3).standard_normal((40, 5))

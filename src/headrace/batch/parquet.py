@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -66,26 +67,62 @@ class ParquetReader(Reader):
 
     def read(self, start: int, stop: int) -> Batch:
         self._check_range(start, stop)
-        first = bisect.bisect_right(self._group_starts, start) - 1
-        tables = []
+        return _batch(
+            start, stop, [columns for _, columns in self._pieces(start, stop)], self.columns
+        )
+
+    def iter_batches(self, start: int, stop: int, batch_size: int) -> Iterator[Batch]:
+        """Rows ``[start, stop)`` in batches, decoding each row group they touch once.
+
+        The generic reader calls ``read`` per batch, which would decode a whole row group
+        for every batch cut from it.
+        """
+        if batch_size < 1:
+            raise InvalidInput(f"batch size must be >= 1, got {batch_size}")
+        self._check_range(start, stop)
+        parts: list[dict[str, np.ndarray]] = []
+        buffered = 0
+        first = start
+        for rows, columns in self._pieces(start, stop):
+            offset = 0
+            while offset < rows:
+                take = min(batch_size - buffered, rows - offset)
+                parts.append(
+                    {name: array[offset : offset + take] for name, array in columns.items()}
+                )
+                buffered += take
+                offset += take
+                if buffered == batch_size:
+                    yield _batch(first, first + buffered, parts, self.columns)
+                    first += buffered
+                    parts, buffered = [], 0
+        if buffered:
+            yield _batch(first, first + buffered, parts, self.columns)
+
+    def _pieces(self, start: int, stop: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(rows, columns) of each row group's part of ``[start, stop)``, in order."""
+        group = max(bisect.bisect_right(self._group_starts, start) - 1, 0)
         position = start
-        group = max(first, 0)
         while position < stop and group < len(self._groups):
-            file_index, row_group = self._groups[group]
             group_start = self._group_starts[group]
-            table = self._file(file_index).read_row_group(row_group, columns=self.columns)
+            table = self._row_group(group)
             lo = position - group_start
             hi = min(stop - group_start, table.num_rows)
-            tables.append(table.slice(lo, hi - lo))
+            piece = table.slice(lo, hi - lo)
+            yield hi - lo, {name: arrow_to_numpy(piece.column(name)) for name in self.columns}
             position = group_start + hi
             group += 1
-        columns: dict[str, np.ndarray] = {}
-        for name in self.columns:
-            chunks = [t.column(name) for t in tables]
-            columns[name] = (
-                np.concatenate([arrow_to_numpy(c) for c in chunks]) if chunks else np.empty(0)
-            )
-        return Batch(np.arange(start, stop, dtype=np.int64), columns)
+
+    def _row_group(self, group: int) -> Any:
+        """A decoded row group; each thread keeps its last one, since neighbouring shards
+        (row ranges) usually share a group."""
+        cached = getattr(self._local, "group", None)
+        if cached is not None and cached[0] == group:
+            return cached[1]
+        file_index, row_group = self._groups[group]
+        table = self._file(file_index).read_row_group(row_group, columns=self.columns)
+        self._local.group = (group, table)
+        return table
 
     def fingerprint(self) -> str:
         return "|".join([*(file_stamp(p) for p in self.files), *self.columns])
@@ -116,3 +153,13 @@ def arrow_to_numpy(column: Any) -> np.ndarray:
             raise InvalidInput(f"list column of type {kind} has rows of different lengths")
         return values.reshape((rows, -1, *values.shape[1:]) if rows else (0, *values.shape[1:]))
     return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def _batch(start: int, stop: int, parts: list[dict[str, np.ndarray]], names: list[str]) -> Batch:
+    """Rows ``[start, stop)`` from consecutive pieces (no copy when there is one piece)."""
+    ids = np.arange(start, stop, dtype=np.int64)
+    if len(parts) == 1:
+        return Batch(ids, dict(parts[0]))
+    if not parts:
+        return Batch(ids, {name: np.empty(0) for name in names})
+    return Batch(ids, {name: np.concatenate([part[name] for part in parts]) for name in names})
