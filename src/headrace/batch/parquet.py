@@ -144,7 +144,8 @@ def arrow_to_numpy(column: Any) -> np.ndarray:
     """A (chunked) Arrow column as a numpy array; list columns of equal length become 2-D."""
     pa = require("pyarrow", "data")
     if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+        # One chunk (a row group's slice) converts without a copy; combining always copies.
+        column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     kind = column.type
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         rows = len(column)
