@@ -43,6 +43,17 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
     parser.add_argument("--num-workers", type=int, default=1, help="instances driven in parallel")
+    parser.add_argument(
+        "--workers-backend",
+        choices=("threads", "ray"),
+        default="threads",
+        help="ray: one Ray actor (own pipeline) per worker, scale-out table over 1..N workers",
+    )
+    parser.add_argument("--ray-address", default="", help="'' = local Ray, auto, ray://host:port")
+    parser.add_argument("--gpus", type=int, default=0, help="N Ray actors with one GPU each")
+    parser.add_argument(
+        "--scaleout", action="store_true", help="scale-out table with the threads backend"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
     parser.add_argument("--repeats", type=int, default=1, help="runs per case; median kept")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads")
@@ -79,6 +90,10 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         device=args.device,
         repeats=args.repeats,
     )
+    if args.scaleout or args.gpus or args.workers_backend == "ray":
+        from headrace.bench.scaleout import run_scaleout_command
+
+        return run_scaleout_command(args, config)
     device = resolve_device(config.device)
     results = run_study(config)
     print_table(results, device)
