@@ -3,7 +3,8 @@
 Layout: ``MODEL/VERSION/model.onnx`` (or ``default_model_filename``). Configuration
 parameters, under Triton's onnxruntime backend names:
 
-- ``intra_op_thread_count``: threads inside one operator (default: onnxruntime's choice);
+- ``intra_op_thread_count``: threads inside one operator (default on the CPU: the usable
+  cores divided by the model's CPU instances, see :mod:`headrace.backends.threads`);
 - ``inter_op_thread_count``: threads across operators when ``execution_mode`` is parallel;
 - ``execution_mode``: ``0`` sequential (default), ``1`` parallel.
 
@@ -30,6 +31,7 @@ from headrace.backends.signature import (
     model_file,
     tensor_datatype,
 )
+from headrace.backends.threads import threads_per_cpu_instance
 from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
 from headrace.types import DataType
 
@@ -89,7 +91,10 @@ class OnnxRuntimeBackend(Backend):
             raise InvalidConfig(f"model '{context.model_name}' has no ONNX file at {path}")
         options = ort.SessionOptions()
         config = context.config
-        options.intra_op_num_threads = int_parameter(config, "intra_op_thread_count", 0)
+        threads = int_parameter(config, "intra_op_thread_count", 0)
+        if threads == 0 and not context.device.startswith("cuda"):
+            threads = threads_per_cpu_instance(config)
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
         if int_parameter(config, "execution_mode", 0) == 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL

@@ -24,6 +24,7 @@ from tritonclient.grpc import model_config_pb2
 
 from headrace.backends.outputs import collect_outputs
 from headrace.backends.signature import tensor_specs
+from headrace.backends.threads import threads_per_cpu_instance
 from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
 
 __all__ = ["TorchExecutor", "indexed_position", "require_tensors"]
@@ -74,6 +75,12 @@ class TorchExecutor:
         model: str,
     ) -> None:
         self.torch = require("torch", "torch")
+        if self.torch.device(device).type == "cpu":
+            # torch's thread pool is per process: only ever lower it, so that N instances
+            # together use the cores once (see headrace.backends.threads).
+            threads = threads_per_cpu_instance(config)
+            if self.torch.get_num_threads() > threads:
+                self.torch.set_num_threads(threads)
         self.fn = fn
         self.model = model
         self.device = self.torch.device(device)
