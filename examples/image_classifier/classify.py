@@ -84,19 +84,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def headrace_run(argv: list[str]) -> Any:
     """``headrace run ARGV`` in this process (the CLI's own parser and runners); its summary."""
-    from headrace.batch.cli import job_from_args
-    from headrace.cli import build_parser
+    from headrace.batch.cli import run_command
 
     print("$ headrace " + shlex.join(argv), flush=True)
-    args = build_parser(plugins=("headrace.batch.cli",)).parse_args(argv)
-    job = job_from_args(args)
-    if args.ray:
-        from headrace.batch.ray_runner import RayOptions, run_ray
-
-        return run_ray(job, RayOptions(num_gpus=args.num_gpus))
-    from headrace.batch.local import run_local
-
-    return run_local(job)
+    return run_command(argv)
 
 
 def train_cnn(train_dir: str, epochs: int, seed: int = 0) -> torch.nn.Module:

@@ -102,21 +102,32 @@ def job_from_args(args: argparse.Namespace) -> Any:
     return Job(ModelSource(args.model, args.model_version), data, args.out, options)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace) -> Any:
+    """Run the job parsed ``args`` describe, locally or on Ray; returns its RunSummary."""
     job = job_from_args(args)
     if args.ray or args.ray_address:
         from headrace.batch.ray_runner import RayOptions, run_ray
 
-        summary = run_ray(
+        return run_ray(
             job,
             RayOptions(
                 address=args.ray_address, num_gpus=args.num_gpus, num_cpus=args.num_cpus or None
             ),
         )
-    else:
-        from headrace.batch.local import run_local
+    from headrace.batch.local import run_local
 
-        summary = run_local(job)
+    return run_local(job)
+
+
+def run_command(argv: list[str]) -> Any:
+    """``headrace run ...`` in this process (``argv`` starts with ``run``); its RunSummary."""
+    from headrace.cli import build_parser
+
+    return run_from_args(build_parser(plugins=(__name__,)).parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
+    summary = run_from_args(args)
     print(
         f"{summary.rows} rows in {summary.seconds:.2f}s ({summary.rows_per_second:,.0f} rows/s); "
         f"{summary.shards_written} shards written, {summary.shards_skipped} already done -> {summary.out_dir}"

@@ -64,14 +64,20 @@ def run_ray(job: Job, ray_options: RayOptions | None = None) -> RunSummary:
         )
         collector = ShardCollector(manifest, prepared.writer, prepared.outputs, progress.advance)
         if pending:
-            if not ray.is_initialized():
+            # Ray started here is shut down here; a caller's own Ray session is left alone.
+            started_ray = not ray.is_initialized()
+            if started_ray:
                 _init(ray, ray_options)
-            dataset = build_dataset(
-                job, pending, manifest.shard_size, prepared.model.inputs, ray_options.num_gpus
-            )
-            with progress:
-                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    _collect(collector, batch, prepared.outputs)
+            try:
+                dataset = build_dataset(
+                    job, pending, manifest.shard_size, prepared.model.inputs, ray_options.num_gpus
+                )
+                with progress:
+                    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                        _collect(collector, batch, prepared.outputs)
+            finally:
+                if started_ray:
+                    ray.shutdown()
         return RunSummary(
             job.out_dir,
             todo,
