@@ -22,6 +22,7 @@ from tritonclient.grpc import service_pb2
 
 from headrace.errors import InternalError, InvalidInput
 from headrace.types import (
+    RESERVED_PARAMETERS,
     DataType,
     InferenceRequest,
     InferenceResponse,
@@ -38,10 +39,6 @@ __all__ = [
     "split_infer_request",
 ]
 
-# Request parameters Triton interprets itself; everything else passes through to the model.
-_RESERVED = frozenset(
-    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
-)
 # Client hints the server honours elsewhere (the stream's final-response flag).
 _CLIENT_HINTS = frozenset({"triton_enable_empty_final_response"})
 
@@ -320,7 +317,7 @@ def _request_options(parameters: Any, model: str) -> dict[str, Any]:
     passthrough: dict[str, Any] = {}
     for key, param in parameters.items():
         value = parameter_value(param)
-        if key in _RESERVED:
+        if key in RESERVED_PARAMETERS:
             _reserved_option(options, key, value)
         elif key in _CLIENT_HINTS:
             continue

@@ -20,6 +20,7 @@ import numpy as np
 
 from headrace.errors import InvalidInput
 from headrace.types import (
+    RESERVED_PARAMETERS,
     DataType,
     InferenceRequest,
     InferenceResponse,
@@ -45,11 +46,6 @@ __all__ = [
     "json_dumps",
     "json_loads",
 ]
-
-# Request parameters Triton interprets itself; everything else passes through to the model.
-_RESERVED = frozenset(
-    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
-)
 
 
 def json_loads(data: bytes | memoryview | str) -> Any:
@@ -351,7 +347,7 @@ def _request_options(params: Any) -> tuple[dict[str, Any], bool]:
     passthrough: dict[str, Any] = {}
     binary_default = False
     for key, value in params.items():
-        if key in _RESERVED:
+        if key in RESERVED_PARAMETERS:
             if key == "sequence_id":
                 if not isinstance(value, int | str) or isinstance(value, bool):
                     raise InvalidInput(f"Unable to parse 'sequence_id': got {value!r}")
