@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "RESERVED_PARAMETERS",
     "DataType",
     "InferenceRequest",
     "InferenceResponse",
@@ -151,11 +150,6 @@ _TORCH_NAMES: dict[DataType, str] = {
 }
 
 _LENGTH = struct.Struct("<I")
-
-RESERVED_PARAMETERS = frozenset(
-    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
-)
-"""Request parameters the protocol itself interprets; the rest pass through to the model."""
 
 
 def serialize_bytes_tensor(array: np.ndarray | Iterable[Any]) -> bytes:

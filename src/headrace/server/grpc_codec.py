@@ -21,8 +21,12 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from headrace.errors import InternalError, InvalidInput
-from headrace.types import (
+from headrace.server.parameters import (
     RESERVED_PARAMETERS,
+    check_passthrough_key,
+    reserved_option,
+)
+from headrace.types import (
     DataType,
     InferenceRequest,
     InferenceResponse,
@@ -318,34 +322,16 @@ def _request_options(parameters: Any, model: str) -> dict[str, Any]:
     for key, param in parameters.items():
         value = parameter_value(param)
         if key in RESERVED_PARAMETERS:
-            _reserved_option(options, key, value)
+            reserved_option(options, key, value)
         elif key in _CLIENT_HINTS:
             continue
-        elif key.startswith("triton_"):
-            raise InvalidInput(
-                f"parameter '{key}': keys starting with 'triton_' are reserved for Triton "
-                "usage and should not be specified."
-            )
         elif value is not None:
+            check_passthrough_key(key)
             passthrough[key] = value
+    options.pop("binary_data_output", None)  # gRPC outputs are always binary
     if passthrough:
         options["parameters"] = passthrough
     return options
-
-
-def _reserved_option(options: dict[str, Any], key: str, value: Any) -> None:
-    if key == "sequence_id":
-        if not isinstance(value, int | str) or isinstance(value, bool):
-            raise InvalidInput(f"Unable to parse 'sequence_id': got {value!r}")
-        options["sequence_id"] = value
-    elif key in ("priority", "timeout"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
-        options["priority" if key == "priority" else "timeout_us"] = value
-    elif not isinstance(value, bool):
-        raise InvalidInput(f"Unable to parse '{key}': expected a bool, got {value!r}")
-    elif key != "binary_data_output":  # gRPC outputs are always binary
-        options[key] = value
 
 
 def _requested_outputs(outputs: Any) -> tuple[RequestedOutput, ...] | None:

@@ -19,8 +19,12 @@ from typing import Any
 import numpy as np
 
 from headrace.errors import InvalidInput
-from headrace.types import (
+from headrace.server.parameters import (
     RESERVED_PARAMETERS,
+    check_passthrough_key,
+    reserved_option,
+)
+from headrace.types import (
     DataType,
     InferenceRequest,
     InferenceResponse,
@@ -345,36 +349,19 @@ def _request_options(params: Any) -> tuple[dict[str, Any], bool]:
         raise InvalidInput(f"request 'parameters' must be a JSON object, got {params!r}")
     options: dict[str, Any] = {}
     passthrough: dict[str, Any] = {}
-    binary_default = False
     for key, value in params.items():
         if key in RESERVED_PARAMETERS:
-            if key == "sequence_id":
-                if not isinstance(value, int | str) or isinstance(value, bool):
-                    raise InvalidInput(f"Unable to parse 'sequence_id': got {value!r}")
-                options["sequence_id"] = value
-            elif key in ("priority", "timeout"):
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
-                options["priority" if key == "priority" else "timeout_us"] = value
-            else:
-                if not isinstance(value, bool):
-                    raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
-                if key == "binary_data_output":
-                    binary_default = value
-                else:
-                    options[key] = value
-        elif key.startswith("triton_"):
-            raise InvalidInput(
-                f"parameter '{key}': keys starting with 'triton_' are reserved for Triton "
-                "usage and should not be specified."
-            )
-        elif isinstance(value, bool | int | float | str):
+            reserved_option(options, key, value)
+            continue
+        check_passthrough_key(key)
+        if isinstance(value, bool | int | float | str):
             passthrough[key] = value
         else:
             raise InvalidInput(
                 f"parameter '{key}' has invalid type. It should be either 'int', 'bool', "
                 "or 'string'."
             )
+    binary_default = options.pop("binary_data_output", False)
     if passthrough:
         options["parameters"] = passthrough
     return options, binary_default
