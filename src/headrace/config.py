@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
@@ -22,6 +21,7 @@ from headrace.config_defaults import available_gpus, fill_defaults, platform_bac
 from headrace.config_json import config_from_json, config_to_json
 from headrace.config_validate import validate_config
 from headrace.errors import InvalidConfig
+from headrace.files import atomic_write_bytes
 from headrace.types import DataType, TensorSpec
 
 ModelConfig: TypeAlias = model_config_pb2.ModelConfig
@@ -133,29 +133,13 @@ def write_config(config: ModelConfig, path: str) -> None:
     parent = os.path.dirname(target)
     try:
         if isinstance(fs, LocalFileSystem):
-            _replace_local(target, data)
+            atomic_write_bytes(target, data)
         else:
             if parent:
                 fs.makedirs(parent, exist_ok=True)
             fs.pipe_file(target, data)
     except OSError as exc:
         raise InvalidConfig(f"cannot write configuration: {exc}", source=path) from exc
-
-
-def _replace_local(target: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def config_datatype(dt: DataType) -> int:

@@ -15,8 +15,8 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 
-from headrace.batch.writers import atomic_write
 from headrace.errors import InvalidInput
+from headrace.files import TEMP_MARK, atomic_write_bytes
 
 __all__ = ["MANIFEST", "Fingerprint", "Manifest", "ShardRecord"]
 
@@ -116,7 +116,7 @@ class Manifest:
             "shards": [asdict(self.shards[i]) for i in sorted(self.shards)],
         }
         data = json.dumps(document, indent=1).encode("utf-8")
-        atomic_write(self.path, lambda tmp: _write_bytes(tmp, data))
+        atomic_write_bytes(self.path, data)
 
     @classmethod
     def load(cls, out_dir: str) -> Manifest | None:
@@ -177,7 +177,7 @@ class Manifest:
         """Delete temp files a killed run left behind (one job writes a folder at a time)."""
         for folder, _, files in os.walk(self.out_dir):
             for name in files:
-                if name.startswith(".") and ".tmp-" in name:
+                if name.startswith(".") and TEMP_MARK in name:
                     os.remove(os.path.join(folder, name))
 
     @classmethod
@@ -199,8 +199,3 @@ class Manifest:
         if os.path.exists(self.path):
             os.remove(self.path)
         self.shards.clear()
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)

@@ -22,13 +22,13 @@ import functools
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from headrace.errors import InvalidInput, require
+from headrace.files import atomic_write
 
 __all__ = [
     "FORMATS",
@@ -37,7 +37,6 @@ __all__ = [
     "ParquetWriter",
     "ShardResult",
     "ShardWriter",
-    "atomic_write",
     "make_writer",
     "shard_name",
 ]
@@ -57,21 +56,6 @@ class ShardResult:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, fsync it, then rename."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class ShardWriter(ABC):

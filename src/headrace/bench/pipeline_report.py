@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from headrace.bench.machine import machine_info
 from headrace.bench.pipeline import CaseResult, PipelineStudyConfig
+from headrace.files import atomic_write_bytes
 
 __all__ = ["plot_results", "print_table", "results_document", "write_json"]
 
@@ -65,12 +65,7 @@ def results_document(
 
 def write_json(path: str, document: dict[str, Any]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves half a result."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as out:
-        json.dump(document, out, indent=2)
-        out.write("\n")
-    os.replace(temporary, path)
+    atomic_write_bytes(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
 
 
 def plot_results(path: str, results: Sequence[CaseResult], device: str) -> str | None:

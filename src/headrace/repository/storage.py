@@ -21,6 +21,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from headrace.errors import InvalidConfig
+from headrace.files import atomic_write_bytes
 
 __all__ = ["Storage", "default_cache_dir"]
 
@@ -124,15 +125,7 @@ class Storage:
         if not self.is_local:
             self.fs.pipe_file(path, data)
             return
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, data)
 
     def makedirs(self, *parts: str) -> None:
         self.fs.makedirs(self.full(*parts), exist_ok=True)

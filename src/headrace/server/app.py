@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from headrace.errors import InvalidConfig
+from headrace.files import atomic_write_bytes
 from headrace.server.core import InferenceServer
 from headrace.server.metrics import DEFAULT_METRICS_PORT, MetricsEndpoint, ServerMetrics
 
@@ -81,7 +81,7 @@ class ServerApp:
             raise
         _log.info("serving on %s", ", ".join(f"{k} {v}" for k, v in self.ports.items()))
         if self.options.ports_file:
-            _write_atomically(self.options.ports_file, json.dumps(self.ports))
+            atomic_write_bytes(self.options.ports_file, json.dumps(self.ports).encode("utf-8"))
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight calls, drain and unload the models."""
@@ -154,13 +154,6 @@ async def run_until_signal(app: ServerApp, on_started: Any = None) -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await app.stop()
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
