@@ -9,8 +9,9 @@ import pytest
 
 from headrace.batch.manifest import Fingerprint, Manifest, ShardRecord
 from headrace.batch.results import load_results
-from headrace.batch.writers import ShardResult, atomic_write, make_writer, to_uint8_images
+from headrace.batch.writers import ShardResult, make_writer, to_uint8_images
 from headrace.errors import InvalidInput
+from headrace.files import atomic_write
 
 FP = Fingerprint.of(model="m", input="i", options="o")
 
