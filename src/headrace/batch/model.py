@@ -16,10 +16,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from headrace.config import ModelConfig, format_config, input_specs, output_specs
 from headrace.errors import InvalidConfig, InvalidInput
 from headrace.types import TensorSpec
+
+if TYPE_CHECKING:
+    from headrace.backends.base import Backend
 
 __all__ = ["ModelSource", "ResolvedModel", "device_for", "make_instances", "resolve_model"]
 
@@ -52,6 +56,21 @@ class ResolvedModel:
     @property
     def outputs(self) -> list[TensorSpec]:
         return output_specs(self.config)
+
+    def load_backend(self, device: str, instance_name: str) -> Backend:
+        """A loaded backend for this version on ``device``."""
+        from headrace.backends import BackendContext, load_backend
+
+        context = BackendContext(
+            model_name=self.name,
+            version=self.version,
+            model_dir=self.model_dir,
+            version_dir=self.version_dir,
+            config=self.config,
+            device=device,
+            instance_name=instance_name,
+        )
+        return load_backend(context)
 
     def fingerprint(self) -> str:
         """The completed configuration plus the content of every file of the version."""
@@ -143,22 +162,13 @@ def device_for(device: str, index: int) -> str:
 
 def make_instances(model: ResolvedModel, *, count: int, device: str, num_buffers: int) -> list:  # type: ignore[type-arg]
     """``count`` loaded instances of ``model``; closes those built so far when one fails."""
-    from headrace.backends import BackendContext, load_backend
     from headrace.engine.instance import ModelInstance
 
     instances: list[ModelInstance] = []
     try:
         for index in range(count):
-            context = BackendContext(
-                model_name=model.name,
-                version=model.version,
-                model_dir=model.model_dir,
-                version_dir=model.version_dir,
-                config=model.config,
-                device=device_for(device, index),
-                instance_name=f"{model.name}_{index}",
-            )
-            instances.append(ModelInstance(load_backend(context), num_buffers=num_buffers))
+            backend = model.load_backend(device_for(device, index), f"{model.name}_{index}")
+            instances.append(ModelInstance(backend, num_buffers=num_buffers))
     except BaseException:
         for instance in instances:
             instance.close()

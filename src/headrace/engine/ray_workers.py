@@ -128,21 +128,11 @@ class RepositoryBackend:
     batch_size: int = 1
 
     def __call__(self, device: str) -> Backend:
-        from headrace.backends import BackendContext, load_backend
         from headrace.batch.model import ModelSource, resolve_model
 
         model = resolve_model(ModelSource(self.path, self.version), self.batch_size)
         try:
-            context = BackendContext(
-                model_name=model.name,
-                version=model.version,
-                model_dir=model.model_dir,
-                version_dir=model.version_dir,
-                config=model.config,
-                device=device,
-                instance_name=f"{model.name}_{os.getpid()}",
-            )
-            return load_backend(context)
+            return model.load_backend(device, f"{model.name}_{os.getpid()}")
         finally:
             model.cleanup()  # a bare model file's scratch repository; loaded backends keep no path
 
