@@ -24,15 +24,14 @@ import inspect
 import itertools
 import os
 import sys
-from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import BackendContext
 from headrace.backends.signature import model_file, parameter
-from headrace.backends.torch_exec import TorchExecutor, require_tensors
+from headrace.backends.torch_exec import TorchModuleBackend, require_tensors
 from headrace.errors import InvalidConfig, require
 
 __all__ = ["MODULE_FILENAME", "PyTorchBackend", "resolve_module_class"]
@@ -43,11 +42,8 @@ WEIGHTS_FILENAME = "model.pt"
 _counter = itertools.count()
 
 
-class PyTorchBackend(Backend):
+class PyTorchBackend(TorchModuleBackend):
     """An ``nn.Module`` built from its class and ``state_dict``."""
-
-    name = "pytorch"
-    accepts_torch = True
 
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
@@ -63,19 +59,8 @@ class PyTorchBackend(Backend):
             _load_weights(torch, module, weights)
         elif config.default_model_filename:
             raise InvalidConfig(f"no weights file at {weights}", field="default_model_filename")
-        self.module = module.eval().to(torch.device(context.device))
-        args = _arg_names(module)
-        require_tensors(config, context.model_name, args)
-        self._run = TorchExecutor(
-            self.module, config, arg_names=args, device=context.device, model=context.model_name
-        )
-
-    def execute(self, inputs: Mapping[str, Any]) -> Outputs:
-        return self._run(inputs)
-
-    def unload(self) -> None:
-        self.__dict__.pop("_run", None)
-        self.__dict__.pop("module", None)
+        module = module.eval().to(torch.device(context.device))
+        self.bind(module, _arg_names(module))
 
     @classmethod
     def autocomplete(cls, config: model_config_pb2.ModelConfig, version_dir: str) -> None:

@@ -22,6 +22,7 @@ import ml_dtypes
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
+from headrace.backends.base import Backend, Outputs
 from headrace.backends.outputs import collect_outputs
 from headrace.backends.signature import tensor_specs
 from headrace.backends.threads import threads_per_cpu_instance
@@ -162,3 +163,30 @@ def _input_order(names: list[str], arg_names: list[str], model: str) -> list[str
             field="input",
         )
     return names
+
+
+class TorchModuleBackend(Backend):
+    """A torch module on the instance's device, executed through a :class:`TorchExecutor`."""
+
+    name = "pytorch"
+    accepts_torch = True
+
+    def bind(self, module: Any, arg_names: Sequence[str]) -> None:
+        """Check the configured inputs against ``arg_names`` and bind ``module`` to them."""
+        context = self.context
+        require_tensors(context.config, context.model_name, arg_names)
+        self.module = module
+        self._run = TorchExecutor(
+            module,
+            context.config,
+            arg_names=arg_names,
+            device=context.device,
+            model=context.model_name,
+        )
+
+    def execute(self, inputs: Mapping[str, Any]) -> Outputs:
+        return self._run(inputs)
+
+    def unload(self) -> None:
+        self.__dict__.pop("_run", None)
+        self.__dict__.pop("module", None)

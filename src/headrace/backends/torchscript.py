@@ -11,14 +11,13 @@ when they are not.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import BackendContext
 from headrace.backends.signature import model_file
-from headrace.backends.torch_exec import TorchExecutor, require_tensors
+from headrace.backends.torch_exec import TorchModuleBackend, require_tensors
 from headrace.errors import InvalidConfig, require
 
 __all__ = ["TorchScriptBackend", "forward_arg_names"]
@@ -26,32 +25,13 @@ __all__ = ["TorchScriptBackend", "forward_arg_names"]
 DEFAULT_FILENAME = "model.pt"
 
 
-class TorchScriptBackend(Backend):
+class TorchScriptBackend(TorchModuleBackend):
     """A ``torch.jit`` module loaded onto the instance's device."""
-
-    name = "pytorch"
-    accepts_torch = True
 
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
-        path = model_file(context, DEFAULT_FILENAME)
-        self.module = _load(path, context.device)
-        args = forward_arg_names(self.module)
-        require_tensors(context.config, context.model_name, args)
-        self._run = TorchExecutor(
-            self.module,
-            context.config,
-            arg_names=args,
-            device=context.device,
-            model=context.model_name,
-        )
-
-    def execute(self, inputs: Mapping[str, Any]) -> Outputs:
-        return self._run(inputs)
-
-    def unload(self) -> None:
-        self.__dict__.pop("_run", None)
-        self.__dict__.pop("module", None)
+        module = _load(model_file(context, DEFAULT_FILENAME), context.device)
+        self.bind(module, forward_arg_names(module))
 
     @classmethod
     def autocomplete(cls, config: model_config_pb2.ModelConfig, version_dir: str) -> None:
