@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--instances", type=int, default=1, help="instances per model, every server")
     p.add_argument("--direct-seconds", type=float, default=2.0, help="per model and batch")
     p.add_argument("--perf-analyzer", default=None, help="perf_analyzer executable")
+    p.add_argument(
+        "--headrace-args",
+        type=shlex.split,
+        default=[],
+        help='extra "headrace serve" arguments, one string (e.g. "--run-now-below-us 0")',
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON path (a .md goes next to it)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (repository, logs)")
     p.add_argument(
@@ -376,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False)
 
+    servers.HEADRACE_ARGS[:] = args.headrace_args
     chosen = variants(args.models, args.formats)
     tool = locate(args.perf_analyzer)
     workdir = Path(tempfile.mkdtemp(prefix="serve-overhead-"))

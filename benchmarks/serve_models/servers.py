@@ -27,6 +27,8 @@ __all__ = ["Ports", "ServerProcess", "ServerStartFailed", "launch"]
 
 _HERE = Path(__file__).resolve().parent
 SYSTEMS = ("headrace", "triton", "pytriton")
+HEADRACE_ARGS: list[str] = []
+"""Extra ``headrace serve`` arguments (serve_overhead.py --headrace-args)."""
 
 
 class ServerStartFailed(RuntimeError):
@@ -181,6 +183,7 @@ def _command(
             "explicit",
             "--ports-file",
             str(ports_file),
+            *HEADRACE_ARGS,
         ]
         for model in models:
             command += ["--load-model", model]

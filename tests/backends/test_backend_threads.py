@@ -47,3 +47,54 @@ def test_onnx_sessions_get_their_share_unless_configured(tmp_path) -> None:
         configured = OnnxRuntimeBackend(context_for(config, version_dir))
     assert shared.session.get_session_options().intra_op_num_threads == 2
     assert configured.session.get_session_options().intra_op_num_threads == 3
+
+
+class _FakeTorch:
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def get_num_threads(self) -> int:
+        return self.threads
+
+    def set_num_threads(self, threads: int) -> None:
+        self.threads = threads
+
+
+def test_torch_threads_are_only_ever_lowered_and_only_when_torch_is_loaded() -> None:
+    import sys
+
+    fake = _FakeTorch(8)
+    with (
+        mock.patch.dict(sys.modules, {"torch": fake}),
+        mock.patch.object(threads, "usable_cpus", return_value=8),
+    ):
+        threads.limit_torch_threads(_config((4, CPU)))
+        assert fake.threads == 2
+        threads.limit_torch_threads(_config((1, CPU)))  # would be 8: never raised
+        assert fake.threads == 2
+    with mock.patch.dict(sys.modules, {"torch": None}):
+        threads.limit_torch_threads(_config((4, CPU)))  # not loaded: nothing happens
+
+
+def test_python_models_and_bound_functions_get_their_share_of_torch_threads(tmp_path) -> None:
+    from headrace.backends import callable as callable_backend
+    from headrace.backends import python as python_backend
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+    )
+    config = parse_config(
+        'name: "m" backend: "python" max_batch_size: 4 '
+        'input [{name: "x" data_type: TYPE_FP32 dims: [1]}] '
+        'output [{name: "y" data_type: TYPE_FP32 dims: [1]}]'
+    )
+    from headrace.backends.base import BackendContext
+
+    context = BackendContext("m", 1, str(tmp_path), str(tmp_path / "1"), config)
+    with mock.patch.object(python_backend, "limit_torch_threads") as limit:
+        python_backend.TritonPythonBackend(context).unload()
+    limit.assert_called_once_with(config)
+    with mock.patch.object(callable_backend, "limit_torch_threads") as limit:
+        callable_backend.CallableBackend(lambda x: {"y": x}, config)
+    limit.assert_called_once_with(config)

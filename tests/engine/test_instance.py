@@ -156,6 +156,41 @@ def test_request_list_backends_see_each_request() -> None:
         instance.submit_requests([{"x": np.ones((1, 4))}]).result(timeout=30)
 
 
+def test_run_requests_now_executes_on_the_calling_thread() -> None:
+    sink = Sink()
+    instance = ModelInstance(Affine(), num_buffers=2, stats_sink=sink)
+    assert instance.can_run_now and instance.depth == 1
+    requests = [{"x": rows(2, seed=1)}, {"x": rows(3, seed=2)}]
+    timed = instance.run_requests_now(requests)
+    for request, result in zip(requests, timed.results):
+        assert isinstance(result, dict)
+        np.testing.assert_allclose(result["y"], 3 * request["x"] + 1, rtol=1e-6)
+        np.testing.assert_array_equal(result["x_out"], request["x"])
+    assert timed.times.batch_size == 5 and timed.times.compute_infer_ns > 0
+    # outputs that alias the batch's buffers were copied out: the next batch cannot touch them
+    kept = timed.results[0]["x_out"].copy()  # type: ignore[index]
+    instance.run_requests_now([{"x": rows(4, seed=3)}, {"x": rows(1, seed=4)}])
+    np.testing.assert_array_equal(timed.results[0]["x_out"], kept)  # type: ignore[index]
+    assert [b["batch_size"] for b in sink.batches] == [5, 5]
+    bad = rows(1)
+    bad[0, 0] = np.nan
+    with pytest.raises(ModelExecutionError, match="nan"):
+        instance.run_requests_now([{"x": bad}])
+    assert instance.stats.snapshot().failed_batches == 1
+    instance.close()
+    with pytest.raises(Unavailable, match="closed"):
+        instance.run_requests_now(requests)
+
+
+def test_run_requests_now_gives_request_list_backends_each_request() -> None:
+    instance = ModelInstance(PerRequest(context()))
+    timed = instance.run_requests_now([{"x": np.ones((1, 4))}, {"x": -np.ones((2, 4))}])
+    assert isinstance(timed.results[0], dict)
+    assert isinstance(timed.results[1], ValueError)
+    assert timed.times.batch_size == 3
+    instance.close()
+
+
 def test_concurrent_submitters_get_their_own_results() -> None:
     instance = ModelInstance(Affine(), num_buffers=3)
     mismatches: list[int] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,8 @@ class Doubler(Backend):
     """y = 2x. Records every batch (its first-column values); a negative value fails the batch.
 
     ``gate`` (a threading.Event) holds each batch until set; ``started`` is set when a batch
-    begins, so a test can tell the instance is busy.
+    begins, so a test can tell the instance is busy. ``threads`` names the thread each batch
+    ran on; ``delay_s`` makes every batch take at least that long.
     """
 
     name = "doubler"
@@ -45,6 +47,8 @@ class Doubler(Backend):
         self.gate = gate
         self.started = threading.Event()
         self.batches: list[list[float]] = []
+        self.threads: list[str] = []
+        self.delay_s = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -61,7 +65,10 @@ class Doubler(Backend):
         x = np.asarray(inputs["x"])
         with self._lock:
             self.batches.append([float(v) for v in x.reshape(x.shape[0], -1)[:, 0]])
+            self.threads.append(threading.current_thread().name)
         self.started.set()
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if self.gate is not None and not self.gate.wait(WAIT_S):
             raise TimeoutError("test gate was never opened")
         if (x < 0).any():
@@ -75,6 +82,7 @@ def make_pool(
     *,
     depth: int | None = None,
     gated: bool = False,
+    run_now_below_us: float = 0.0,
 ) -> tuple[InstancePool, list[Doubler]]:
     """``count`` instances of Doubler (each with its own gate when ``gated``)."""
     backends = []
@@ -91,7 +99,7 @@ def make_pool(
         backend = Doubler(context, threading.Event() if gated else None)
         backends.append(backend)
         instances.append(ModelInstance(backend, num_buffers=2, pin_memory=False))
-    return InstancePool(instances, depth=depth), backends
+    return InstancePool(instances, depth=depth, run_now_below_us=run_now_below_us), backends
 
 
 def request(value: float, rows: int = 1) -> dict[str, np.ndarray]:

@@ -31,15 +31,15 @@ def test_run_returns_each_requests_outputs() -> None:
     assert backend.sizes == [4]
 
 
-def test_capacity_follows_buffers_or_depth() -> None:
+def test_capacity_is_one_batch_per_cpu_instance_unless_a_depth_is_given() -> None:
     pool, _ = make_pool(make_config(8), count=2)
-    shallow, _ = make_pool(make_config(8), count=2, depth=1)
+    deep, _ = make_pool(make_config(8), count=2, depth=3)
     try:
-        assert (len(pool), pool.capacity, pool.free_slots) == (2, 4, 4)
-        assert shallow.capacity == 2
+        assert (len(pool), pool.capacity, pool.free_slots) == (2, 2, 2)
+        assert deep.capacity == 6
     finally:
         pool.close()
-        shallow.close()
+        deep.close()
 
 
 def test_two_instances_run_concurrently() -> None:

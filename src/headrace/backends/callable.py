@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2
 
 from headrace.backends.base import Backend, BackendContext, Outputs
 from headrace.backends.outputs import check_batch_size, collect_outputs
+from headrace.backends.threads import limit_torch_threads
 from headrace.errors import HeadraceError, InvalidConfig, ModelExecutionError
 
 __all__ = ["CallableBackend"]
@@ -53,6 +54,8 @@ class CallableBackend(Backend):
         )
         self.fn = fn
         self._outputs = [output.name for output in config.output]
+        if not device.startswith("cuda"):
+            limit_torch_threads(config)  # a function that computes with torch
         self._batched = config.max_batch_size > 0
 
     def execute(self, inputs: Mapping[str, Any]) -> Outputs:

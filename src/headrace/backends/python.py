@@ -26,6 +26,7 @@ from tritonclient.grpc import model_config_pb2
 
 from headrace.backends import triton_python_backend_utils as pb_utils
 from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.threads import limit_torch_threads
 from headrace.config import config_from_json, config_to_json
 from headrace.errors import (
     HeadraceError,
@@ -68,6 +69,8 @@ class TritonPythonBackend(Backend):
         self._finalized = False
         path = model_file(config, context.version_dir)
         self._module = load_model_module(path, context.model_name)
+        if not context.device.startswith("cuda"):
+            limit_torch_threads(config)  # a model.py that imports torch computes with it
         try:
             self._model = _model_class(self._module, path)()
             initialize = getattr(self._model, "initialize", None)

@@ -10,10 +10,16 @@ configuration says otherwise.
 from __future__ import annotations
 
 import os
+import sys
 
 from tritonclient.grpc import model_config_pb2
 
-__all__ = ["cpu_instance_count", "threads_per_cpu_instance", "usable_cpus"]
+__all__ = [
+    "cpu_instance_count",
+    "limit_torch_threads",
+    "threads_per_cpu_instance",
+    "usable_cpus",
+]
 
 
 def usable_cpus() -> int:
@@ -33,3 +39,20 @@ def cpu_instance_count(config: model_config_pb2.ModelConfig) -> int:
 def threads_per_cpu_instance(config: model_config_pb2.ModelConfig) -> int:
     """Usable cores shared evenly among the model's CPU instances, at least one each."""
     return max(1, usable_cpus() // cpu_instance_count(config))
+
+
+def limit_torch_threads(config: model_config_pb2.ModelConfig) -> None:
+    """Lower torch's intra-op threads to this model's share, if torch is loaded.
+
+    torch's thread pool is per process, so it is only ever lowered: N instances together use
+    the cores once. Backends that run user code (Python models, bound functions) call it too,
+    since that code uses torch with every core by default; torch's idle threads then spin on
+    the cores the server's event loop needs (on 2 cores, an MLP python model served 1.3k
+    gRPC infer/s with 2 torch threads and 1.9k with 1). Not loaded: nothing to do.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    threads = threads_per_cpu_instance(config)
+    if torch.get_num_threads() > threads:
+        torch.set_num_threads(threads)

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2
 from headrace.backends.base import Backend, Outputs
 from headrace.backends.outputs import collect_outputs
 from headrace.backends.signature import tensor_specs
-from headrace.backends.threads import threads_per_cpu_instance
+from headrace.backends.threads import limit_torch_threads
 from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
 
 __all__ = ["TorchExecutor", "indexed_position", "require_tensors"]
@@ -77,11 +77,7 @@ class TorchExecutor:
     ) -> None:
         self.torch = require("torch", "torch")
         if self.torch.device(device).type == "cpu":
-            # torch's thread pool is per process: only ever lower it, so that N instances
-            # together use the cores once (see headrace.backends.threads).
-            threads = threads_per_cpu_instance(config)
-            if self.torch.get_num_threads() > threads:
-                self.torch.set_num_threads(threads)
+            limit_torch_threads(config)
         self.fn = fn
         self.model = model
         self.device = self.torch.device(device)

@@ -93,6 +93,7 @@ class ModelInstance:
         self.stats = InstanceStats()
         self._sink = stats_sink
         on_gpu = backend.accepts_torch and backend.device.startswith("cuda")
+        self.on_gpu = on_gpu
         options = PipelineOptions(
             num_buffers=num_buffers, pin_memory=pin_memory, name=self.name, preprocess=preprocess
         )
@@ -102,6 +103,7 @@ class ModelInstance:
             device=backend.device if on_gpu else "cpu",
             options=options,
         )
+        self._closed = False
         self._request_lists: ThreadPoolExecutor | None = None
         if backend.handles_request_lists:
             self._request_lists = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}/requests")
@@ -143,12 +145,48 @@ class ModelInstance:
             lambda r: TimedRequests(list(split_outputs(r.outputs, sizes)), r.times),
         )
 
+    @property
+    def depth(self) -> int:
+        """Batches worth holding in flight at once: the pipeline's slots on a GPU, else one.
+
+        On a GPU the slots overlap copies with compute. On the CPU every stage shares the
+        cores that compute, so a second batch in flight only makes each batch smaller.
+        """
+        return self.num_buffers if self.on_gpu else 1
+
+    @property
+    def can_run_now(self) -> bool:
+        """Whether :meth:`run_requests_now` may be used (host execution only)."""
+        return not self.on_gpu
+
+    def run_requests_now(self, requests: Sequence[Mapping[str, np.ndarray]]) -> TimedRequests:
+        """Execute one batch on the calling thread; raises what the batch raised.
+
+        For batches that take less time than handing them to the pipeline's threads. The
+        caller must not run it while another batch of this instance is in flight.
+        """
+        if not self.can_run_now:
+            raise Unavailable(f"model instance '{self.name}' runs on {self.backend.device}")
+        if self._closed:
+            raise Unavailable(f"model instance '{self.name}' is closed")
+        if self._request_lists is not None:
+            return self._run_request_list(requests)
+        sizes = request_sizes(requests, self.batched)
+        try:
+            result = self.pipeline.run_now(requests)
+        except BaseException:
+            self.stats.record_failure()
+            raise
+        self._record(result.times)
+        return TimedRequests(list(split_outputs(result.outputs, sizes)), result.times)
+
     def close(self, *, drain: bool = True) -> None:
         """Finish in-flight batches (or refuse queued ones with ``drain=False``), then unload.
 
         Call it from outside the instance's futures' callbacks: from one of those (the
         pipeline's hand-over thread) it cannot wait for the batches still in flight.
         """
+        self._closed = True
         self.pipeline.close(drain=drain)
         if self._request_lists is not None:
             self._request_lists.shutdown(wait=True, cancel_futures=not drain)
@@ -176,7 +214,9 @@ class ModelInstance:
         if future.cancelled() or future.exception() is not None:
             self.stats.record_failure()
             return
-        times = future.result().times
+        self._record(future.result().times)
+
+    def _record(self, times: StageTimes) -> None:
         self.stats.record(times)
         if self._sink is not None:
             self._sink.record_batch(

@@ -202,10 +202,35 @@ class Pipeline:
             ),
         ]
         self._threads = {worker.thread for worker in self._workers}
+        self._inline_slot: SlotBase | None = None
 
     @property
     def num_buffers(self) -> int:
         return self.options.num_buffers
+
+    def run_now(self, requests: Requests) -> PipelineResult:
+        """Run one batch through all three stages on the calling thread, and return it.
+
+        For batches so short that handing them between threads costs more than running them.
+        The batch uses a slot of its own, so it may run while the stage threads hold others.
+        Call it from one thread at a time.
+        """
+        with self._lock:
+            if self._closed:
+                raise Unavailable(f"pipeline '{self.options.name}' is closed")
+        if self._inline_slot is None:
+            self._inline_slot = self._stages.make_slot(self.options.num_buffers)
+        slot = self._inline_slot
+        try:
+            self._stages.stage(slot, requests)
+            self._stages.launch(slot)
+            return PipelineResult(self._stages.hand_over(slot), self._stages.times(slot))
+        except BaseException:
+            self._stages.abandon(slot)
+            raise
+        finally:
+            if self.options.poison:
+                self._stages.poison(slot)
 
     def submit(self, requests: Requests) -> Future[PipelineResult]:
         """Queue one batch made of ``requests`` (merged along the batch dimension)."""

@@ -1,11 +1,18 @@
 """The instance pool: a model version's ``ModelInstance`` objects and the batches they hold.
 
-An instance holds at most ``depth`` batches in flight (default: its ``num_buffers``), so its
-pipeline can stage the next batch while the current one computes; instances of a group run
+An instance holds at most ``depth`` batches in flight (default: ``ModelInstance.depth``, the
+pipeline's slots on a GPU so copies overlap compute, one on the CPU); instances of a group run
 concurrently, each on its own pipeline threads. Batches go to the least busy instance.
 ``ModelInstance.submit_requests_timed`` never blocks (the pipeline contract), so batches are
 submitted straight from the event loop; completions come back through
 ``call_soon_threadsafe``. All accounting happens on the event loop thread.
+
+Short batches run on the loop thread. Handing a batch to the pipeline's threads and back costs
+tens of microseconds of thread switches and GIL hand-offs, more than an identity model or a
+small MLP takes to execute. So each instance keeps a moving average of its batches' execution
+time, and while that stays under ``run_now_below_us`` (and the instance has nothing else in
+flight) the next batch runs at once on the calling thread. A slower batch raises the average
+and sends the following ones back to the threads. The first batch always goes to the threads.
 """
 
 from __future__ import annotations
@@ -50,28 +57,51 @@ class BatchOutcome:
     times: StageTimes | None = None
 
 
+_COST_WEIGHT = 0.25
+"""Weight of the newest batch in an instance's moving average of execution time."""
+
+
 @dataclass
 class _Member:
     instance: ModelInstance
     depth: int
     in_flight: int = 0
+    cost_ns: float | None = None
+    """Moving average of the instance's batch execution time (None until a batch ran)."""
+
+    def observe(self, times: StageTimes | None) -> None:
+        if times is None:
+            return
+        cost = times.total_ns
+        self.cost_ns = (
+            cost if self.cost_ns is None else (self.cost_ns + _COST_WEIGHT * (cost - self.cost_ns))
+        )
 
 
 class InstancePool:
     """Hands batches to free instances; ``capacity`` batches may be in flight at once."""
 
-    def __init__(self, instances: Sequence[ModelInstance], *, depth: int | None = None) -> None:
+    def __init__(
+        self,
+        instances: Sequence[ModelInstance],
+        *,
+        depth: int | None = None,
+        run_now_below_us: float = 0.0,
+    ) -> None:
         if not instances:
             raise InvalidConfig("an instance pool needs at least one model instance")
         if depth is not None and depth < 1:
             raise InvalidConfig(f"pool depth must be at least 1, got {depth}")
+        if run_now_below_us < 0:
+            raise InvalidConfig(f"run_now_below_us must not be negative, got {run_now_below_us}")
         self._members = [
             _Member(
                 instance=instance,
-                depth=depth if depth is not None else max(1, int(instance.num_buffers)),
+                depth=depth if depth is not None else max(1, int(instance.depth)),
             )
             for instance in instances
         ]
+        self._run_now_below_ns = run_now_below_us * 1000.0
         self._listeners: list[Callable[[], None]] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
@@ -152,6 +182,10 @@ class InstancePool:
         outcome: asyncio.Future[BatchOutcome] = loop.create_future()
         count = len(requests)
         start_ns = time.monotonic_ns()
+        if self._runs_now(member):
+            result = _run_now(member.instance, requests, start_ns)
+            loop.call_soon(self._complete, lease, outcome, result)
+            return outcome
 
         def finish(done: Future[TimedRequests]) -> None:
             result = _outcome(done, count, name, start_ns)
@@ -185,10 +219,20 @@ class InstancePool:
         for member in self._members:
             member.instance.close()
 
+    def _runs_now(self, member: _Member) -> bool:
+        return (
+            member.cost_ns is not None
+            and member.cost_ns < self._run_now_below_ns
+            and member.in_flight == 1  # the batch being dispatched is the only one
+            and member.instance.can_run_now
+        )
+
     def _complete(
         self, lease: Lease, outcome: asyncio.Future[BatchOutcome], result: BatchOutcome
     ) -> None:
-        self._members[lease.index].in_flight -= 1
+        member = self._members[lease.index]
+        member.in_flight -= 1
+        member.observe(result.times)
         if not outcome.done():
             outcome.set_result(result)
         self._wake_one()
@@ -203,22 +247,37 @@ class InstancePool:
                 return
 
 
+def _run_now(
+    instance: ModelInstance, requests: Sequence[Mapping[str, np.ndarray]], start_ns: int
+) -> BatchOutcome:
+    try:
+        timed = instance.run_requests_now(requests)
+    except BaseException as exc:
+        return _failed(_as_error(instance.name, exc), len(requests), instance.name, start_ns)
+    return _finished(timed, len(requests), instance.name, start_ns)
+
+
 def _outcome(done: Future[TimedRequests], count: int, name: str, start_ns: int) -> BatchOutcome:
-    end_ns = time.monotonic_ns()
-    error: BaseException | None = None
     if done.cancelled():
         error = ModelExecutionError(f"model instance '{name}' cancelled a batch")
-    elif done.exception() is not None:
-        error = _as_error(name, done.exception())  # type: ignore[arg-type]
-    else:
-        timed = done.result()
-        if len(timed.results) == count:
-            return BatchOutcome(list(timed.results), start_ns, end_ns, name, timed.times)
-        error = ModelExecutionError(
-            f"model instance '{name}' returned {len(timed.results)} results "
-            f"for a batch of {count} requests"
-        )
-    return BatchOutcome([error] * count, start_ns, end_ns, name)
+        return _failed(error, count, name, start_ns)
+    if done.exception() is not None:
+        return _failed(_as_error(name, done.exception()), count, name, start_ns)  # type: ignore[arg-type]
+    return _finished(done.result(), count, name, start_ns)
+
+
+def _finished(timed: TimedRequests, count: int, name: str, start_ns: int) -> BatchOutcome:
+    if len(timed.results) == count:
+        return BatchOutcome(list(timed.results), start_ns, time.monotonic_ns(), name, timed.times)
+    error = ModelExecutionError(
+        f"model instance '{name}' returned {len(timed.results)} results "
+        f"for a batch of {count} requests"
+    )
+    return _failed(error, count, name, start_ns)
+
+
+def _failed(error: BaseException, count: int, name: str, start_ns: int) -> BatchOutcome:
+    return BatchOutcome([error] * count, start_ns, time.monotonic_ns(), name)
 
 
 def _as_error(name: str, exc: BaseException) -> BaseException:

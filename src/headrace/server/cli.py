@@ -69,6 +69,14 @@ def register(subparsers: Any) -> None:
         help="largest HTTP request body accepted",
     )
     parser.add_argument(
+        "--run-now-below-us",
+        type=float,
+        default=ServerOptions.run_now_below_us,
+        metavar="US",
+        help="run batches of models that execute faster than this on the event loop thread "
+        "instead of handing them to worker threads (default %(default)s; 0 turns it off)",
+    )
+    parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
     parser.set_defaults(func=serve)
@@ -80,7 +88,10 @@ def serve(args: argparse.Namespace) -> int:
         args.repository,
         model_control_mode=args.model_control_mode,
         load_models=args.load_model,
-        options=ServerOptions(repository_poll_secs=args.repository_poll_secs),
+        options=ServerOptions(
+            repository_poll_secs=args.repository_poll_secs,
+            run_now_below_us=args.run_now_below_us,
+        ),
     )
     frontends = FrontendOptions(
         host=args.host,

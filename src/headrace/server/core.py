@@ -108,6 +108,9 @@ class ServerOptions:
     strict_model_config: bool = True
     strict_readiness: bool = True
     num_buffers: int = 2
+    run_now_below_us: float = 100.0
+    """Batches of an instance whose average execution time is under this run on the event
+    loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
@@ -116,6 +119,10 @@ class ServerOptions:
             )
         if self.num_buffers < 1:
             raise InvalidConfig(f"num_buffers must be at least 1, got {self.num_buffers}")
+        if self.run_now_below_us < 0:
+            raise InvalidConfig(
+                f"run_now_below_us must not be negative, got {self.run_now_below_us}"
+            )
 
 
 @dataclass(frozen=True)
@@ -479,6 +486,7 @@ class InferenceServer:
                     signature=signature,
                     backend_name=backend or "python_callable",
                     num_buffers=self.options.num_buffers,
+                    run_now_below_us=self.options.run_now_below_us,
                 )
         except BaseException:
             await _close_all(built.values())

@@ -98,6 +98,7 @@ async def load_version(
     signature: Signature,
     backend_name: str,
     num_buffers: int = 2,
+    run_now_below_us: float = 0.0,
 ) -> LoadedVersion:
     """Build the instances (on threads), the pool and the scheduler of one version."""
     from headrace.scheduling.pool import InstancePool
@@ -106,7 +107,7 @@ async def load_version(
     instances = await asyncio.to_thread(_build_instances, source, contexts, num_buffers)
     stats = VersionStatistics(source.name, str(source.version))
     try:
-        pool = InstancePool(instances)
+        pool = InstancePool(instances, run_now_below_us=run_now_below_us)
     except BaseException:
         await asyncio.to_thread(_close_instances, instances)
         raise
