@@ -395,3 +395,18 @@ def test_port_zero_is_read_back_and_taken_port_is_refused(served: Served) -> Non
         _ = GrpcFrontend(served.core).port
     with pytest.raises(ValueError, match="max_message_bytes"):
         GrpcFrontend(served.core, max_message_bytes=0)
+
+
+def test_frontends_that_reuse_the_port_share_it(served: Served) -> None:
+    first = GrpcFrontend(served.core, "127.0.0.1", 0, reuse_port=True)
+    served.call(first.start())
+    second = GrpcFrontend(served.core, "127.0.0.1", first.port, reuse_port=True)
+    try:
+        served.call(second.start())
+        assert second.port == first.port
+        for _ in range(4):  # each client's connection lands on one of the two
+            with grpcclient.InferenceServerClient(first.url) as c:
+                _assert_scale_works(c)
+    finally:
+        served.call(second.stop(1.0))
+        served.call(first.stop(1.0))

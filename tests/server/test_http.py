@@ -613,3 +613,25 @@ def test_real_core_metadata_stats_index_and_errors(real: Served) -> None:
             c.infer("scale", [bad])
         assert info.value.status() == "400" and "x" in info.value.message()
         np.testing.assert_array_equal(c.infer("scale", [inp]).as_numpy("z"), np.full((1, 4), 2))
+
+
+def test_frontends_that_reuse_the_port_share_it() -> None:
+    core = FakeCore()
+    first = Served(core, reuse_port=True)
+    try:
+        second = HttpFrontend(core, "127.0.0.1", first.frontend.port, reuse_port=True)
+        first.call(second.start())
+        try:
+            assert second.port == first.frontend.port
+            for _ in range(4):  # fresh connections land on either socket
+                _check_still_serving(first.url)
+        finally:
+            first.call(second.stop())
+    finally:
+        first.close()
+    taken = Served(core)
+    try:
+        with pytest.raises(OSError):
+            taken.call(HttpFrontend(core, "127.0.0.1", taken.frontend.port).start())
+    finally:
+        taken.close()

@@ -89,7 +89,10 @@ class GrpcFrontend:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream_window: int = 256,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port`` lets several processes bind the same port (SO_REUSEPORT) and the
+        kernel spread connections among them; otherwise a taken port is an error."""
         if not 0 < max_message_bytes <= DEFAULT_MAX_MESSAGE_BYTES:
             raise ValueError(
                 f"max_message_bytes must be in (0, {DEFAULT_MAX_MESSAGE_BYTES}], "
@@ -102,6 +105,7 @@ class GrpcFrontend:
         self._requested_port = port
         self._max_message = max_message_bytes
         self._stream_window = stream_window
+        self._reuse_port = reuse_port
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
 
@@ -125,7 +129,7 @@ class GrpcFrontend:
             options=[
                 ("grpc.max_send_message_length", self._max_message),
                 ("grpc.max_receive_message_length", self._max_message),
-                ("grpc.so_reuseport", 0),  # a taken port is an error, not a shared one
+                ("grpc.so_reuseport", int(self._reuse_port)),
                 ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
             ]

@@ -62,7 +62,9 @@ class HttpFrontend:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         shutdown_timeout_s: float = 30.0,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`."""
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
         self._web = require("aiohttp.web", "serve")
@@ -71,6 +73,7 @@ class HttpFrontend:
         self._requested_port = port
         self._max_body = max_body_bytes
         self._shutdown_timeout = shutdown_timeout_s
+        self._reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -103,7 +106,13 @@ class HttpFrontend:
             shutdown_timeout=self._shutdown_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            self._host,
+            self._requested_port,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+        )
         try:
             await site.start()
         except BaseException:
