@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -129,6 +130,7 @@ def measure(
     )
     load_avg = os.getloadavg()[0]
     before = server.stats(variant.name)
+    cpu_before = (server.cpu_seconds(), _children_cpu_seconds())
     stable = True
     try:
         try:
@@ -142,6 +144,8 @@ def measure(
     except PerfAnalyzerFailed as exc:  # request errors or an overrun: recorded, run goes on
         return {**_identity(server, variant, protocol, concurrency), "error": str(exc)}
     after = server.stats(variant.name)
+    server_cpu = server.cpu_seconds() - cpu_before[0]
+    client_cpu = _children_cpu_seconds() - cpu_before[1]
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     record = {
@@ -151,9 +155,17 @@ def measure(
         "inference_count": inferences,
         "execution_count": executions,
         "avg_batch": inferences / executions if executions else None,
+        "server_cpu_us_per_inference": server_cpu / inferences * 1e6 if inferences else None,
+        "client_cpu_us_per_inference": client_cpu / inferences * 1e6 if inferences else None,
     }
     record.update({k: v for k, v in row.__dict__.items() if k not in ("extra", "concurrency")})
     return record
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time of this process's finished children: the perf_analyzer runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _identity(

@@ -26,6 +26,8 @@ _METRICS = (
     "server_compute_input_us",
     "server_compute_infer_us",
     "server_compute_output_us",
+    "server_cpu_us_per_inference",
+    "client_cpu_us_per_inference",
 )
 
 
@@ -40,7 +42,9 @@ def _served(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, int], di
             groups[(r["system"], r["model"], r["protocol"], int(r["concurrency"]))].append(r)
     out = {}
     for key, group in groups.items():
-        merged: dict[str, Any] = {m: _median([g[m] for g in group]) for m in _METRICS}
+        merged: dict[str, Any] = {
+            m: _median([g[m] for g in group if g.get(m) is not None]) for m in _METRICS
+        }
         throughputs = [g["throughput"] for g in group]
         merged["rounds"] = len(group)
         merged["throughput_min"] = min(throughputs)
@@ -108,6 +112,7 @@ _HEADERS = (
     "hr/triton",
     "hr/pytriton",
     "hr/direct",
+    "server CPU us/inf hr/triton",
 )
 
 
@@ -119,6 +124,10 @@ def _cells(row: dict[str, Any]) -> list[str]:
     def p99(system: str) -> str:
         entry = row[system]
         return f"{entry['p99_us'] / 1000:.1f}" if entry else "-"
+
+    def cpu(system: str) -> str:
+        value = (row[system] or {}).get("server_cpu_us_per_inference")
+        return f"{value:.0f}" if value is not None else "-"
 
     def ratio(key: str) -> str:
         return f"{row[key]:.2f}" if row[key] is not None else "-"
@@ -148,6 +157,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         ratio("headrace_over_triton"),
         ratio("headrace_over_pytriton"),
         ratio("headrace_over_direct"),
+        f"{cpu('headrace')}/{cpu('triton')}",
     ]
 
 

@@ -109,6 +109,24 @@ class ServerProcess:
             pass
         self._log.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and every process under it (Triton's stubs)."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for process in tree:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def log_tail(self, lines: int = 15) -> str:
         text = self.log_path.read_text(errors="replace").strip().splitlines()
         return "\n".join(text[-lines:])
