@@ -131,6 +131,9 @@ class HttpFrontend:
 
     def _add_routes(self, app: web.Application) -> None:
         get, post = app.router.add_get, app.router.add_post
+        # aiohttp tries the resources under a prefix in order: infer, the hot path, first.
+        for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version:[0-9]+}"):
+            post(base + "/infer", self._infer)
         get("/v2", self._server_metadata, allow_head=False)
         get("/v2/health/live", self._live, allow_head=False)
         get("/v2/health/ready", self._ready, allow_head=False)
@@ -143,7 +146,6 @@ class HttpFrontend:
             get(base + "/ready", self._model_ready, allow_head=False)
             get(base + "/config", self._model_config, allow_head=False)
             get(base + "/stats", self._stats, allow_head=False)
-            post(base + "/infer", self._infer)
 
     def _make_error_middleware(self) -> Any:
         """The one place errors become responses: HeadraceError through the status table."""
