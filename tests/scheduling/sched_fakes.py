@@ -37,7 +37,8 @@ class Doubler(Backend):
 
     ``gate`` (a threading.Event) holds each batch until set; ``started`` is set when a batch
     begins, so a test can tell the instance is busy. ``threads`` names the thread each batch
-    ran on; ``delay_s`` makes every batch take at least that long.
+    ran on; ``delay_s`` makes every batch take at least that long, ``thread_delay_s`` only
+    those off the main thread (as a Python model that waits for the GIL there).
     """
 
     name = "doubler"
@@ -49,6 +50,7 @@ class Doubler(Backend):
         self.batches: list[list[float]] = []
         self.threads: list[str] = []
         self.delay_s = 0.0
+        self.thread_delay_s = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -69,6 +71,8 @@ class Doubler(Backend):
         self.started.set()
         if self.delay_s:
             time.sleep(self.delay_s)
+        if self.thread_delay_s and threading.current_thread() is not threading.main_thread():
+            time.sleep(self.thread_delay_s)
         if self.gate is not None and not self.gate.wait(WAIT_S):
             raise TimeoutError("test gate was never opened")
         if (x < 0).any():

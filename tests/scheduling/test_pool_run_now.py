@@ -11,6 +11,7 @@ from sched_fakes import make_config, make_pool, request
 
 from headrace.errors import InvalidConfig, ModelExecutionError
 from headrace.scheduling import InstancePool
+from headrace.scheduling import pool as pool_module
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -99,6 +100,49 @@ def test_a_batch_goes_to_the_threads_while_its_instance_has_another_in_flight() 
     assert backend.threads[2] != threading.current_thread().name
     for value, (outputs,) in zip([2, 3], results):
         np.testing.assert_array_equal(outputs["y"], np.full((1, 4), 2 * value, np.float32))
+
+
+def where(backend: object) -> list[str]:
+    """'loop' or 'thread' for each batch the backend ran."""
+    loop_thread = threading.current_thread().name
+    return ["loop" if name == loop_thread else "thread" for name in backend.threads]  # type: ignore[attr-defined]
+
+
+def test_a_batch_slow_only_on_the_threads_is_probed_on_the_loop_thread_and_stays_there() -> None:
+    pool, (backend,) = make_pool(make_config(8), run_now_below_us=20_000)
+    backend.thread_delay_s = 0.05  # above the threshold, under ten times it
+    try:
+        results = run(batches(pool, [1, 2, 3, 4]))
+    finally:
+        pool.close()
+    assert where(backend) == ["thread", "loop", "loop", "loop"]
+    for value, (outputs,) in zip([1, 2, 3, 4], results):
+        np.testing.assert_array_equal(outputs["y"], np.full((1, 4), 2 * value, np.float32))
+
+
+def test_a_batch_far_over_the_threshold_on_the_threads_is_never_probed() -> None:
+    pool, (backend,) = make_pool(make_config(8), run_now_below_us=2_000)
+    backend.thread_delay_s = 0.05  # 25 times the threshold: a model that waits, not a cheap one
+    try:
+        run(batches(pool, [1, 2, 3]))
+    finally:
+        pool.close()
+    assert where(backend) == ["thread", "thread", "thread"]
+
+
+def test_a_probe_that_shows_a_slow_batch_waits_an_interval_before_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool, (backend,) = make_pool(make_config(8), run_now_below_us=20_000)
+    backend.delay_s = 0.03  # slow everywhere: the probe finds it slow on the loop thread too
+    try:
+        run(batches(pool, [1, 2, 3, 4]))
+        assert where(backend) == ["thread", "loop", "thread", "thread"]
+        monkeypatch.setattr(pool_module, "_PROBE_INTERVAL_NS", 0)
+        run(batches(pool, [5, 6]))
+    finally:
+        pool.close()
+    assert where(backend)[4:] == ["loop", "loop"]  # no interval: every batch is a probe
 
 
 def test_a_negative_threshold_is_refused() -> None:

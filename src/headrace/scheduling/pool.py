@@ -10,9 +10,17 @@ submitted straight from the event loop; completions come back through
 Short batches run on the loop thread. Handing a batch to the pipeline's threads and back costs
 tens of microseconds of thread switches and GIL hand-offs, more than an identity model or a
 small MLP takes to execute. So each instance keeps a moving average of its batches' execution
-time, and while that stays under ``run_now_below_us`` (and the instance has nothing else in
-flight) the next batch runs at once on the calling thread. A slower batch raises the average
-and sends the following ones back to the threads. The first batch always goes to the threads.
+time on the loop thread, and while that stays under ``run_now_below_us`` (and the instance has
+nothing else in flight) the next batch runs at once on the calling thread. A slower batch
+raises the average and sends the following ones back to the threads.
+
+What a batch costs on the threads is no guide: there it also waits for the GIL while the loop
+thread parses requests, so a Python model that takes 50 µs shows 200 µs, and would never come
+back. Instead, when a batch on the threads took less than ``_PROBE_FACTOR`` times the
+threshold, the instance probes: its next batch runs on the loop thread (at most once per
+``_PROBE_INTERVAL_NS``), and that one measurement replaces the loop-thread average. A model
+that sleeps or waits on I/O shows its whole wait on the threads too, so it is never probed.
+The first batch always goes to the threads.
 """
 
 from __future__ import annotations
@@ -58,7 +66,18 @@ class BatchOutcome:
 
 
 _COST_WEIGHT = 0.25
-"""Weight of the newest batch in an instance's moving average of execution time."""
+"""Weight of the newest batch in an instance's moving averages of execution time."""
+
+_PROBE_FACTOR = 10.0
+"""Batches on the threads under this many times the threshold make the instance probe."""
+
+_PROBE_INTERVAL_NS = 1_000_000_000
+"""At most one probe per instance per this long, so a model that is slow on the loop thread
+costs it at most one batch a second."""
+
+
+def _average(previous: float | None, cost: float) -> float:
+    return cost if previous is None else previous + _COST_WEIGHT * (cost - previous)
 
 
 @dataclass
@@ -66,16 +85,35 @@ class _Member:
     instance: ModelInstance
     depth: int
     in_flight: int = 0
-    cost_ns: float | None = None
-    """Moving average of the instance's batch execution time (None until a batch ran)."""
+    loop_cost_ns: float | None = None
+    """Moving average of batches run on the loop thread (None until one ran there)."""
+    thread_cost_ns: float | None = None
+    """Moving average of batches on the pipeline's threads, GIL waits included."""
+    last_probe_ns: int | None = None
 
-    def observe(self, times: StageTimes | None) -> None:
+    def observe(self, times: StageTimes | None, *, ran_now: bool, probe: bool) -> None:
         if times is None:
             return
-        cost = times.total_ns
-        self.cost_ns = (
-            cost if self.cost_ns is None else (self.cost_ns + _COST_WEIGHT * (cost - self.cost_ns))
-        )
+        cost = float(times.total_ns)
+        if not ran_now:
+            self.thread_cost_ns = _average(self.thread_cost_ns, cost)
+        elif probe:
+            self.loop_cost_ns = cost  # a fresh look replaces whatever was known before
+        else:
+            self.loop_cost_ns = _average(self.loop_cost_ns, cost)
+
+    def runs_now(self, threshold_ns: float, now_ns: int) -> tuple[bool, bool]:
+        """Whether the batch being dispatched runs on the loop thread, and if as a probe."""
+        if threshold_ns <= 0 or self.in_flight != 1 or not self.instance.can_run_now:
+            return False, False  # in_flight 1: the batch being dispatched is the only one
+        if self.loop_cost_ns is not None and self.loop_cost_ns < threshold_ns:
+            return True, False
+        if self.thread_cost_ns is None or self.thread_cost_ns >= threshold_ns * _PROBE_FACTOR:
+            return False, False
+        if self.last_probe_ns is not None and now_ns - self.last_probe_ns < _PROBE_INTERVAL_NS:
+            return False, False
+        self.last_probe_ns = now_ns
+        return True, True
 
 
 class InstancePool:
@@ -182,15 +220,16 @@ class InstancePool:
         outcome: asyncio.Future[BatchOutcome] = loop.create_future()
         count = len(requests)
         start_ns = time.monotonic_ns()
-        if self._runs_now(member):
+        now, probe = member.runs_now(self._run_now_below_ns, start_ns)
+        if now:
             result = _run_now(member.instance, requests, start_ns)
-            loop.call_soon(self._complete, lease, outcome, result)
+            loop.call_soon(self._complete, lease, outcome, result, True, probe)
             return outcome
 
         def finish(done: Future[TimedRequests]) -> None:
             result = _outcome(done, count, name, start_ns)
             try:
-                loop.call_soon_threadsafe(self._complete, lease, outcome, result)
+                loop.call_soon_threadsafe(self._complete, lease, outcome, result, False, False)
             except RuntimeError:
                 pass  # the loop closed while the batch ran: nobody is left to tell
 
@@ -198,7 +237,8 @@ class InstancePool:
             future = member.instance.submit_requests_timed(requests)
         except BaseException as exc:
             error = _as_error(name, exc)
-            self._complete(lease, outcome, BatchOutcome([error] * count, start_ns, start_ns, name))
+            failed = BatchOutcome([error] * count, start_ns, start_ns, name)
+            self._complete(lease, outcome, failed, False, False)
             return outcome
         future.add_done_callback(finish)
         return outcome
@@ -219,20 +259,17 @@ class InstancePool:
         for member in self._members:
             member.instance.close()
 
-    def _runs_now(self, member: _Member) -> bool:
-        return (
-            member.cost_ns is not None
-            and member.cost_ns < self._run_now_below_ns
-            and member.in_flight == 1  # the batch being dispatched is the only one
-            and member.instance.can_run_now
-        )
-
     def _complete(
-        self, lease: Lease, outcome: asyncio.Future[BatchOutcome], result: BatchOutcome
+        self,
+        lease: Lease,
+        outcome: asyncio.Future[BatchOutcome],
+        result: BatchOutcome,
+        ran_now: bool,
+        probe: bool,
     ) -> None:
         member = self._members[lease.index]
         member.in_flight -= 1
-        member.observe(result.times)
+        member.observe(result.times, ran_now=ran_now, probe=probe)
         if not outcome.done():
             outcome.set_result(result)
         self._wake_one()

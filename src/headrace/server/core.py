@@ -108,7 +108,7 @@ class ServerOptions:
     strict_model_config: bool = True
     strict_readiness: bool = True
     num_buffers: int = 2
-    run_now_below_us: float = 100.0
+    run_now_below_us: float = 500.0
     """Batches of an instance whose average execution time is under this run on the event
     loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
 
