@@ -189,6 +189,7 @@ def start_headrace(count: int, ports_dir: Path) -> Target:
     ports = {"http": 0, "grpc": 0}
     for index in range(count):
         ports_file = ports_dir / f"ports-{index}.json"
+        ports_file.unlink(missing_ok=True)  # an earlier round's
         command = [sys.executable, __file__, "--serve", str(ports_file)]
         children.append(subprocess.Popen([*command, str(ports["http"]), str(ports["grpc"])]))
         ports = _wait_file(ports_file, children[-1], children)
@@ -203,6 +204,7 @@ def start_bare(kind: str, ports_dir: Path) -> Target:
 
     ports_dir.mkdir(parents=True, exist_ok=True)
     ports_file = ports_dir / f"{kind}.json"
+    ports_file.unlink(missing_ok=True)  # an earlier round's
     script = ROOT / "serve_models" / "bare_servers.py"
     command = [sys.executable, str(script), kind, str(ports_file), str(FEATURES)]
     child = subprocess.Popen(command)
