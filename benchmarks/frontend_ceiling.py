@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import resource
 import socket
 import statistics
 import subprocess
@@ -37,6 +36,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "serve_models"))
+
+import bare_servers  # noqa: E402
+import servers  # noqa: E402
+
 FEATURES = 16  # the identity model of serve_models/nets.py
 SHAPE = (FEATURES,)
 
@@ -111,7 +115,7 @@ def measure(target: Target, protocol: str, concurrency: int) -> dict[str, float]
         shapes={"INPUT0": SHAPE},
         stability_percent=40.0,
     )
-    server_before, client_before = target.cpu_seconds(), _client_cpu()
+    server_before, client_before = target.cpu_seconds(), servers.children_cpu_seconds()
     started = time.monotonic()
     try:
         row = run_perf_analyzer(load, timeout_s=120)
@@ -125,7 +129,9 @@ def measure(target: Target, protocol: str, concurrency: int) -> dict[str, float]
         "p50_us": row.p50_us,
         "p99_us": row.p99_us,
         "server_cpu_us_per_request": (target.cpu_seconds() - server_before) / requests * 1e6,
-        "client_cpu_us_per_request": (_client_cpu() - client_before) / requests * 1e6,
+        "client_cpu_us_per_request": (servers.children_cpu_seconds() - client_before)
+        / requests
+        * 1e6,
     }
 
 
@@ -136,28 +142,11 @@ class Target:
     name: str
     model: str
     ports: dict[str, int]
-    processes: list[Any]
+    pids: list[int]
     stop: Any
 
     def cpu_seconds(self) -> float:
-        import psutil
-
-        total = 0.0
-        for root in self.processes:
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            for process in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    times = process.cpu_times()
-                    total += times.user + times.system
-        return total
-
-
-def _client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+        return servers.process_tree_cpu_seconds(self.pids)
 
 
 def _wait_file(path: Path, child: subprocess.Popen[bytes], children: list[Any]) -> dict:
@@ -182,8 +171,6 @@ def _wait_accepting(port: int, child: subprocess.Popen[bytes]) -> None:
 
 def start_headrace(count: int, ports_dir: Path) -> Target:
     """``count`` frontend processes on the same two ports; the first one picks them."""
-    import psutil
-
     ports_dir.mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen[bytes]] = []
     ports = {"http": 0, "grpc": 0}
@@ -193,15 +180,11 @@ def start_headrace(count: int, ports_dir: Path) -> Target:
         command = [sys.executable, __file__, "--serve", str(ports_file)]
         children.append(subprocess.Popen([*command, str(ports["http"]), str(ports["grpc"])]))
         ports = _wait_file(ports_file, children[-1], children)
-    processes = [psutil.Process(child.pid) for child in children]
-    return Target(
-        f"headrace x{count}", "identity", ports, processes, lambda: stop_children(children)
-    )
+    pids = [child.pid for child in children]
+    return Target(f"headrace x{count}", "identity", ports, pids, lambda: stop_children(children))
 
 
 def start_bare(kind: str, ports_dir: Path) -> Target:
-    import psutil
-
     ports_dir.mkdir(parents=True, exist_ok=True)
     ports_file = ports_dir / f"{kind}.json"
     ports_file.unlink(missing_ok=True)  # an earlier round's
@@ -215,19 +198,14 @@ def start_bare(kind: str, ports_dir: Path) -> Target:
         f"bare {kind}",
         "identity",
         {protocol: port},
-        [psutil.Process(child.pid)],
+        [child.pid],
         lambda: stop_children([child]),
     )
 
 
 def start_full(system: str, workdir: Path) -> Target:
     """``system`` (headrace or triton) serving the identity model as a python ``model.py``."""
-    import psutil
-
-    sys.path.insert(0, str(ROOT / "serve_models"))
-    import servers
-
-    import repository
+    import repository  # builds models with torch: only when a full-path server is measured
 
     batching = repository.Batching(max_batch_size=64, max_queue_delay_us=100, instances=1)
     chosen = repository.variants(["identity"], ["python"])
@@ -238,8 +216,8 @@ def start_full(system: str, workdir: Path) -> Target:
     server = servers.launch(system, workdir / "repository", [chosen[0].name], workdir, options)
     assert server.ports is not None  # headrace's are read back once it is ready
     ports = {"http": server.ports.http, "grpc": server.ports.grpc}
-    process = psutil.Process(server.process.pid)
-    return Target(f"{system} (full path)", chosen[0].name, ports, [process], server.stop)
+    pid = server.process.pid
+    return Target(f"{system} (full path)", chosen[0].name, ports, [pid], server.stop)
 
 
 def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
@@ -253,10 +231,11 @@ def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _have_triton() -> bool:
-    for parent in (ROOT, *ROOT.parents):
-        if (parent / "shared" / "tools" / "tritonserver").is_file():
-            return True
-    return False
+    try:
+        servers.shared_tool("tritonserver")
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,9 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     if not args.processes or min(args.processes) < 1:
         parser.error("--processes must name counts of at least 1")
-    sys.path.insert(0, str(ROOT / "serve_models"))
-    import bare_servers
-
     for kind in args.bare:
         if kind not in bare_servers.KINDS:
             parser.error(f"unknown bare server {kind!r}; choose from {bare_servers.KINDS}")

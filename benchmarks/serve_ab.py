@@ -19,14 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
-import statistics
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,10 +30,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import serve_overhead  # noqa: E402
-from serve_overhead import servers  # noqa: E402
+from serve_overhead import report, servers  # noqa: E402
 
 from headrace.bench.machine import machine_info  # noqa: E402
-from headrace.bench.perf_analyzer import locate  # noqa: E402
 
 
 def parse_setting(text: str) -> tuple[str, dict[str, str], list[str]]:
@@ -54,49 +48,15 @@ def parse_setting(text: str) -> tuple[str, dict[str, str], list[str]]:
     return name, env, words
 
 
-@contextmanager
-def environment(extra: dict[str, str]) -> Any:
-    """``extra`` in os.environ while the server starts (servers copy it), then restored."""
-    saved = {key: os.environ.get(key) for key in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def summarize(records: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """One row per (model, protocol, concurrency): medians per setting, ratios to the first."""
-    groups: dict[tuple[str, str, int], dict[str, list[dict[str, Any]]]] = {}
-    for record in records:
-        if "error" in record:
-            continue
-        key = (record["model"], record["protocol"], int(record["concurrency"]))
-        groups.setdefault(key, {}).setdefault(record["setting"], []).append(record)
+    """One row per (model, protocol, concurrency): each setting's medians, ratios to the first."""
+    merged = report.medians(records, by="setting", keep=())
+    loads = sorted({key[1:] for key in merged})
     rows = []
-    for (model, protocol, concurrency), by_setting in sorted(groups.items()):
+    for model, protocol, concurrency in loads:
         row: dict[str, Any] = {"model": model, "protocol": protocol, "concurrency": concurrency}
         for name in names:
-            runs = by_setting.get(name, [])
-            if not runs:
-                row[name] = None
-                continue
-            cpu = [
-                r["server_cpu_us_per_inference"]
-                for r in runs
-                if r.get("server_cpu_us_per_inference")
-            ]
-            row[name] = {
-                "throughput": statistics.median(r["throughput"] for r in runs),
-                "p99_us": statistics.median(r["p99_us"] for r in runs),
-                "avg_batch": statistics.median(r["avg_batch"] or 0 for r in runs),
-                "server_cpu_us_per_inference": statistics.median(cpu) if cpu else None,
-                "rounds": [round(r["throughput"], 1) for r in runs],
-            }
+            row[name] = merged.get((name, model, protocol, concurrency))
         base = row[names[0]]
         for name in names[1:]:
             row[f"{name}_over_{names[0]}"] = (
@@ -121,18 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=True, width=160)
-
-    def log(message: str) -> None:
-        console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False)
-
-    chosen = serve_overhead.variants(args.models, args.formats)
-    tool = locate(args.perf_analyzer)
-    workdir = Path(tempfile.mkdtemp(prefix="serve-ab-"))
+    log = serve_overhead.console_log()
     started = time.monotonic()
-    records: list[dict[str, Any]] = []
-    error = None
-    try:
+
+    def rounds(chosen: list[Any], workdir: Path, tool: str, records: list[dict[str, Any]]) -> None:
         batching = serve_overhead.Batching(
             args.max_batch_size, args.max_queue_delay_us, args.instances
         )
@@ -142,17 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             for name, env, flags in order:
                 log(f"round {round_no + 1}/{own.rounds}: {name}")
                 servers.HEADRACE_ARGS[:] = flags
-                with environment(env):
-                    got = serve_overhead.run_system("headrace", chosen, workdir, args, tool, log)
+                servers.HEADRACE_ENV.clear()
+                servers.HEADRACE_ENV.update(env)
+                got = serve_overhead.run_system("headrace", chosen, workdir, args, tool, log)
                 records += [{**r, "setting": name, "round": round_no} for r in got]
-    except (Exception, KeyboardInterrupt) as exc:  # keep what was measured, then say why
-        error = f"{type(exc).__name__}: {exc}"
-        log(f"[red]stopped early[/red]: {error}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    failed = [r for r in records if "error" in r]
-    if failed and error is None:
-        error = f"{len(failed)} load(s) failed; see the records with an 'error' field"
+
+    records, error = serve_overhead.collect(args, "serve-ab-", rounds, log)
     summary = summarize(records, names)
     document = {
         "benchmark": "serve_ab",

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import shlex
 import shutil
 import subprocess
@@ -130,7 +129,7 @@ def measure(
     )
     load_avg = os.getloadavg()[0]
     before = server.stats(variant.name)
-    cpu_before = (server.cpu_seconds(), _children_cpu_seconds())
+    cpu_before = (server.cpu_seconds(), servers.children_cpu_seconds())
     stable = True
     try:
         try:
@@ -145,7 +144,7 @@ def measure(
         return {**_identity(server, variant, protocol, concurrency), "error": str(exc)}
     after = server.stats(variant.name)
     server_cpu = server.cpu_seconds() - cpu_before[0]
-    client_cpu = _children_cpu_seconds() - cpu_before[1]
+    client_cpu = servers.children_cpu_seconds() - cpu_before[1]
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     record = {
@@ -160,12 +159,6 @@ def measure(
     }
     record.update({k: v for k, v in row.__dict__.items() if k not in ("extra", "concurrency")})
     return record
-
-
-def _children_cpu_seconds() -> float:
-    """CPU time of this process's finished children: the perf_analyzer runs."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _identity(
@@ -384,10 +377,8 @@ def summarize_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.summarize:
-        return summarize_files(args)
+def console_log() -> Callable[[str], None]:
+    """Timestamped progress lines on stderr."""
     from rich.console import Console
 
     console = Console(stderr=True, width=200)
@@ -395,26 +386,51 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False)
 
-    servers.HEADRACE_ARGS[:] = args.headrace_args
+    return log
+
+
+def collect(
+    args: argparse.Namespace,
+    prefix: str,
+    rounds: Callable[[list[Variant], Path, str, list[dict[str, Any]]], None],
+    log: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Run ``rounds(chosen, workdir, tool, records)`` in a fresh working directory.
+
+    Keeps what was measured when it stops early; returns the records and why the run failed
+    (it stopped, or loads failed), or None.
+    """
     chosen = variants(args.models, args.formats)
     tool = locate(args.perf_analyzer)
-    workdir = Path(tempfile.mkdtemp(prefix="serve-overhead-"))
-    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     records: list[dict[str, Any]] = []
     error = None
     try:
-        run_rounds(args, chosen, workdir, tool, records, log)
+        rounds(chosen, workdir, tool, records)
     except (Exception, KeyboardInterrupt) as exc:  # keep what was measured, then say why
         error = f"{type(exc).__name__}: {exc}"
         log(f"[red]stopped early[/red]: {error}")
     finally:
-        if args.keep:
+        if getattr(args, "keep", False):
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     failed = [r for r in records if "error" in r]
     if failed and error is None:
         error = f"{len(failed)} load(s) failed; see the records with an 'error' field"
+    return records, error
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.summarize:
+        return summarize_files(args)
+    from rich.console import Console
+
+    log = console_log()
+    servers.HEADRACE_ARGS[:] = args.headrace_args
+    started = time.monotonic()
+    records, error = collect(args, "serve-overhead-", lambda *run: run_rounds(args, *run, log), log)
     summary = write_results(args, argv, records, time.monotonic() - started, error)
     table = report.rich_table(summary, _title(args, machine_info()))
     Console(width=max(Console().width, 200)).print(table)

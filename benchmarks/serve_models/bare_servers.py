@@ -18,7 +18,6 @@ writes ``{"port": N}`` to PORTS_FILE once it listens on 127.0.0.1, and serves un
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from concurrent import futures
 from typing import Any
@@ -26,12 +25,6 @@ from typing import Any
 KINDS = ("grpc-aio", "grpc-sync", "http-granian")
 MODEL = "identity"
 SYNC_WORKERS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_port(ports_file: str, port: int) -> None:
@@ -174,7 +167,9 @@ def serve_http_granian(ports_file: str, features: int) -> None:
             protocol.response_bytes(404, json_type, b'{"error":"not found"}')
 
     async def main() -> None:
-        port = _free_port()  # granian binds itself; a race here fails the start, not the run
+        from servers import free_ports  # this file's folder is on sys.path when run
+
+        (port,) = free_ports(1)  # granian binds itself; a race here fails the start, not the run
         server = Server(
             app, address="127.0.0.1", port=port, interface=Interfaces.RSGI, log_enabled=False
         )

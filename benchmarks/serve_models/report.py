@@ -13,7 +13,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["markdown_table", "rich_table", "summarize"]
+__all__ = ["markdown_table", "medians", "rich_table", "summarize"]
 
 _SERVED = ("headrace", "triton", "pytriton")
 _METRICS = (
@@ -35,11 +35,20 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _served(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+def medians(
+    records: list[dict[str, Any]], by: str = "system", keep: tuple[str, ...] = _SERVED
+) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """Medians over rounds of every load metric, per (``record[by]``, model, protocol, c).
+
+    Only records whose ``by`` is in ``keep`` (all of them for an empty ``keep``) and that
+    measured something count.
+    """
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        if r["system"] in _SERVED and r.get("throughput") is not None and "error" not in r:
-            groups[(r["system"], r["model"], r["protocol"], int(r["concurrency"]))].append(r)
+        if keep and r[by] not in keep:
+            continue
+        if r.get("throughput") is not None and "error" not in r:
+            groups[(r[by], r["model"], r["protocol"], int(r["concurrency"]))].append(r)
     out = {}
     for key, group in groups.items():
         merged: dict[str, Any] = {
@@ -80,7 +89,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (model, protocol, concurrency) with all systems and the ratios."""
-    served = _served(records)
+    served = medians(records)
     direct = _direct(records)
     rows = []
     for model, protocol, concurrency in sorted({k[1:] for k in served}):

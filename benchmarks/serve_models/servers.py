@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -23,12 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Ports", "ServerProcess", "ServerStartFailed", "launch"]
+__all__ = [
+    "Ports",
+    "ServerProcess",
+    "ServerStartFailed",
+    "children_cpu_seconds",
+    "free_ports",
+    "launch",
+    "process_tree_cpu_seconds",
+    "shared_tool",
+]
 
 _HERE = Path(__file__).resolve().parent
 SYSTEMS = ("headrace", "triton", "pytriton")
 HEADRACE_ARGS: list[str] = []
 """Extra ``headrace serve`` arguments (serve_overhead.py --headrace-args)."""
+HEADRACE_ENV: dict[str, str] = {}
+"""Extra environment for ``headrace serve`` (serve_ab.py settings)."""
 
 
 class ServerStartFailed(RuntimeError):
@@ -111,21 +123,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server and every process under it (Triton's stubs)."""
-        import psutil
-
-        try:
-            root = psutil.Process(self.process.pid)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for process in tree:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return process_tree_cpu_seconds([self.process.pid])
 
     def log_tail(self, lines: int = 15) -> str:
         text = self.log_path.read_text(errors="replace").strip().splitlines()
@@ -156,7 +154,7 @@ def launch(
     """Start ``system`` serving ``models`` from ``repository`` and wait until they are ready."""
     attempts = 1 if system == "headrace" else 3
     for attempt in range(attempts):
-        ports = None if system == "headrace" else Ports(*_free_ports(3))
+        ports = None if system == "headrace" else Ports(*free_ports(3))
         log = workdir / f"{system}.log"
         ports_file = workdir / f"{system}-ports.json"
         ports_file.unlink(missing_ok=True)
@@ -184,6 +182,7 @@ def _command(
 ) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if system == "headrace":
+        env.update(HEADRACE_ENV)
         exe = shutil.which("headrace")
         command = [exe] if exe else [sys.executable, "-m", "headrace.cli"]
         command += [
@@ -208,7 +207,7 @@ def _command(
         return command, env
     assert ports is not None
     if system == "triton":
-        command = [_tool("tritonserver"), str(repository)]
+        command = [shared_tool("tritonserver"), str(repository)]
         command += [str(ports.http), str(ports.grpc), str(ports.metrics), "--"]
         command += ["--model-control-mode=explicit", "--log-verbose=0"]
         command += [f"--load-model={m}" for m in models]
@@ -233,7 +232,7 @@ def _command(
     raise ValueError(f"unknown system {system!r}; choose from {list(SYSTEMS)}")
 
 
-def _tool(name: str) -> str:
+def shared_tool(name: str) -> str:
     """``../shared/tools/<name>`` found upwards from this file or the working directory."""
     for start in (Path.cwd(), _HERE):
         for parent in (start, *start.parents):
@@ -253,7 +252,33 @@ def _triton_venv() -> Path:
     return venv
 
 
-def _free_ports(count: int) -> list[int]:
+def process_tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by the processes ``pids`` and every process under them."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in tree:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (the perf_analyzer runs: the client)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_ports(count: int) -> list[int]:
     """Ports free right now (the caller retries on new ones if a race takes one)."""
     sockets = []
     try:

@@ -407,6 +407,9 @@ def test_frontends_that_reuse_the_port_share_it(served: Served) -> None:
         for _ in range(4):  # each client's connection lands on one of the two
             with grpcclient.InferenceServerClient(first.url) as c:
                 _assert_scale_works(c)
+        served.call(first.stop(1.0))  # the port stays served: the second one listens on it
+        with grpcclient.InferenceServerClient(second.url) as c:
+            _assert_scale_works(c)
     finally:
         served.call(second.stop(1.0))
         served.call(first.stop(1.0))

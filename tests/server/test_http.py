@@ -625,6 +625,9 @@ def test_frontends_that_reuse_the_port_share_it() -> None:
             assert second.port == first.frontend.port
             for _ in range(4):  # fresh connections land on either socket
                 _check_still_serving(first.url)
+            url = first.url
+            first.call(first.frontend.stop())  # the port stays served: the second listens on it
+            _check_still_serving(url)
         finally:
             first.call(second.stop())
     finally:
