@@ -10,7 +10,8 @@ import enum
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ml_dtypes
 import numpy as np
@@ -19,11 +20,15 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "DETACHED",
     "DataType",
     "InferenceRequest",
     "InferenceResponse",
+    "Outputs",
     "RequestedOutput",
+    "ResponseSink",
     "TensorSpec",
+    "WorkItem",
     "deserialize_bytes_tensor",
     "serialize_bytes_tensor",
     "wire_bytes",
@@ -285,3 +290,137 @@ class InferenceResponse:
     outputs: Mapping[str, np.ndarray]
     id: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+Outputs = dict[str, Any]
+"""Output name → numpy array (or a torch tensor on the device of a torch-accepting backend)."""
+
+_NO_PARAMETERS: Mapping[str, Any] = MappingProxyType({})
+
+
+class ResponseSink(Protocol):
+    """Where a work item's responses go: once for a plain model, or (decoupled) zero or more
+    times and then final.
+
+    ``send`` and ``fail`` may be called from any thread; a sink hands the response to its
+    receiver's thread itself. ``outputs`` of None sends no response, only the final flag (a
+    decoupled model that has nothing more to say). After a final ``send`` or a ``fail`` the
+    sink ignores further calls. ``done`` is True from then on, and also when the receiver has
+    gone away (its request was cancelled), so work for it can be skipped.
+    """
+
+    def send(
+        self,
+        outputs: Outputs | None,
+        *,
+        final: bool = True,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+    @property
+    def done(self) -> bool: ...
+
+
+class _DetachedSink:
+    """The sink of a work item whose results come back through the instance's future only."""
+
+    __slots__ = ()
+
+    def send(
+        self,
+        outputs: Outputs | None,
+        *,
+        final: bool = True,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        raise RuntimeError(
+            "this work item has no response sink; only batches submitted by a scheduler can "
+            "answer through one (decoupled models)"
+        )
+
+    def fail(self, error: BaseException) -> None:
+        pass
+
+    @property
+    def done(self) -> bool:
+        return False
+
+
+DETACHED: ResponseSink = _DetachedSink()
+"""The sink of work items made from bare inputs (offline runs, benchmarks, tests)."""
+
+
+class WorkItem:
+    """One request as the engine sees it, whichever door it came through.
+
+    A door makes it from its wire message; the core routes it to a model version, whose
+    scheduler batches it and whose instances execute it. Backends that want arrays get
+    ``inputs`` merged with other items' inputs; backends that handle request lists (Triton's
+    python backend) get the items themselves, with their ids, sequence flags and parameters,
+    and may answer through ``sink`` (decoupled models). Everyone else's results reach the sink
+    through the scheduler.
+
+    ``sequence_id`` of 0 or "" means no sequence; ``requested_outputs`` of None means every
+    output; ``timeout_us`` of 0 means none; ``priority`` of 0 means the model's default.
+    """
+
+    __slots__ = (
+        "inputs",
+        "parameters",
+        "priority",
+        "request_id",
+        "requested_outputs",
+        "sequence_end",
+        "sequence_id",
+        "sequence_start",
+        "sink",
+        "timeout_us",
+    )
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        sink: ResponseSink = DETACHED,
+        *,
+        request_id: str = "",
+        sequence_id: int | str = 0,
+        sequence_start: bool = False,
+        sequence_end: bool = False,
+        priority: int = 0,
+        timeout_us: int = 0,
+        parameters: Mapping[str, Any] = _NO_PARAMETERS,
+        requested_outputs: tuple[str, ...] | None = None,
+    ) -> None:
+        self.inputs = inputs
+        self.sink = sink
+        self.request_id = request_id
+        self.sequence_id = sequence_id
+        self.sequence_start = sequence_start
+        self.sequence_end = sequence_end
+        self.priority = priority
+        self.timeout_us = timeout_us
+        self.parameters = parameters
+        self.requested_outputs = requested_outputs
+
+    @classmethod
+    def from_request(cls, request: InferenceRequest, sink: ResponseSink) -> WorkItem:
+        """The work item of a protocol request, answered through ``sink``."""
+        outputs = request.outputs
+        return cls(
+            request.inputs,
+            sink,
+            request_id=request.id,
+            sequence_id=request.sequence_id,
+            sequence_start=request.sequence_start,
+            sequence_end=request.sequence_end,
+            priority=request.priority,
+            timeout_us=request.timeout_us,
+            parameters=request.parameters,
+            requested_outputs=None if outputs is None else tuple(o.name for o in outputs),
+        )
+
+    def __repr__(self) -> str:
+        shapes = {name: tuple(np.shape(value)) for name, value in self.inputs.items()}
+        return f"WorkItem(id={self.request_id!r}, sequence={self.sequence_id!r}, inputs={shapes})"

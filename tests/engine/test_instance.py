@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.engine.instance import ModelInstance, merge_requests, split_outputs
 from headrace.errors import InvalidInput, ModelExecutionError, Unavailable
+from headrace.types import Outputs
 
 
 def context(max_batch_size: int = 8, device: str = "cpu") -> BackendContext:

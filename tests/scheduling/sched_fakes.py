@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.engine.instance import ModelInstance
 from headrace.scheduling.pool import InstancePool
+from headrace.types import Outputs
 
 WAIT_S = 10.0
 """Upper bound for waits on threading events (a failure, never a pacing delay)."""

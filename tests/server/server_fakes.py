@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.config import ModelConfig, add_tensor, new_config
+from headrace.types import Outputs
 
 T = TypeVar("T")
 

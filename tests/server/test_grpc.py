@@ -23,10 +23,11 @@ from server_fakes import model_py, scale_config, scale_factory, write_python_mod
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from headrace.backends.base import Backend, Outputs
+from headrace.backends.base import Backend
 from headrace.config import add_tensor, new_config
 from headrace.server.core import InferenceServer
 from headrace.server.grpc import GrpcFrontend
+from headrace.types import Outputs
 
 
 class EchoBackend(Backend):

@@ -15,26 +15,32 @@ Promises:
 - ``execute`` returns every output named in the configuration. It never keeps references to
   its inputs after it returns: the caller reuses those buffers.
 - Backends that must see requests one by one (Triton's Python backend) set
-  ``handles_request_lists`` and implement ``execute_requests``; everyone else is handed merged
-  batches.
+  ``handles_request_lists`` and implement ``execute_requests``: they get the batch's
+  :class:`~headrace.types.WorkItem` objects (ids, sequence flags, parameters, requested
+  outputs, response sinks) and answer each with its outputs, its error, or None when the
+  backend answers through the item's sink itself (decoupled models). Everyone else is handed
+  merged batches and never sees a work item.
+- ``accepts_torch`` may depend on the device (a class attribute or a property); it is read
+  once, when the instance builds its pipeline.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+from headrace.types import Outputs, WorkItem
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
 
-__all__ = ["Backend", "BackendContext", "Outputs"]
+__all__ = ["Backend", "BackendContext", "BackendFactory", "RequestResult"]
 
-Outputs = dict[str, Any]
-"""Output name → numpy array (or torch tensor for ``accepts_torch`` backends)."""
+RequestResult = Outputs | BaseException | None
+"""One request's result from ``execute_requests``: its outputs, its own error, or None when
+the backend answered through the request's sink (a decoupled model)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class Backend(ABC):
     #: Backend name as a configuration's ``backend`` field spells it (``onnxruntime``…).
     name: ClassVar[str] = ""
     #: Whether ``execute`` also takes torch tensors on ``device`` (and returns them).
-    accepts_torch: ClassVar[bool] = False
+    accepts_torch: bool = False
     #: Whether the backend must see requests one by one (``execute_requests``).
     handles_request_lists: ClassVar[bool] = False
 
@@ -76,9 +82,7 @@ class Backend(ABC):
     def execute(self, inputs: Mapping[str, Any]) -> Outputs:
         """Run one merged batch and return every configured output."""
 
-    def execute_requests(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> list[Outputs | BaseException]:
+    def execute_requests(self, requests: Sequence[WorkItem]) -> list[RequestResult]:
         """Run requests one by one; an entry is an exception when only that request failed."""
         raise NotImplementedError(f"backend {self.name!r} executes merged batches only")
 
@@ -88,3 +92,8 @@ class Backend(ABC):
     @classmethod
     def autocomplete(cls, config: model_config_pb2.ModelConfig, version_dir: str) -> None:
         """Fill missing inputs, outputs and ``max_batch_size`` from the model file, in place."""
+
+
+BackendFactory = Callable[[BackendContext], Backend]
+"""Builds (and loads) the backend of one instance from its context. Placement calls it once
+per instance, on the instance's device; for Ray actors it must be picklable."""

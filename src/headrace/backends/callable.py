@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.backends.outputs import check_batch_size, collect_outputs
 from headrace.backends.threads import limit_torch_threads
 from headrace.errors import HeadraceError, InvalidConfig, ModelExecutionError
+from headrace.types import Outputs
 
 __all__ = ["CallableBackend"]
 

@@ -22,7 +22,7 @@ import ml_dtypes
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.backends.signature import (
     DEFAULT_MAX_BATCH_SIZE,
     add_tensor,
@@ -33,7 +33,7 @@ from headrace.backends.signature import (
 )
 from headrace.backends.threads import threads_per_cpu_instance
 from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
-from headrace.types import DataType
+from headrace.types import DataType, Outputs
 
 __all__ = ["OnnxRuntimeBackend"]
 

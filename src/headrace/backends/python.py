@@ -25,7 +25,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from headrace.backends import triton_python_backend_utils as pb_utils
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.backends.threads import limit_torch_threads
 from headrace.config import config_from_json, config_to_json
 from headrace.errors import (
@@ -37,7 +37,7 @@ from headrace.errors import (
     Unavailable,
     Unsupported,
 )
-from headrace.types import InferenceRequest
+from headrace.types import InferenceRequest, Outputs
 
 __all__ = ["TritonPythonBackend", "load_model_module"]
 

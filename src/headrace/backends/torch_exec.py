@@ -22,11 +22,12 @@ import ml_dtypes
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, Outputs
+from headrace.backends.base import Backend
 from headrace.backends.outputs import collect_outputs
 from headrace.backends.signature import tensor_specs
 from headrace.backends.threads import limit_torch_threads
 from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
+from headrace.types import Outputs
 
 __all__ = ["TorchExecutor", "indexed_position", "require_tensors"]
 

@@ -10,9 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from headrace.backends.base import Backend, BackendContext, Outputs
+from headrace.backends.base import Backend, BackendContext
 from headrace.engine.pipeline import Preprocess, Requests
 from headrace.errors import require
+from headrace.types import Outputs
 
 __all__ = ["MatmulBackend", "matmul_context", "simulated_cpu_stage"]
 

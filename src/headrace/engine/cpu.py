@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from headrace.backends.base import Outputs
 from headrace.engine.buffers import ByteBuffer, collate, numpy_allocator, request_sizes
 from headrace.engine.pipeline import Compute, PipelineOptions, Requests, SlotBase, SlotStages
 from headrace.engine.stats import StageTimes
+from headrace.types import Outputs
 
 __all__ = ["CpuSlot", "CpuStages", "to_numpy"]
 

@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from headrace.backends.base import Outputs
 from headrace.engine.buffers import ByteBuffer, collate, request_sizes
 from headrace.engine.pipeline import Compute, PipelineOptions, Requests, SlotBase, SlotStages
 from headrace.engine.stats import StageTimes
 from headrace.errors import InvalidConfig, require
-from headrace.types import DataType
+from headrace.types import DataType, Outputs
 
 __all__ = ["CudaSlot", "CudaStages", "nvtx_range", "tensor_to_numpy"]
 

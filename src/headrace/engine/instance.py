@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from headrace.backends.base import Backend, Outputs
+from headrace.backends.base import Backend
 from headrace.engine.buffers import request_sizes
 from headrace.engine.pipeline import (
     Pipeline,
@@ -38,6 +38,7 @@ from headrace.engine.pipeline import (
 )
 from headrace.engine.stats import InstanceStats, StageTimes
 from headrace.errors import HeadraceError, InvalidInput, ModelExecutionError, Unavailable
+from headrace.types import Outputs
 
 if TYPE_CHECKING:  # scheduling imports this module; the protocol is for annotations only
     from headrace.scheduling.base import StatsSink

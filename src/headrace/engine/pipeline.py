@@ -42,9 +42,9 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from headrace.backends.base import Outputs
 from headrace.engine.stats import StageTimes
 from headrace.errors import InvalidInput, Unavailable
+from headrace.types import Outputs
 
 __all__ = [
     "Compute",

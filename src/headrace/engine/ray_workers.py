@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from headrace.backends.base import Backend, Outputs
+from headrace.backends.base import Backend
 from headrace.engine.instance import ModelInstance
 from headrace.engine.pipeline import Preprocess
 from headrace.engine.stats import STAGES
@@ -42,6 +42,7 @@ from headrace.errors import (
     Unavailable,
     require,
 )
+from headrace.types import Outputs
 
 __all__ = [
     "BackendFactory",

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from headrace.backends.base import Outputs
+from headrace.types import Outputs
 
 __all__ = ["Scheduler", "StatsSink"]
 

@@ -18,7 +18,6 @@ from functools import partial
 
 import numpy as np
 
-from headrace.backends.base import Outputs
 from headrace.errors import (
     DeadlineExceeded,
     HeadraceError,
@@ -30,6 +29,7 @@ from headrace.errors import (
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.pool import BatchOutcome, InstancePool
 from headrace.scheduling.queue_policy import QueuedRequest
+from headrace.types import Outputs
 
 __all__ = ["NullStats", "QueueingScheduler"]
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headrace.backends.base import Outputs
 from headrace.engine.instance import ModelInstance, TimedRequests
 from headrace.engine.stats import StageTimes
 from headrace.errors import HeadraceError, InvalidConfig, ModelExecutionError
+from headrace.types import Outputs
 
 __all__ = ["BatchOutcome", "InstancePool", "Lease"]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from headrace.backends.base import Outputs
 from headrace.errors import InvalidConfig, Unavailable
+from headrace.types import Outputs
 
 __all__ = ["PriorityQueues", "QueuePolicy", "QueuedRequest", "TimeoutAction"]
 
