@@ -304,9 +304,11 @@ class ResponseSink(Protocol):
 
     ``send`` and ``fail`` may be called from any thread; a sink hands the response to its
     receiver's thread itself. ``outputs`` of None sends no response, only the final flag (a
-    decoupled model that has nothing more to say). After a final ``send`` or a ``fail`` the
-    sink ignores further calls. ``done`` is True from then on, and also when the receiver has
-    gone away (its request was cancelled), so work for it can be skipped.
+    decoupled model that has nothing more to say). ``fail`` answers with an error instead: the
+    request could not run (final), or one response of a decoupled model is an error and more
+    may follow (``final=False``). After anything final the sink ignores further calls.
+    ``done`` is True from then on, and also when the receiver has gone away (its request was
+    cancelled), so work for it can be skipped.
     """
 
     def send(
@@ -317,7 +319,7 @@ class ResponseSink(Protocol):
         parameters: Mapping[str, Any] | None = None,
     ) -> None: ...
 
-    def fail(self, error: BaseException) -> None: ...
+    def fail(self, error: BaseException, *, final: bool = True) -> None: ...
 
     @property
     def done(self) -> bool: ...
@@ -340,7 +342,7 @@ class _DetachedSink:
             "answer through one (decoupled models)"
         )
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, *, final: bool = True) -> None:
         pass
 
     @property

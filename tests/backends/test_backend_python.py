@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,9 +22,8 @@ from headrace.errors import (
     InvalidConfig,
     InvalidInput,
     ModelExecutionError,
-    Unsupported,
 )
-from headrace.types import InferenceRequest, RequestedOutput
+from headrace.types import DETACHED, InferenceRequest, RequestedOutput, WorkItem
 
 MODELS = Path(__file__).resolve().parent.parent / "data" / "python_models"
 
@@ -76,7 +77,7 @@ def test_execute_requests_returns_one_result_per_request(repo: Path) -> None:
         {"INPUT0": np.full(4, i, dtype=np.float32), "INPUT1": np.ones(4, dtype=np.float32)}
         for i in range(3)
     ]
-    results = backend.execute_requests(requests)
+    results = backend.execute_requests([WorkItem(r) for r in requests])
     assert [float(r["OUTPUT0"][0]) for r in results] == [1.0, 2.0, 3.0]  # type: ignore[index]
     assert [float(r["OUTPUT1"][0]) for r in results] == [-1.0, 0.0, 1.0]  # type: ignore[index]
 
@@ -133,7 +134,7 @@ def test_model_error_fails_only_its_own_request(repo: Path) -> None:
     good = {"X": np.array([[4.0, 9.0]])}
     bad = {"X": np.array([[1.0, -2.0]])}
     huge = {"X": np.array([[1e7, 1.0]])}
-    results = backend.execute_requests([good, bad, huge, good])
+    results = backend.execute_requests([WorkItem(r) for r in (good, bad, huge, good)])
     np.testing.assert_allclose(results[0]["SQRT"], [[2.0, 3.0]])  # type: ignore[index]
     assert isinstance(results[1], ModelExecutionError)
     assert str(results[1]) == "negative value -2.0 in input X"
@@ -148,7 +149,7 @@ def test_raising_execute_fails_every_request_of_the_call(repo: Path) -> None:
     backend = load(repo, "raising")
     ok = {"X": np.array([[2]], dtype=np.int32)}
     unlucky = {"X": np.array([[13]], dtype=np.int32)}
-    results = backend.execute_requests([ok, unlucky])
+    results = backend.execute_requests([WorkItem(ok), WorkItem(unlucky)])
     assert all(isinstance(r, ModelExecutionError) for r in results)
     assert "unlucky input 13" in str(results[0]) and "'raising'" in str(results[0])
     assert isinstance(results[0], ModelExecutionError)
@@ -214,7 +215,7 @@ def test_request_metadata_reaches_the_model(repo: Path, tmp_path: Path) -> None:
         sequence_id=42,
         sequence_start=True,
     )
-    (result,) = backend.execute_inference_requests([request])
+    (result,) = backend.execute_requests([WorkItem.from_request(request, DETACHED)])
     assert set(result) == {"META"}  # type: ignore[arg-type]
     meta = json.loads(result["META"][0])  # type: ignore[index]
     assert meta == {
@@ -257,11 +258,58 @@ def test_unload_forgets_the_model_module(repo: Path) -> None:
     assert name not in sys.modules
 
 
-def test_decoupled_models_are_unsupported(repo: Path) -> None:
-    config = read_config(repo, "add_sub")
-    config.model_transaction_policy.decoupled = True
-    with pytest.raises(Unsupported, match="'add_sub' is decoupled"):
-        load(repo, "add_sub", config)
+class Collected:
+    """A response sink that records what it is sent (from any thread)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, bool]] = []
+        self.final = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.final.is_set()
+
+    def send(self, outputs: Any, *, final: bool = True, parameters: Any = None) -> None:
+        self.sent.append(("response", outputs, final))
+        if final:
+            self.final.set()
+
+    def fail(self, error: BaseException, *, final: bool = True) -> None:
+        self.sent.append(("error", error, final))
+        if final:
+            self.final.set()
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_decoupled_model_answers_through_the_sink(repo: Path, in_thread: bool) -> None:
+    backend = load(repo, "repeat_decoupled")
+    assert backend.decoupled
+    sinks = [Collected(), Collected()]
+    items = [
+        WorkItem({"IN": np.array([n], np.int32)}, sink, parameters={"in_thread": in_thread})
+        for n, sink in zip((5, -1), sinks)
+    ]
+    assert backend.execute_requests(items) == [None, None]
+    assert all(sink.final.wait(10) for sink in sinks)
+    good, bad = (sink.sent for sink in sinks)
+    assert [(kind, out["OUT"].tolist(), final) for kind, out, final in good[:3]] == [
+        ("response", [5], False),
+        ("response", [6], False),
+        ("response", [7], False),
+    ]
+    assert good[3] == ("response", None, True)
+    assert [(kind, str(value), final) for kind, value, final in bad[:1]] == [
+        ("error", "negative input -1", False)
+    ]
+    assert bad[1] == ("response", None, True)
+    backend.unload()
+
+
+def test_a_decoupled_model_cannot_answer_merged_batches_directly(repo: Path) -> None:
+    backend = load(repo, "repeat_decoupled")
+    with pytest.raises(Exception, match="no response sink"):
+        backend.execute({"IN": np.array([1], np.int32)})
+    backend.unload()
 
 
 def test_missing_model_file_names_the_path(repo: Path) -> None:
@@ -288,7 +336,7 @@ def test_wrong_response_count_fails_every_request(repo: Path) -> None:
     path.write_text(path.read_text().replace("return responses", "return responses[:1]"))
     backend = load(repo, "raising")
     x = {"X": np.array([[1]], dtype=np.int32)}
-    results = backend.execute_requests([x, x])
+    results = backend.execute_requests([WorkItem(x), WorkItem(x)])
     assert all(isinstance(r, ModelExecutionError) for r in results)
     assert "1 responses for 2 requests" in str(results[0])
 
@@ -308,7 +356,7 @@ def test_autocomplete_without_hook_leaves_config_alone(repo: Path) -> None:
     assert config.SerializeToString(deterministic=True) == before
 
 
-def test_auto_completed_decoupled_policy_is_unsupported(repo: Path) -> None:
+def test_auto_completed_decoupled_policy_makes_the_backend_decoupled(repo: Path) -> None:
     path = repo / "auto_add_sub" / "1" / "model.py"
     path.write_text(
         path.read_text().replace(
@@ -319,5 +367,4 @@ def test_auto_completed_decoupled_policy_is_unsupported(repo: Path) -> None:
     config = read_config(repo, "auto_add_sub")
     TritonPythonBackend.autocomplete(config, str(repo / "auto_add_sub" / "1"))
     assert config.model_transaction_policy.decoupled
-    with pytest.raises(Unsupported, match="auto_add_sub"):
-        load(repo, "auto_add_sub", config)
+    assert load(repo, "auto_add_sub", config).decoupled

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from headrace.backends.base import Backend, BackendContext
+from headrace.backends.base import Backend, BackendContext, RequestResult
 from headrace.engine.instance import ModelInstance, merge_requests, split_outputs
 from headrace.errors import InvalidInput, ModelExecutionError, Unavailable
-from headrace.types import Outputs
+from headrace.types import Outputs, WorkItem
 
 
 def context(max_batch_size: int = 8, device: str = "cpu") -> BackendContext:
@@ -61,11 +61,10 @@ class PerRequest(Backend):
     def execute(self, inputs: Mapping[str, Any]) -> Outputs:
         return {"y": inputs["x"] * 2}
 
-    def execute_requests(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> list[Outputs | BaseException]:
+    def execute_requests(self, requests: Sequence[WorkItem]) -> list[RequestResult]:
         return [
-            ValueError("negative") if (r["x"] < 0).any() else {"y": r["x"] * 2} for r in requests
+            ValueError("negative") if (r.inputs["x"] < 0).any() else {"y": r.inputs["x"] * 2}
+            for r in requests
         ]
 
 

@@ -10,10 +10,11 @@ from tritonclient.grpc import model_config_pb2
 
 from headrace.errors import Unavailable
 from headrace.scheduling.queue_policy import PriorityQueues, QueuedRequest, QueuePolicy
+from headrace.types import WorkItem
 
 
 def item(loop: asyncio.AbstractEventLoop, now_ns: int = 0) -> QueuedRequest:
-    return QueuedRequest({"x": np.zeros((1, 1))}, 1, loop.create_future(), now_ns)
+    return QueuedRequest(WorkItem({"x": np.zeros((1, 1))}), 1, now_ns)
 
 
 def test_policy_from_proto_and_timeout_override() -> None:

@@ -79,7 +79,7 @@ class FakeCore(InferenceServer):
             raise ModelNotFound(f"Request for unknown model: '{name}' is not found")
         return self.models[name]
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(self, request: InferenceRequest, **_: object) -> InferenceResponse:
         meta = self._get(request.model_name)
         self.requests.append(request)
         expected = {spec.name for spec in meta.inputs}

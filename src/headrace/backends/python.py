@@ -4,7 +4,14 @@ A ``model.py`` defines ``class TritonPythonModel`` with ``execute(requests)`` an
 ``initialize(args)``, ``finalize()`` and ``auto_complete_config(config)``; it imports
 ``triton_python_backend_utils`` (this package's shim). Each backend object imports its own copy
 of ``model.py`` under a unique module name, so every model (and every instance) keeps its own
-module state, as separate Triton stub processes would. Decoupled models are not supported.
+module state, as separate Triton stub processes would.
+
+Each request reaches the model as a ``pb_utils.InferenceRequest`` built from its work item:
+``request_id()``, ``correlation_id()``, ``flags()`` (sequence start/end), ``parameters()``,
+``requested_output_names()`` and ``get_response_sender()``, whose sender answers through the
+work item's response sink. A decoupled model (``model_transaction_policy { decoupled: true
+}``) returns None from ``execute`` and sends any number of responses, then the final flag,
+from ``execute`` or from threads of its own, as Triton's python backend allows.
 """
 
 from __future__ import annotations
@@ -21,11 +28,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from headrace.backends import triton_python_backend_utils as pb_utils
-from headrace.backends.base import Backend, BackendContext
+from headrace.backends.base import Backend, BackendContext, RequestResult
 from headrace.backends.threads import limit_torch_threads
 from headrace.config import config_from_json, config_to_json
 from headrace.errors import (
@@ -37,7 +43,7 @@ from headrace.errors import (
     Unavailable,
     Unsupported,
 )
-from headrace.types import InferenceRequest, Outputs
+from headrace.types import Outputs, WorkItem
 
 __all__ = ["TritonPythonBackend", "load_model_module"]
 
@@ -63,7 +69,7 @@ class TritonPythonBackend(Backend):
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
         config = context.config
-        _reject_decoupled(config, context.model_name)
+        self.decoupled = bool(config.model_transaction_policy.decoupled)
         self._config_json = json.dumps(config_to_json(config))
         self._output_names = [output.name for output in config.output]
         self._finalized = False
@@ -102,54 +108,23 @@ class TritonPythonBackend(Backend):
 
     def execute(self, inputs: Mapping[str, Any]) -> Outputs:
         """One merged batch is one request to the model."""
-        result = self.execute_requests([inputs])[0]
+        result = self.execute_requests([WorkItem(inputs)])[0]
         if isinstance(result, BaseException):
             raise result
+        if result is None:
+            raise ModelExecutionError(
+                f"python model '{self.context.model_name}' answered through its response "
+                "sender; run it through a scheduler to receive its responses"
+            )
         return result
 
-    def execute_requests(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> list[Outputs | BaseException]:
+    def execute_requests(self, requests: Sequence[WorkItem]) -> list[RequestResult]:
         """Hand the requests to ``TritonPythonModel.execute`` in one call."""
-        return self._run([self._request(inputs) for inputs in requests])
-
-    def execute_inference_requests(
-        self, requests: Sequence[InferenceRequest]
-    ) -> list[Outputs | BaseException]:
-        """Like ``execute_requests``, also passing ids, sequence flags, parameters and outputs."""
-        return self._run([self._request(r.inputs, r) for r in requests])
-
-    def _request(
-        self, inputs: Mapping[str, np.ndarray], meta: InferenceRequest | None = None
-    ) -> pb_utils.InferenceRequest:
-        tensors = [pb_utils.Tensor(name, value) for name, value in inputs.items()]
-        if meta is None:
-            return pb_utils.InferenceRequest(
-                model_name=self.context.model_name,
-                requested_output_names=self._output_names,
-                inputs=tensors,
-                model_version=self.context.version,
-            )
-        flags = (
-            pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if meta.sequence_start else 0
-        ) | (pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if meta.sequence_end else 0)
-        wanted = self._output_names if meta.outputs is None else [o.name for o in meta.outputs]
-        return pb_utils.InferenceRequest(
-            model_name=self.context.model_name,
-            requested_output_names=wanted,
-            inputs=tensors,
-            request_id=meta.id,
-            correlation_id=meta.sequence_id,
-            flags=flags,
-            parameters=dict(meta.parameters),
-            model_version=self.context.version,
-            timeout=meta.timeout_us,
-        )
-
-    def _run(self, requests: list[pb_utils.InferenceRequest]) -> list[Outputs | BaseException]:
+        senders = [_ResponseSender(item, self) for item in requests]
+        wrapped = [self._request(item, sender) for item, sender in zip(requests, senders)]
         model = self.context.model_name
         try:
-            responses = self._model.execute(requests)
+            responses = self._model.execute(wrapped)
         except HeadraceError as exc:
             return [exc for _ in requests]
         except Exception as exc:
@@ -162,19 +137,45 @@ class TritonPythonBackend(Backend):
                 )
                 for _ in requests
             ]
+        if responses is None and (self.decoupled or all(s.used for s in senders)):
+            return [None for _ in requests]  # answered (or answering) through the senders
+        if self.decoupled:
+            error = ModelExecutionError(
+                f"python model '{model}' is decoupled: execute must return None and answer "
+                f"through the response senders, it returned {type(responses).__name__}"
+            )
+            return [error for _ in requests]
         problem = _response_list_problem(responses, len(requests))
         if problem:
             return [ModelExecutionError(f"python model '{model}': {problem}") for _ in requests]
-        return [self._outputs(response, request) for response, request in zip(responses, requests)]
+        return [self._outputs(response, item) for response, item in zip(responses, requests)]
 
-    def _outputs(
-        self, response: Any, request: pb_utils.InferenceRequest
-    ) -> Outputs | HeadraceError:
+    def _request(self, item: WorkItem, sender: _ResponseSender) -> pb_utils.InferenceRequest:
+        tensors = [pb_utils.Tensor(name, value) for name, value in item.inputs.items()]
+        flags = (
+            pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if item.sequence_start else 0
+        ) | (pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if item.sequence_end else 0)
+        wanted = item.requested_outputs
+        return pb_utils.InferenceRequest(
+            model_name=self.context.model_name,
+            requested_output_names=self._output_names if wanted is None else list(wanted),
+            inputs=tensors,
+            request_id=item.request_id,
+            correlation_id=item.sequence_id,
+            flags=flags,
+            parameters=dict(item.parameters),
+            model_version=self.context.version,
+            timeout=item.timeout_us,
+            response_sender=sender,
+        )
+
+    def _outputs(self, response: Any, item: WorkItem) -> Outputs | HeadraceError:
+        """A response's outputs (those ``item`` asked for), or the error it carries."""
         if response.has_error():
             error = response.error()
             kind = _ERRORS_BY_CODE.get(_error_code(error), ModelExecutionError)
             return kind(_error_message(error))
-        wanted = set(request.requested_output_names())
+        wanted = set(item.requested_outputs or ())
         outputs: Outputs = {}
         for tensor in response.output_tensors():
             name = tensor.name()
@@ -318,14 +319,6 @@ def _model_class(module: ModuleType, path: Path) -> type:
     return cls
 
 
-def _reject_decoupled(config: model_config_pb2.ModelConfig, model_name: str) -> None:
-    if config.model_transaction_policy.decoupled:
-        raise Unsupported(
-            f"python model '{model_name}' is decoupled (model_transaction_policy "
-            "{ decoupled: true }); headrace runs python models with one response per request"
-        )
-
-
 def _response_list_problem(responses: Any, expected: int) -> str:
     if not isinstance(responses, list | tuple):
         return f"execute must return a list of InferenceResponse, got {type(responses).__name__}"
@@ -350,3 +343,60 @@ def _error_message(error: Any) -> str:
 def _caused_by(error: HeadraceError, cause: BaseException) -> HeadraceError:
     error.__cause__ = cause
     return error
+
+
+class _ResponseSender:
+    """``request.get_response_sender()``: answers one request through its work item's sink.
+
+    ``send(response, flags)`` may be called from any thread, any number of times; the
+    ``TRITONSERVER_RESPONSE_COMPLETE_FINAL`` flag (with or without a response) ends it. A
+    response that carries an error reaches the client as an error response; it ends the
+    request only with the final flag, as in Triton.
+    """
+
+    def __init__(self, item: WorkItem, backend: TritonPythonBackend) -> None:
+        self._item = item
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._closed = False
+        self.used = False
+
+    def send(self, response: Any = None, flags: int = 0) -> None:
+        final = bool(flags & pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        with self._lock:
+            if self._closed:
+                raise pb_utils.TritonModelException(
+                    "Unable to send response. Response sender has been closed."
+                )
+            if response is None and not final:
+                raise pb_utils.TritonModelException(
+                    "Inference Response object must be provided when the response flags is "
+                    "not COMPLETE_FINAL"
+                )
+            self.used = True
+            self._closed = final
+        sink = self._item.sink
+        if response is None:
+            sink.send(None, final=True)
+            return
+        if not all(hasattr(response, m) for m in ("has_error", "output_tensors", "error")):
+            raise pb_utils.TritonModelException(
+                f"response sender takes an InferenceResponse, got {type(response).__name__}"
+            )
+        result = self._backend._outputs(response, self._item)
+        if isinstance(result, BaseException):
+            sink.fail(result, final=final)
+            return
+        sink.send(result, final=final, parameters=_response_parameters(response))
+
+    def is_cancelled(self) -> bool:
+        """Whether the client went away (its stream closed or its call was cancelled)."""
+        return self._item.sink.done and not self._closed
+
+
+def _response_parameters(response: Any) -> dict[str, Any] | None:
+    text = response.parameters() if callable(getattr(response, "parameters", None)) else ""
+    if not text or text == "{}":
+        return None
+    value = json.loads(text) if isinstance(text, str) else dict(text)
+    return value if isinstance(value, dict) and value else None

@@ -3,8 +3,9 @@
 Triton's python backend hands a ``model.py`` this module as ``pb_utils``. headrace installs this
 file under that name (``sys.modules``) before importing a model, so ``import
 triton_python_backend_utils as pb_utils`` resolves here. Behaviour follows Triton's documented
-API; features headrace does not implement (BLS, decoupled response senders, custom metrics)
-raise :class:`headrace.errors.Unsupported` naming what was asked for.
+API; features headrace does not implement (BLS, custom metrics)
+raise :class:`headrace.errors.Unsupported` naming what was asked for. Decoupled models send
+through ``InferenceRequest.get_response_sender()``.
 
 Tensors are numpy arrays; BYTES tensors are object arrays of ``bytes``.
 """
@@ -237,6 +238,7 @@ class InferenceRequest:
         parameters: Mapping[str, Any] | str | None = None,
         model_version: int = -1,
         timeout: int = 0,
+        response_sender: Any = None,
         **_: Any,
     ) -> None:
         self._model_name = model_name
@@ -250,6 +252,7 @@ class InferenceRequest:
         self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters)
         self._model_version = model_version
         self._timeout = timeout
+        self._response_sender = response_sender
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -280,14 +283,19 @@ class InferenceRequest:
         return self._timeout
 
     def is_cancelled(self) -> bool:
-        """Always False: headrace does not cancel requests inside ``execute``."""
-        return False
+        """Whether the client went away (the request's stream or call was cancelled)."""
+        sender = self._response_sender
+        return bool(sender is not None and sender.is_cancelled())
 
     def get_response_sender(self) -> Any:
-        raise Unsupported(
-            "decoupled python models (InferenceRequest.get_response_sender) are not supported "
-            "by headrace"
-        )
+        """The sender that answers this request: ``send(response=None, flags=0)``, any number
+        of times in a decoupled model, ending with ``TRITONSERVER_RESPONSE_COMPLETE_FINAL``."""
+        if self._response_sender is None:
+            raise TritonModelException(
+                f"request for model '{self._model_name}' was not made by the server and has "
+                "no response sender"
+            )
+        return self._response_sender
 
     def set_release_flags(self, flags: int) -> None:
         raise Unsupported(f"request release flags ({flags}) are not supported by headrace")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from headrace.engine.buffers import ByteBuffer, collate, numpy_allocator, request_sizes
-from headrace.engine.pipeline import Compute, PipelineOptions, Requests, SlotBase, SlotStages
+from headrace.engine.slots import Compute, PipelineOptions, Requests, SlotBase, SlotStages
 from headrace.engine.stats import StageTimes
 from headrace.types import Outputs
 
@@ -55,7 +55,8 @@ class CpuStages(SlotStages[CpuSlot]):
             slot.inputs = dict(requests[0])
         else:
             slot.inputs = collate(requests, self._batched, slot.buffer)
-        slot.batch_size = sum(request_sizes(requests, self._batched))
+        slot.sizes = tuple(request_sizes(requests, self._batched))
+        slot.batch_size = sum(slot.sizes)
         slot.stage_ns = time.monotonic_ns() - start
 
     def launch(self, slot: CpuSlot) -> None:

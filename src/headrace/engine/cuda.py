@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from headrace.engine.buffers import ByteBuffer, collate, request_sizes
-from headrace.engine.pipeline import Compute, PipelineOptions, Requests, SlotBase, SlotStages
+from headrace.engine.slots import Compute, PipelineOptions, Requests, SlotBase, SlotStages
 from headrace.engine.stats import StageTimes
 from headrace.errors import InvalidConfig, require
 from headrace.types import DataType, Outputs
@@ -67,7 +67,9 @@ class CudaStages(SlotStages[CudaSlot]):
         self.device = torch.device(device)
         with torch.cuda.device(self.device):
             self.h2d_stream = torch.cuda.Stream()
-            self.compute_stream = torch.cuda.Stream()
+            # A backend bound to a stream of its own (ONNX Runtime's CUDA provider) computes
+            # there; the events below order it with the copies either way.
+            self.compute_stream = options.compute_stream or torch.cuda.Stream()
             self.d2h_stream = torch.cuda.Stream()
 
     def make_slot(self, index: int) -> CudaSlot:
@@ -98,7 +100,8 @@ class CudaStages(SlotStages[CudaSlot]):
             slot.staged = collate(
                 requests, self._batched, lambda name: self._host_buffer(slot.host_in, name)
             )
-            slot.batch_size = sum(request_sizes(requests, self._batched))
+            slot.sizes = tuple(request_sizes(requests, self._batched))
+            slot.batch_size = sum(slot.sizes)
         slot.stage_ns = time.monotonic_ns() - start
 
     def launch(self, slot: CudaSlot) -> None:

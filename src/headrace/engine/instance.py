@@ -3,14 +3,16 @@
 The server's schedulers, the offline runner and the benchmarks all execute batches through
 this class; none of them talks to a backend directly.
 
-Which pipeline: a backend that ``accepts_torch`` on a ``cuda:N`` device gets the CUDA pipeline
-(pinned slots, H2D/compute/D2H streams); every other backend gets the CPU pipeline (stage,
-compute and hand-over overlapping on threads). Backends that handle request lists (Triton's
-Python backend) run ``execute_requests`` on one ordered worker thread instead.
+Which pipeline half: a backend that handles request lists (Triton's python backend) gets the
+request-list stages (the work items themselves, no collation); a backend that
+``accepts_torch`` on a ``cuda:N`` device gets the CUDA stages (pinned slots, H2D/compute/D2H
+streams, on the backend's own ``compute_stream`` when it has one); every other backend gets
+the CPU stages (stage, compute and hand-over overlapping on threads). All of them run on the
+same :class:`~headrace.engine.pipeline.Pipeline`: ordering, threads, ``run_now``, draining
+and timings are the same for every backend.
 
-TODO(onnxruntime on GPU): route its copies through the CUDA slots with ORT I/O binding
-(``bind_input``/``bind_output`` on the slot's device buffers); today it takes the CPU
-pipeline and onnxruntime copies host ↔ device itself.
+Requests are :class:`~headrace.types.WorkItem` objects or bare input mappings (offline runs,
+benchmarks); a backend that wants arrays only ever sees the inputs.
 
 Timings: ``submit_timed`` / ``submit_requests_timed`` return each batch's :class:`StageTimes`
 (``compute_input_ns`` / ``compute_infer_ns`` / ``compute_output_ns`` are Triton's
@@ -19,15 +21,14 @@ statistics); every batch is also added to ``stats`` and sent to ``stats_sink`` w
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from headrace.backends.base import Backend
+from headrace.backends.base import Backend, RequestResult
 from headrace.engine.buffers import request_sizes
 from headrace.engine.pipeline import (
     Pipeline,
@@ -36,22 +37,26 @@ from headrace.engine.pipeline import (
     Preprocess,
     make_pipeline,
 )
-from headrace.engine.stats import InstanceStats, StageTimes
+from headrace.engine.request_lists import RequestListStages
+from headrace.engine.slots import split_outputs
+from headrace.engine.stats import InstanceStats, StageTimes, StatsSink
 from headrace.errors import HeadraceError, InvalidInput, ModelExecutionError, Unavailable
-from headrace.types import Outputs
-
-if TYPE_CHECKING:  # scheduling imports this module; the protocol is for annotations only
-    from headrace.scheduling.base import StatsSink
+from headrace.types import Outputs, WorkItem
 
 __all__ = [
     "ModelInstance",
+    "Request",
     "TimedOutputs",
     "TimedRequests",
     "merge_requests",
     "split_outputs",
 ]
 
-RequestResults = list[Outputs | BaseException]
+Request = WorkItem | Mapping[str, np.ndarray]
+"""One request of a batch: a work item, or (offline runs, benchmarks) its inputs alone."""
+
+RequestResults = list[RequestResult]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,15 @@ class TimedOutputs:
 
 @dataclass(frozen=True)
 class TimedRequests:
-    """Per-request outputs (or that request's error) of one batch, with the batch's timings."""
+    """Per-request outputs (or that request's error, or None when the backend answered through
+    the request's sink) of one batch, with the batch's timings."""
 
     results: RequestResults
     times: StageTimes
 
 
 class ModelInstance:
-    """Executes merged batches (or request lists) on one backend, in submission order.
+    """Executes batches on one backend, in submission order.
 
     ``submit`` and ``submit_requests`` may be called from any thread; results come back as
     futures, completed in submission order. A failing batch fails only its own future.
@@ -93,21 +99,24 @@ class ModelInstance:
         self.batched = backend.context.config.max_batch_size > 0
         self.stats = InstanceStats()
         self._sink = stats_sink
-        on_gpu = backend.accepts_torch and backend.device.startswith("cuda")
+        self.takes_work_items = backend.handles_request_lists
+        on_gpu = (
+            not self.takes_work_items
+            and backend.accepts_torch
+            and backend.device.startswith("cuda")
+        )
         self.on_gpu = on_gpu
         options = PipelineOptions(
-            num_buffers=num_buffers, pin_memory=pin_memory, name=self.name, preprocess=preprocess
+            num_buffers=num_buffers,
+            pin_memory=pin_memory,
+            name=self.name,
+            preprocess=preprocess,
+            compute_stream=getattr(backend, "compute_stream", None) if on_gpu else None,
         )
-        self.pipeline: Pipeline = make_pipeline(
-            self._compute,
-            batched=self.batched,
-            device=backend.device if on_gpu else "cpu",
-            options=options,
-        )
+        self.pipeline = _make_pipeline(self, options)
         self._closed = False
-        self._request_lists: ThreadPoolExecutor | None = None
-        if backend.handles_request_lists:
-            self._request_lists = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}/requests")
+
+    # -- merged batches (offline runs, benchmarks) ------------------------------------------
 
     def submit(self, inputs: Mapping[str, Any]) -> Future[Outputs]:
         """Queue one merged batch; the future holds every configured output."""
@@ -115,36 +124,23 @@ class ModelInstance:
 
     def submit_timed(self, inputs: Mapping[str, Any]) -> Future[TimedOutputs]:
         """Like ``submit``, with the batch's stage timings."""
-        return _map(self._submit([inputs]), lambda r: TimedOutputs(r.outputs, r.times))
+        return _map(self._submit([inputs]), _merged)
 
     def execute(self, inputs: Mapping[str, Any]) -> Outputs:
         return self.submit(inputs).result()
 
-    def submit_requests(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> Future[RequestResults]:
-        """Execute several requests as one batch; each entry is its request's outputs or error.
+    # -- request batches (the server's schedulers) ------------------------------------------
+
+    def submit_requests(self, requests: Sequence[Request]) -> Future[RequestResults]:
+        """Execute several requests as one batch; each entry is its request's result.
 
         The requests are collated straight into a pipeline slot (no intermediate concatenate).
         """
         return _map(self.submit_requests_timed(requests), lambda timed: timed.results)
 
-    def submit_requests_timed(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> Future[TimedRequests]:
+    def submit_requests_timed(self, requests: Sequence[Request]) -> Future[TimedRequests]:
         """Like ``submit_requests``, with the batch's stage timings."""
-        if self._request_lists is not None:
-            return self._submit_request_list(requests)
-        try:
-            sizes = request_sizes(requests, self.batched)
-        except HeadraceError as exc:
-            failed: Future[TimedRequests] = Future()
-            failed.set_exception(exc)
-            return failed
-        return _map(
-            self._submit(requests),
-            lambda r: TimedRequests(list(split_outputs(r.outputs, sizes)), r.times),
-        )
+        return _map(self._submit(self._prepare(requests)), _per_request)
 
     @property
     def depth(self) -> int:
@@ -160,7 +156,7 @@ class ModelInstance:
         """Whether :meth:`run_requests_now` may be used (host execution only)."""
         return not self.on_gpu
 
-    def run_requests_now(self, requests: Sequence[Mapping[str, np.ndarray]]) -> TimedRequests:
+    def run_requests_now(self, requests: Sequence[Request]) -> TimedRequests:
         """Execute one batch on the calling thread; raises what the batch raised.
 
         For batches that take less time than handing them to the pipeline's threads. The
@@ -170,16 +166,13 @@ class ModelInstance:
             raise Unavailable(f"model instance '{self.name}' runs on {self.backend.device}")
         if self._closed:
             raise Unavailable(f"model instance '{self.name}' is closed")
-        if self._request_lists is not None:
-            return self._run_request_list(requests)
-        sizes = request_sizes(requests, self.batched)
         try:
-            result = self.pipeline.run_now(requests)
+            result = self.pipeline.run_now(self._prepare(requests))
         except BaseException:
             self.stats.record_failure()
             raise
         self._record(result.times)
-        return TimedRequests(list(split_outputs(result.outputs, sizes)), result.times)
+        return _per_request(result)
 
     def close(self, *, drain: bool = True) -> None:
         """Finish in-flight batches (or refuse queued ones with ``drain=False``), then unload.
@@ -189,11 +182,17 @@ class ModelInstance:
         """
         self._closed = True
         self.pipeline.close(drain=drain)
-        if self._request_lists is not None:
-            self._request_lists.shutdown(wait=True, cancel_futures=not drain)
         self.backend.unload()
 
-    def _submit(self, requests: Sequence[Mapping[str, Any]]) -> Future[PipelineResult]:
+    # -- internals --------------------------------------------------------------------------
+
+    def _prepare(self, requests: Sequence[Request]) -> list[Any]:
+        """What the pipeline takes: work items for request lists, input mappings otherwise."""
+        if self.takes_work_items:
+            return [r if isinstance(r, WorkItem) else WorkItem(r) for r in requests]
+        return [r.inputs if isinstance(r, WorkItem) else r for r in requests]
+
+    def _submit(self, requests: Sequence[Any]) -> Future[PipelineResult]:
         try:
             future = self.pipeline.submit(requests)
         except HeadraceError as exc:
@@ -206,6 +205,14 @@ class ModelInstance:
     def _compute(self, inputs: Mapping[str, Any]) -> Outputs:
         try:
             return self.backend.execute(inputs)
+        except HeadraceError:
+            raise
+        except Exception as exc:
+            raise _execution_error(self.name, exc) from exc
+
+    def _execute_requests(self, items: Sequence[WorkItem]) -> list[RequestResult]:
+        try:
+            return self.backend.execute_requests(items)
         except HeadraceError:
             raise
         except Exception as exc:
@@ -227,33 +234,24 @@ class ModelInstance:
                 compute_output_ns=times.compute_output_ns,
             )
 
-    def _submit_request_list(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> Future[TimedRequests]:
-        future: Future[TimedRequests]
-        try:
-            if self._request_lists is None:
-                raise RuntimeError("no request-list worker")
-            future = self._request_lists.submit(self._run_request_list, requests)
-        except RuntimeError:
-            future = Future()
-            future.set_exception(Unavailable(f"model instance '{self.name}' is closed"))
-        return future
 
-    def _run_request_list(self, requests: Sequence[Mapping[str, np.ndarray]]) -> TimedRequests:
-        start = time.monotonic_ns()
-        try:
-            results = self.backend.execute_requests(requests)
-        except HeadraceError:
-            raise
-        except Exception as exc:
-            raise _execution_error(self.name, exc) from exc
-        times = StageTimes(
-            batch_size=sum(request_sizes(requests, self.batched)),
-            compute_ns=time.monotonic_ns() - start,
-        )
-        self.stats.record(times)
-        return TimedRequests(results, times)
+def _make_pipeline(instance: ModelInstance, options: PipelineOptions) -> Pipeline:
+    backend = instance.backend
+    if instance.takes_work_items:
+        stages = RequestListStages(instance._execute_requests, instance.batched, instance.name)
+        return Pipeline(stages, options)
+    device = backend.device if instance.on_gpu else "cpu"
+    return make_pipeline(
+        instance._compute, batched=instance.batched, device=device, options=options
+    )
+
+
+def _merged(result: PipelineResult) -> TimedOutputs:
+    return TimedOutputs(result.outputs, result.times)
+
+
+def _per_request(result: PipelineResult) -> TimedRequests:
+    return TimedRequests(result.results(), result.times)
 
 
 def merge_requests(
@@ -266,31 +264,17 @@ def merge_requests(
     """
     if len(requests) == 1:
         only = requests[0]
-        size = _batch_size(only) if batched else 1
-        return dict(only), [size]
+        return dict(only), request_sizes([only], batched)
     if not batched:
         raise InvalidInput("a model without a batch dimension executes one request at a time")
-    sizes = [_batch_size(r) for r in requests]
+    sizes = request_sizes(requests, batched)
     merged = {name: np.concatenate([r[name] for r in requests]) for name in requests[0]}
     return merged, sizes
 
 
-def split_outputs(outputs: Outputs, sizes: Sequence[int]) -> list[Outputs]:
-    """Split a batch's outputs back into per-request views (no copies)."""
-    if len(sizes) == 1:
-        return [outputs]
-    parts: list[Outputs] = [{} for _ in sizes]
-    for name, value in outputs.items():
-        start = 0
-        for index, size in enumerate(sizes):
-            parts[index][name] = value[start : start + size]
-            start += size
-    return parts
-
-
-def _map(source: Future[Any], convert: Any) -> Future[Any]:
+def _map(source: Future[Any], convert: Callable[[Any], T]) -> Future[T]:
     """A future completed with ``convert(source.result())`` or ``source``'s exception."""
-    target: Future[Any] = Future()
+    target: Future[T] = Future()
 
     def done(finished: Future[Any]) -> None:
         if finished.cancelled():
@@ -307,12 +291,6 @@ def _map(source: Future[Any], convert: Any) -> Future[Any]:
 
     source.add_done_callback(done)
     return target
-
-
-def _batch_size(inputs: Mapping[str, Any]) -> int:
-    for value in inputs.values():
-        return int(value.shape[0])
-    return 0
 
 
 def _execution_error(name: str, exc: BaseException) -> ModelExecutionError:

@@ -34,17 +34,21 @@ from __future__ import annotations
 
 import queue
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import numpy as np
-
-from headrace.engine.stats import StageTimes
+from headrace.engine.slots import (
+    Compute,
+    PipelineOptions,
+    PipelineResult,
+    Preprocess,
+    Requests,
+    SlotBase,
+    SlotStages,
+)
 from headrace.errors import InvalidInput, Unavailable
-from headrace.types import Outputs
 
 __all__ = [
     "Compute",
@@ -57,75 +61,6 @@ __all__ = [
     "SlotStages",
     "make_pipeline",
 ]
-
-Requests = Sequence[Mapping[str, np.ndarray]]
-Compute = Callable[[Mapping[str, Any]], Outputs]
-"""Executes one merged batch (numpy arrays, or torch tensors on the pipeline's device)."""
-Preprocess = Callable[[Requests], Requests]
-"""Host work run on the stage thread before collation (decoding, normalisation...)."""
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """How a pipeline is built; ``name`` prefixes its thread and NVTX range names."""
-
-    num_buffers: int = 2
-    pin_memory: bool = True
-    name: str = ""
-    preprocess: Preprocess | None = None
-    poison: bool = False
-    """Debug aid: fill a slot's buffers with 0xFF bytes when released, so that any reader of a
-    released slot sees garbage (NaN for floats) instead of plausible stale data."""
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    """One batch's outputs (host numpy arrays the caller owns) and its stage timings."""
-
-    outputs: Outputs
-    times: StageTimes
-
-
-@dataclass(eq=False)
-class SlotBase:
-    """What every slot records about its current batch; device halves subclass it."""
-
-    index: int
-    batch_size: int = 0
-    stage_ns: int = 0
-    handover_ns: int = 0
-
-
-SlotT = TypeVar("SlotT", bound=SlotBase)
-
-
-class SlotStages(ABC, Generic[SlotT]):
-    """The device-specific half of a pipeline: what each stage does to a slot."""
-
-    @abstractmethod
-    def make_slot(self, index: int) -> SlotT: ...
-
-    @abstractmethod
-    def stage(self, slot: SlotT, requests: Requests) -> None:
-        """Collate ``requests`` into the slot's host buffers (stage thread)."""
-
-    @abstractmethod
-    def launch(self, slot: SlotT) -> None:
-        """Start (GPU) or run (CPU) the copies and compute of the staged batch."""
-
-    @abstractmethod
-    def hand_over(self, slot: SlotT) -> Outputs:
-        """Wait for the batch, return outputs copied out of the slot."""
-
-    @abstractmethod
-    def times(self, slot: SlotT) -> StageTimes:
-        """The finished batch's stage timings."""
-
-    def abandon(self, slot: SlotT) -> None:
-        """After a failure: return once no queued device work can still touch the slot."""
-
-    def poison(self, slot: SlotT) -> None:
-        """Overwrite the slot's buffers with a sentinel (see ``PipelineOptions.poison``)."""
 
 
 @dataclass(eq=False)
@@ -224,7 +159,7 @@ class Pipeline:
         try:
             self._stages.stage(slot, requests)
             self._stages.launch(slot)
-            return PipelineResult(self._stages.hand_over(slot), self._stages.times(slot))
+            return self._result(slot)
         except BaseException:
             self._stages.abandon(slot)
             raise
@@ -280,9 +215,7 @@ class Pipeline:
         result: PipelineResult | None = None
         if batch.error is None:
             try:
-                result = PipelineResult(
-                    self._stages.hand_over(batch.slot), self._stages.times(batch.slot)
-                )
+                result = self._result(batch.slot)
             except BaseException as exc:
                 batch.error = exc
         if batch.slot is not None:
@@ -291,6 +224,11 @@ class Pipeline:
             batch.future.set_result(result)
         else:
             batch.future.set_exception(batch.error or RuntimeError("batch lost its result"))
+
+    def _result(self, slot: SlotBase) -> PipelineResult:
+        outputs = self._stages.hand_over(slot)
+        per_request, slot.per_request = slot.per_request, None
+        return PipelineResult(outputs, self._stages.times(slot), slot.sizes, per_request)
 
     def _release(self, batch: _Batch) -> None:
         slot = batch.slot

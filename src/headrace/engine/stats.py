@@ -14,8 +14,24 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, fields
+from typing import Protocol
 
-__all__ = ["STAGES", "InstanceStats", "StageTimes", "StatsSnapshot"]
+__all__ = ["STAGES", "InstanceStats", "StageTimes", "StatsSink", "StatsSnapshot"]
+
+
+class StatsSink(Protocol):
+    """Receives timings for Triton-style statistics and metrics (nanoseconds, monotonic)."""
+
+    def record_request(self, *, success: bool, queue_ns: int, total_ns: int) -> None: ...
+
+    def record_batch(
+        self,
+        *,
+        batch_size: int,
+        compute_input_ns: int,
+        compute_infer_ns: int,
+        compute_output_ns: int,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -15,27 +15,41 @@ from headrace.scheduling.dispatch import NullStats, QueueingScheduler
 from headrace.scheduling.dynamic import DynamicBatcher
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
 from headrace.scheduling.queue_policy import PriorityQueues, QueuePolicy
+from headrace.scheduling.router import NoRouter, Route, Router
+from headrace.scheduling.sinks import FutureSink, StreamResponse, StreamSink
 
 __all__ = [
     "BatchOutcome",
     "DefaultScheduler",
     "DynamicBatcher",
+    "FutureSink",
     "InstancePool",
     "Lease",
+    "NoRouter",
     "NullStats",
     "PriorityQueues",
     "QueuePolicy",
     "QueueingScheduler",
+    "Route",
+    "Router",
     "Scheduler",
     "StatsSink",
+    "StreamResponse",
+    "StreamSink",
     "make_scheduler",
 ]
 
 
 def make_scheduler(
-    config: Any, pool: InstancePool, stats: StatsSink | None = None, source: str = ""
+    config: Any,
+    pool: InstancePool,
+    stats: StatsSink | None = None,
+    source: str = "",
+    router: Router | None = None,
 ) -> Scheduler:
     """The scheduler for a model version, given its ``ModelConfig`` and instance pool.
+
+    ``router`` reaches the other loaded models (an ensemble's steps); without one, none are.
 
     Sequence batching and ensembles have their own schedulers (``scheduling.sequence``,
     ``scheduling.ensemble``); they are refused here with Unsupported.

@@ -1,55 +1,53 @@
-"""The scheduler contract: how the server core hands validated requests to a model's instances.
+"""The scheduler contract: how the server core hands validated work items to a model's instances.
 
 Promises:
-- ``schedule`` is called on the server's asyncio loop with inputs already validated against the
-  model configuration (names, dtypes, shapes, batch size). It resolves to that request's
-  outputs (every configured output; the core filters what the client asked for) or raises a
-  :mod:`headrace.errors` exception that concerns that request alone.
-- A full queue raises :class:`~headrace.errors.Unavailable` at once; a request whose
-  ``timeout_us`` passes while queued raises :class:`~headrace.errors.DeadlineExceeded`
-  (or is delayed, per the queue policy).
+- ``submit`` is called on the server's asyncio loop with a :class:`~headrace.types.WorkItem`
+  whose inputs were already validated against the model configuration (names, dtypes, shapes,
+  batch size). It either refuses at once, raising a :mod:`headrace.errors` exception (a full
+  queue raises :class:`~headrace.errors.Unavailable`), or accepts the item and returns a
+  ticket. An accepted item is answered exactly once through its sink: ``send(outputs,
+  final=True)`` with every configured output (the core filters what the client asked for),
+  or ``fail(error)`` with an error that concerns that request alone. A decoupled model
+  answers through the sink itself, any number of times and then final; its scheduler only
+  fails the sink when the model could not run the request.
+- A request whose ``timeout_us`` passes while queued fails with
+  :class:`~headrace.errors.DeadlineExceeded` (or is delayed, per the queue policy).
+- ``withdraw(ticket)`` says the caller went away: a request still queued leaves the queue at
+  once; one already in a batch runs to the end and its answer is dropped by the sink.
 - ``drain`` stops accepting new requests (they raise ``Unavailable``) and returns once every
   accepted request has completed.
 - Timings go to the ``StatsSink`` given at construction, in nanoseconds from
   ``time.monotonic_ns()``.
+- A scheduler that needs other models (an ensemble's steps) reaches them through the
+  :class:`~headrace.scheduling.router.Router` it was built with, never through the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 
-from headrace.types import Outputs
+from headrace.engine.stats import StatsSink
+from headrace.scheduling.sinks import FutureSink
+from headrace.types import Outputs, WorkItem
 
 __all__ = ["Scheduler", "StatsSink"]
 
 
-class StatsSink(Protocol):
-    """Receives timings for Triton-style statistics and metrics."""
-
-    def record_request(self, *, success: bool, queue_ns: int, total_ns: int) -> None: ...
-
-    def record_batch(
-        self,
-        *,
-        batch_size: int,
-        compute_input_ns: int,
-        compute_infer_ns: int,
-        compute_output_ns: int,
-    ) -> None: ...
-
-
 class Scheduler(ABC):
-    """Queues requests for one model version and executes them on its instance pool."""
+    """Queues work items for one model version and executes them on its instance pool."""
 
     @abstractmethod
-    async def schedule(
-        self, inputs: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
-    ) -> Outputs:
-        """Execute one request (batch dimension first when the model batches)."""
+    def submit(self, item: WorkItem) -> Any:
+        """Accept ``item`` (its sink is answered later) and return its ticket, or raise."""
+
+    @abstractmethod
+    def withdraw(self, ticket: Any) -> None:
+        """The caller of an accepted item went away; forget it if it is still queued."""
 
     @abstractmethod
     async def drain(self) -> None:
@@ -59,3 +57,18 @@ class Scheduler(ABC):
     @abstractmethod
     def pending(self) -> int:
         """Requests accepted but not yet completed (``nv_inference_pending_request_count``)."""
+
+    async def schedule(
+        self, inputs: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
+    ) -> Outputs:
+        """Execute one request with a single response and return its outputs.
+
+        A convenience over ``submit`` for callers without a work item of their own.
+        """
+        sink = FutureSink(asyncio.get_running_loop())
+        ticket = self.submit(WorkItem(inputs, sink, priority=priority, timeout_us=timeout_us))
+        try:
+            return await sink.future
+        except asyncio.CancelledError:
+            self.withdraw(ticket)
+            raise

@@ -64,7 +64,7 @@ class DefaultScheduler(QueueingScheduler):
             if not item.queued:
                 continue
             self._discard(item)
-            if item.future.done():  # cancelled by its caller while queued
+            if item.gone:  # its caller went away while it was queued
                 continue
             return [item]
         return None

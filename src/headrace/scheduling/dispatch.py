@@ -1,8 +1,8 @@
 """The machinery every queueing scheduler shares: accept, queue, pump, execute, resolve.
 
 A subclass only says how requests queue and which ones form the next batch. This class owns
-the rest: one future per request (each caller awaits its own, so responses never cross),
-the pending count, draining, statistics, and an event-driven pump. The pump runs (via
+the rest: one ticket per work item (each is answered through its own sink, so responses never
+cross), the pending count, draining, statistics, and an event-driven pump. The pump runs (via
 ``call_soon``, so requests arriving in the same loop iteration can share a batch) whenever a
 request arrives, an instance frees a slot, or a timer set with ``call_at`` for the next queue
 deadline or batching delay fires. Nothing polls.
@@ -18,6 +18,7 @@ from functools import partial
 
 import numpy as np
 
+from headrace.backends.base import RequestResult
 from headrace.errors import (
     DeadlineExceeded,
     HeadraceError,
@@ -29,7 +30,7 @@ from headrace.errors import (
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.pool import BatchOutcome, InstancePool
 from headrace.scheduling.queue_policy import QueuedRequest
-from headrace.types import Outputs
+from headrace.types import WorkItem
 
 __all__ = ["NullStats", "QueueingScheduler"]
 
@@ -113,29 +114,28 @@ class QueueingScheduler(Scheduler):
     def draining(self) -> bool:
         return self._draining
 
-    async def schedule(
-        self, inputs: Mapping[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
-    ) -> Outputs:
+    def submit(self, item: WorkItem) -> QueuedRequest:
         start_ns = time.monotonic_ns()
-        loop = asyncio.get_running_loop()
-        self._loop = loop
         try:
             if self._draining:
                 raise Unavailable(f"model '{self.name}' is shutting down; request refused")
-            item = QueuedRequest(inputs, self._request_size(inputs), loop.create_future(), start_ns)
-            self._push(item, priority, timeout_us, start_ns)
+            ticket = QueuedRequest(item, self._request_size(item.inputs), start_ns)
+            self._push(ticket, item.priority, item.timeout_us, start_ns)
         except HeadraceError:
             self._record_request(False, 0, start_ns, time.monotonic_ns())
             raise
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         self._pending += 1
         self._idle.clear()
         self._kick()
-        try:
-            return await item.future
-        finally:
-            self._discard(item)
-            self._pending -= 1
-            self._check_idle()
+        return ticket
+
+    def withdraw(self, ticket: QueuedRequest) -> None:
+        if ticket.settled or not ticket.queued:
+            return  # answered already, or in a batch: it finishes there
+        self._discard(ticket)
+        self._settle(ticket)
 
     async def drain(self) -> None:
         """Refuse new requests, dispatch queued ones without further delay, wait for all."""
@@ -184,7 +184,7 @@ class QueueingScheduler(Scheduler):
                 self._resolve(item, error, now_ns, now_ns)
             return
         self._batches_in_flight += 1
-        outcome = self._pool.execute(lease, [item.inputs for item in batch])
+        outcome = self._pool.execute(lease, [ticket.item for ticket in batch])
         outcome.add_done_callback(partial(self._finish_batch, batch, now_ns))
 
     def _finish_batch(
@@ -205,19 +205,26 @@ class QueueingScheduler(Scheduler):
 
     def _resolve(
         self,
-        item: QueuedRequest,
-        value: Outputs | BaseException,
+        ticket: QueuedRequest,
+        value: RequestResult,
         dispatch_ns: int,
         end_ns: int,
     ) -> None:
+        """Answer one request (None: the backend answered through its sink) and count it out."""
         success = not isinstance(value, BaseException)
-        self._record_request(success, dispatch_ns - item.enqueue_ns, item.enqueue_ns, end_ns)
-        if item.future.done():  # the caller went away
-            return
+        self._record_request(success, dispatch_ns - ticket.enqueue_ns, ticket.enqueue_ns, end_ns)
+        self._settle(ticket)
+        sink = ticket.item.sink
         if isinstance(value, BaseException):
-            item.future.set_exception(_as_headrace_error(self.name, value))
-        else:
-            item.future.set_result(value)
+            sink.fail(_as_headrace_error(self.name, value))
+        elif value is not None:
+            sink.send(value, final=True)
+
+    def _settle(self, ticket: QueuedRequest) -> None:
+        if not ticket.settled:
+            ticket.settled = True
+            self._pending -= 1
+            self._check_idle()
 
     def _reject_late(self, item: QueuedRequest, now_ns: int) -> None:
         waited_us = (now_ns - item.enqueue_ns) // 1000

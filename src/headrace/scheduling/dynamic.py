@@ -78,7 +78,7 @@ class DynamicBatcher(QueueingScheduler):
         preferred_count = 0
         full = False
         for item in self._queues:
-            if item.future.done():  # cancelled by its caller; schedule() discards it
+            if item.gone:  # its caller went away; withdraw() takes it out
                 continue
             if size + item.batch_size > self.limit:
                 full = True

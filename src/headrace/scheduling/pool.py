@@ -3,7 +3,7 @@
 An instance holds at most ``depth`` batches in flight (default: ``ModelInstance.depth``, the
 pipeline's slots on a GPU so copies overlap compute, one on the CPU); instances of a group run
 concurrently, each on its own pipeline threads. Batches go to the least busy instance.
-``ModelInstance.submit_requests_timed`` never blocks (the pipeline contract), so batches are
+``submit_requests_timed`` of an instance (see :mod:`headrace.engine.executor`) never blocks (the pipeline contract), so batches are
 submitted straight from the event loop; completions come back through
 ``call_soon_threadsafe``. All accounting happens on the event loop thread.
 
@@ -34,10 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headrace.engine.instance import ModelInstance, TimedRequests
+from headrace.backends.base import RequestResult
+from headrace.engine.executor import Executor
+from headrace.engine.instance import TimedRequests
 from headrace.engine.stats import StageTimes
 from headrace.errors import HeadraceError, InvalidConfig, ModelExecutionError
-from headrace.types import Outputs
+from headrace.types import WorkItem
 
 __all__ = ["BatchOutcome", "InstancePool", "Lease"]
 
@@ -53,12 +55,14 @@ class Lease:
 class BatchOutcome:
     """What a batch produced: per-request outputs or errors, and how long it took.
 
+    An entry of None means the backend answered that request through its sink (decoupled).
+
     A batch that failed as a whole carries its error in every request's entry and no
     ``times``. ``start_ns``/``end_ns`` bracket the batch from submission to completion
     (``time.monotonic_ns``); ``times`` are the pipeline's own stage timings.
     """
 
-    results: list[Outputs | BaseException]
+    results: list[RequestResult]
     start_ns: int
     end_ns: int
     instance: str
@@ -82,7 +86,7 @@ def _average(previous: float | None, cost: float) -> float:
 
 @dataclass
 class _Member:
-    instance: ModelInstance
+    instance: Executor
     depth: int
     in_flight: int = 0
     loop_cost_ns: float | None = None
@@ -121,7 +125,7 @@ class InstancePool:
 
     def __init__(
         self,
-        instances: Sequence[ModelInstance],
+        instances: Sequence[Executor],
         *,
         depth: int | None = None,
         run_now_below_us: float = 0.0,
@@ -148,7 +152,7 @@ class InstancePool:
         return len(self._members)
 
     @property
-    def instances(self) -> list[ModelInstance]:
+    def instances(self) -> list[Executor]:
         return [member.instance for member in self._members]
 
     @property
@@ -175,8 +179,17 @@ class InstancePool:
         if callback in self._listeners:
             self._listeners.remove(callback)
 
-    def try_acquire(self) -> Lease | None:
-        """Reserve a slot on the least busy instance with room, or None when all are full."""
+    def try_acquire(self, affinity: int | None = None) -> Lease | None:
+        """Reserve a slot on the least busy instance with room, or None when all are full.
+
+        ``affinity`` restricts the choice to that instance (a sequence's state lives there).
+        """
+        if affinity is not None:
+            member = self._members[affinity]
+            if member.in_flight >= member.depth:
+                return None
+            member.in_flight += 1
+            return Lease(affinity)
         best: int | None = None
         for index, member in enumerate(self._members):
             if member.in_flight < member.depth and (
@@ -188,11 +201,11 @@ class InstancePool:
         self._members[best].in_flight += 1
         return Lease(best)
 
-    async def acquire(self) -> Lease:
+    async def acquire(self, affinity: int | None = None) -> Lease:
         """Wait for a free slot (first come, first served) and reserve it."""
         while True:
             if not self._waiters:
-                lease = self.try_acquire()
+                lease = self.try_acquire(affinity)
                 if lease is not None:
                     return lease
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -206,12 +219,12 @@ class InstancePool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            lease = self.try_acquire()
+            lease = self.try_acquire(affinity)
             if lease is not None:
                 return lease
 
     def execute(
-        self, lease: Lease, requests: Sequence[Mapping[str, np.ndarray]]
+        self, lease: Lease, requests: Sequence[WorkItem | Mapping[str, np.ndarray]]
     ) -> asyncio.Future[BatchOutcome]:
         """Start one batch on the leased instance now; the slot frees when the batch is done."""
         loop = asyncio.get_running_loop()
@@ -244,10 +257,12 @@ class InstancePool:
         return outcome
 
     async def run(
-        self, requests: Sequence[Mapping[str, np.ndarray]]
-    ) -> list[Outputs | BaseException]:
+        self,
+        requests: Sequence[WorkItem | Mapping[str, np.ndarray]],
+        affinity: int | None = None,
+    ) -> list[RequestResult]:
         """Run one batch on the first free instance; per-request outputs or errors."""
-        lease = await self.acquire()
+        lease = await self.acquire(affinity)
         outcome = await self.execute(lease, requests)
         return outcome.results
 
@@ -285,7 +300,9 @@ class InstancePool:
 
 
 def _run_now(
-    instance: ModelInstance, requests: Sequence[Mapping[str, np.ndarray]], start_ns: int
+    instance: Executor,
+    requests: Sequence[WorkItem | Mapping[str, np.ndarray]],
+    start_ns: int,
 ) -> BatchOutcome:
     try:
         timed = instance.run_requests_now(requests)

@@ -13,7 +13,6 @@ Everything here runs on the event loop thread; nothing is thread-safe on purpose
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 from collections import deque
@@ -21,10 +20,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from headrace.errors import InvalidConfig, Unavailable
-from headrace.types import Outputs
+from headrace.types import WorkItem
 
 __all__ = ["PriorityQueues", "QueuePolicy", "QueuedRequest", "TimeoutAction"]
 
@@ -32,19 +29,29 @@ TimeoutAction = str
 """``"REJECT"`` or ``"DELAY"``, as ``ModelQueuePolicy.TimeoutAction`` names them."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class QueuedRequest:
-    """One accepted request while it waits for, and then runs in, a batch."""
+    """One accepted work item while it waits for, and then runs in, a batch.
 
-    inputs: Mapping[str, np.ndarray]
+    It is the scheduler's ticket for the item: ``Scheduler.submit`` returns it and
+    ``Scheduler.withdraw`` takes it back.
+    """
+
+    item: WorkItem
     batch_size: int
-    future: asyncio.Future[Outputs]
     enqueue_ns: int
     level: int = 0
     deadline_ns: int = 0
     """Monotonic deadline in ns; 0 when the request has none."""
     queued: bool = True
     delayed: bool = False
+    settled: bool = False
+    """Answered or withdrawn: no longer counted as pending."""
+
+    @property
+    def gone(self) -> bool:
+        """Whether nobody waits for this request any more (its caller went away)."""
+        return self.item.sink.done
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,15 @@
-"""The protocol-free inference server: model lifecycle, routing, readiness and statistics.
+"""The protocol-free inference core: inference, readiness, metadata and statistics.
 
 The HTTP and gRPC frontends are thin: they parse the wire format into
 :mod:`headrace.types`, call one method here, and map :mod:`headrace.errors` to statuses.
 Everything async here runs on the one asyncio loop that also runs the frontends; model
 execution happens on instance threads.
 
-Lifecycle, as Triton's model control modes:
-
-- ``none``: every model of the repository loads at :meth:`InferenceServer.start`; load and
-  unload requests are refused.
-- ``explicit``: only ``load_models`` load at start (``"*"`` = all); after that, models load and
-  unload on request (:meth:`load_model` takes Triton's config override and ``file:`` contents).
-- ``poll``: like ``none``, then the repository is rescanned every ``repository_poll_secs``;
-  new models load, changed ones reload, removed ones unload.
-
-A reload builds the whole new version set first and swaps it in at once; if anything fails the
-old set keeps serving and the error is raised (and shown in the repository index). Unloading
-stops routing to a model at once, then drains its accepted requests before closing it.
+A request becomes a :class:`~headrace.types.WorkItem` with a response sink here: a future
+for :meth:`InferenceServer.infer` (one response), a stream for :meth:`InferenceServer.stream`
+(decoupled models answer zero or more times, then final). Which models serve, and their
+lifecycle, is the :class:`~headrace.server.registry.ModelRegistry`'s concern; this class
+delegates model control to it.
 """
 
 from __future__ import annotations
@@ -25,18 +18,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from headrace.config import (
-    ModelConfig,
-    available_gpus,
-    fill_defaults,
-    input_specs,
-    output_specs,
-    validate_config,
-)
+from headrace.backends.base import BackendFactory
+from headrace.config import ModelConfig, output_specs
 from headrace.errors import (
     HeadraceError,
     InternalError,
@@ -46,9 +33,10 @@ from headrace.errors import (
     Unavailable,
     Unsupported,
 )
-from headrace.server.loading import BackendFactory, VersionSource, load_version
+from headrace.scheduling.sinks import FutureSink, StreamSink
 from headrace.server.metrics import VersionSample
-from headrace.server.models import LoadedVersion, ModelRecord, ModelState, ModelTable
+from headrace.server.models import LoadedVersion, ModelState
+from headrace.server.registry import ModelControlMode, ModelRegistry
 from headrace.server.reports import (
     BatchStatistics,
     Duration,
@@ -57,20 +45,11 @@ from headrace.server.reports import (
     RepositoryIndexEntry,
     ServerMetadata,
 )
-from headrace.server.sources import (
-    ScratchDirs,
-    entry_sources,
-    fingerprint,
-    load_repository_backend,
-    open_repository,
-    parse_override,
-)
-from headrace.server.validation import Signature, validate_request
-from headrace.types import InferenceRequest, InferenceResponse
+from headrace.server.validation import validate_request
+from headrace.types import InferenceRequest, InferenceResponse, WorkItem
 
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository
-    from headrace.repository.scan import ScanReport
 
 __all__ = [
     "BatchStatistics",
@@ -82,10 +61,9 @@ __all__ = [
     "RepositoryIndexEntry",
     "ServerMetadata",
     "ServerOptions",
+    "StreamedResponse",
 ]
 
-ModelControlMode = Literal["none", "poll", "explicit"]
-_MODES = ("none", "poll", "explicit")
 _EXTENSIONS = (
     "binary_tensor_data",
     "model_configuration",
@@ -95,7 +73,6 @@ _EXTENSIONS = (
     "schedule_policy",
     "statistics",
 )
-_UNLOADED = "unloaded"
 _log = logging.getLogger(__name__)
 
 
@@ -125,16 +102,8 @@ class ServerOptions:
             )
 
 
-@dataclass(frozen=True)
-class _Registered:
-    """A model registered from code: its completed config and backend factory."""
-
-    config: ModelConfig
-    factory: BackendFactory
-
-
 class InferenceServer:
-    """Owns the repository's models; one per process."""
+    """The inference core of one server process; models are the registry's."""
 
     def __init__(
         self,
@@ -144,25 +113,20 @@ class InferenceServer:
         load_models: Iterable[str] = (),
         options: ServerOptions | None = None,
     ) -> None:
-        if model_control_mode not in _MODES:
-            raise InvalidConfig(
-                f"model_control_mode must be one of {list(_MODES)}, got {model_control_mode!r}"
-            )
         self.options = options or ServerOptions()
-        self.mode: ModelControlMode = model_control_mode
-        self.load_models = tuple(load_models)
-        if "*" in self.load_models and len(self.load_models) > 1:
-            raise InvalidConfig("load_models '*' must be given alone")
-        self._repository = open_repository(repository, self.options.strict_model_config)
-        self._models = ModelTable()
-        self._registered: dict[str, _Registered] = {}
-        self._problems: dict[str, str] = {}
-        self._fingerprints: dict[str, str] = {}
-        self._scratch = ScratchDirs()
+        self.models = ModelRegistry(
+            repository, mode=model_control_mode, load_models=load_models, options=self.options
+        )
         self._started = False
         self._stopping = False
-        self._stop_event: asyncio.Event | None = None
-        self._poll_task: asyncio.Task[None] | None = None
+
+    @property
+    def mode(self) -> ModelControlMode:
+        return self.models.mode
+
+    @property
+    def load_models(self) -> tuple[str, ...]:
+        return self.models.load_models
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -170,37 +134,15 @@ class InferenceServer:
         """Load the startup models (per mode) and start polling in ``poll`` mode."""
         if self._started:
             return
-        self._stop_event = asyncio.Event()
-        if self._repository is not None:
-            report = await self._scan()
-            if self.mode == "explicit" and "*" not in self.load_models:
-                names = list(self.load_models)
-            else:
-                names = sorted(set(report.names()) | set(self._problems))
-            for name in names:
-                try:
-                    await self._load(name, report=report)
-                except HeadraceError as exc:
-                    _log.error("model '%s' failed to load: %s", name, exc.message)
+        await self.models.start()
         self._started = True
-        if self.mode == "poll" and self._repository is not None:
-            self._poll_task = asyncio.create_task(self._poll_loop(), name="headrace-poll")
 
     async def stop(self) -> None:
         """Refuse new requests, drain every model's accepted ones, and unload everything."""
         if self._stopping:
             return
         self._stopping = True
-        if self._stop_event is not None:
-            self._stop_event.set()
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            await asyncio.gather(self._poll_task, return_exceptions=True)
-        await asyncio.gather(
-            *(self._unload(record, "server stopped") for record in self._models),
-            return_exceptions=True,
-        )
-        self._scratch.drop_all()
+        await self.models.stop()
 
     def live(self) -> bool:
         return not self._stopping
@@ -209,22 +151,74 @@ class InferenceServer:
         """Started, not stopping, and (strict readiness) every model known is READY."""
         if not self._started or self._stopping:
             return False
-        if not self.options.strict_readiness:
-            return True
-        # Models unloaded on request do not count against readiness, as in Triton.
-        return all(
-            record.state == ModelState.READY or record.reason == _UNLOADED
-            for record in self._models
-        )
+        return not self.options.strict_readiness or self.models.all_ready()
 
     # -- inference --------------------------------------------------------------------------
 
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        """Validate, schedule and execute one request. Raises headrace.errors on failure."""
+    async def infer(
+        self, request: InferenceRequest, *, endpoint: str = "this endpoint"
+    ) -> InferenceResponse:
+        """Validate, schedule and execute one request with one response.
+
+        Raises headrace.errors on failure. A decoupled model answers through :meth:`stream`
+        only; ``endpoint`` names the caller in the error that says so.
+        """
+        loaded, start_ns = self._route(request)
+        if loaded.decoupled:
+            raise Unsupported(
+                f"{endpoint} doesn't support models with decoupled transaction policy"
+            )
+        sink = FutureSink(asyncio.get_running_loop())
+        ticket = self._submit(loaded, WorkItem.from_request(request, sink), start_ns)
+        try:
+            outputs = await sink.future
+        except asyncio.CancelledError:
+            loaded.scheduler.withdraw(ticket)
+            loaded.stats.record_failure_reason("CANCELED")
+            raise
+        except BaseException as exc:
+            raise self._failed(loaded, exc) from None
+        return self._response(loaded, request, outputs)
+
+    async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamedResponse]:
+        """Validate, schedule and execute one request, yielding every response it gets.
+
+        A plain model yields one final response (or error). A decoupled model yields what it
+        sends, in order, the last one final; an error response carries ``error`` (the
+        request's statistics count it as failed), a final flag sent without a response has
+        neither ``response`` nor ``error``. Routing and validation errors are raised before
+        anything is yielded.
+        """
+        loaded, start_ns = self._route(request)
+        sink = StreamSink(asyncio.get_running_loop())
+        ticket = self._submit(loaded, WorkItem.from_request(request, sink), start_ns)
+        finished = False
+        try:
+            async for sent in sink.responses():
+                finished = sent.final
+                if sent.error is not None:
+                    yield StreamedResponse(None, sent.final, self._failed(loaded, sent.error))
+                elif sent.outputs is None:
+                    yield StreamedResponse(None, sent.final)
+                else:
+                    response = self._response(loaded, request, sent.outputs, sent.parameters)
+                    yield StreamedResponse(response, sent.final)
+        except (asyncio.CancelledError, GeneratorExit):
+            sink.close()
+            if not finished:
+                loaded.scheduler.withdraw(ticket)
+                loaded.stats.record_failure_reason("CANCELED")
+            raise
+
+    def is_decoupled(self, name: str, version: str = "") -> bool:
+        """Whether the model answers a request with any number of responses (decoupled)."""
+        return self.models.route(name, version).decoupled
+
+    def _route(self, request: InferenceRequest) -> tuple[LoadedVersion, int]:
         if self._stopping:
             raise Unavailable("server is shutting down; no new requests are accepted")
         start_ns = time.monotonic_ns()
-        loaded = self._models.resolve(request.model_name, request.model_version)
+        loaded = self.models.route(request.model_name, request.model_version)
         try:
             validate_request(request, loaded.signature)
         except InvalidInput:
@@ -233,33 +227,45 @@ class InferenceServer:
             )
             loaded.stats.record_failure_reason("OTHER")
             raise
+        return loaded, start_ns
+
+    def _submit(self, loaded: LoadedVersion, item: WorkItem, start_ns: int) -> Any:
         try:
-            outputs = await loaded.scheduler.schedule(
-                request.inputs, priority=request.priority, timeout_us=request.timeout_us
-            )
-        except asyncio.CancelledError:
-            loaded.stats.record_failure_reason("CANCELED")
-            raise
+            return loaded.scheduler.submit(item)
         except BaseException as exc:
-            loaded.stats.record_failure_reason(_failure_reason(exc))
-            if isinstance(exc, HeadraceError):
-                raise
-            raise InternalError(
-                f"model '{loaded.name}' version {loaded.version} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._failed(loaded, exc) from None
+
+    def _failed(self, loaded: LoadedVersion, exc: BaseException) -> BaseException:
+        """Count a failed request and return the error to raise (internal ones wrapped)."""
+        loaded.stats.record_failure_reason(_failure_reason(exc))
+        if isinstance(exc, HeadraceError) or not isinstance(exc, Exception):
+            return exc
+        error = InternalError(
+            f"model '{loaded.name}' version {loaded.version} failed: {type(exc).__name__}: {exc}"
+        )
+        error.__cause__ = exc
+        return error
+
+    def _response(
+        self,
+        loaded: LoadedVersion,
+        request: InferenceRequest,
+        outputs: Mapping[str, Any],
+        parameters: Mapping[str, Any] | None = None,
+    ) -> InferenceResponse:
         return InferenceResponse(
             model_name=loaded.name,
-            model_version=str(loaded.version),
+            model_version=loaded.label,
             outputs=_select_outputs(outputs, request, loaded),
             id=request.id,
+            parameters=parameters or {},
         )
 
     # -- health and metadata ----------------------------------------------------------------
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:
-            self._models.resolve(name, version)
+            self.models.route(name, version)
         except HeadraceError:
             return False
         return not self._stopping
@@ -270,8 +276,8 @@ class InferenceServer:
         return ServerMetadata(name=self.options.name, version=__version__, extensions=_EXTENSIONS)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        loaded = self._models.resolve(name, version)
-        record = self._models.record(name)
+        loaded = self.models.route(name, version)
+        record = self.models.table.record(name)
         config = loaded.config
         return ModelMetadata(
             name=name,
@@ -284,7 +290,7 @@ class InferenceServer:
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
         config = ModelConfig()
-        config.CopyFrom(self._models.resolve(name, version).config)
+        config.CopyFrom(self.models.route(name, version).config)
         return config
 
     def statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
@@ -292,8 +298,8 @@ class InferenceServer:
         if not name:
             return [loaded.stats.snapshot() for loaded in self._sorted_loaded()]
         if version:
-            return [self._models.resolve(name, version).stats.snapshot()]
-        record = self._models.get(name)
+            return [self.models.route(name, version).stats.snapshot()]
+        record = self.models.table.get(name)
         if record is None:
             raise ModelNotFound(f"unknown model '{name}'")
         return [record.versions[v].stats.snapshot() for v in sorted(record.versions)]
@@ -315,11 +321,10 @@ class InferenceServer:
 
     def repository_index(self, ready_only: bool = False) -> list[RepositoryIndexEntry]:
         """Every model the server knows (repository and registered), with Triton's states."""
-        names = set(self._fingerprints) | set(self._problems) | set(self._registered)
-        names.update(record.name for record in self._models)
+        names = self.models.known_names()
         index: list[RepositoryIndexEntry] = []
         for name in sorted(names):
-            record = self._models.get(name)
+            record = self.models.table.get(name)
             if record is not None and record.versions:
                 state = ModelState.READY if record.state == ModelState.READY else record.state
                 index.extend(
@@ -330,224 +335,48 @@ class InferenceServer:
                 )
             elif record is not None:
                 index.append(RepositoryIndexEntry(name, "", record.state, record.reason))
-            elif name in self._problems:
-                index.append(
-                    RepositoryIndexEntry(name, "", ModelState.UNAVAILABLE, self._problems[name])
-                )
+            elif (problem := self.models.problem(name)) is not None:
+                index.append(RepositoryIndexEntry(name, "", ModelState.UNAVAILABLE, problem))
             else:
                 index.append(RepositoryIndexEntry(name, "", "", ""))
         if ready_only:
             index = [entry for entry in index if entry.state == ModelState.READY]
         return index
 
-    # -- model control ----------------------------------------------------------------------
+    # -- model control (the registry's) ----------------------------------------------------
 
     async def load_model(
         self, name: str, config: str | None = None, files: dict[str, bytes] | None = None
     ) -> None:
         """Load or reload; a failed reload keeps the old version serving."""
-        self._check_control("load")
-        override = parse_override(name, config) if config is not None else None
-        if files and override is None:
-            raise InvalidInput(f"loading model '{name}' from files needs a config override too")
-        await self._load(name, override=override, files=files or None)
+        await self.models.load(name, config, files)
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
         """Stop routing to ``name``, drain its accepted requests, then unload it."""
-        self._check_control("unload")
-        record = self._models.get(name)
-        if record is None:
-            if name in self._fingerprints or name in self._problems or name in self._registered:
-                return  # known but not loaded: nothing to do, as Triton
-            raise ModelNotFound(f"unknown model '{name}'")
-        await self._unload(record, _UNLOADED)
+        await self.models.unload(name, unload_dependents)
 
     async def register_model(
         self, name: str, backend_factory: BackendFactory, config: ModelConfig
     ) -> None:
         """Serve a model built from code (the binding's callables); reloads when registered again."""
-        completed = ModelConfig()
-        completed.CopyFrom(config)
-        if completed.name and completed.name != name:
-            raise InvalidConfig(f"config names model '{completed.name}', registered as '{name}'")
-        completed.name = name
-        fill_defaults(completed, gpus=available_gpus(), source=f"model '{name}'")
-        validate_config(completed, f"model '{name}'")
-        self._registered[name] = _Registered(completed, backend_factory)
-        await self._load(name)
+        await self.models.register(name, backend_factory, config)
 
     async def poll_once(self) -> None:
         """Rescan the repository and load new, reload changed and unload removed models."""
-        if self._repository is None:
-            return
-        known = set(self._fingerprints)
-        report = await self._scan()
-        current = set(report.names())
-        fingerprints = await asyncio.to_thread(
-            lambda: {name: fingerprint(report.entry(name)) for name in current}
-        )
-        for name in sorted(known - current - set(self._problems)):
-            self._fingerprints.pop(name, None)
-            record = self._models.get(name)
-            if record is not None and name not in self._registered:
-                await self._unload(record, "removed from the repository")
-                self._models.forget(name)
-        for name in sorted(current):
-            if name in known and fingerprints[name] == self._fingerprints.get(name):
-                continue
-            self._fingerprints[name] = fingerprints[name]  # a failed load waits for a change
-            try:
-                await self._load(name, report=report)
-            except HeadraceError as exc:
-                _log.error("model '%s' failed to load: %s", name, exc.message)
-        for name in set(self._problems) - current:
-            record = self._models.get(name)
-            if record is not None and not record.versions:
-                record.state, record.reason = ModelState.UNAVAILABLE, self._problems[name]
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _check_control(self, action: str) -> None:
-        if self.mode == "poll":
-            raise Unsupported(f"explicit model {action} is not allowed if polling is enabled")
-        if self.mode == "none":
-            raise Unsupported(
-                f"explicit model {action} is not allowed in model control mode 'none'; "
-                "start the server with model_control_mode='explicit'"
-            )
-
-    async def _scan(self) -> ScanReport:
-        assert self._repository is not None
-        report = await asyncio.to_thread(self._repository.scan)
-        problems: dict[str, list[str]] = {}
-        for problem in report.problems:
-            problems.setdefault(problem.model, []).append(str(problem))
-        servable = set(report.names())
-        self._problems = {
-            name: "; ".join(messages) for name, messages in problems.items() if name not in servable
-        }
-        for name in servable:
-            self._fingerprints.setdefault(name, "")
-        return report
-
-    async def _load(
-        self,
-        name: str,
-        *,
-        override: ModelConfig | None = None,
-        files: Mapping[str, bytes] | None = None,
-        report: ScanReport | None = None,
-    ) -> None:
-        is_new = name not in self._models
-        record = self._models.record(name)
-        async with record.lock:
-            if not record.versions:
-                record.state, record.reason = ModelState.LOADING, ""
-            try:
-                sources, fingerprint = await self._sources(name, override, files, report)
-                new = await self._build(sources)
-            except ModelNotFound:
-                # A name the repository does not hold leaves no trace in the index.
-                if is_new:
-                    self._models.forget(name)
-                raise
-            except BaseException as exc:
-                message = exc.message if isinstance(exc, HeadraceError) else repr(exc)
-                record.reason = message
-                if not record.versions:
-                    record.state = ModelState.UNAVAILABLE
-                if isinstance(exc, HeadraceError) or not isinstance(exc, Exception):
-                    raise
-                raise InternalError(f"model '{name}' failed to load: {message}") from exc
-            old = record.swap(new)
-            record.state, record.reason = ModelState.READY, ""
-            if fingerprint is not None:
-                self._fingerprints[name] = fingerprint
-            _log.info("model '%s' serving versions %s", name, sorted(new))
-            await _close_all(old.values())
-
-    async def _build(self, sources: list[VersionSource]) -> dict[int, LoadedVersion]:
-        from headrace.backends import backend_class_for
-        from headrace.scheduling import make_scheduler
-
-        built: dict[int, LoadedVersion] = {}
-        try:
-            for source in sources:
-                config = source.config
-                signature = Signature.build(
-                    source.name, input_specs(config), output_specs(config), config.max_batch_size
-                )
-                backend = config.backend or config.platform
-                if source.factory is load_repository_backend:
-                    backend = backend_class_for(config, source.version_dir).name or backend
-                built[source.version] = await load_version(
-                    source,
-                    make_scheduler=make_scheduler,
-                    signature=signature,
-                    backend_name=backend or "python_callable",
-                    num_buffers=self.options.num_buffers,
-                    run_now_below_us=self.options.run_now_below_us,
-                )
-        except BaseException:
-            await _close_all(built.values())
-            raise
-        return built
-
-    async def _sources(
-        self,
-        name: str,
-        override: ModelConfig | None,
-        files: Mapping[str, bytes] | None,
-        report: ScanReport | None,
-    ) -> tuple[list[VersionSource], str | None]:
-        """The versions to build, and the repository fingerprint they were read at."""
-        registered = self._registered.get(name)
-        if registered is not None and override is None and not files:
-            return [VersionSource(name, 1, registered.config, registered.factory)], None
-        if files:
-            entry = await asyncio.to_thread(self._scratch.entry, name, override, files)
-            return await asyncio.to_thread(entry_sources, entry, None), None
-        if self._repository is None:
-            raise ModelNotFound(f"unknown model '{name}': the server has no repository")
-        if report is None:
-            report = await self._scan()
-        found = report.entry(name)
-        if found is None:
-            why = self._problems.get(name)
-            if why:
-                raise InvalidConfig(why)
-            raise ModelNotFound(f"unknown model '{name}': not in the repository")
-        sources = await asyncio.to_thread(entry_sources, found, override)
-        return sources, await asyncio.to_thread(fingerprint, found)
-
-    async def _unload(self, record: ModelRecord, reason: str) -> None:
-        async with record.lock:
-            record.state = ModelState.UNLOADING
-            old = record.swap({})
-            try:
-                await _close_all(old.values())
-            finally:
-                record.state, record.reason = ModelState.UNAVAILABLE, reason
-        self._scratch.drop(record.name)
-
-    async def _poll_loop(self) -> None:
-        assert self._stop_event is not None
-        while not self._stop_event.is_set():
-            try:
-                await asyncio.wait_for(
-                    self._stop_event.wait(), timeout=self.options.repository_poll_secs
-                )
-            except asyncio.TimeoutError:
-                pass
-            if self._stop_event.is_set():
-                return
-            try:
-                await self.poll_once()
-            except Exception:
-                _log.exception("repository poll failed")
+        await self.models.poll_once()
 
     def _sorted_loaded(self) -> list[LoadedVersion]:
-        return sorted(self._models.loaded(), key=lambda lv: (lv.name, lv.version))
+        return sorted(self.models.table.loaded(), key=lambda lv: (lv.name, lv.version))
+
+
+@dataclass(frozen=True)
+class StreamedResponse:
+    """One response of :meth:`InferenceServer.stream`: a response, an error, or (both None) a
+    final flag the model sent without a response."""
+
+    response: InferenceResponse | None
+    final: bool
+    error: BaseException | None = None
 
 
 def _select_outputs(
@@ -566,10 +395,3 @@ def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, InternalError) or not isinstance(exc, HeadraceError):
         return "BACKEND"
     return "OTHER"
-
-
-async def _close_all(versions: Iterable[LoadedVersion]) -> None:
-    results = await asyncio.gather(*(v.close() for v in versions), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            _log.warning("closing a model version failed: %s", result)

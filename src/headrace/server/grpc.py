@@ -9,8 +9,9 @@ A thin door: each RPC converts the protobuf request (:mod:`headrace.server.grpc_
 The server is created inside the running event loop, the one the HTTP frontend and the core
 use. ``ModelStreamInfer`` runs up to ``stream_window`` requests of one stream concurrently and
 answers them in the order they arrived (Triton's streaming keeps request/response order for
-non-decoupled models); a failed request becomes an ``error_message`` response and the stream
-goes on.
+non-decoupled models); a decoupled model's responses go out as it sends them, each marked
+``triton_final_response`` false until the last. A failed request becomes an ``error_message``
+response and the stream goes on.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ gRPC core cancels whatever waits beyond its default 1000, so a burst of a few th
 concurrent clients (perf_analyzer --concurrency-range) saw CANCELLED; the core's own
 bounded queues refuse real overload with UNAVAILABLE."""
 _FINAL_FLAG = "triton_enable_empty_final_response"
+_FINAL_TRUE = {"triton_final_response": True}
+_FINAL_FALSE = {"triton_final_response": False}
+"""Every stream response says whether it is its request's last, as Triton 2.51 does."""
 _log = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
@@ -267,57 +271,68 @@ class _Servicer:
 
     @_rpc
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
-        result = await self._core.infer(decode_infer_request(*split_infer_request(request)))
+        result = await self._core.infer(
+            decode_infer_request(*split_infer_request(request)), endpoint="ModelInfer RPC"
+        )
         return encode_infer_response(result)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
     ) -> AsyncIterator[bytes | service_pb2.ModelStreamInferResponse]:
-        """Answer in arrival order while up to ``stream_window`` requests run concurrently.
+        """Up to ``stream_window`` requests of one stream run concurrently.
 
-        Tasks start in arrival order, so a scheduler that queues a request before its first
-        await (as the core's do) also sees the stream's requests in order.
+        A plain model's responses go out in the order their requests arrived, as Triton's
+        do; a decoupled model's go out as the model sends them. Tasks start in arrival order,
+        so a scheduler that queues a request before its first await (as the core's do) also
+        sees the stream's requests in order.
         """
-        window = asyncio.Semaphore(self._stream_window)
-        pending: asyncio.Queue[asyncio.Task[bytes | service_pb2.ModelStreamInferResponse] | None]
-        pending = asyncio.Queue()
-
-        async def read() -> None:
-            try:
-                async for message in request_iterator:
-                    await window.acquire()
-                    pending.put_nowait(asyncio.create_task(self._stream_one(message)))
-            finally:
-                pending.put_nowait(None)
-
-        reader = asyncio.create_task(read())
+        stream = _Stream(self, self._stream_window)
+        reader = asyncio.create_task(stream.read(request_iterator))
         try:
-            while (task := await pending.get()) is not None:
-                response = await task
-                window.release()
+            while (response := await stream.out.get()) is not None:
                 yield response
             await reader  # surfaces a broken request stream as the call's error
         finally:
             reader.cancel()
-            while not pending.empty():
-                leftover = pending.get_nowait()
-                if leftover is not None:
-                    leftover.cancel()
+            stream.cancel()
 
-    async def _stream_one(self, data: bytes) -> bytes | service_pb2.ModelStreamInferResponse:
-        message = service_pb2.ModelInferRequest()
+    async def _stream_one(
+        self, message: service_pb2.ModelInferRequest, raw: list[memoryview]
+    ) -> bytes | service_pb2.ModelStreamInferResponse:
+        """One plain request of a stream: its response, or its error as a response."""
         try:
-            message, raw = split_infer_request(data)
             result = await self._core.infer(decode_infer_request(message, raw))
         except HeadraceError as exc:
             return _stream_error(message, exc.message)
         except Exception as exc:
             _log.exception("gRPC ModelStreamInfer request failed")
             return _stream_error(message, f"internal error: {type(exc).__name__}: {exc}")
-        final = _FINAL_FLAG in message.parameters and bool(
-            parameter_value(message.parameters[_FINAL_FLAG])
-        )
-        return encode_stream_response(result, {"triton_final_response": True} if final else None)
+        return encode_stream_response(result, _FINAL_TRUE)
+
+    async def _stream_decoupled(
+        self,
+        message: service_pb2.ModelInferRequest,
+        raw: list[memoryview],
+        out: asyncio.Queue[bytes | service_pb2.ModelStreamInferResponse | None],
+    ) -> None:
+        """One decoupled request of a stream: each response onto ``out`` as it is sent."""
+        empty_final = _wants_empty_final(message)
+        try:
+            async for sent in self._core.stream(decode_infer_request(message, raw)):
+                if sent.error is not None:
+                    out.put_nowait(_stream_error(message, _error_text(sent.error)))
+                    if sent.final and empty_final:
+                        out.put_nowait(_empty_final(message))
+                elif sent.response is not None:
+                    flag = _FINAL_TRUE if sent.final else _FINAL_FALSE
+                    out.put_nowait(encode_stream_response(sent.response, flag))
+                elif empty_final:
+                    out.put_nowait(_empty_final(message))
+        except HeadraceError as exc:
+            out.put_nowait(_stream_error(message, exc.message))
+        except Exception as exc:
+            _log.exception("gRPC ModelStreamInfer request failed")
+            out.put_nowait(_stream_error(message, f"internal error: {type(exc).__name__}: {exc}"))
 
     # --- model repository ------------------------------------------------------------------
 
@@ -376,6 +391,110 @@ class _Servicer:
     CudaSharedMemoryUnregister = _unimplemented("CudaSharedMemoryUnregister")
     TraceSetting = _unimplemented("TraceSetting")
     LogSettings = _unimplemented("LogSettings")
+
+
+class _Stream:
+    """One ``ModelStreamInfer`` call: reads requests, runs them, queues responses on ``out``.
+
+    Plain requests' responses are put on ``out`` in arrival order by one ordering task;
+    decoupled requests put theirs as they come. ``out`` ends with None once the request
+    stream has ended and every request has been answered.
+    """
+
+    def __init__(self, servicer: _Servicer, window: int) -> None:
+        self._servicer = servicer
+        self._window = asyncio.Semaphore(window)
+        self.out: asyncio.Queue[bytes | service_pb2.ModelStreamInferResponse | None]
+        self.out = asyncio.Queue()
+        self._ordered: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._orderer = asyncio.create_task(self._order())
+
+    async def read(self, request_iterator: AsyncIterator[bytes]) -> None:
+        try:
+            async for data in request_iterator:
+                await self._window.acquire()
+                self._start(data)
+        finally:
+            self._ordered.put_nowait(None)
+            await self._orderer
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.out.put_nowait(None)
+
+    def _start(self, data: bytes) -> None:
+        servicer = self._servicer
+        try:
+            message, raw = split_infer_request(data)
+        except HeadraceError as exc:
+            self._ordered.put_nowait(
+                _done(_stream_error(service_pb2.ModelInferRequest(), exc.message))
+            )
+            return
+        if _is_decoupled(servicer._core, message):
+            task = asyncio.create_task(servicer._stream_decoupled(message, raw, self.out))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+        else:
+            self._ordered.put_nowait(asyncio.create_task(servicer._stream_one(message, raw)))
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._window.release()
+
+    async def _order(self) -> None:
+        while (task := await self._ordered.get()) is not None:
+            response = await task
+            self._window.release()
+            self.out.put_nowait(response)
+
+    def cancel(self) -> None:
+        self._orderer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        while not self._ordered.empty():
+            leftover = self._ordered.get_nowait()
+            if leftover is not None:
+                leftover.cancel()
+
+
+def _done(response: service_pb2.ModelStreamInferResponse) -> asyncio.Task[Any]:
+    """A finished task holding ``response`` (a request that failed before it could run)."""
+
+    async def answer() -> service_pb2.ModelStreamInferResponse:
+        return response
+
+    return asyncio.ensure_future(answer())
+
+
+def _is_decoupled(core: InferenceServer, message: service_pb2.ModelInferRequest) -> bool:
+    try:
+        return core.is_decoupled(message.model_name, message.model_version)
+    except HeadraceError:
+        return False  # the plain path reports the unknown model
+
+
+def _wants_empty_final(message: service_pb2.ModelInferRequest) -> bool:
+    return _FINAL_FLAG in message.parameters and bool(
+        parameter_value(message.parameters[_FINAL_FLAG])
+    )
+
+
+def _empty_final(message: service_pb2.ModelInferRequest) -> service_pb2.ModelStreamInferResponse:
+    """The empty response that carries a bare final flag (when the client asked for it)."""
+    response = service_pb2.ModelStreamInferResponse(
+        infer_response=service_pb2.ModelInferResponse(
+            model_name=message.model_name, model_version=message.model_version, id=message.id
+        )
+    )
+    response.infer_response.parameters["triton_final_response"].bool_param = True
+    return response
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, HeadraceError):
+        return error.message
+    return f"internal error: {type(error).__name__}: {error}"
 
 
 def _stream_error(

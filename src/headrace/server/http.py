@@ -264,7 +264,7 @@ class HttpFrontend:
                 decoded = self._decode_raw(model, version, body)
             else:
                 decoded = decode_infer_request(model, version, body, header_length)
-        result = await self._core.infer(decoded.request)
+        result = await self._core.infer(decoded.request, endpoint="HTTP end point")
         payload, header_len = encode_infer_response(result, decoded)
         headers = {}
         if header_len is not None:

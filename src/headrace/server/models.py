@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from headrace.config import ModelConfig
+from headrace.config import ModelConfig, output_specs
 from headrace.errors import ModelNotFound, ModelNotReady
 from headrace.scheduling.base import Scheduler
 from headrace.server.statistics import VersionStatistics
 from headrace.server.validation import Signature
+from headrace.types import TensorSpec
 
 __all__ = ["LoadedVersion", "ModelRecord", "ModelState", "ModelTable"]
 
@@ -37,7 +38,10 @@ class ModelState:
 
 @dataclass
 class LoadedVersion:
-    """One serving model version: its config, validation signature, scheduler and pool."""
+    """One serving model version: its config, validation signature, scheduler and pool.
+
+    It is also the :class:`~headrace.scheduling.router.Route` other schedulers see.
+    """
 
     name: str
     version: int
@@ -47,6 +51,22 @@ class LoadedVersion:
     pool: Any
     stats: VersionStatistics
     backend: str = ""
+    label: str = field(init=False)
+    """The version as the protocol spells it (``"1"``)."""
+    decoupled: bool = field(init=False)
+    """Whether the model answers a request with any number of responses."""
+
+    def __post_init__(self) -> None:
+        self.label = str(self.version)
+        self.decoupled = bool(self.config.model_transaction_policy.decoupled)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(self.signature.inputs.values())
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return output_specs(self.config)
 
     async def close(self) -> None:
         """Drain accepted requests, then stop the instances (joined on a worker thread)."""
