@@ -27,7 +27,6 @@ from headrace.config import ModelConfig, output_specs
 from headrace.errors import (
     HeadraceError,
     InternalError,
-    InvalidConfig,
     InvalidInput,
     ModelNotFound,
     Unavailable,
@@ -36,6 +35,7 @@ from headrace.errors import (
 from headrace.scheduling.sinks import FutureSink, StreamSink
 from headrace.server.metrics import VersionSample
 from headrace.server.models import LoadedVersion, ModelState
+from headrace.server.options import ServerOptions
 from headrace.server.registry import ModelControlMode, ModelRegistry
 from headrace.server.reports import (
     BatchStatistics,
@@ -74,32 +74,6 @@ _EXTENSIONS = (
     "statistics",
 )
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """Server-wide settings (the mode and startup models are constructor arguments)."""
-
-    name: str = "headrace"
-    repository_poll_secs: float = 15.0
-    strict_model_config: bool = True
-    strict_readiness: bool = True
-    num_buffers: int = 2
-    run_now_below_us: float = 500.0
-    """Batches of an instance whose average execution time is under this run on the event
-    loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
-
-    def __post_init__(self) -> None:
-        if self.repository_poll_secs <= 0:
-            raise InvalidConfig(
-                f"repository_poll_secs must be positive, got {self.repository_poll_secs}"
-            )
-        if self.num_buffers < 1:
-            raise InvalidConfig(f"num_buffers must be at least 1, got {self.num_buffers}")
-        if self.run_now_below_us < 0:
-            raise InvalidConfig(
-                f"run_now_below_us must not be negative, got {self.run_now_below_us}"
-            )
 
 
 class InferenceServer:

@@ -53,7 +53,7 @@ from headrace.server.sources import (
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository
     from headrace.repository.scan import ScanReport
-    from headrace.server.core import ServerOptions
+    from headrace.server.options import ServerOptions
 
 __all__ = ["ModelControlMode", "ModelRegistry", "dependencies"]
 

@@ -1,0 +1,35 @@
+"""Server-wide settings, shared by the inference core and the model registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from headrace.errors import InvalidConfig
+
+__all__ = ["ServerOptions"]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Server-wide settings (the mode and startup models are constructor arguments)."""
+
+    name: str = "headrace"
+    repository_poll_secs: float = 15.0
+    strict_model_config: bool = True
+    strict_readiness: bool = True
+    num_buffers: int = 2
+    run_now_below_us: float = 500.0
+    """Batches of an instance whose average execution time is under this run on the event
+    loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
+
+    def __post_init__(self) -> None:
+        if self.repository_poll_secs <= 0:
+            raise InvalidConfig(
+                f"repository_poll_secs must be positive, got {self.repository_poll_secs}"
+            )
+        if self.num_buffers < 1:
+            raise InvalidConfig(f"num_buffers must be at least 1, got {self.num_buffers}")
+        if self.run_now_below_us < 0:
+            raise InvalidConfig(
+                f"run_now_below_us must not be negative, got {self.run_now_below_us}"
+            )
