@@ -203,9 +203,7 @@ def test_unary_inference_on_a_decoupled_model_is_refused_as_triton_does(
     server: ServeProcess,
 ) -> None:
     with pytest.raises(InferenceServerException) as grpc_error:
-        grpcclient.InferenceServerClient(server.grpc_url).infer(
-            "repeat_decoupled", repeat_input(1)
-        )
+        grpcclient.InferenceServerClient(server.grpc_url).infer("repeat_decoupled", repeat_input(1))
     assert grpc_error.value.status() == "StatusCode.UNIMPLEMENTED"
     assert grpc_error.value.message() == (
         "ModelInfer RPC doesn't support models with decoupled transaction policy"

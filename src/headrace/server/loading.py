@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig, input_specs, output_specs
 from headrace.engine.placement import PlacementOptions, close_instances, place_instances
+from headrace.errors import Unsupported
 from headrace.scheduling import InstancePool, make_scheduler
 from headrace.scheduling.router import Router
 from headrace.server.models import LoadedVersion
@@ -59,6 +60,10 @@ async def load_version(
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler."""
     config = source.config
+    if config.platform == "ensemble":
+        raise Unsupported(
+            f"model '{source.name}' is an ensemble; headrace does not serve ensembles yet"
+        )
     signature = Signature.build(
         source.name, input_specs(config), output_specs(config), config.max_batch_size
     )

@@ -97,7 +97,6 @@ def load_repository_backend(context: Any) -> Any:
 
 def entry_sources(entry: ModelEntry, override: ModelConfig | None) -> list[VersionSource]:
     """Complete each served version's config (blocking: reads files, may import backends)."""
-    from headrace.backends import backend_class_for
     from headrace.devices import available_gpus
     from headrace.repository.complete import complete_config
     from headrace.repository.version_policy import select_versions
@@ -129,10 +128,18 @@ def entry_sources(entry: ModelEntry, override: ModelConfig | None) -> list[Versi
                 factory=load_repository_backend,
                 model_dir=os.path.dirname(version_dir.rstrip(os.sep)),
                 version_dir=version_dir,
-                backend=backend_class_for(config, version_dir).name,
+                backend=_backend_name(config, version_dir),
             )
         )
     return sources
+
+
+def _backend_name(config: ModelConfig, version_dir: str) -> str:
+    from headrace.backends import backend_class_for
+
+    if config.platform == "ensemble":
+        return "ensemble"
+    return backend_class_for(config, version_dir).name
 
 
 def fingerprint(entry: ModelEntry | None) -> str:

@@ -1,0 +1,113 @@
+"""The model registry: dependency order, cycles, unload_dependents and routing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from server_fakes import run, write_python_model
+
+from headrace.errors import InvalidConfig, ModelNotFound
+from headrace.server.core import InferenceServer
+from headrace.server.registry import dependencies
+
+ENSEMBLE = """
+name: "{name}"
+platform: "ensemble"
+max_batch_size: 4
+input [ {{ name: "X" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+output [ {{ name: "Y" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+ensemble_scheduling {{
+  step [ {{
+    model_name: "{step}"
+    model_version: -1
+    input_map {{ key: "X" value: "X" }}
+    output_map {{ key: "Y" value: "Y" }}
+  }} ]
+}}
+"""
+
+
+def write_ensemble(root: Path, name: str, step: str) -> None:
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(ENSEMBLE.format(name=name, step=step))
+
+
+def states(server: InferenceServer) -> dict[str, tuple[str, str]]:
+    return {e.name: (e.state, e.reason) for e in server.repository_index()}
+
+
+def test_dependencies_are_the_ensemble_steps(tmp_path: Path) -> None:
+    from headrace.config import parse_config
+
+    config = parse_config(ENSEMBLE.format(name="e", step="zeta"))
+    assert dependencies(config) == ["zeta"]
+    assert dependencies(parse_config('name: "m" backend: "python"')) == []
+
+
+def test_a_model_that_uses_another_loads_after_it(tmp_path: Path) -> None:
+    write_python_model(tmp_path, "zeta", {1: 3})
+    write_ensemble(tmp_path, "alpha", "zeta")  # sorts first, needs zeta
+
+    async def body() -> None:
+        server = InferenceServer(tmp_path, model_control_mode="explicit", load_models=["alpha"])
+        await server.start()
+        found = states(server)
+        assert found["zeta"][0] == "READY"  # loaded because alpha needs it
+        assert found["alpha"][0] == "UNAVAILABLE"
+        assert "does not serve ensembles yet" in found["alpha"][1]
+        route = server.models.route("zeta")
+        assert (route.name, route.version, [s.name for s in route.inputs]) == ("zeta", 1, ["X"])
+        x = np.array([[2]], dtype=np.int32)
+        result = await route.scheduler.schedule({"X": x})  # what an ensemble step would do
+        np.testing.assert_array_equal(result["Y"], x * 3)
+        await server.stop()
+
+    run(body)
+
+
+def test_a_missing_dependency_names_both_models(tmp_path: Path) -> None:
+    write_ensemble(tmp_path, "alpha", "nowhere")
+
+    async def body() -> None:
+        server = InferenceServer(tmp_path, model_control_mode="explicit")
+        await server.start()
+        with pytest.raises(InvalidConfig, match=r"'alpha' needs model 'nowhere'.*not in the"):
+            await server.load_model("alpha")
+        await server.stop()
+
+    run(body)
+
+
+def test_a_dependency_cycle_is_refused_naming_it(tmp_path: Path) -> None:
+    write_ensemble(tmp_path, "one", "two")
+    write_ensemble(tmp_path, "two", "one")
+
+    async def body() -> None:
+        server = InferenceServer(tmp_path, model_control_mode="explicit")
+        await server.start()
+        with pytest.raises(InvalidConfig, match="depends on itself: one -> two -> one"):
+            await server.load_model("one")
+        await server.stop()
+
+    run(body)
+
+
+def test_unload_dependents_unloads_the_models_that_use_it(tmp_path: Path) -> None:
+    write_python_model(tmp_path, "base", {1: 2})
+    write_python_model(tmp_path, "other", {1: 5})
+
+    async def body() -> None:
+        server = InferenceServer(tmp_path, model_control_mode="explicit", load_models=["*"])
+        await server.start()
+        server.models._needs["other"] = ["base"]  # as an ensemble over base would record
+        await server.unload_model("base", unload_dependents=True)
+        found = states(server)
+        assert found["base"] == ("UNAVAILABLE", "unloaded")
+        assert found["other"] == ("UNAVAILABLE", "unloaded")
+        with pytest.raises(ModelNotFound):
+            server.models.route("nope")
+        await server.stop()
+
+    run(body)
