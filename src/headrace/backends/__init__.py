@@ -1,6 +1,7 @@
 """Backends: one module per way of executing a model (see ``base.Backend`` for the contract).
 
-A configuration picks its backend as Triton's does, by ``backend`` or ``platform``:
+A configuration picks its backend as Triton's does, by ``backend`` or ``platform``; the names,
+classes and file layouts come from the one table in :mod:`headrace.config.platforms`:
 
 | backend / platform                    | class                                   |
 | ------------------------------------- | --------------------------------------- |
@@ -20,20 +21,19 @@ import os
 
 from headrace.backends.base import Backend, BackendContext
 from headrace.config import ModelConfig
+from headrace.config.platforms import (
+    SourceVariant,
+    backend_of_platform,
+    backend_row,
+    served_rows,
+)
 from headrace.errors import InvalidConfig
 
 __all__ = ["SUPPORTED_BACKENDS", "Backend", "BackendContext", "backend_class_for", "load_backend"]
 
-# backend name -> (module, class); platforms map onto these names first.
-_CLASSES: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("headrace.backends.onnx", "OnnxRuntimeBackend"),
-    "pytorch": ("headrace.backends.torchscript", "TorchScriptBackend"),
-    "python": ("headrace.backends.python", "TritonPythonBackend"),
-}
-_PLAIN_PYTORCH = ("headrace.backends.pytorch", "PyTorchBackend")
-_PLATFORMS = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
-
-SUPPORTED_BACKENDS = tuple(sorted({*_CLASSES, *_PLATFORMS}))
+SUPPORTED_BACKENDS = tuple(
+    sorted({name for row in served_rows() for name in (row.name, *row.platform_names)})
+)
 
 
 def backend_class_for(config: ModelConfig, version_dir: str | None = None) -> type[Backend]:
@@ -42,18 +42,19 @@ def backend_class_for(config: ModelConfig, version_dir: str | None = None) -> ty
     ``version_dir`` tells TorchScript (``model.pt`` alone) from a plain PyTorch model
     (``model.py`` beside it); without it, only a ``module`` parameter selects plain PyTorch.
     """
-    name = config.backend or _PLATFORMS.get(config.platform, "")
-    if name not in _CLASSES:
+    name = config.backend or backend_of_platform(config.platform)
+    row = backend_row(name)
+    if row is None or row.implementation is None:
         given = config.backend or config.platform
         what = f"backend {given!r}" if given else "no backend or platform"
         raise InvalidConfig(
             f"model '{config.name}' names {what}; supported: {', '.join(SUPPORTED_BACKENDS)}",
             field="backend" if config.backend or not config.platform else "platform",
         )
-    target = _CLASSES[name]
-    if name == "pytorch" and _is_plain_pytorch(config, version_dir):
-        target = _PLAIN_PYTORCH
-    module_name, class_name = target
+    target = row.implementation
+    if row.variant is not None and _uses_source(row.variant, config, version_dir):
+        target = row.variant.implementation
+    module_name, class_name = target.split(":")
     cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return cls
 
@@ -63,7 +64,8 @@ def load_backend(context: BackendContext) -> Backend:
     return backend_class_for(context.config, context.version_dir)(context)
 
 
-def _is_plain_pytorch(config: ModelConfig, version_dir: str | None) -> bool:
-    if "module" in config.parameters:
+def _uses_source(variant: SourceVariant, config: ModelConfig, version_dir: str | None) -> bool:
+    if variant.parameter in config.parameters:
         return True
-    return version_dir is not None and os.path.isfile(os.path.join(version_dir, "model.py"))
+    source = variant.source_file
+    return version_dir is not None and os.path.isfile(os.path.join(version_dir, source))

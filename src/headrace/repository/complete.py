@@ -16,6 +16,12 @@ from collections.abc import Collection, Sequence
 
 from tritonclient.grpc import model_config_pb2
 
+from headrace.config.platforms import (
+    BACKENDS,
+    ENSEMBLE_PLATFORM,
+    backend_of_platform,
+    backend_row,
+)
 from headrace.errors import InvalidConfig
 
 __all__ = [
@@ -25,26 +31,18 @@ __all__ = [
     "expected_model_files",
 ]
 
-ENSEMBLE_PLATFORM = "ensemble"
-
-#: Model file name -> backend, in the order Triton-style repositories are most often laid out.
-_FILE_BACKENDS: tuple[tuple[str, str], ...] = (
-    ("model.onnx", "onnxruntime"),
-    ("model.pt", "pytorch"),
-    ("model.py", "python"),
-)
-
 
 def backend_for_files(files: Collection[str], source: str = "") -> str:
     """The backend a version directory's file names imply (``model.onnx`` -> onnxruntime).
 
     ``model.py`` next to ``model.pt`` is a plain PyTorch model (the pytorch backend's layout);
-    ``model.py`` alone is a Triton python-backend model.
+    ``model.py`` alone is a Triton python-backend model. The table's order decides.
     """
-    for filename, backend in _FILE_BACKENDS:
-        if filename in files:
-            return backend
-    known = ", ".join(name for name, _ in _FILE_BACKENDS)
+    implying = [row for row in BACKENDS if row.implied_by]
+    for row in implying:
+        if row.implied_by in files:
+            return row.name
+    known = ", ".join(row.implied_by for row in implying)
     raise InvalidConfig(
         f"cannot infer a backend without config.pbtxt: found {sorted(files)}, expected one of {known}",
         source=source,
@@ -53,20 +51,22 @@ def backend_for_files(files: Collection[str], source: str = "") -> str:
 
 
 def expected_model_files(config: model_config_pb2.ModelConfig) -> tuple[str, ...]:
-    """File names of which one must be in a version directory; () when none is needed."""
-    if config.platform == ENSEMBLE_PLATFORM:
+    """File names of which one must be in a version directory; () when none is needed.
+
+    Only backends headrace executes are checked (others are refused by name when loaded).
+    """
+    row = backend_row(config.backend or backend_of_platform(config.platform))
+    if config.platform == ENSEMBLE_PLATFORM or row is None or row.implementation is None:
         return ()
-    backend = config.backend
-    if backend == "onnxruntime" or config.platform == "onnxruntime_onnx":
-        return (config.default_model_filename or "model.onnx",)
-    if backend == "python":
-        return (config.default_model_filename or "model.py",)
-    if backend == "pytorch" or config.platform == "pytorch_libtorch":
-        module = config.parameters["module"].string_value if "module" in config.parameters else ""
-        if ":" in module:
+    model_file = config.default_model_filename or row.model_file
+    variant = row.variant
+    if variant is None:
+        return (model_file,)
+    if variant.parameter in config.parameters:
+        named = config.parameters[variant.parameter].string_value
+        if ":" in named:
             return ()  # an installed class: nothing to find on disk
-        return (config.default_model_filename or "model.pt", "model.py")
-    return ()
+    return (model_file, variant.source_file)
 
 
 def check_model_files(

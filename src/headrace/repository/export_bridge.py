@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from tritonclient.grpc import model_config_pb2
 
+from headrace.config.platforms import default_model_filename, platform_of_backend
 from headrace.errors import InvalidConfig
 from headrace.types import DataType
 
@@ -21,10 +22,17 @@ __all__ = ["EXPORT_FORMATS", "ExportFormat", "run_export"]
 
 ExportFormat = Literal["onnx", "torchscript"]
 
+
+def _target(backend: str) -> tuple[str, str, str]:
+    """(file name, platform, backend) of ``backend``, from the table of backends."""
+    platform = platform_of_backend(backend)
+    return default_model_filename(platform, backend), platform, backend
+
+
 #: format -> (file name, platform, backend), as Triton names them.
 EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
-    "onnx": ("model.onnx", "onnxruntime_onnx", "onnxruntime"),
-    "torchscript": ("model.pt", "pytorch_libtorch", "pytorch"),
+    "onnx": _target("onnxruntime"),
+    "torchscript": _target("pytorch"),
 }
 
 

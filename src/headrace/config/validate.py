@@ -1,7 +1,7 @@
 """Triton's rules for a model configuration, checked before a model loads.
 
 Each failure is an :class:`InvalidConfig` naming the file, the field path (``input[1].dims``)
-and the offending value. Fields that :func:`headrace.config_defaults.fill_defaults` supplies
+and the offending value. Fields that :func:`headrace.config.defaults.fill_defaults` supplies
 (version policy, instance groups, instance counts) may still be unset: they are checked only
 when present, so the same check serves a config before and after completion.
 """
@@ -13,7 +13,7 @@ from typing import NoReturn, TypeAlias
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from headrace.config_defaults import ENSEMBLE_PLATFORM, check_platform_backend
+from headrace.config.platforms import ENSEMBLE_PLATFORM, check_platform_backend, platform_of_backend
 from headrace.errors import InvalidConfig
 
 __all__ = ["validate_config"]
@@ -21,7 +21,7 @@ __all__ = ["validate_config"]
 ModelConfig: TypeAlias = pb.ModelConfig
 
 _WILDCARD = -1
-_TENSORRT_PLATFORM = "tensorrt_plan"
+_TENSORRT_PLATFORM = platform_of_backend("tensorrt")
 _CORRID_TYPES = frozenset(
     {pb.TYPE_UINT64, pb.TYPE_INT64, pb.TYPE_UINT32, pb.TYPE_INT32, pb.TYPE_STRING}
 )

@@ -14,14 +14,17 @@ from typing import TypeAlias
 
 from tritonclient.grpc import model_config_pb2
 
-from headrace.errors import InvalidConfig
+from headrace.config.platforms import (
+    ENSEMBLE_PLATFORM,
+    backend_of_platform,
+    check_platform_backend,
+    default_cpu_instances,
+    default_model_filename,
+    platform_of_backend,
+)
 
 __all__ = [
-    "ENSEMBLE_PLATFORM",
     "SEQUENCE_IDLE_DEFAULT_US",
-    "available_gpus",
-    "check_platform_backend",
-    "default_model_filename",
     "fill_defaults",
     "platform_backend",
 ]
@@ -29,59 +32,8 @@ __all__ = [
 ModelConfig: TypeAlias = model_config_pb2.ModelConfig
 InstanceGroup: TypeAlias = model_config_pb2.ModelInstanceGroup
 
-ENSEMBLE_PLATFORM = "ensemble"
 #: Triton's default ``max_sequence_idle_microseconds`` (one second).
 SEQUENCE_IDLE_DEFAULT_US = 1_000_000
-
-# platform -> the backend that serves it (Triton's GetBackendTypeFromPlatform).
-_PLATFORM_BACKEND = {
-    "onnxruntime_onnx": "onnxruntime",
-    "pytorch_libtorch": "pytorch",
-    "tensorrt_plan": "tensorrt",
-    "tensorflow_graphdef": "tensorflow",
-    "tensorflow_savedmodel": "tensorflow",
-}
-# backend -> the platform Triton fills in when only the backend is given.
-_BACKEND_PLATFORM = {
-    "onnxruntime": "onnxruntime_onnx",
-    "pytorch": "pytorch_libtorch",
-    "tensorrt": "tensorrt_plan",
-}
-# Backends whose platform is checked against the backend; others accept any platform.
-_KNOWN_BACKENDS = frozenset(_PLATFORM_BACKEND.values())
-
-_DEFAULT_FILENAMES = {
-    "onnxruntime": "model.onnx",
-    "pytorch": "model.pt",
-    "python": "model.py",
-    "tensorrt": "model.plan",
-    "openvino": "model.xml",
-    "tensorflow_graphdef": "model.graphdef",
-    "tensorflow_savedmodel": "model.savedmodel",
-}
-
-# Triton starts two CPU instances by default for these backends, one for every other.
-_TWO_CPU_INSTANCE_BACKENDS = frozenset({"onnxruntime", "tensorflow"})
-
-
-def check_platform_backend(platform: str, backend: str, source: str = "") -> None:
-    """Reject a platform/backend pair Triton would refuse (without changing anything)."""
-    if platform == ENSEMBLE_PLATFORM:
-        if backend:
-            raise InvalidConfig(
-                f"ensemble models must have an empty backend, got {backend!r}",
-                source=source,
-                field="backend",
-            )
-        return
-    if not platform and not backend:
-        raise InvalidConfig("must specify 'platform' or 'backend'", source=source)
-    if backend in _KNOWN_BACKENDS and platform and _PLATFORM_BACKEND.get(platform) != backend:
-        raise InvalidConfig(
-            f"platform {platform!r} cannot be served by backend {backend!r}",
-            source=source,
-            field="platform",
-        )
 
 
 def platform_backend(config: ModelConfig, source: str = "") -> str:
@@ -91,30 +43,12 @@ def platform_backend(config: ModelConfig, source: str = "") -> str:
     (either side fills the other); ``python`` has no platform. Ensembles have platform
     ``ensemble`` and no backend; for them ``"ensemble"`` is returned.
     """
-    if not config.backend and config.platform in _PLATFORM_BACKEND:
-        config.backend = _PLATFORM_BACKEND[config.platform]
-    if not config.platform and config.backend in _BACKEND_PLATFORM:
-        config.platform = _BACKEND_PLATFORM[config.backend]
+    if not config.backend:
+        config.backend = backend_of_platform(config.platform)
+    if not config.platform:
+        config.platform = platform_of_backend(config.backend)
     check_platform_backend(config.platform, config.backend, source)
     return ENSEMBLE_PLATFORM if config.platform == ENSEMBLE_PLATFORM else config.backend
-
-
-def default_model_filename(platform: str, backend: str) -> str:
-    """The model file Triton looks for in a version directory; empty when unknown."""
-    if backend == "tensorflow":
-        return _DEFAULT_FILENAMES.get(platform, "")
-    return _DEFAULT_FILENAMES.get(backend, "")
-
-
-def available_gpus() -> tuple[int, ...]:
-    """Device ids of the GPUs torch can see; empty without torch or without a GPU."""
-    try:
-        import torch
-    except ImportError:
-        return ()
-    if not torch.cuda.is_available():
-        return ()
-    return tuple(range(torch.cuda.device_count()))
 
 
 def fill_defaults(config: ModelConfig, *, gpus: Sequence[int] = (), source: str = "") -> None:
@@ -122,7 +56,7 @@ def fill_defaults(config: ModelConfig, *, gpus: Sequence[int] = (), source: str 
 
     ``gpus`` lists the GPU device ids the server may use; it decides ``KIND_AUTO`` groups and
     the devices of ``KIND_GPU`` groups. It defaults to none so results do not depend on the
-    machine; pass :func:`available_gpus` to use the real ones.
+    machine; pass :func:`headrace.devices.available_gpus` to use the real ones.
     """
     backend = platform_backend(config, source)
     if not config.default_model_filename:
@@ -169,9 +103,7 @@ def _fill_instance_groups(config: ModelConfig, gpus: tuple[int, ...]) -> None:
             usable = bool(gpus) and all(gpu in gpus for gpu in group.gpus)
             group.kind = InstanceGroup.KIND_GPU if usable else InstanceGroup.KIND_CPU
         if group.count < 1:
-            two = group.kind == InstanceGroup.KIND_CPU and config.backend in (
-                _TWO_CPU_INSTANCE_BACKENDS
-            )
-            group.count = 2 if two else 1
+            cpu = group.kind == InstanceGroup.KIND_CPU
+            group.count = default_cpu_instances(config.backend) if cpu else 1
         if group.kind == InstanceGroup.KIND_GPU and not group.gpus:
             group.gpus.extend(gpus)
