@@ -3,16 +3,36 @@
 Layout: ``MODEL/VERSION/model.onnx`` (or ``default_model_filename``). Configuration
 parameters, under Triton's onnxruntime backend names:
 
-- ``intra_op_thread_count``: threads inside one operator (default on the CPU: the usable
-  cores divided by the model's CPU instances, see :mod:`headrace.backends.threads`);
+- ``intra_op_thread_count``: threads inside one operator (default: see :func:`intra_op_threads`);
 - ``inter_op_thread_count``: threads across operators when ``execution_mode`` is parallel;
 - ``execution_mode``: ``0`` sequential (default), ``1`` parallel.
 
 ``InferenceSession.run`` releases the GIL, so instances of one model run concurrently.
+
+On ``cuda:N`` the session uses onnxruntime's ``CUDAExecutionProvider``; without it (the CPU
+``onnxruntime`` wheel) loading fails with :class:`~headrace.errors.InvalidConfig` instead of
+running on the CPU. With torch's CUDA available the backend also takes part in the engine's
+CUDA pipeline (``accepts_torch``): it creates a ``torch.cuda.Stream`` on its device, hands it
+to the provider as ``user_compute_stream``, exposes it as ``compute_stream``, and executes
+batches of device tensors through I/O binding (:mod:`headrace.backends.onnx_binding`).
+
+The ``compute_stream`` contract, for the engine:
+
+- it is the one stream onnxruntime enqueues this session's work on (kernels and its own copies);
+  the backend owns it, for as long as the backend lives; None when the backend has no device
+  pipeline (CPU, string tensors, or no torch CUDA);
+- ``execute`` with torch tensors enqueues the whole batch on it and returns without waiting for
+  the GPU: outputs are complete only once ``compute_stream`` passes the point where ``execute``
+  returned (an event recorded on it after ``execute``), never earlier;
+- a caller that makes ``compute_stream`` current before ``execute`` (and has made it wait for
+  its input copies) pays nothing more; a caller whose current stream is another one still gets
+  correct results: the backend makes ``compute_stream`` wait for the caller's stream before the
+  run and the caller's stream wait for ``compute_stream`` after it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping
@@ -23,6 +43,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from headrace.backends.base import Backend, BackendContext
+from headrace.backends.onnx_binding import ONNX_DATATYPES, TensorBinding, binds_every_tensor
 from headrace.backends.signature import (
     DEFAULT_MAX_BATCH_SIZE,
     add_tensor,
@@ -32,10 +53,16 @@ from headrace.backends.signature import (
     tensor_datatype,
 )
 from headrace.backends.threads import threads_per_cpu_instance
-from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
+from headrace.errors import (
+    HeadraceError,
+    InvalidConfig,
+    InvalidInput,
+    ModelExecutionError,
+    require,
+)
 from headrace.types import DataType, Outputs
 
-__all__ = ["OnnxRuntimeBackend"]
+__all__ = ["GPU_INTRA_OP_THREADS", "OnnxRuntimeBackend", "intra_op_threads"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,29 +86,20 @@ _ORT_NUMPY: dict[str, np.dtype] = {
     "tensor(string)": np.dtype(np.object_),
 }
 
-# ONNX TensorProto element types -> DataType (numbers from onnx.proto's TensorProto.DataType).
-_ONNX_ELEM: dict[int, DataType] = {
-    1: DataType.FP32,
-    2: DataType.UINT8,
-    3: DataType.INT8,
-    4: DataType.UINT16,
-    5: DataType.INT16,
-    6: DataType.INT32,
-    7: DataType.INT64,
-    8: DataType.BYTES,
-    9: DataType.BOOL,
-    10: DataType.FP16,
-    11: DataType.FP64,
-    12: DataType.UINT32,
-    13: DataType.UINT64,
-    16: DataType.BF16,
-}
+#: onnxruntime's intra-op threads for a session on a GPU, unless ``intra_op_thread_count`` says
+#: otherwise (see :func:`intra_op_threads`).
+GPU_INTRA_OP_THREADS = 1
+
+_CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 class OnnxRuntimeBackend(Backend):
-    """One onnxruntime ``InferenceSession`` per instance."""
+    """One onnxruntime ``InferenceSession`` per instance (on a GPU, with its own stream)."""
 
     name = "onnxruntime"
+
+    #: The ``torch.cuda.Stream`` onnxruntime computes on, or None (see the module's contract).
+    compute_stream: Any = None
 
     def __init__(self, context: BackendContext) -> None:
         super().__init__(context)
@@ -89,21 +107,31 @@ class OnnxRuntimeBackend(Backend):
         path = model_file(context, DEFAULT_FILENAME)
         if not os.path.isfile(path):
             raise InvalidConfig(f"model '{context.model_name}' has no ONNX file at {path}")
-        options = ort.SessionOptions()
         config = context.config
-        threads = int_parameter(config, "intra_op_thread_count", 0)
-        if threads == 0 and not context.device.startswith("cuda"):
-            threads = threads_per_cpu_instance(config)
-        options.intra_op_num_threads = threads
+        device = context.device
+        on_gpu = device.startswith("cuda")
+        if on_gpu:
+            _require_cuda_provider(ort, context)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads(config, device)
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
         if int_parameter(config, "execution_mode", 0) == 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        stream = _torch_stream(device) if on_gpu else None
         try:
             self.session = ort.InferenceSession(
-                path, sess_options=options, providers=_providers(ort, context.device)
+                path, sess_options=options, providers=_providers(device, stream)
             )
         except Exception as exc:
             raise InvalidConfig(f"onnxruntime cannot load {path}: {exc}") from exc
+        if on_gpu and _CUDA_PROVIDER not in self.session.get_providers():
+            raise InvalidConfig(
+                f"model '{context.model_name}': onnxruntime could not start its "
+                f"{_CUDA_PROVIDER} on {device} and would run on {self.session.get_providers()}; "
+                "its log says why (usually CUDA or cuDNN libraries that do not match the "
+                "onnxruntime-gpu build)",
+                field="instance_group",
+            )
         self._input_dtypes = {i.name: _ORT_NUMPY.get(i.type) for i in self.session.get_inputs()}
         model_outputs = {o.name for o in self.session.get_outputs()}
         self._output_names = [output.name for output in config.output]
@@ -121,8 +149,18 @@ class OnnxRuntimeBackend(Backend):
                 f"(it has {sorted(self._input_dtypes)})",
                 field="input",
             )
+        self._binding: TensorBinding | None = None
+        self._stream = stream  # onnxruntime computes on it even when nothing is bound
+        if stream is not None and binds_every_tensor(self.session):
+            self._binding = TensorBinding(
+                self.session, config, device, stream=stream, model=context.model_name
+            )
+            self.compute_stream = stream
+            self.accepts_torch = True
 
     def execute(self, inputs: Mapping[str, Any]) -> Outputs:
+        if self._binding is not None and self._binding.takes(inputs):
+            return self._run_bound(self._binding, inputs)
         feed = {name: self._feed_value(name, value) for name, value in inputs.items()}
         try:
             results = self.session.run(self._output_names, feed)
@@ -133,7 +171,20 @@ class OnnxRuntimeBackend(Backend):
         return {name: _to_bytes(value) for name, value in zip(self._output_names, results)}
 
     def unload(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+        self.__dict__.pop("_binding", None)
         self.__dict__.pop("session", None)
+
+    def _run_bound(self, binding: TensorBinding, inputs: Mapping[str, Any]) -> Outputs:
+        try:
+            return binding.run(inputs)
+        except HeadraceError:
+            raise
+        except Exception as exc:
+            raise ModelExecutionError(
+                f"onnxruntime failed on model '{self.context.model_name}': {exc}"
+            ) from exc
 
     def _feed_value(self, name: str, value: Any) -> np.ndarray:
         if name not in self._input_dtypes:
@@ -177,18 +228,81 @@ class OnnxRuntimeBackend(Backend):
 _Described = tuple[str, DataType, tuple[int, ...]]
 
 
-def _providers(ort: Any, device: str) -> list[Any]:
+def intra_op_threads(config: model_config_pb2.ModelConfig, device: str) -> int:
+    """onnxruntime's ``intra_op_num_threads`` for one instance of ``config`` on ``device``.
+
+    ``intra_op_thread_count`` when the configuration sets it. Otherwise, on the CPU, the usable
+    cores divided by the model's CPU instances (:mod:`headrace.backends.threads`). On a GPU,
+    :data:`GPU_INTRA_OP_THREADS` (1): the CPU pool then only runs what the CUDA provider leaves
+    on the host (shape arithmetic and the odd unsupported operator, on small tensors), and with
+    one thread onnxruntime runs those on the calling thread and starts no pool at all. Its
+    default would start a pool of one thread per core for every instance, threads that spin
+    after each run on the cores the pipeline's stage, launch and hand-over threads and the
+    frontends need. A model that leaves a heavy operator on the CPU sets the parameter.
+    """
+    threads = int_parameter(config, "intra_op_thread_count", 0)
+    if threads:
+        return threads
     if device.startswith("cuda"):
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            index = int(device.partition(":")[2] or 0)
-            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        _log.warning("onnxruntime has no CUDAExecutionProvider; running on CPU, not %s", device)
-    return ["CPUExecutionProvider"]
+        return GPU_INTRA_OP_THREADS
+    return threads_per_cpu_instance(config)
+
+
+def _require_cuda_provider(ort: Any, context: BackendContext) -> None:
+    """A GPU device without the CUDA provider is a configuration this installation cannot run.
+
+    InvalidConfig rather than Unavailable: the model cannot load as configured, and retrying
+    will not change that (Unavailable means overload or shutdown, worth a retry).
+    """
+    available = ort.get_available_providers()
+    if _CUDA_PROVIDER in available:
+        return
+    # A provider loaded as a plugin library is listed among the EP devices only (onnxruntime
+    # issue #27832), as onnxruntime-gpu's CUDA provider may be in recent releases.
+    ep_devices = getattr(ort, "get_ep_devices", None)
+    if ep_devices is not None and any(d.ep_name == _CUDA_PROVIDER for d in ep_devices()):
+        return
+    raise InvalidConfig(
+        f"model '{context.model_name}' asks for {context.device}, but this onnxruntime has no "
+        f"{_CUDA_PROVIDER} (it has {available}); install the GPU build: "
+        "pip install 'headrace[gpu]' (onnxruntime-gpu, which replaces the CPU onnxruntime "
+        "wheel: pip uninstall onnxruntime first)",
+        field="instance_group",
+    )
+
+
+def _torch_stream(device: str) -> Any:
+    """A new torch stream on ``device`` for onnxruntime to compute on; None without torch CUDA
+    (onnxruntime then copies inputs and outputs itself, outside the engine's CUDA pipeline)."""
+    torch: Any
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        torch = None
+    if torch is None or not torch.cuda.is_available():
+        _log.warning(
+            "onnxruntime runs on %s without the engine's CUDA pipeline: torch with CUDA is "
+            "not installed, so onnxruntime copies every batch in and out itself",
+            device,
+        )
+        return None
+    return torch.cuda.Stream(device=torch.device(device))
+
+
+def _providers(device: str, stream: Any) -> list[Any]:
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    options: dict[str, Any] = {"device_id": int(device.partition(":")[2] or 0)}
+    if stream is not None:
+        # Python's provider options set has_user_compute_stream from this one (onnxruntime
+        # PR #19229); the stream must outlive the session, which the backend ensures.
+        options["user_compute_stream"] = str(stream.cuda_stream)
+    return [(_CUDA_PROVIDER, options), "CPUExecutionProvider"]
 
 
 def _describe(value_info: Any) -> _Described:
     tensor_type = value_info.type.tensor_type
-    dtype = _ONNX_ELEM.get(tensor_type.elem_type)
+    dtype = ONNX_DATATYPES.get(tensor_type.elem_type)
     if dtype is None:
         raise InvalidConfig(
             f"ONNX tensor '{value_info.name}' has element type {tensor_type.elem_type}, "
