@@ -82,7 +82,9 @@ def test_work_item_metadata_reaches_a_request_list_backend_and_sinks_answer() ->
             WorkItem(request(2.0), streamed, request_id="b", parameters={"stream": True})
         )
         got = [r async for r in streamed.responses()]
-        return await plain.future, got
+        outputs = await plain.future
+        await asyncio.wait_for(scheduler.drain(), WAIT_S)  # the batches' own ends, too
+        return outputs, got
 
     try:
         plain, streamed = run(main())
