@@ -9,10 +9,10 @@ from batch_models import direct, features, mlp_repository
 from headrace.batch.dataset import DataSpec
 from headrace.batch.job import Job, JobOptions
 from headrace.batch.local import run_local
-from headrace.batch.model import ModelSource
 from headrace.batch.results import load_results
 from headrace.cli import main
 from headrace.errors import InvalidInput
+from headrace.repository.resolve import ModelSource
 
 ROWS = 1000
 

@@ -81,7 +81,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~headrace.batch.job.Job` an argument namespace describes."""
     from headrace.batch.dataset import DataSpec
     from headrace.batch.job import Job, JobOptions
-    from headrace.batch.model import ModelSource
+    from headrace.repository.resolve import ModelSource
 
     options = JobOptions(
         batch_size=args.batch_size,

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from headrace.batch.columns import InputMapper, load_hook
 from headrace.batch.dataset import DataSpec, Reader
 from headrace.batch.manifest import Fingerprint, Manifest
-from headrace.batch.model import ModelSource, ResolvedModel, resolve_model
 from headrace.batch.writers import ShardWriter, make_writer
 from headrace.errors import InvalidInput
+from headrace.repository.resolve import ModelSource, ResolvedModel, resolve_model
 from headrace.types import TensorSpec
 
 __all__ = ["Job", "JobOptions", "Prepared", "make_mapper", "prepare"]

@@ -26,9 +26,10 @@ from headrace.batch.collector import ShardCollector
 from headrace.batch.dataset import DataSpec, Reader
 from headrace.batch.job import Job, make_mapper, prepare
 from headrace.batch.local import RunSummary
-from headrace.batch.model import make_instances, resolve_model
+from headrace.batch.model import make_instances
 from headrace.batch.progress import JobProgress
 from headrace.errors import require
+from headrace.repository.resolve import resolve_model
 from headrace.types import TensorSpec
 
 __all__ = ["InferenceActor", "RayOptions", "build_dataset", "read_shards", "run_ray"]

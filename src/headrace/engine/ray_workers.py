@@ -129,7 +129,7 @@ class RepositoryBackend:
     batch_size: int = 1
 
     def __call__(self, device: str) -> Backend:
-        from headrace.batch.model import ModelSource, resolve_model
+        from headrace.repository.resolve import ModelSource, resolve_model
 
         model = resolve_model(ModelSource(self.path, self.version), self.batch_size)
         try:
