@@ -133,7 +133,7 @@ def started_file(out_dir: str) -> str:
 def _job(settings: Settings) -> Any:
     from headrace.batch.dataset import DataSpec
     from headrace.batch.job import Job, JobOptions
-    from headrace.batch.model import ModelSource
+    from headrace.repository.resolve import ModelSource
 
     options = JobOptions(
         batch_size=settings.batch_size,

@@ -29,6 +29,7 @@ from cnn_models import ImageInput, ResNet50, SmallCNN
 from shapes import CLASSES, IMAGE_SIZE, write_shapes
 
 from headrace.batch.dataset import DataSpec
+from headrace.batch.readers import open_reader
 from headrace.batch.results import load_results
 from headrace.repository import ModelRepository
 
@@ -93,7 +94,7 @@ def headrace_run(argv: list[str]) -> Any:
 def train_cnn(train_dir: str, epochs: int, seed: int = 0) -> torch.nn.Module:
     """Adam on the whole train split (it fits in memory), cross-entropy, fixed seed."""
     torch.manual_seed(seed)
-    reader = DataSpec(train_dir).open()
+    reader = open_reader(DataSpec(train_dir))
     try:
         batch = reader.read(0, reader.num_rows)
     finally:
@@ -136,7 +137,7 @@ def check(model: torch.nn.Module, data: str, out: str, side: int) -> tuple[float
     """Accuracy over every row and the largest relative logit difference from torch (16 rows)."""
     results = load_results(out)
     logits = results.outputs["logits"][np.argsort(results.row_ids)]
-    reader = DataSpec(data, image_size=(side, side)).open()
+    reader = open_reader(DataSpec(data, image_size=(side, side)))
     try:
         labels = reader.read(0, reader.num_rows).columns["label"]
         sample = reader.read(0, min(16, reader.num_rows)).columns["image"]

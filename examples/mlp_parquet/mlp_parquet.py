@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from headrace.batch.dataset import DataSpec
+from headrace.batch.readers import open_reader
 from headrace.batch.results import load_results
 from headrace.repository import ModelRepository
 from headrace.repository.example_models import MLP, seeded
@@ -114,7 +115,7 @@ def check(model: torch.nn.Module, data: str, out: str, windows: int = 8) -> tupl
     results = load_results(out)
     scores = np.empty(len(results.row_ids), dtype=np.float32)
     scores[results.row_ids] = results.outputs["OUTPUT0"].reshape(-1)
-    reader = DataSpec(data).open()
+    reader = open_reader(DataSpec(data))
     rng = np.random.default_rng(1)
     checked, worst = 0, 0.0
     try:

@@ -9,10 +9,10 @@ from batch_models import direct, features, mlp_repository
 from headrace.batch.dataset import DataSpec
 from headrace.batch.job import Job, JobOptions
 from headrace.batch.local import run_local
-from headrace.batch.model import ModelSource
 from headrace.batch.results import load_results
 from headrace.cli import main
 from headrace.errors import InvalidInput
+from headrace.repository.resolve import ModelSource
 
 ROWS = 1000
 
@@ -145,3 +145,19 @@ def test_cli_runs_a_bare_onnx_file_over_seeds(model, tmp_path, capsys) -> None:
     assert main(argv) == 0
     assert "4 already done" in capsys.readouterr().out
     assert main(["run", onnx_file, "seeds:10", "--out", str(out), "--quiet"]) == 1
+
+
+def test_run_command_uses_the_run_parser_alone(model, data, tmp_path) -> None:
+    from headrace.batch.cli import build_parser, run_command
+
+    path, module = model
+    source, x = data
+    summary = run_command(["run", path, source, "--out", str(tmp_path / "o"), "--instances", "2"])
+    assert (summary.rows, summary.shards_skipped) == (ROWS, 0)
+    np.testing.assert_allclose(
+        load_results(str(tmp_path / "o")).outputs["y"], direct(module, x), rtol=1e-5, atol=1e-6
+    )
+    args = build_parser().parse_args([path, source, "--out", "o", "--num-buffers", "3"])
+    assert (args.model, args.num_buffers, args.batch_size) == (path, 3, 256)
+    with pytest.raises(InvalidInput, match="starting with 'run'"):
+        run_command(["serve", path])

@@ -14,9 +14,9 @@ from batch_models import features, mlp_repository
 from headrace.batch.dataset import DataSpec
 from headrace.batch.job import Job, JobOptions
 from headrace.batch.local import run_local
-from headrace.batch.model import ModelSource
 from headrace.batch.ray_runner import run_ray
 from headrace.batch.results import load_results
+from headrace.repository.resolve import ModelSource
 
 pytestmark = pytest.mark.ray
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from headrace.batch.dataset import DataSpec
-from headrace.batch.readers import SeedReader
+from headrace.batch.readers import SeedReader, open_reader
 from headrace.errors import InvalidInput
 
 
 def _read_all(spec: DataSpec, step: int = 7) -> dict[str, np.ndarray]:
-    reader = spec.open()
+    reader = open_reader(spec)
     try:
         batches = list(reader.iter_batches(0, reader.num_rows, step))
     finally:
@@ -24,7 +24,7 @@ def _read_all(spec: DataSpec, step: int = 7) -> dict[str, np.ndarray]:
 def test_npy_is_memory_mapped_and_named_after_the_file(tmp_path) -> None:
     data = np.arange(60, dtype=np.float32).reshape(20, 3)
     np.save(tmp_path / "feats.npy", data)
-    reader = DataSpec(str(tmp_path / "feats.npy")).open()
+    reader = open_reader(DataSpec(str(tmp_path / "feats.npy")))
     assert isinstance(reader.columns["feats"], np.memmap)  # type: ignore[attr-defined]
     assert np.array_equal(_read_all(DataSpec(str(tmp_path / "feats.npy")))["feats"], data)
 
@@ -38,7 +38,7 @@ def test_npz_members_stored_or_compressed(tmp_path, save) -> None:
     assert np.array_equal(got["a"], a) and np.array_equal(got["b"], b)
     only = _read_all(DataSpec(str(tmp_path / "d.npz"), columns=("b",)))
     assert list(only) == ["b"]
-    reader = DataSpec(str(tmp_path / "d.npz")).open()
+    reader = open_reader(DataSpec(str(tmp_path / "d.npz")))
     assert np.array_equal(reader.read(50, 60).columns["b"], b[50:60])  # a backward seek
     assert np.array_equal(reader.read(10, 12).columns["b"], b[10:12])
 
@@ -65,7 +65,7 @@ def test_parquet_across_row_groups_files_and_list_columns(tmp_path) -> None:
     single = _read_all(DataSpec(str(folder / "part-0.parquet")))
     assert np.array_equal(single["x"], x[:30])
     with pytest.raises(InvalidInput, match="no columns"):
-        DataSpec(str(folder), columns=("nope",)).open()
+        open_reader(DataSpec(str(folder), columns=("nope",)))
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 10, 64])
@@ -83,7 +83,7 @@ def test_parquet_batches_decode_each_row_group_once(tmp_path, monkeypatch, batch
         return original(self, i, *args, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
-    reader = DataSpec(str(tmp_path / "d.parquet")).open()
+    reader = open_reader(DataSpec(str(tmp_path / "d.parquet")))
     batches = list(reader.iter_batches(5, 95, batch_size))
     assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
     assert np.array_equal(np.concatenate([b.row_ids for b in batches]), np.arange(5, 95))
@@ -105,7 +105,7 @@ def test_hdf5_group_and_column_selection(tmp_path) -> None:
     assert list(_read_all(DataSpec(f"{tmp_path / 'exp.h5'}:/run1", columns=("y",)))) == ["y"]
     assert list(_read_all(DataSpec(str(tmp_path / "exp.h5")))) == ["top"]
     with pytest.raises(InvalidInput, match="no group"):
-        DataSpec(f"{tmp_path / 'exp.h5'}:/missing").open()
+        open_reader(DataSpec(f"{tmp_path / 'exp.h5'}:/missing"))
 
 
 def test_image_folder_labels_and_resize(tmp_path) -> None:
@@ -130,8 +130,8 @@ def test_seeds_and_bad_sources(tmp_path) -> None:
     assert np.array_equal(got["seed"], np.arange(10, 25))
     assert SeedReader.parse("seeds:5").num_rows == 5
     with pytest.raises(InvalidInput, match="seeds:START:STOP"):
-        DataSpec("seeds:a:b").open()
+        open_reader(DataSpec("seeds:a:b"))
     with pytest.raises(InvalidInput, match="cannot read"):
-        DataSpec(str(tmp_path / "nothing.csv")).open()
+        open_reader(DataSpec(str(tmp_path / "nothing.csv")))
     with pytest.raises(InvalidInput, match="outside"):
-        DataSpec("seeds:3").open().read(0, 4)
+        open_reader(DataSpec("seeds:3")).read(0, 4)

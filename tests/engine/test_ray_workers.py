@@ -1,159 +1,108 @@
-"""Scale-out workers: an actor's pipeline gives a local instance's outputs; the study is sane.
+"""Instances as Ray actors: an actor's pipeline gives a local instance's outputs.
 
-The tests marked ``ray`` start a local Ray; run them inside a private network namespace:
+The actors here load a real repository model with the generic factory
+(``headrace.backends.load_backend`` and the model's ``BackendContext``). The tests marked
+``ray`` start a local Ray; run them inside a private network namespace:
     unshare -n sh -c 'ip link set lo up && HEADRACE_RAY_TESTS=1 RAY_USAGE_STATS_ENABLED=0 \
         exec python -m pytest -m ray tests/engine -q'
-The others exercise the same worker class and the study without Ray.
+The others exercise the same worker class without Ray.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fixtures_models import MLP
-from headrace.bench.pipeline import PipelineStudyConfig
-from headrace.bench.scaleout import MatmulFactory, ScaleoutConfig, run_scaleout, worker_counts
+from headrace.backends import load_backend
+from headrace.backends.base import BackendContext
 from headrace.engine.instance import ModelInstance
-from headrace.engine.ray_workers import (
-    InstanceWorker,
-    RepositoryBackend,
-    RunSpec,
-    connect_ray,
-    synthetic_batch,
-)
+from headrace.engine.ray_workers import InstanceWorker, connect_ray
 from headrace.errors import HeadraceError, InvalidInput, MissingDependency, Unavailable
+from headrace.repository.resolve import ModelSource, resolve_model
 
-FACTORY = MatmulFactory(input_shape=(3, 16), batch_size=8, depth=3, seed=5)
-TINY = PipelineStudyConfig(
-    batch_size=8,
-    input_shape=(16,),
-    depth=2,
-    num_iterations=12,
-    warmup_iterations=2,
-    num_buffers=(1, 3),
-    cpu_delays_ms=(0.0,),
-    device="cpu",
-)
+
+@pytest.fixture(scope="module")
+def mlp_context(tmp_path_factory: pytest.TempPathFactory) -> BackendContext:
+    from headrace.repository import ModelRepository
+
+    root = tmp_path_factory.mktemp("workers")
+    repo = ModelRepository(str(root / "repo"))
+    entry = repo.add("mlp", max_batch_size=16)
+    entry.export_version(MLP().eval(), input_shapes={"x": (None, 64)}, output_names=["y"])
+    model = resolve_model(ModelSource(os.path.join(str(root / "repo"), "mlp")), 16)
+    return model.context("cpu", "mlp")
 
 
 def _batches(count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal((8, 3, 16)).astype(np.float32)} for _ in range(count)]
+    return [{"x": rng.standard_normal((16, 64)).astype(np.float32)} for _ in range(count)]
 
 
-def _local_outputs(factory, batches):  # type: ignore[no-untyped-def]
-    instance = ModelInstance(factory("cpu"), num_buffers=1)
+def _local_outputs(context: BackendContext, batches):  # type: ignore[no-untyped-def]
+    instance = ModelInstance(load_backend(context), num_buffers=1)
     try:
         return [instance.execute(batch) for batch in batches]
     finally:
         instance.close()
 
 
-@pytest.fixture(scope="module")
-def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from headrace.repository import ModelRepository
-
-    root = tmp_path_factory.mktemp("scaleout")
-    repo = ModelRepository(str(root / "repo"))
-    entry = repo.add("mlp", max_batch_size=16)
-    entry.export_version(MLP().eval(), input_shapes={"x": (None, 64)}, output_names=["y"])
-    return os.path.join(str(root / "repo"), "mlp")
+def _buffers_and_outputs(instance: ModelInstance, batch: dict[str, np.ndarray]):  # type: ignore[no-untyped-def]
+    return instance.num_buffers, instance.submit(batch).result()
 
 
-def test_worker_class_without_ray_matches_a_local_instance() -> None:
+def test_worker_class_without_ray_matches_a_local_instance(mlp_context: BackendContext) -> None:
     batches = _batches(3)
-    worker = InstanceWorker(FACTORY, num_buffers=2)
+    worker = InstanceWorker(load_backend, mlp_context, num_buffers=2)
     try:
         got = [worker.execute(batch) for batch in batches]
-        assert worker.describe().device == "cpu"
-        result = worker.run(RunSpec(num_iterations=5, batch_size=8, warmup_iterations=1))
+        info = worker.describe()
+        assert (info.index, info.device, info.pid) == (0, "cpu", os.getpid())
     finally:
         worker.close()
-    for mine, theirs in zip(got, _local_outputs(FACTORY, batches)):
+    for mine, theirs in zip(got, _local_outputs(mlp_context, batches)):
         np.testing.assert_array_equal(mine["y"], theirs["y"])
-    assert (result.batches, result.num_buffers) == (5, 2)
-    assert result.batches_per_s > 0 and result.stage_mean_ms["compute"] > 0
     with pytest.raises(Unavailable, match="worker 0 is closed"):
         worker.execute(batches[0])
 
 
-def test_repository_factory_loads_the_model_in_the_worker(mlp_path: str) -> None:
-    factory = RepositoryBackend(mlp_path, batch_size=16)
-    batch = {"x": np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)}
-    worker = InstanceWorker(factory)
+def test_apply_runs_the_callers_function_with_the_instance(mlp_context: BackendContext) -> None:
+    batch = _batches(1)[0]
+    worker = InstanceWorker(load_backend, mlp_context, num_buffers=2)
     try:
-        got = worker.execute(batch)["y"]
+        assert worker.apply(getattr, "num_buffers") == 2
+        buffers, submitted = worker.apply(_buffers_and_outputs, batch)
+        assert buffers == 2
+        worker.configure(3)
+        assert worker.apply(getattr, "num_buffers") == 3
+        assert worker.apply(getattr, "name") == "mlp"
     finally:
         worker.close()
-    np.testing.assert_array_equal(got, _local_outputs(factory, [batch])[0]["y"])
+    np.testing.assert_array_equal(submitted["y"], _local_outputs(mlp_context, [batch])[0]["y"])
+    with pytest.raises(Unavailable, match="closed"):
+        worker.apply(getattr, "num_buffers")
 
 
-def test_synthetic_batch_follows_the_config_and_refuses_variable_dims() -> None:
-    config = FACTORY("cpu").context.config
-    batch = synthetic_batch(config, 4, seed=1)
-    assert batch["x"].shape == (4, 3, 16) and batch["x"].dtype == np.float32
-    config.input[0].dims[0] = -1
-    with pytest.raises(InvalidInput, match=r"input 'x' has variable dims \[-1, 16\]"):
-        synthetic_batch(config, 4, seed=1)
+def test_the_worker_builds_its_backend_from_its_context(mlp_context: BackendContext) -> None:
+    seen: list[BackendContext] = []
 
+    def factory(context: BackendContext):  # type: ignore[no-untyped-def]
+        seen.append(context)
+        return load_backend(context)
 
-def test_worker_counts_double_up_to_the_requested_count() -> None:
-    assert worker_counts(1) == (1,)
-    assert worker_counts(2) == (1, 2)
-    assert worker_counts(6) == (1, 2, 4, 6)
-    assert worker_counts(8) == (1, 2, 4, 8)
-    with pytest.raises(InvalidInput, match="got 0"):
-        worker_counts(0)
-
-
-def test_threads_scaleout_fills_every_case_and_ratio() -> None:
-    results = run_scaleout(ScaleoutConfig(pipeline=TINY, workers=(1, 2)))
-    assert [(r.workers, r.num_buffers) for r in results] == [(1, 1), (1, 3), (2, 1), (2, 3)]
-    for case in results:
-        assert case.batches == 12 * case.workers and case.batches_per_s > 0
-    one, two = results[0], results[2]
-    assert one.scaling_efficiency == 1.0 and one.speedup_vs_one_buffer == 1.0
-    assert two.scaling_efficiency == pytest.approx(two.batches_per_s / (2 * one.batches_per_s))
-    assert results[1].speedup_vs_one_buffer == pytest.approx(
-        results[1].batches_per_s / one.batches_per_s
-    )
-
-
-def test_scaleout_refuses_an_unknown_backend() -> None:
-    with pytest.raises(InvalidInput, match="unknown backend 'mpi'"):
-        run_scaleout(ScaleoutConfig(pipeline=TINY, backend="mpi"))
+    worker = InstanceWorker(factory, mlp_context, num_buffers=1)
+    worker.configure(2)
+    worker.close()
+    assert seen == [mlp_context, mlp_context]
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingDependency, match="ray"):
         connect_ray()
-
-
-def test_command_line_scaleout_writes_the_table_json(tmp_path: Path) -> None:
-    import json
-
-    from headrace.cli import main
-
-    out = tmp_path / "scaleout.json"
-    argv = ["bench", "pipeline", "--scaleout", "--num-workers=2", "--batch-size=4"]
-    argv += ["--input-shape=8", "--num-iterations=3", "--warmup-iterations=0"]
-    argv += ["--num-buffers=1,2", "--cpu-delay-ms=0", "--device=cpu", f"--out={out}"]
-    assert main(argv) == 0
-    document = json.loads(out.read_text())
-    assert document["study"] == "pipeline_scaleout" and document["machine"]["cpu_count"]
-    assert document["config"]["backend"] == "threads"
-    assert [(r["workers"], r["num_buffers"]) for r in document["results"]] == [
-        (1, 1),
-        (1, 2),
-        (2, 1),
-        (2, 2),
-    ]
 
 
 # --- on a local Ray (two CPUs) -------------------------------------------------------------
@@ -168,75 +117,63 @@ def ray_cpus():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.ray
-def test_two_cpu_actors_match_a_local_instance(ray_cpus) -> None:  # type: ignore[no-untyped-def]
+def test_two_cpu_actors_match_a_local_instance(ray_cpus, mlp_context: BackendContext) -> None:  # type: ignore[no-untyped-def]
     from headrace.engine.ray_workers import RayWorkerPool
 
     batches = _batches(6, seed=3)
-    with RayWorkerPool(2, FACTORY, num_buffers=2) as pool:
+    with RayWorkerPool(2, load_backend, mlp_context, num_buffers=2) as pool:
         assert len({info.pid for info in pool.info}) == 2
-        assert {info.device for info in pool.info} == {"cpu"}
+        assert [(info.index, info.device) for info in pool.info] == [(0, "cpu"), (1, "cpu")]
         got = pool.map(batches)
         one = pool.execute(batches[1], worker=1)
-    expected = _local_outputs(FACTORY, batches)
+    expected = _local_outputs(mlp_context, batches)
     for mine, theirs in zip(got, expected):
         np.testing.assert_array_equal(mine["y"], theirs["y"])
     np.testing.assert_array_equal(one["y"], expected[1]["y"])
 
 
 @pytest.mark.ray
-def test_actors_load_a_repository_model(ray_cpus, mlp_path: str) -> None:  # type: ignore[no-untyped-def]
+def test_pool_apply_runs_in_every_actor_in_worker_order(
+    ray_cpus, mlp_context: BackendContext
+) -> None:  # type: ignore[no-untyped-def]
     from headrace.engine.ray_workers import RayWorkerPool
 
-    factory = RepositoryBackend(mlp_path, batch_size=16)
-    rng = np.random.default_rng(4)
-    batches = [{"x": rng.standard_normal((16, 64)).astype(np.float32)} for _ in range(4)]
-    with RayWorkerPool(2, factory, num_buffers=2) as pool:
-        got = pool.map(batches)
-    for mine, theirs in zip(got, _local_outputs(factory, batches)):
-        np.testing.assert_array_equal(mine["y"], theirs["y"])
+    def buffers_and_outputs(instance, batch):  # type: ignore[no-untyped-def]
+        return instance.num_buffers, instance.submit(batch).result()  # pickled by value
 
-
-@pytest.mark.ray
-def test_pool_run_gives_sane_per_worker_results(ray_cpus) -> None:  # type: ignore[no-untyped-def]
-    from headrace.engine.ray_workers import RayWorkerPool
-
-    with RayWorkerPool(2, FACTORY, num_buffers=1) as pool:
-        spec = RunSpec(num_iterations=10, batch_size=8, warmup_iterations=2)
-        first = pool.run(spec)
+    batch = _batches(1)[0]
+    with RayWorkerPool(2, load_backend, mlp_context, num_buffers=1) as pool:
+        assert pool.apply(getattr, "name") == ["mlp_0", "mlp_1"]
         pool.configure(3)
-        second = pool.run(spec)
-    assert [w.worker for w in first.workers] == [0, 1]
-    assert [w.num_buffers for w in first.workers + second.workers] == [1, 1, 3, 3]
-    for run in (first, second):
-        assert run.batches == 20
-        assert run.batches_per_s == pytest.approx(20 / run.elapsed_s)
-        for worker in run.workers:
-            assert 0 < worker.elapsed_s <= run.elapsed_s
-            assert worker.batches_per_s == pytest.approx(10 / worker.elapsed_s)
-            assert worker.stage_mean_ms["compute"] > 0
+        got = pool.apply(buffers_and_outputs, batch)
+    expected = _local_outputs(mlp_context, [batch])[0]["y"]
+    assert [buffers for buffers, _ in got] == [3, 3]
+    for _, outputs in got:
+        np.testing.assert_array_equal(outputs["y"], expected)
 
 
 @pytest.mark.ray
-def test_ray_scaleout_study(ray_cpus) -> None:  # type: ignore[no-untyped-def]
-    results = run_scaleout(ScaleoutConfig(pipeline=TINY, workers=(1, 2), backend="ray"))
-    assert [(r.workers, r.num_buffers) for r in results] == [(1, 1), (1, 3), (2, 1), (2, 3)]
-    for case in results:
-        assert len(case.per_worker_batches_per_s) == case.workers == len(case.devices)
-        assert case.batches == 12 * case.workers
-        assert case.scaling_efficiency > 0 and case.speedup_vs_one_buffer > 0
-    assert results[0].scaling_efficiency == 1.0
-
-
-@pytest.mark.ray
-def test_pool_refuses_what_the_cluster_lacks_and_maps_worker_errors(ray_cpus) -> None:  # type: ignore[no-untyped-def]
+def test_pool_refuses_what_the_cluster_lacks_and_maps_worker_errors(
+    ray_cpus, mlp_context: BackendContext
+) -> None:  # type: ignore[no-untyped-def]
     from headrace.engine.ray_workers import RayWorkerPool
 
     with pytest.raises(Unavailable, match="3 Ray workers need 3 CPU in all, the cluster has 2"):
-        RayWorkerPool(3, FACTORY)
+        RayWorkerPool(3, load_backend, mlp_context)
     with pytest.raises(Unavailable, match="need 1 GPU"):
-        RayWorkerPool(1, FACTORY, num_gpus_per_worker=1.0)
-    with RayWorkerPool(1, FACTORY) as pool:
+        RayWorkerPool(1, load_backend, mlp_context, num_gpus_per_worker=1.0)
+    with RayWorkerPool(1, load_backend, mlp_context) as pool:
         with pytest.raises(HeadraceError):
-            pool.execute({"x": np.zeros((8, 3, 5), np.float32)})
+            pool.execute({"x": np.zeros((8, 5), np.float32)})
         with pytest.raises(InvalidInput, match="worker 4 out of range"):
             pool.execute(_batches(1)[0], worker=4)
+
+
+def test_the_context_travels_to_an_actor_through_cloudpickle(mlp_context: BackendContext) -> None:
+    import pickle
+
+    from headrace.engine.ray_workers import _ShippedContext
+
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+    shipped = pickle.loads(cloudpickle.dumps(_ShippedContext.of(mlp_context)))
+    assert shipped.unpack() == mlp_context

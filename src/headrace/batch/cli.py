@@ -14,7 +14,7 @@ from typing import Any
 
 from headrace.errors import InvalidInput
 
-__all__ = ["job_from_args", "register"]
+__all__ = ["add_arguments", "build_parser", "job_from_args", "register", "run_command"]
 
 
 def register(subparsers: Any) -> None:
@@ -25,6 +25,22 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A stand-alone parser for ``headrace run``'s arguments (those after ``run``)."""
+    parser = argparse.ArgumentParser(
+        prog="headrace run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``headrace run``'s arguments and handler, on ``parser``."""
     parser.add_argument("model", metavar="MODEL", help="REPO/NAME model directory or a .onnx file")
     parser.add_argument("data", metavar="DATA", help="input file, folder or seeds:START:STOP")
     parser.add_argument("--out", required=True, help="output folder (holds manifest.json)")
@@ -81,7 +97,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~headrace.batch.job.Job` an argument namespace describes."""
     from headrace.batch.dataset import DataSpec
     from headrace.batch.job import Job, JobOptions
-    from headrace.batch.model import ModelSource
+    from headrace.repository.resolve import ModelSource
 
     options = JobOptions(
         batch_size=args.batch_size,
@@ -121,9 +137,9 @@ def run_from_args(args: argparse.Namespace) -> Any:
 
 def run_command(argv: list[str]) -> Any:
     """``headrace run ...`` in this process (``argv`` starts with ``run``); its RunSummary."""
-    from headrace.cli import build_parser
-
-    return run_from_args(build_parser(plugins=(__name__,)).parse_args(argv))
+    if not argv or argv[0] != "run":
+        raise InvalidInput(f"run_command expects arguments starting with 'run', got {argv[:1]}")
+    return run_from_args(build_parser().parse_args(argv[1:]))
 
 
 def _run(args: argparse.Namespace) -> int:

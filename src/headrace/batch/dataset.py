@@ -6,7 +6,8 @@ resumed job reads only the shards it has not finished. Row ``i`` of a dataset al
 ``i``. A reader never loads the whole dataset: files are memory-mapped or read in slices.
 
 Readers are built from a :class:`DataSpec` (plain strings, picklable) so that Ray workers can
-open their own copy; ``open()`` is lazy and each reader opens its files on first use.
+open their own copy with :func:`~headrace.batch.readers.open_reader`, which picks the reader;
+each reader opens its files on first use. The readers import this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -49,12 +50,6 @@ class DataSpec:
     columns: tuple[str, ...] = ()
     image_size: tuple[int, ...] = ()
     decode_threads: int = 4
-
-    def open(self) -> Reader:
-        """The reader for this source, picked by suffix or scheme."""
-        from headrace.batch.readers import open_reader
-
-        return open_reader(self)
 
 
 class Reader(ABC):

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from headrace.batch.columns import InputMapper, load_hook
 from headrace.batch.dataset import DataSpec, Reader
 from headrace.batch.manifest import Fingerprint, Manifest
-from headrace.batch.model import ModelSource, ResolvedModel, resolve_model
+from headrace.batch.readers import open_reader
 from headrace.batch.writers import ShardWriter, make_writer
 from headrace.errors import InvalidInput
+from headrace.repository.resolve import ModelSource, ResolvedModel, resolve_model
 from headrace.types import TensorSpec
 
 __all__ = ["Job", "JobOptions", "Prepared", "make_mapper", "prepare"]
@@ -94,7 +95,7 @@ def prepare(job: Job) -> Prepared:
     options.check()
     model = resolve_model(job.model, options.batch_size)
     try:
-        reader = job.data.open()
+        reader = open_reader(job.data)
         outputs = _selected_outputs(model, options.outputs)
         mapper = make_mapper(options, model.inputs)
         fingerprint = Fingerprint.of(

@@ -7,18 +7,20 @@
               (gather shards, write atomically, record in the manifest, progress)
 
 Every queue is bounded and the dispatcher keeps at most ``instances * (num_buffers + 1)``
-batches in flight (a semaphore released by each batch's done callback, which passes the
-outputs on at once), so a slow model (or a slow disk) stops the readers instead of filling
-memory. The first error anywhere stops the job: threads drain their queues and exit, shards
-already written stay recorded, and a rerun resumes from there.
+batches in flight (the engine's :func:`~headrace.engine.inflight.drive_in_flight`, round-robin
+over the instances, passing each batch's outputs to the writer in order), so a slow model (or
+a slow disk) stops the readers instead of filling memory. The first error anywhere stops the
+job: threads drain their queues and exit, shards already written stay recorded, and a rerun
+resumes from there.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,8 @@ from headrace.batch.collector import ShardCollector
 from headrace.batch.job import Job, Prepared, prepare
 from headrace.batch.model import make_instances
 from headrace.batch.progress import JobProgress
+from headrace.engine.inflight import drive_in_flight
+from headrace.engine.instance import ModelInstance
 
 __all__ = ["RunSummary", "run_local"]
 
@@ -82,7 +86,7 @@ class _LocalRunner:
             self.shards.put(shard)
         self.batches: queue.Queue[Any] = queue.Queue(maxsize=2 * depth)
         self.results: queue.Queue[Any] = queue.Queue(maxsize=2 * depth)
-        self.in_flight = threading.BoundedSemaphore(depth)
+        self.readers_done = 0  # _DONE markers taken from ``batches``
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self._error_lock = threading.Lock()
@@ -152,33 +156,34 @@ class _LocalRunner:
         finally:
             self.batches.put(_DONE)
 
-    def _dispatch(self, instances: list[Any], readers: int) -> None:
+    def _dispatch(self, instances: list[ModelInstance], readers: int) -> None:
         """Main thread: round-robin over instances, at most ``depth`` batches in flight."""
-        finished, turn = 0, 0
-        while finished < readers:
-            item = self.batches.get()
-            if item is _DONE:
-                finished += 1
-                continue
-            if self.stop.is_set():
-                continue  # drain, so that blocked readers can finish
-            self.in_flight.acquire()
-            future = instances[turn % len(instances)].submit(item.arrays)
-            future.add_done_callback(functools.partial(self._complete, item))
-            turn += 1
-        for _ in range(self.depth):  # every batch in flight has come back
-            self.in_flight.acquire()
+        turn = itertools.count()
 
-    def _complete(self, work: _Work, future: Future[Any]) -> None:
-        """Done callback (on an instance's hand-over thread): pass the outputs on."""
+        def submit(work: _Work) -> Future[Any]:
+            return instances[next(turn) % len(instances)].submit(work.arrays)
+
         try:
-            outputs = future.result()
-            if not self.stop.is_set():
-                self.results.put(_Work(work.shard, work.row_ids, outputs))
+            drive_in_flight(self._incoming(readers), submit, self.depth, self._complete)
         except BaseException as exc:
             self._fail(exc)
-        finally:
-            self.in_flight.release()
+        while self.readers_done < readers:  # drain, so that blocked readers can finish
+            if self.batches.get() is _DONE:
+                self.readers_done += 1
+
+    def _incoming(self, readers: int) -> Iterator[_Work]:
+        """The readers' batches until every reader is done or the job stops."""
+        while self.readers_done < readers and not self.stop.is_set():
+            item = self.batches.get()
+            if item is _DONE:
+                self.readers_done += 1
+            elif not self.stop.is_set():
+                yield item
+
+    def _complete(self, work: _Work, outputs: Any) -> None:
+        """A batch's outputs, in order: on to the writer."""
+        if not self.stop.is_set():
+            self.results.put(_Work(work.shard, work.row_ids, outputs))
 
     def _write(self, collector: ShardCollector) -> None:
         """Writer thread: gather shards and write each once complete."""

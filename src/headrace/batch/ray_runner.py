@@ -26,9 +26,11 @@ from headrace.batch.collector import ShardCollector
 from headrace.batch.dataset import DataSpec, Reader
 from headrace.batch.job import Job, make_mapper, prepare
 from headrace.batch.local import RunSummary
-from headrace.batch.model import make_instances, resolve_model
+from headrace.batch.model import make_instances
 from headrace.batch.progress import JobProgress
+from headrace.batch.readers import open_reader
 from headrace.errors import require
+from headrace.repository.resolve import resolve_model
 from headrace.types import TensorSpec
 
 __all__ = ["InferenceActor", "RayOptions", "build_dataset", "read_shards", "run_ray"]
@@ -130,7 +132,7 @@ def read_shards(
     """Ray task: the rows of the shards in ``batch`` as model inputs, tagged with shard and row."""
     reader = _READERS.get(job.data)
     if reader is None:
-        reader = _READERS[job.data] = job.data.open()
+        reader = _READERS[job.data] = open_reader(job.data)
     mapper = make_mapper(job.options, inputs)
     parts: list[dict[str, np.ndarray]] = []
     for shard in batch[SHARD]:

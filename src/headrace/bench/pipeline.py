@@ -13,16 +13,16 @@ optimistic when the workers share one device.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from headrace.bench.workload import MatmulBackend, matmul_context, simulated_cpu_stage
+from headrace.engine.inflight import drive_in_flight
 from headrace.engine.instance import ModelInstance
 from headrace.engine.stats import STAGES, StatsSnapshot
 from headrace.errors import InvalidInput
@@ -163,13 +163,19 @@ def run_case(config: PipelineStudyConfig, num_buffers: int, cpu_delay_ms: float)
 
 
 def _drive_all(
-    instances: list[ModelInstance], inputs: list[dict[str, Any]], iterations: int, depth: int
+    instances: list[ModelInstance],
+    inputs: list[dict[str, Any]],
+    iterations: int,
+    num_buffers: int,
 ) -> None:
+    """Each instance from its own thread, with ``num_buffers + 1`` batches in flight."""
     if iterations == 0:
         return
     errors: list[BaseException] = []
     threads = [
-        threading.Thread(target=_drive, args=(instance, inputs, iterations, depth + 1, errors))
+        threading.Thread(
+            target=_drive, args=(instance, inputs, iterations, num_buffers + 1, errors)
+        )
         for instance in instances
     ]
     for thread in threads:
@@ -187,15 +193,9 @@ def _drive(
     depth: int,
     errors: list[BaseException],
 ) -> None:
-    """Keep ``depth`` batches in flight: submit while there is room, else wait on the oldest."""
-    in_flight: deque[Future[Any]] = deque()
     try:
-        for index in range(iterations):
-            if len(in_flight) >= depth:
-                in_flight.popleft().result()
-            in_flight.append(instance.submit(inputs[index % len(inputs)]))
-        while in_flight:
-            in_flight.popleft().result()
+        batches = itertools.islice(itertools.cycle(inputs), iterations)
+        drive_in_flight(batches, instance.submit, depth)
     except BaseException as exc:
         errors.append(exc)
 

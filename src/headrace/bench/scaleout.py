@@ -11,7 +11,8 @@ Two worker backends:
   study's ``run_case``); they share the process's torch threads and, on a GPU, one device.
 - ``ray``: one :class:`~headrace.engine.ray_workers.InstanceWorker` actor per worker, each
   with its own pipeline; one GPU per actor when ``num_gpus_per_worker`` is 1 (``--gpus N``),
-  else one CPU per actor. Aggregate batches/s is over the driver's wall time for all actors.
+  else one CPU per actor. :func:`~headrace.bench.ray_workers.run_pool` times them inside the
+  actors; aggregate batches/s is over the driver's wall time for all actors.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from headrace.backends.base import Backend
+from headrace.backends.base import Backend, BackendContext
 from headrace.bench.pipeline import PipelineStudyConfig, resolve_device, run_case
 from headrace.bench.workload import MatmulBackend, matmul_context, simulated_cpu_stage
 from headrace.errors import InvalidInput
@@ -45,15 +46,13 @@ BACKENDS = ("threads", "ray")
 
 @dataclass(frozen=True)
 class MatmulFactory:
-    """A picklable backend factory for the study's matmul workload (built inside each actor)."""
+    """A picklable backend factory for the study's matmul workload (built inside each actor);
+    its context comes from :func:`~headrace.bench.workload.matmul_context`."""
 
-    input_shape: tuple[int, ...]
-    batch_size: int
     depth: int = 4
     seed: int = 0
 
-    def __call__(self, device: str) -> Backend:
-        context = matmul_context(self.input_shape, self.batch_size, device)
+    def __call__(self, context: BackendContext) -> Backend:
         return MatmulBackend(context, depth=self.depth, seed=self.seed)
 
 
@@ -136,17 +135,19 @@ def _thread_cases(config: ScaleoutConfig, workers: int) -> list[ScaleoutResult]:
 
 
 def _ray_cases(config: ScaleoutConfig, workers: int) -> list[ScaleoutResult]:
-    from headrace.engine.ray_workers import RayWorkerPool, RunSpec, connect_ray
+    from headrace.bench.ray_workers import RunSpec, run_pool
+    from headrace.engine.ray_workers import RayWorkerPool, connect_ray
 
     study = config.pipeline
     connect_ray(config.ray_address)
-    factory = MatmulFactory(study.input_shape, study.batch_size, study.depth)
+    context = matmul_context(study.input_shape, study.batch_size, "cpu")  # the pool sets device
     spec = RunSpec(study.num_iterations, study.batch_size, study.warmup_iterations)
     buffers_swept = sorted(set(study.num_buffers))
     results = []
     with RayWorkerPool(
         workers,
-        factory,
+        MatmulFactory(study.depth),
+        context,
         num_gpus_per_worker=config.num_gpus_per_worker,
         num_buffers=buffers_swept[0],
         pin_memory=study.pin_memory,
@@ -155,7 +156,7 @@ def _ray_cases(config: ScaleoutConfig, workers: int) -> list[ScaleoutResult]:
         for delay in study.cpu_delays_ms:
             for buffers in buffers_swept:
                 pool.configure(buffers, simulated_cpu_stage(delay))
-                run = _median(lambda: pool.run(spec), study.repeats)
+                run = _median(lambda: run_pool(pool, spec), study.repeats)
                 results.append(
                     ScaleoutResult(
                         delay,

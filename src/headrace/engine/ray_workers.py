@@ -1,39 +1,41 @@
-"""Scale-out: model instances as Ray actors, one pipeline each (one GPU each when there are GPUs).
+"""Model instances as Ray actors, one pipeline each (one GPU each when there are GPUs).
 
     driver ── RayWorkerPool ──┬─► InstanceWorker actor 0: backend + N-way pipeline (GPU 0 / 1 CPU)
                               ├─► InstanceWorker actor 1: backend + N-way pipeline (GPU 1 / 1 CPU)
                               └─► ...
 
 Horizontal scaling is the number of actors, vertical scaling the ``num_buffers`` of each
-actor's pipeline. An actor builds its backend itself from a picklable :data:`BackendFactory`
-(the model is loaded once per actor, on the actor's device), so the code of an instance is the
-one the server and the offline runner use. An actor asked for ``num_gpus=1`` sees exactly one
-GPU (Ray sets ``CUDA_VISIBLE_DEVICES``), so it runs on ``cuda:0``; CPU actors take one CPU
-each and Ray limits their torch threads to it.
+actor's pipeline. An actor builds its backend itself, ``factory(context)``, from a picklable
+:data:`~headrace.backends.base.BackendFactory` and the
+:class:`~headrace.backends.base.BackendContext` of its instance, so the model is loaded once
+per actor, on the actor's device, and the code of an instance is the one the server and the
+offline runner use. The pool sets each context's device: an actor asked for ``num_gpus > 0``
+sees its GPU as ``cuda:0`` (Ray sets ``CUDA_VISIBLE_DEVICES``); CPU actors take one CPU each,
+run on ``cpu``, and Ray limits their torch threads to it.
 
-``run`` drives the actor's own pipeline (synthetic inputs made from the model configuration,
-``num_buffers + 1`` batches in flight) for throughput studies; ``execute`` runs one batch for
-general use. Ray is imported lazily; without it :class:`~headrace.errors.MissingDependency`
-names the ``ray`` extra.
+Work reaches an actor's instance two ways: ``execute`` runs one batch (``map`` spreads batches
+over the actors), and ``apply(fn, *args)`` runs the caller's function as
+``fn(instance, *args)`` inside the actor (Ray pickles it with cloudpickle) and returns its
+result, so a caller can run its own loop next to the instance (the benchmarks time batches
+that way) without the engine knowing what the loop is for. Ray is imported lazily; without it
+:class:`~headrace.errors.MissingDependency` names the ``ray`` extra.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
-import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
-from headrace.backends.base import Backend
+from headrace.backends.base import BackendContext, BackendFactory
+from headrace.config import ModelConfig
 from headrace.engine.instance import ModelInstance
 from headrace.engine.pipeline import Preprocess
-from headrace.engine.stats import STAGES
 from headrace.errors import (
     HeadraceError,
     InternalError,
@@ -44,37 +46,9 @@ from headrace.errors import (
 )
 from headrace.types import Outputs
 
-__all__ = [
-    "BackendFactory",
-    "InstanceWorker",
-    "PoolResult",
-    "RayWorkerPool",
-    "RepositoryBackend",
-    "RunSpec",
-    "WorkerInfo",
-    "WorkerResult",
-    "connect_ray",
-    "drive_in_flight",
-    "synthetic_batch",
-]
+__all__ = ["InstanceWorker", "RayWorkerPool", "WorkerInfo", "connect_ray"]
 
-BackendFactory = Callable[[str], Backend]
-"""Builds a loaded backend on the given device (``cpu`` or ``cuda:0``); must be picklable."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One throughput run of a worker: ``warmup_iterations`` untimed, then timed batches."""
-
-    num_iterations: int = 100
-    batch_size: int = 64
-    warmup_iterations: int = 5
-    seed: int = 0
-
-    def validate(self) -> None:
-        for name in ("num_iterations", "batch_size", "warmup_iterations"):
-            if getattr(self, name) < (0 if name == "warmup_iterations" else 1):
-                raise InvalidInput(f"run spec: invalid {name} {getattr(self, name)!r}")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -88,76 +62,26 @@ class WorkerInfo:
     gpu_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class WorkerResult:
-    """One worker's timed run; ``stage_mean_ms`` per pipeline stage, as the pipeline study."""
-
-    worker: int
-    device: str
-    hostname: str
-    num_buffers: int
-    batches: int
-    elapsed_s: float
-    batches_per_s: float
-    items_per_s: float
-    stage_mean_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PoolResult:
-    """A run of every worker at once; ``elapsed_s`` is the driver's wall time for all of them."""
-
-    workers: list[WorkerResult]
-    elapsed_s: float
-
-    @property
-    def batches(self) -> int:
-        return sum(worker.batches for worker in self.workers)
-
-    @property
-    def batches_per_s(self) -> float:
-        return self.batches / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class RepositoryBackend:
-    """A :data:`BackendFactory` for a model of a Triton-layout repository (``REPO/NAME``, or
-    a bare ``.onnx`` file), resolved and loaded inside each actor."""
-
-    path: str
-    version: int | None = None
-    batch_size: int = 1
-
-    def __call__(self, device: str) -> Backend:
-        from headrace.batch.model import ModelSource, resolve_model
-
-        model = resolve_model(ModelSource(self.path, self.version), self.batch_size)
-        try:
-            return model.load_backend(device, f"{model.name}_{os.getpid()}")
-        finally:
-            model.cleanup()  # a bare model file's scratch repository; loaded backends keep no path
-
-
 class InstanceWorker:
-    """The body of one Ray actor: a backend on this actor's device and its ModelInstance.
+    """The body of one Ray actor: the backend ``factory(context)`` builds and its ModelInstance.
 
     Plain Python so it can be tested without Ray; :class:`RayWorkerPool` wraps it with
     ``ray.remote``. Calls on one actor run one at a time (Ray's default), so ``configure``
-    never races ``run``.
+    never races ``execute`` or ``apply``.
     """
 
     def __init__(
         self,
         factory: BackendFactory,
+        context: BackendContext,
         *,
         index: int = 0,
-        device: str = "cpu",
         num_buffers: int = 2,
         pin_memory: bool = True,
     ) -> None:
         self._factory = factory
+        self._context = context
         self._index = index
-        self._device = device
         self._pin_memory = pin_memory
         self._instance: ModelInstance | None = None
         self.configure(num_buffers)
@@ -166,18 +90,19 @@ class InstanceWorker:
         """(Re)build the instance with ``num_buffers`` slots and an optional CPU stage."""
         self.close()
         self._instance = ModelInstance(
-            self._factory(self._device),
+            self._factory(self._context),
             num_buffers=num_buffers,
-            name=f"worker{self._index}",
+            name=self._context.instance_name,
             pin_memory=self._pin_memory,
             preprocess=preprocess,
         )
 
     def describe(self) -> WorkerInfo:
-        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "") if self._device != "cpu" else ""
+        device = self._context.device
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "") if device != "cpu" else ""
         return WorkerInfo(
             self._index,
-            self._device,
+            device,
             platform.node(),
             os.getpid(),
             tuple(g for g in gpus.split(",") if g),
@@ -188,37 +113,13 @@ class InstanceWorker:
         outputs = self._live().execute(inputs)
         return {name: np.asarray(value) for name, value in outputs.items()}
 
-    def run(self, spec: RunSpec) -> WorkerResult:
-        """Warm up, then time ``spec.num_iterations`` batches with ``num_buffers + 1`` in flight."""
-        spec.validate()
-        instance = self._live()
-        config = instance.backend.context.config
-        batches = [synthetic_batch(config, spec.batch_size, spec.seed + k) for k in range(4)]
-        depth = instance.num_buffers + 1
-        drive_in_flight(instance, batches, spec.warmup_iterations, depth)
-        before = instance.stats.snapshot()
-        start = time.monotonic()
-        drive_in_flight(instance, batches, spec.num_iterations, depth)
-        elapsed = time.monotonic() - start
-        after = instance.stats.snapshot()
-        done = after.batches - before.batches
-        stage_ms = {
-            stage.removesuffix("_ns"): (after.totals_ns[stage] - before.totals_ns[stage])
-            / max(done, 1)
-            / 1e6
-            for stage in STAGES
-        }
-        return WorkerResult(
-            worker=self._index,
-            device=self._device,
-            hostname=platform.node(),
-            num_buffers=instance.num_buffers,
-            batches=spec.num_iterations,
-            elapsed_s=elapsed,
-            batches_per_s=spec.num_iterations / elapsed,
-            items_per_s=spec.num_iterations * spec.batch_size / elapsed,
-            stage_mean_ms=stage_ms,
-        )
+    def apply(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(instance, *args)`` with this actor's ModelInstance; returns what ``fn`` returns.
+
+        ``fn`` may submit to the instance as it likes, but must not close it, and should wait
+        for what it submitted before it returns (the next call may reconfigure the instance).
+        """
+        return fn(self._live(), *args)
 
     def close(self) -> None:
         if self._instance is not None:
@@ -231,42 +132,30 @@ class InstanceWorker:
         return self._instance
 
 
-def drive_in_flight(
-    instance: ModelInstance, batches: Sequence[Mapping[str, Any]], iterations: int, depth: int
-) -> None:
-    """Keep ``depth`` batches in flight: submit while there is room, else wait on the oldest."""
-    in_flight: deque[Future[Any]] = deque()
-    for index in range(iterations):
-        if len(in_flight) >= depth:
-            in_flight.popleft().result()
-        in_flight.append(instance.submit(batches[index % len(batches)]))
-    while in_flight:
-        in_flight.popleft().result()
+@dataclass(frozen=True)
+class _ShippedContext:
+    """A BackendContext as Ray can pickle it. The generated ``ModelConfig`` class says its
+    module is ``model_config_pb2``, which cloudpickle cannot import by that name, so the
+    configuration travels as its serialized bytes."""
+
+    values: dict[str, Any]
+    config: bytes
+
+    @classmethod
+    def of(cls, context: BackendContext) -> _ShippedContext:
+        values = {f.name: getattr(context, f.name) for f in dataclasses.fields(context)}
+        config = values.pop("config")
+        return cls(values, config.SerializeToString())
+
+    def unpack(self) -> BackendContext:
+        return BackendContext(config=ModelConfig.FromString(self.config), **self.values)
 
 
-def synthetic_batch(config: Any, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-    """Random inputs for every input of ``config`` (a ``ModelConfig``); ``batch_size`` is
-    ignored by a model without a batch dimension."""
-    from headrace.config import input_specs
+class _RayInstanceWorker(InstanceWorker):
+    """What :class:`RayWorkerPool` makes actors of: an InstanceWorker given a shipped context."""
 
-    rng = np.random.default_rng(seed)
-    batch: dict[str, np.ndarray] = {}
-    batched = config.max_batch_size > 0
-    for spec in input_specs(config):
-        if any(dim < 0 for dim in spec.dims):
-            raise InvalidInput(
-                f"input '{spec.name}' has variable dims {list(spec.dims)}; synthetic batches "
-                "need fixed dims"
-            )
-        shape = (batch_size, *spec.dims) if batched else spec.dims
-        dtype = spec.datatype.numpy_dtype
-        if np.issubdtype(dtype, np.floating):
-            batch[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif np.issubdtype(dtype, np.integer) or dtype == np.bool_:
-            batch[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            raise InvalidInput(f"input '{spec.name}': no synthetic data for {spec.datatype.name}")
-    return batch
+    def __init__(self, factory: BackendFactory, shipped: _ShippedContext, **options: Any) -> None:
+        super().__init__(factory, shipped.unpack(), **options)
 
 
 def connect_ray(address: str = "", *, num_cpus: int | None = None) -> Any:
@@ -285,15 +174,18 @@ def connect_ray(address: str = "", *, num_cpus: int | None = None) -> Any:
 class RayWorkerPool:
     """``num_workers`` :class:`InstanceWorker` actors placed by Ray, driven concurrently.
 
-    With ``num_gpus_per_worker > 0`` each actor gets that share of a GPU and runs on
-    ``cuda:0`` (its own GPU for 1.0); otherwise each is a CPU actor with one CPU. The pool
-    refuses up front when the cluster lacks the resources (Ray would wait for them forever).
+    Actor ``i`` builds its backend with ``factory(context)``, where ``context`` is the one
+    given with its ``device`` set and ``instance_name`` suffixed ``_i``. With
+    ``num_gpus_per_worker > 0`` each actor gets that share of a GPU and runs on ``cuda:0``
+    (its own GPU for 1.0); otherwise each is a CPU actor with one CPU. The pool refuses up
+    front when the cluster lacks the resources (Ray would wait for them forever).
     """
 
     def __init__(
         self,
         num_workers: int,
         factory: BackendFactory,
+        context: BackendContext,
         *,
         num_gpus_per_worker: float = 0.0,
         num_buffers: int = 2,
@@ -305,11 +197,18 @@ class RayWorkerPool:
             raise InvalidInput(f"num_gpus_per_worker must be >= 0, got {num_gpus_per_worker}")
         self._ray = connect_ray()
         _check_resources(self._ray, num_workers, num_gpus_per_worker)
-        remote = self._ray.remote(InstanceWorker)
+        remote = self._ray.remote(_RayInstanceWorker)
         device = "cuda:0" if num_gpus_per_worker > 0 else "cpu"
+        name = context.instance_name or context.model_name
         self.workers = [
             remote.options(num_cpus=1, num_gpus=num_gpus_per_worker).remote(
-                factory, index=index, device=device, num_buffers=num_buffers, pin_memory=pin_memory
+                factory,
+                _ShippedContext.of(
+                    dataclasses.replace(context, device=device, instance_name=f"{name}_{index}")
+                ),
+                index=index,
+                num_buffers=num_buffers,
+                pin_memory=pin_memory,
             )
             for index in range(num_workers)
         ]
@@ -329,16 +228,6 @@ class RayWorkerPool:
         """Rebuild every worker's instance with ``num_buffers`` slots."""
         self._get([w.configure.remote(num_buffers, preprocess) for w in self.workers])
 
-    def run(self, spec: RunSpec) -> PoolResult:
-        """Warm every worker up, then run them all at once and time the whole."""
-        spec.validate()
-        warm = RunSpec(spec.warmup_iterations or 1, spec.batch_size, 0, spec.seed)
-        self._get([w.run.remote(warm) for w in self.workers])
-        timed = RunSpec(spec.num_iterations, spec.batch_size, 0, spec.seed)
-        start = time.monotonic()
-        results = self._get([w.run.remote(timed) for w in self.workers])
-        return PoolResult(results, time.monotonic() - start)
-
     def execute(self, inputs: Mapping[str, np.ndarray], worker: int = 0) -> Outputs:
         """One batch on one worker."""
         if not 0 <= worker < len(self.workers):
@@ -352,6 +241,11 @@ class RayWorkerPool:
             for i, batch in enumerate(batches)
         ]
         return self._get(refs)  # type: ignore[no-any-return]
+
+    def apply(self, fn: Callable[..., R], *args: Any) -> list[R]:
+        """``fn(instance, *args)`` in every worker at once (see :meth:`InstanceWorker.apply`);
+        the results in worker order."""
+        return self._get([w.apply.remote(fn, *args) for w in self.workers])  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close each instance (draining it), then end the actors."""
