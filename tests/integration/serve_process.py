@@ -64,6 +64,7 @@ output {{
   data_type: TYPE_FP16
   dims: [ -1 ]
 }}
+{extra}
 """
 
 
@@ -148,11 +149,22 @@ def onnx_reference(model_file: Path, output: str = "OUTPUT0") -> Callable[..., n
     return run
 
 
-def write_fp16_identity(repository: Path, name: str = "fp16_identity") -> None:
-    """Add an FP16 identity python-backend model, written as a Triton model.py, to a repo."""
+def write_fp16_identity(
+    repository: Path, name: str = "fp16_identity", batching_delay_us: int | None = None
+) -> None:
+    """Add an FP16 identity python-backend model, written as a Triton model.py, to a repo.
+
+    With ``batching_delay_us`` it gets ``dynamic_batching`` with that queue delay.
+    """
     model_dir = repository / name
     (model_dir / "1").mkdir(parents=True)
-    (model_dir / "config.pbtxt").write_text(_FP16_CONFIG.format(name=name), encoding="utf-8")
+    extra = (
+        f"dynamic_batching {{ max_queue_delay_microseconds: {batching_delay_us} }}"
+        if batching_delay_us is not None
+        else ""
+    )
+    config = _FP16_CONFIG.format(name=name, extra=extra)
+    (model_dir / "config.pbtxt").write_text(config, encoding="utf-8")
     (model_dir / "1" / "model.py").write_text(_IDENTITY_MODEL_PY, encoding="utf-8")
 
 
