@@ -161,3 +161,29 @@ def test_run_command_uses_the_run_parser_alone(model, data, tmp_path) -> None:
     assert (args.model, args.num_buffers, args.batch_size) == (path, 3, 256)
     with pytest.raises(InvalidInput, match="starting with 'run'"):
         run_command(["serve", path])
+
+
+def test_the_model_instance_group_decides_the_instances(tmp_path, data, monkeypatch) -> None:
+    """``instance_group [{ count: 2, kind: KIND_CPU }]`` is two instances, as in serve."""
+    import headrace.batch.model as job_model
+    from headrace.repository import ModelRepository
+
+    path, module = mlp_repository(tmp_path)
+    ModelRepository(str(tmp_path / "repo"))["mlp"].config.add_instance_group(count=2, kind="cpu")
+    built: list[str] = []
+    make = job_model.make_instances
+
+    def recording(model, specs, *, num_buffers):  # type: ignore[no-untyped-def]
+        instances = make(model, specs, num_buffers=num_buffers)
+        built.extend(instance.name for instance in instances)
+        return instances
+
+    monkeypatch.setattr("headrace.batch.local.make_instances", recording)
+    source, x = data
+    summary = run_local(_job(path, source, str(tmp_path / "out")))
+    assert summary.instances == 2 and built == ["mlp_0_0", "mlp_0_1"]
+    np.testing.assert_allclose(
+        load_results(str(tmp_path / "out")).outputs["y"], direct(module, x), rtol=1e-5, atol=1e-6
+    )
+    overridden = run_local(_job(path, source, str(tmp_path / "o3"), instances=3, device="cpu"))
+    assert overridden.instances == 3

@@ -124,3 +124,42 @@ def test_plot_is_written_when_matplotlib_is_installed(tmp_path: Path) -> None:
     path = plot_results(str(tmp_path / "study.png"), results, "cpu")
     assert path is not None
     assert (tmp_path / "study.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_model_study_places_the_models_instance_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench pipeline --model``: ``instance_group [{ count: 2, kind: KIND_CPU }]`` is two
+    instances, as in serve and run; ``--instances`` overrides it."""
+    import torch
+
+    from headrace.cli import build_parser
+    from headrace.repository import ModelRepository
+
+    repo = ModelRepository(str(tmp_path / "repo"))
+    entry = repo.add("tiny", max_batch_size=8)
+    entry.export_version(torch.nn.Linear(4, 2), input_shapes={"x": (None, 4)}, output_names=["y"])
+    entry.config.add_instance_group(count=2, kind="cpu")
+    parser = build_parser(plugins=("headrace.bench.cli",))
+    common = [
+        "bench",
+        "pipeline",
+        f"--model={tmp_path / 'repo' / 'tiny'}",
+        "--batch-size=8",
+        "--num-iterations=3",
+        "--warmup-iterations=0",
+        "--num-buffers=1,2",
+        "--cpu-delay-ms=0",
+        "--no-plot",
+    ]
+    out = tmp_path / "tiny.json"
+    args = parser.parse_args([*common, f"--out={out}"])
+    assert args.func(args) == 0
+    document = json.loads(out.read_text())
+    assert [r["instances"] for r in document["results"]] == [2, 2]
+    assert [r["devices"] for r in document["results"]] == [["cpu", "cpu"]] * 2
+    assert [r["batches"] for r in document["results"]] == [6, 6]
+    assert "pipeline study on cpu" in capsys.readouterr().out
+    args = parser.parse_args([*common, "--instances=3", f"--out={out}"])
+    assert args.func(args) == 0
+    assert [r["instances"] for r in json.loads(out.read_text())["results"]] == [3, 3]

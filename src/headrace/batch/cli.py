@@ -51,10 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shard-size", type=int, default=0, help="rows per output shard (default 64 batches)"
     )
     run.add_argument(
-        "--instances", type=int, default=1, help="model instances (local) or actors (Ray)"
+        "--instances",
+        type=int,
+        default=0,
+        help="model instances (local) or actors (Ray); 0 = the model's instance_group (default 0)",
     )
     run.add_argument("--num-buffers", type=int, default=2, help="batches in flight per instance")
-    run.add_argument("--device", default="cpu", help="cpu, cuda (round-robin over GPUs) or cuda:N")
+    run.add_argument(
+        "--device",
+        default="",
+        help="auto, cpu, cuda (round-robin over GPUs) or cuda:N; '' = the model's "
+        "instance_group (default '')",
+    )
     run.add_argument("--readers", type=int, default=2, help="reader threads")
     data = parser.add_argument_group("input")
     data.add_argument("--columns", default="", help="comma-separated columns to read")
@@ -146,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
     summary = run_from_args(args)
     print(
         f"{summary.rows} rows in {summary.seconds:.2f}s ({summary.rows_per_second:,.0f} rows/s); "
-        f"{summary.shards_written} shards written, {summary.shards_skipped} already done -> {summary.out_dir}"
+        f"{summary.shards_written} shards written, {summary.shards_skipped} already done, "
+        f"{summary.instances} model instances -> {summary.out_dir}"
     )
     return 0
 

@@ -25,13 +25,16 @@ __all__ = ["Job", "JobOptions", "Prepared", "make_mapper", "prepare"]
 
 @dataclass(frozen=True)
 class JobOptions:
-    """How a job runs. ``shard_size`` 0 means 64 batches per shard; ``outputs`` () means all."""
+    """How a job runs. ``shard_size`` 0 means 64 batches per shard; ``outputs`` () means all.
+
+    ``instances`` 0 and ``device`` "" take the model's ``instance_group``, as serving does.
+    """
 
     batch_size: int = 256
     shard_size: int = 0
-    instances: int = 1
+    instances: int = 0
     num_buffers: int = 2
-    device: str = "cpu"
+    device: str = ""
     readers: int = 2
     format: str = "parquet"
     outputs: tuple[str, ...] = ()
@@ -47,13 +50,16 @@ class JobOptions:
 
     def check(self) -> None:
         """Refuse nonsensical numbers, naming the option."""
-        for name in ("batch_size", "instances", "num_buffers", "readers"):
+        for name in ("batch_size", "num_buffers", "readers"):
             if getattr(self, name) < 1:
                 raise InvalidInput(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
-        if self.shard_size < 0:
-            raise InvalidInput(f"--shard-size must be >= 0, got {self.shard_size}")
+        for name in ("shard_size", "instances"):
+            if getattr(self, name) < 0:
+                raise InvalidInput(
+                    f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
+                )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 
 from headrace.batch.collector import ShardCollector
 from headrace.batch.job import Job, Prepared, prepare
-from headrace.batch.model import make_instances
+from headrace.batch.model import make_instances, plan_job_instances
 from headrace.batch.progress import JobProgress
 from headrace.engine.inflight import drive_in_flight
 from headrace.engine.instance import ModelInstance
@@ -46,6 +46,8 @@ class RunSummary:
     shards_written: int
     shards_skipped: int
     seconds: float
+    instances: int = 0
+    """Model instances (local) or actors (Ray) the run used."""
 
     @property
     def rows_per_second(self) -> float:
@@ -79,7 +81,10 @@ class _LocalRunner:
         options = prepared.job.options
         self.options = options
         self.pending = prepared.manifest.pending()
-        depth = options.instances * (options.num_buffers + 1)
+        self.specs = plan_job_instances(
+            prepared.model, count=options.instances, device=options.device
+        )
+        depth = len(self.specs) * (options.num_buffers + 1)
         self.depth = depth
         self.shards: queue.SimpleQueue[int] = queue.SimpleQueue()
         for shard in self.pending:
@@ -100,7 +105,7 @@ class _LocalRunner:
             manifest.num_rows,
             manifest.num_rows - todo,
             enabled=self.options.progress,
-            device=self.options.device,
+            device=", ".join(sorted({spec.device for spec in self.specs})),
         )
         collector = ShardCollector(manifest, self.p.writer, self.p.outputs, progress.advance)
         if self.pending:
@@ -109,17 +114,17 @@ class _LocalRunner:
         if self.error is not None:
             raise self.error
         return RunSummary(
-            self.p.job.out_dir, todo, collector.shards_written, skipped, time.monotonic() - started
+            self.p.job.out_dir,
+            todo,
+            collector.shards_written,
+            skipped,
+            time.monotonic() - started,
+            len(self.specs),
         )
 
     def _run(self, collector: ShardCollector) -> None:
         options = self.options
-        instances = make_instances(
-            self.p.model,
-            count=options.instances,
-            device=options.device,
-            num_buffers=options.num_buffers,
-        )
+        instances = make_instances(self.p.model, self.specs, num_buffers=options.num_buffers)
         readers = [
             threading.Thread(target=self._read, name=f"headrace-read-{i}", daemon=True)
             for i in range(min(options.readers, len(self.pending)))

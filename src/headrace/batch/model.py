@@ -1,40 +1,35 @@
-"""The model instances of a job: one loaded :class:`ModelInstance` per ``--instances``.
+"""The model instances of a job, placed as every door places them.
 
-Which model a job runs is resolved by :mod:`headrace.repository.resolve`.
+Which model a job runs is resolved by :mod:`headrace.repository.resolve`; where its instances
+go is :mod:`headrace.engine.placement`'s decision: the model's ``instance_group`` by default,
+or ``--instances N`` on ``--device D`` when given.
 """
 
 from __future__ import annotations
 
 from headrace.engine.instance import ModelInstance
-from headrace.errors import InvalidInput
+from headrace.engine.placement import (
+    InstanceSpec,
+    PlacementOptions,
+    build_instances,
+    plan_instances,
+)
 from headrace.repository.resolve import ResolvedModel
 
-__all__ = ["device_for", "make_instances"]
+__all__ = ["make_instances", "plan_job_instances"]
 
 
-def device_for(device: str, index: int) -> str:
-    """``cpu``, ``cuda:N`` as given, or ``cuda``: instance ``index`` round-robin over GPUs."""
-    if device != "cuda":
-        return device
-    import torch
-
-    count = torch.cuda.device_count()
-    if count == 0:
-        raise InvalidInput("--device cuda asked for, but torch sees no GPU")
-    return f"cuda:{index % count}"
+def plan_job_instances(model: ResolvedModel, *, count: int, device: str) -> list[InstanceSpec]:
+    """The instances a job runs: ``count`` (0: the model's instance groups) on ``device``
+    ("": the groups' devices)."""
+    return plan_instances(model.config, count=count or None, device=device)
 
 
 def make_instances(
-    model: ResolvedModel, *, count: int, device: str, num_buffers: int
+    model: ResolvedModel, specs: list[InstanceSpec], *, num_buffers: int
 ) -> list[ModelInstance]:
-    """``count`` loaded instances of ``model``; closes those built so far when one fails."""
-    instances: list[ModelInstance] = []
-    try:
-        for index in range(count):
-            backend = model.load_backend(device_for(device, index), f"{model.name}_{index}")
-            instances.append(ModelInstance(backend, num_buffers=num_buffers))
-    except BaseException:
-        for instance in instances:
-            instance.close()
-        raise
-    return instances
+    """One loaded instance per spec; closes those built so far when one fails."""
+    from headrace.backends import load_backend
+
+    options = PlacementOptions(num_buffers=num_buffers)
+    return build_instances(specs, load_backend, model.context(), options)

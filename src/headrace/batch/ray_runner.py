@@ -26,7 +26,7 @@ from headrace.batch.collector import ShardCollector
 from headrace.batch.dataset import DataSpec, Reader
 from headrace.batch.job import Job, make_mapper, prepare
 from headrace.batch.local import RunSummary
-from headrace.batch.model import make_instances
+from headrace.batch.model import make_instances, plan_job_instances
 from headrace.batch.progress import JobProgress
 from headrace.batch.readers import open_reader
 from headrace.errors import require
@@ -58,11 +58,16 @@ def run_ray(job: Job, ray_options: RayOptions | None = None) -> RunSummary:
         manifest = prepared.manifest
         pending = manifest.pending()
         todo = sum(stop - start for start, stop in map(manifest.shard_range, pending))
+        actors = len(
+            plan_job_instances(
+                prepared.model, count=job.options.instances, device=job.options.device
+            )
+        )
         progress = JobProgress(
             manifest.num_rows,
             manifest.num_rows - todo,
             enabled=job.options.progress,
-            device=job.options.device,
+            device=f"{actors} Ray actors",
         )
         collector = ShardCollector(manifest, prepared.writer, prepared.outputs, progress.advance)
         if pending:
@@ -72,7 +77,12 @@ def run_ray(job: Job, ray_options: RayOptions | None = None) -> RunSummary:
                 _init(ray, ray_options)
             try:
                 dataset = build_dataset(
-                    job, pending, manifest.shard_size, prepared.model.inputs, ray_options.num_gpus
+                    job,
+                    pending,
+                    manifest.shard_size,
+                    prepared.model.inputs,
+                    ray_options.num_gpus,
+                    actors,
                 )
                 with progress:
                     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -86,6 +96,7 @@ def run_ray(job: Job, ray_options: RayOptions | None = None) -> RunSummary:
             collector.shards_written,
             manifest.num_shards - len(pending),
             time.monotonic() - started,
+            actors,
         )
     finally:
         prepared.close()
@@ -100,9 +111,15 @@ def _init(ray: Any, options: RayOptions) -> None:
 
 
 def build_dataset(
-    job: Job, shards: list[int], shard_size: int, inputs: list[TensorSpec], num_gpus: float
+    job: Job,
+    shards: list[int],
+    shard_size: int,
+    inputs: list[TensorSpec],
+    num_gpus: float,
+    actors: int,
 ) -> Any:
-    """The Ray Data pipeline over ``shards``: read tasks, then an actor pool running the model."""
+    """The Ray Data pipeline over ``shards``: read tasks, then ``actors`` actors running the
+    model (one instance each)."""
     ray = require("ray", "ray")
     options = job.options
     items = [{SHARD: shard} for shard in shards]
@@ -116,7 +133,7 @@ def build_dataset(
     return dataset.map_batches(
         InferenceActor,
         fn_constructor_kwargs={"job": job, "num_gpus": num_gpus},
-        compute=ray.data.ActorPoolStrategy(size=options.instances),
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=num_gpus or None,
         batch_size=options.batch_size * options.num_buffers,
         batch_format="numpy",
@@ -151,10 +168,10 @@ class InferenceActor:
     def __init__(self, job: Job, num_gpus: float = 0.0) -> None:
         options = job.options
         self.model = resolve_model(job.model, options.batch_size)
-        device = "cuda:0" if num_gpus > 0 else options.device  # Ray sets CUDA_VISIBLE_DEVICES
-        self.instance = make_instances(
-            self.model, count=1, device=device, num_buffers=options.num_buffers
-        )[0]
+        # Ray sets CUDA_VISIBLE_DEVICES: an actor given a GPU sees it as cuda:0.
+        device = "cuda:0" if num_gpus > 0 else (options.device or "cpu")
+        specs = plan_job_instances(self.model, count=1, device=device)
+        self.instance = make_instances(self.model, specs, num_buffers=options.num_buffers)[0]
         self.batch_size = options.batch_size
         self.inputs = [spec.name for spec in self.model.inputs]
 

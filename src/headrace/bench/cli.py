@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from headrace.errors import InvalidInput
+
 __all__ = ["register", "run_pipeline_command"]
 
 DEFAULT_RESULTS_DIR = os.path.join("benchmarks", "results")
@@ -54,18 +56,41 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scaleout", action="store_true", help="scale-out table with the threads backend"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda:N")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N (default auto; with --model, auto keeps the model's "
+        "instance_group)",
+    )
+    parser.add_argument(
+        "--model",
+        default="",
+        metavar="REPO/NAME",
+        help="study this model's own instances (a repository model or a .onnx file) instead of "
+        "the synthetic matmul (default: the matmul)",
+    )
+    parser.add_argument(
+        "--model-version", type=int, default=None, help="with --model (default: newest served)"
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=0,
+        help="with --model: instances in all; 0 = the model's instance_group (default 0)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs per case; median kept")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads")
     parser.add_argument(
-        "--out", default="", help="result JSON (default benchmarks/results/pipeline_<device>.json)"
+        "--out",
+        default="",
+        help="result JSON (default benchmarks/results/pipeline[_MODEL]_<cpu or gpu>.json)",
     )
     parser.add_argument("--no-plot", dest="plot", action="store_false")
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
     """Run the study, print the table, write the JSON (and the plot next to it)."""
-    from headrace.bench.pipeline import PipelineStudyConfig, resolve_device, run_study
+    from headrace.bench.pipeline import PipelineStudyConfig, run_study, study_device
     from headrace.bench.pipeline_report import (
         plot_results,
         print_table,
@@ -89,16 +114,26 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         device=args.device,
         repeats=args.repeats,
+        model=args.model,
+        model_version=args.model_version,
+        instances=args.instances,
     )
+    if args.model and (args.scaleout or args.gpus or args.workers_backend == "ray"):
+        raise InvalidInput(
+            "--model studies the model's own instances; drop --scaleout, --gpus and "
+            "--workers-backend"
+        )
     if args.scaleout or args.gpus or args.workers_backend == "ray":
         from headrace.bench.scaleout import run_scaleout_command
 
         return run_scaleout_command(args, config)
-    device = resolve_device(config.device)
     results = run_study(config)
+    device = study_device(config, results)
     print_table(results, device)
-    kind = "cpu" if device == "cpu" else "gpu"
-    out = args.out or os.path.join(DEFAULT_RESULTS_DIR, f"pipeline_{kind}.json")
+    on_gpu = any(d.startswith("cuda") for case in results for d in case.devices)
+    kind = "gpu" if on_gpu or device.startswith("cuda") else "cpu"
+    stem = f"pipeline_{os.path.basename(args.model.rstrip('/'))}" if args.model else "pipeline"
+    out = args.out or os.path.join(DEFAULT_RESULTS_DIR, f"{stem}_{kind}.json")
     write_json(out, results_document(config, device, results))
     print(f"results: {out}")
     if args.plot:

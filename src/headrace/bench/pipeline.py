@@ -1,14 +1,19 @@
 """The pipeline study: sequential vs double vs N-way buffering, with and without CPU work.
 
-For every (CPU delay, num_buffers) case the study builds ``num_workers`` model instances of
-the matmul workload and drives each from one thread, keeping ``num_buffers + 1`` batches in
+For every (CPU delay, num_buffers) case the study builds model instances and drives each
+from one thread, keeping ``num_buffers + 1`` batches in
 flight (submit while there is room, otherwise wait on the oldest). It reports batches/s, the
 speedup over the sequential run (N = 1, same delay) and two bounds from the stage times: the
 *ideal* (the slowest stage alone, what perfect overlap reaches) and the *sequential* bound
 (the sum of the stages). Each stage's time is its fastest mean over the cases of the same
 delay, i.e. that stage as close to "alone" as measured (a stage that runs after an idle wait
-is slower: cold caches, lower clocks); ``num_workers`` multiplies both bounds, which is
-optimistic when the workers share one device.
+is slower: cold caches, lower clocks); the instance count multiplies both bounds, which is
+optimistic when the instances share one device.
+
+The instances are ``num_workers`` of the synthetic matmul workload, or, with ``model``
+(``REPO/NAME`` or a ``.onnx`` file), the model's own, placed as serving places them: its
+``instance_group`` decides how many and where unless ``instances`` (and ``device``) say
+otherwise. A model gets random inputs from its configuration.
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from headrace.bench.workload import MatmulBackend, matmul_context, simulated_cpu_stage
+from headrace.devices import resolve_device
 from headrace.engine.inflight import drive_in_flight
 from headrace.engine.instance import ModelInstance
+from headrace.engine.placement import PlacementOptions, place_instances
+from headrace.engine.slots import Preprocess
 from headrace.engine.stats import STAGES, StatsSnapshot
 from headrace.errors import InvalidInput
 
-__all__ = ["CaseResult", "PipelineStudyConfig", "resolve_device", "run_case", "run_study"]
+__all__ = ["CaseResult", "PipelineStudyConfig", "run_case", "run_study", "study_device"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,11 @@ class PipelineStudyConfig:
     device: str = "auto"
     repeats: int = 1
     """Runs per case; the run with the median batches/s is kept (shared machines are noisy)."""
+    model: str = ""
+    """``REPO/NAME`` or a ``.onnx`` file to study instead of the matmul workload."""
+    model_version: int | None = None
+    instances: int = 0
+    """With ``model``: instances in all (0: the model's ``instance_group``)."""
 
     def validate(self) -> None:
         checks = {
@@ -58,6 +72,7 @@ class PipelineStudyConfig:
             "input_shape": bool(self.input_shape) and min(self.input_shape) >= 1,
             "num_buffers": bool(self.num_buffers) and min(self.num_buffers) >= 1,
             "cpu_delays_ms": bool(self.cpu_delays_ms) and min(self.cpu_delays_ms) >= 0,
+            "instances": self.instances >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -78,6 +93,8 @@ class CaseResult:
     speedup: float = 1.0
     ideal_batches_per_s: float = 0.0
     sequential_bound_batches_per_s: float = 0.0
+    instances: int = 1
+    devices: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -86,13 +103,12 @@ class CaseResult:
         return "double" if self.num_buffers == 2 else f"{self.num_buffers}-way"
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda:0`` when torch sees a GPU, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+def study_device(config: PipelineStudyConfig, results: Sequence[CaseResult] = ()) -> str:
+    """The device the study ran on: the one asked for, or where a model's instances went."""
+    devices = sorted({device for case in results for device in case.devices})
+    if devices:
+        return ", ".join(devices)
+    return resolve_device(config.device)
 
 
 def run_study(config: PipelineStudyConfig) -> list[CaseResult]:
@@ -108,7 +124,7 @@ def run_study(config: PipelineStudyConfig) -> list[CaseResult]:
             stage: min(case.stage_mean_ms[stage] for case in cases)
             for stage in baseline.stage_mean_ms
         }
-        results.extend(_with_bounds(case, baseline, fastest, config.num_workers) for case in cases)
+        results.extend(_with_bounds(case, baseline, fastest, case.instances) for case in cases)
     return results
 
 
@@ -121,25 +137,12 @@ def _median_case(config: PipelineStudyConfig, num_buffers: int, delay: float) ->
 
 
 def run_case(config: PipelineStudyConfig, num_buffers: int, cpu_delay_ms: float) -> CaseResult:
-    """Run one case: warm up, then time ``num_iterations`` batches per worker."""
-    device = resolve_device(config.device)
-    instances = [
-        ModelInstance(
-            MatmulBackend(
-                matmul_context(config.input_shape, config.batch_size, device), depth=config.depth
-            ),
-            num_buffers=num_buffers,
-            name=f"w{index}",
-            pin_memory=config.pin_memory,
-            preprocess=simulated_cpu_stage(cpu_delay_ms),
-        )
-        for index in range(config.num_workers)
-    ]
-    rng = np.random.default_rng(0)
-    inputs = [
-        {"x": rng.standard_normal((config.batch_size, *config.input_shape), dtype=np.float32)}
-        for _ in range(4)
-    ]
+    """Run one case: warm up, then time ``num_iterations`` batches per instance."""
+    preprocess = simulated_cpu_stage(cpu_delay_ms)
+    if config.model:
+        instances, inputs = _model_workload(config, num_buffers, preprocess)
+    else:
+        instances, inputs = _matmul_workload(config, num_buffers, preprocess)
     try:
         _drive_all(instances, inputs, config.warmup_iterations, num_buffers)
         before = [instance.stats.snapshot() for instance in instances]
@@ -150,7 +153,7 @@ def run_case(config: PipelineStudyConfig, num_buffers: int, cpu_delay_ms: float)
     finally:
         for instance in instances:
             instance.close()
-    batches = config.num_iterations * config.num_workers
+    batches = config.num_iterations * len(instances)
     return CaseResult(
         cpu_delay_ms=cpu_delay_ms,
         num_buffers=num_buffers,
@@ -159,7 +162,59 @@ def run_case(config: PipelineStudyConfig, num_buffers: int, cpu_delay_ms: float)
         batches_per_s=batches / elapsed,
         items_per_s=batches * config.batch_size / elapsed,
         stage_mean_ms=_stage_means(before, after),
+        instances=len(instances),
+        devices=tuple(instance.backend.device for instance in instances),
     )
+
+
+Workload = tuple[list[ModelInstance], list[dict[str, Any]]]
+
+
+def _matmul_workload(
+    config: PipelineStudyConfig, num_buffers: int, preprocess: Preprocess | None
+) -> Workload:
+    device = resolve_device(config.device)
+    instances = [
+        ModelInstance(
+            MatmulBackend(
+                matmul_context(config.input_shape, config.batch_size, device), depth=config.depth
+            ),
+            num_buffers=num_buffers,
+            name=f"w{index}",
+            pin_memory=config.pin_memory,
+            preprocess=preprocess,
+        )
+        for index in range(config.num_workers)
+    ]
+    rng = np.random.default_rng(0)
+    inputs = [
+        {"x": rng.standard_normal((config.batch_size, *config.input_shape), dtype=np.float32)}
+        for _ in range(4)
+    ]
+    return instances, inputs
+
+
+def _model_workload(
+    config: PipelineStudyConfig, num_buffers: int, preprocess: Preprocess | None
+) -> Workload:
+    from headrace.backends import load_backend
+    from headrace.bench.ray_workers import synthetic_batch
+    from headrace.repository.resolve import ModelSource, resolve_model
+
+    model = resolve_model(ModelSource(config.model, config.model_version), config.batch_size)
+    try:
+        options = PlacementOptions(
+            count=config.instances or None,
+            device="" if config.device == "auto" else config.device,
+            num_buffers=num_buffers,
+            pin_memory=config.pin_memory,
+            preprocess=preprocess,
+        )
+        inputs = [synthetic_batch(model.config, config.batch_size, seed) for seed in range(4)]
+        instances = place_instances(model.context(), load_backend, options)
+    finally:
+        model.cleanup()  # a bare model file's scratch repository; loaded backends keep no path
+    return instances, inputs
 
 
 def _drive_all(

@@ -25,13 +25,15 @@ def print_table(results: Sequence[CaseResult], device: str, console: Any = None)
     from rich.table import Table
 
     table = Table(title=f"pipeline study on {device}")
-    for column in ("delay ms", "buffers", "mode", "batches/s", "speedup", "ideal", "seq. bound"):
+    columns = ("delay ms", "instances", "buffers", "mode", "batches/s", "speedup", "ideal")
+    for column in (*columns, "seq. bound"):
         table.add_column(column, justify="right")
     table.add_column("% of ideal", justify="right")
     for case in results:
         share = case.batches_per_s / case.ideal_batches_per_s if case.ideal_batches_per_s else 0
         table.add_row(
             f"{case.cpu_delay_ms:g}",
+            str(case.instances),
             str(case.num_buffers),
             case.label,
             f"{case.batches_per_s:.1f}",

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from headrace.backends.base import Backend, BackendContext
-from headrace.bench.pipeline import PipelineStudyConfig, resolve_device, run_case
+from headrace.bench.pipeline import PipelineStudyConfig, run_case
 from headrace.bench.workload import MatmulBackend, matmul_context, simulated_cpu_stage
+from headrace.devices import resolve_device
 from headrace.errors import InvalidInput
 
 __all__ = [

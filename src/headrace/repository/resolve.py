@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from headrace.backends.base import Backend, BackendContext
 from headrace.config import ModelConfig, format_config, input_specs, output_specs
+from headrace.devices import available_gpus
 from headrace.errors import InvalidConfig, InvalidInput
 from headrace.repository.api import ModelRepository
 from headrace.types import TensorSpec
@@ -78,8 +79,15 @@ class ResolvedModel:
         return load_backend(self.context(device, instance_name))
 
     def fingerprint(self) -> str:
-        """The completed configuration plus the content of every file of the version."""
-        digest = hashlib.sha256(format_config(self.config).encode("utf-8"))
+        """The completed configuration plus the content of every file of the version.
+
+        Instance groups are left out: where instances run changes no result, so a job may
+        resume on a machine with other devices.
+        """
+        described = type(self.config)()
+        described.CopyFrom(self.config)
+        described.ClearField("instance_group")
+        digest = hashlib.sha256(format_config(described).encode("utf-8"))
         for folder, _, files in sorted(os.walk(self.version_dir)):
             for name in sorted(files):
                 path = os.path.join(folder, name)
@@ -110,7 +118,7 @@ def resolve_model(source: ModelSource, batch_size: int) -> ResolvedModel:
     if not versions:
         raise InvalidConfig(f"model {source.path!r} has no version to serve", source=entry.path)
     version = source.version if source.version is not None else versions[-1]
-    config = entry.completed_config(version)
+    config = entry.completed_config(version, gpus=available_gpus())
     resolved = ResolvedModel(
         entry.name, version, config, entry.path, entry.local_version_dir(version), scratch
     )
