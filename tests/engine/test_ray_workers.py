@@ -177,3 +177,53 @@ def test_the_context_travels_to_an_actor_through_cloudpickle(mlp_context: Backen
     cloudpickle = pytest.importorskip("ray.cloudpickle")
     shipped = pickle.loads(cloudpickle.dumps(_ShippedContext.of(mlp_context)))
     assert shipped.unpack() == mlp_context
+
+
+@pytest.mark.ray
+def test_placed_ray_instances_serve_through_the_instance_pool(
+    ray_cpus, mlp_context: BackendContext
+) -> None:  # type: ignore[no-untyped-def]
+    """Ray actors as an executor behind the pool: a scheduler drives them as local instances."""
+    import asyncio
+
+    from headrace.engine.placement import PlacementOptions, place_instances
+    from headrace.engine.ray_workers import RayExecutor
+    from headrace.scheduling import DefaultScheduler, InstancePool
+
+    options = PlacementOptions(count=2, device="cpu", num_buffers=2)
+    instances = place_instances(mlp_context, load_backend, options, builder=RayExecutor())
+    assert [i.name for i in instances] == ["mlp_0_0", "mlp_0_1"]
+    assert [(i.depth, i.can_run_now) for i in instances] == [(1, False), (1, False)]
+    pool = InstancePool(instances, run_now_below_us=500)
+    scheduler = DefaultScheduler(pool, name="mlp", max_batch_size=16)
+    batches = _batches(8, seed=5)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(*(scheduler.schedule(batch) for batch in batches))
+
+    try:
+        got = asyncio.run(asyncio.wait_for(main(), 120))
+        bad = asyncio.run(asyncio.wait_for(pool.run([{"x": np.zeros((2, 5), np.float32)}]), 60))
+    finally:
+        pool.close()
+    for mine, theirs in zip(got, _local_outputs(mlp_context, batches)):
+        np.testing.assert_array_equal(mine["y"], theirs["y"])
+    assert isinstance(bad[0], HeadraceError)  # the actor's error, as itself
+
+
+@pytest.mark.ray
+def test_ray_placement_refuses_what_it_cannot_serve(ray_cpus, mlp_context: BackendContext) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from headrace.engine.placement import PlacementOptions, place_instances
+    from headrace.engine.ray_workers import RayExecutor
+    from headrace.errors import Unsupported
+
+    with pytest.raises(Unavailable, match="3 Ray instances of model 'mlp' need 3 CPU"):
+        place_instances(mlp_context, load_backend, PlacementOptions(count=3), builder=RayExecutor())
+    config = type(mlp_context.config)()
+    config.CopyFrom(mlp_context.config)
+    config.model_transaction_policy.decoupled = True
+    decoupled = dataclasses.replace(mlp_context, config=config)
+    with pytest.raises(Unsupported, match="decoupled"):
+        place_instances(decoupled, load_backend, PlacementOptions(count=1), builder=RayExecutor())

@@ -7,10 +7,13 @@ for ``KIND_GPU``, and for ``KIND_AUTO`` when there is a GPU, otherwise on the CP
 override the configuration (``headrace run --instances N --device D``): ``count`` replaces the
 groups by one group of that many instances, ``device`` decides their kind and device.
 
-Planning (:func:`plan_instances`) is pure; building (:func:`build_instances`) loads one backend
-per planned instance with the model's :data:`~headrace.backends.base.BackendFactory` and wraps
-it in a :class:`~headrace.engine.instance.ModelInstance`. If one fails, those already built
-are closed, so nothing leaks from a half-placed model.
+Planning (:func:`plan_instances`) is pure; building loads one backend per planned instance
+with the model's :data:`~headrace.backends.base.BackendFactory`. The default builder
+(:func:`build_instances`) wraps each in a local :class:`~headrace.engine.instance.ModelInstance`
+on this process's threads; :class:`~headrace.engine.ray_workers.RayExecutor` puts each in a Ray
+actor instead. Either way the pool gets :class:`~headrace.engine.executor.Executor` objects and
+drives them alike. If one fails, those already built are closed, so nothing leaks from a
+half-placed model.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from tritonclient.grpc import model_config_pb2
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.devices import available_gpus, resolve_device
+from headrace.engine.executor import Executor
 from headrace.engine.instance import ModelInstance
 from headrace.engine.slots import Preprocess
 from headrace.errors import HeadraceError, InternalError, InvalidInput
 
 __all__ = [
+    "InstanceBuilder",
     "InstanceSpec",
     "PlacementOptions",
     "build_instances",
@@ -132,6 +137,18 @@ def _group_devices(group: model_config_pb2.ModelInstanceGroup, gpus: tuple[int, 
     return [f"cuda:{index}" for index in listed if index in gpus] or ["cpu"]
 
 
+class InstanceBuilder(Protocol):
+    """Builds one instance per spec: here (:func:`build_instances`) or in Ray actors."""
+
+    def __call__(
+        self,
+        specs: Sequence[InstanceSpec],
+        factory: BackendFactory,
+        base: BackendContext,
+        options: PlacementOptions,
+    ) -> Sequence[Executor]: ...
+
+
 def build_instances(
     specs: Sequence[InstanceSpec],
     factory: BackendFactory,
@@ -171,11 +188,13 @@ def place_instances(
     options: PlacementOptions | None = None,
     *,
     gpus: Sequence[int] | None = None,
-) -> list[ModelInstance]:
-    """Plan ``base.config``'s instances (with ``options``' overrides) and build them."""
+    builder: InstanceBuilder | None = None,
+) -> list[Any]:
+    """Plan ``base.config``'s instances (with ``options``' overrides) and build them, here
+    (local :class:`ModelInstance` objects) or with ``builder`` (Ray actors)."""
     options = options or PlacementOptions()
     specs = plan_instances(base.config, gpus=gpus, count=options.count, device=options.device)
-    return build_instances(specs, factory, base, options)
+    return list((builder or build_instances)(specs, factory, base, options))
 
 
 def close_instances(instances: Sequence[Any]) -> None:

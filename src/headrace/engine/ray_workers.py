@@ -13,8 +13,10 @@ offline runner use. The pool sets each context's device: an actor asked for ``nu
 sees its GPU as ``cuda:0`` (Ray sets ``CUDA_VISIBLE_DEVICES``); CPU actors take one CPU each,
 run on ``cpu``, and Ray limits their torch threads to it.
 
-Work reaches an actor's instance two ways: ``execute`` runs one batch (``map`` spreads batches
-over the actors), and ``apply(fn, *args)`` runs the caller's function as
+Work reaches an actor's instance three ways: ``execute`` runs one batch (``map`` spreads batches
+over the actors); :class:`RayExecutor` places a model's instances as actors and gives the
+instance pool a :class:`RayInstance` for each, which it drives like a local instance (see
+:mod:`headrace.engine.executor`); and ``apply(fn, *args)`` runs the caller's function as
 ``fn(instance, *args)`` inside the actor (Ray pickles it with cloudpickle) and returns its
 result, so a caller can run its own loop next to the instance (the benchmarks time batches
 that way) without the engine knowing what the loop is for. Ray is imported lazily; without it
@@ -27,14 +29,15 @@ import dataclasses
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig
-from headrace.engine.instance import ModelInstance
+from headrace.engine.instance import ModelInstance, Request, TimedRequests
 from headrace.engine.pipeline import Preprocess
 from headrace.errors import (
     HeadraceError,
@@ -44,9 +47,19 @@ from headrace.errors import (
     Unavailable,
     require,
 )
-from headrace.types import Outputs
+from headrace.types import Outputs, WorkItem
 
-__all__ = ["InstanceWorker", "RayWorkerPool", "WorkerInfo", "connect_ray"]
+__all__ = [
+    "InstanceWorker",
+    "RayExecutor",
+    "RayInstance",
+    "RayWorkerPool",
+    "WorkerInfo",
+    "connect_ray",
+]
+
+if TYPE_CHECKING:
+    from headrace.engine.placement import InstanceSpec, PlacementOptions
 
 R = TypeVar("R")
 
@@ -112,6 +125,11 @@ class InstanceWorker:
         """One batch through this actor's pipeline; host numpy outputs."""
         outputs = self._live().execute(inputs)
         return {name: np.asarray(value) for name, value in outputs.items()}
+
+    def run_requests(self, requests: Sequence[WorkItem]) -> TimedRequests:
+        """One batch of requests through this actor's pipeline (what a :class:`RayInstance`
+        submits); each request's outputs or error, and the batch's timings."""
+        return self._live().submit_requests_timed(requests).result()
 
     def apply(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(instance, *args)`` with this actor's ModelInstance; returns what ``fn`` returns.
@@ -271,12 +289,158 @@ class RayWorkerPool:
 
 
 def _check_resources(ray: Any, num_workers: int, num_gpus_per_worker: float) -> None:
-    total = ray.cluster_resources()
     needs = {"CPU": float(num_workers), "GPU": num_workers * num_gpus_per_worker}
+    _check_needs(ray, needs, f"{num_workers} Ray workers")
+
+
+class RayInstance:
+    """One placed instance living in a Ray actor, driven by the instance pool.
+
+    Batches travel as numpy through Ray's object store; each request keeps its id, sequence
+    fields and parameters, but not its response sink, which cannot leave this process (so
+    decoupled models are not placed on Ray). ``depth`` batches may be in flight, as the
+    actor's pipeline has slots; nothing runs on the caller's thread.
+    """
+
+    def __init__(self, actor: Any, name: str, depth: int, ray: Any) -> None:
+        self.name = name
+        self._actor = actor
+        self._depth = depth
+        self._ray = ray
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def can_run_now(self) -> bool:
+        return False
+
+    def submit_requests_timed(self, requests: Sequence[Request]) -> Future[TimedRequests]:
+        payload = [_portable(request) for request in requests]
+        ref = self._actor.run_requests.remote(payload)
+        return _translated(ref.future(), self._ray, self.name)
+
+    def run_requests_now(self, requests: Sequence[Request]) -> TimedRequests:
+        raise Unavailable(f"model instance '{self.name}' runs in a Ray actor")
+
+    def close(self, *, drain: bool = True) -> None:
+        """Close the actor's instance (draining it), then end the actor."""
+        try:
+            self._ray.get(self._actor.close.remote())
+        except Exception:  # an actor that died has nothing left to close
+            pass
+        self._ray.kill(self._actor)
+
+
+class RayExecutor:
+    """Places instances as Ray actors, one :class:`InstanceWorker` each (a placement builder).
+
+    A CPU instance takes one CPU; a GPU instance takes ``num_gpus`` of a GPU (fractions
+    share one) and sees it as ``cuda:0``. The cluster must hold what every instance needs,
+    or placement is refused at once (Ray would wait for the resources forever).
+    """
+
+    def __init__(self, *, address: str = "", num_gpus: float = 1.0) -> None:
+        if num_gpus <= 0:
+            raise InvalidInput(f"GPUs per Ray GPU instance must be positive, got {num_gpus}")
+        self.address = address
+        self.num_gpus = num_gpus
+
+    def __call__(
+        self,
+        specs: Sequence[InstanceSpec],
+        factory: BackendFactory,
+        base: BackendContext,
+        options: PlacementOptions,
+    ) -> list[RayInstance]:
+        if base.config.model_transaction_policy.decoupled:
+            from headrace.errors import Unsupported
+
+            raise Unsupported(
+                f"model '{base.model_name}' is decoupled; its responses go through each "
+                "request's sink, which cannot reach a Ray actor, so it is not placed on Ray"
+            )
+        ray = connect_ray(self.address)
+        gpus = [spec for spec in specs if spec.kind == "gpu"]
+        _check_needs(
+            ray,
+            {"CPU": float(len(specs)), "GPU": len(gpus) * self.num_gpus},
+            f"{len(specs)} Ray instances of model '{base.model_name}'",
+        )
+        remote = ray.remote(_RayInstanceWorker)
+        instances: list[RayInstance] = []
+        try:
+            for index, spec in enumerate(specs):
+                on_gpu = spec.kind == "gpu"
+                context = dataclasses.replace(
+                    base, device="cuda:0" if on_gpu else "cpu", instance_name=spec.name
+                )
+                actor = remote.options(num_cpus=1, num_gpus=self.num_gpus if on_gpu else 0).remote(
+                    factory,
+                    _ShippedContext.of(context),
+                    index=index,
+                    num_buffers=options.num_buffers,
+                    pin_memory=options.pin_memory,
+                )
+                ray.get(actor.describe.remote())  # loaded, or its error raised here
+                depth = options.num_buffers if on_gpu else 1
+                instances.append(RayInstance(actor, spec.name, depth, ray))
+        except BaseException as exc:
+            for instance in instances:
+                instance.close()
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, HeadraceError):
+                raise cause from exc
+            raise
+        return instances
+
+
+def _portable(request: Request) -> WorkItem:
+    """A request as it can travel to an actor: its fields, without its sink."""
+    if not isinstance(request, WorkItem):
+        return WorkItem(dict(request))
+    return WorkItem(
+        dict(request.inputs),
+        request_id=request.request_id,
+        sequence_id=request.sequence_id,
+        sequence_start=request.sequence_start,
+        sequence_end=request.sequence_end,
+        priority=request.priority,
+        timeout_us=request.timeout_us,
+        parameters=dict(request.parameters),
+        requested_outputs=request.requested_outputs,
+    )
+
+
+def _translated(source: Future[Any], ray: Any, name: str) -> Future[TimedRequests]:
+    """``source`` with an actor's headrace error re-raised as itself, others named."""
+    target: Future[TimedRequests] = Future()
+
+    def done(finished: Future[Any]) -> None:
+        error = finished.exception()
+        if error is None:
+            target.set_result(finished.result())
+            return
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, HeadraceError):
+            target.set_exception(cause)
+        elif isinstance(error, ray.exceptions.RayActorError):
+            target.set_exception(
+                Unavailable(f"model instance '{name}' is gone: its Ray actor died ({error})")
+            )
+        else:
+            target.set_exception(
+                ModelExecutionError(f"model instance '{name}' failed in its Ray actor: {error}")
+            )
+
+    source.add_done_callback(done)
+    return target
+
+
+def _check_needs(ray: Any, needs: dict[str, float], what: str) -> None:
+    total = ray.cluster_resources()
     for resource, need in needs.items():
         have = float(total.get(resource, 0.0))
         if need > have:
-            raise Unavailable(
-                f"{num_workers} Ray workers need {need:g} {resource} in all, the cluster has "
-                f"{have:g}"
-            )
+            raise Unavailable(f"{what} need {need:g} {resource} in all, the cluster has {have:g}")
