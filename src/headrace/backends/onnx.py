@@ -53,6 +53,7 @@ from headrace.backends.signature import (
     tensor_datatype,
 )
 from headrace.backends.threads import threads_per_cpu_instance
+from headrace.config.platforms import default_model_filename
 from headrace.errors import (
     HeadraceError,
     InvalidConfig,
@@ -66,7 +67,7 @@ __all__ = ["GPU_INTRA_OP_THREADS", "OnnxRuntimeBackend", "intra_op_threads"]
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_FILENAME = "model.onnx"
+DEFAULT_FILENAME = default_model_filename("onnxruntime_onnx", "onnxruntime")
 
 # onnxruntime's type strings ("tensor(float)") -> numpy dtypes.
 _ORT_NUMPY: dict[str, np.dtype] = {

@@ -34,6 +34,7 @@ from headrace.backends import triton_python_backend_utils as pb_utils
 from headrace.backends.base import Backend, BackendContext, RequestResult
 from headrace.backends.threads import limit_torch_threads
 from headrace.config import config_from_json, config_to_json
+from headrace.config.platforms import default_model_filename
 from headrace.errors import (
     HeadraceError,
     InternalError,
@@ -48,6 +49,7 @@ from headrace.types import Outputs, WorkItem
 __all__ = ["TritonPythonBackend", "load_model_module"]
 
 _SHIM_NAME = "triton_python_backend_utils"
+_DEFAULT_FILENAME = default_model_filename("", "python")
 _IMPORT_LOCK = threading.Lock()
 _PATH_LOCK = threading.Lock()
 _PATH_USERS: Counter[str] = Counter()
@@ -237,7 +239,7 @@ class TritonPythonBackend(Backend):
 
 def model_file(config: model_config_pb2.ModelConfig, version_dir: str) -> Path:
     """The model's Python file: ``default_model_filename`` or ``model.py`` in the version dir."""
-    path = Path(version_dir) / (config.default_model_filename or "model.py")
+    path = Path(version_dir) / (config.default_model_filename or _DEFAULT_FILENAME)
     if not path.is_file():
         raise InvalidConfig(
             f"python model '{config.name}' has no file {path}", source=str(path.parent)

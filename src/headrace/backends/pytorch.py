@@ -32,12 +32,21 @@ from tritonclient.grpc import model_config_pb2
 from headrace.backends.base import BackendContext
 from headrace.backends.signature import model_file, parameter
 from headrace.backends.torch_exec import TorchModuleBackend, require_tensors
-from headrace.errors import InvalidConfig, require
+from headrace.config.platforms import backend_row
+from headrace.errors import InternalError, InvalidConfig, require
 
 __all__ = ["MODULE_FILENAME", "PyTorchBackend", "resolve_module_class"]
 
-MODULE_FILENAME = "model.py"
-WEIGHTS_FILENAME = "model.pt"
+
+def _file_names() -> tuple[str, str]:
+    """The module source and weights file names, from the one table of backends."""
+    row = backend_row("pytorch")
+    if row is None or row.variant is None:
+        raise InternalError("the table of backends has no plain PyTorch variant")
+    return row.variant.source_file, row.model_file
+
+
+MODULE_FILENAME, WEIGHTS_FILENAME = _file_names()
 
 _counter = itertools.count()
 

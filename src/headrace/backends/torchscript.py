@@ -18,11 +18,12 @@ from tritonclient.grpc import model_config_pb2
 from headrace.backends.base import BackendContext
 from headrace.backends.signature import model_file
 from headrace.backends.torch_exec import TorchModuleBackend, require_tensors
+from headrace.config.platforms import default_model_filename
 from headrace.errors import InvalidConfig, require
 
 __all__ = ["TorchScriptBackend", "forward_arg_names"]
 
-DEFAULT_FILENAME = "model.pt"
+DEFAULT_FILENAME = default_model_filename("pytorch_libtorch", "pytorch")
 
 
 class TorchScriptBackend(TorchModuleBackend):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import Unsupported
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.default import DefaultScheduler
@@ -54,7 +55,7 @@ def make_scheduler(
     Sequence batching and ensembles have their own schedulers (``scheduling.sequence``,
     ``scheduling.ensemble``); they are refused here with Unsupported.
     """
-    if config.platform == "ensemble" or config.backend == "ensemble":
+    if config.platform == ENSEMBLE_PLATFORM:
         raise Unsupported(f"model '{config.name}' is an ensemble; use scheduling.ensemble")
     if config.HasField("sequence_batching"):
         raise Unsupported(f"model '{config.name}' uses sequence_batching; use scheduling.sequence")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig, input_specs, output_specs
+from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.engine.placement import PlacementOptions, close_instances, place_instances
 from headrace.errors import Unsupported
 from headrace.scheduling import InstancePool, make_scheduler
@@ -60,7 +61,7 @@ async def load_version(
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler."""
     config = source.config
-    if config.platform == "ensemble":
+    if config.platform == ENSEMBLE_PLATFORM:
         raise Unsupported(
             f"model '{source.name}' is an ensemble; headrace does not serve ensembles yet"
         )

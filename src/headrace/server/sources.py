@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from headrace.config import ModelConfig, config_from_json, format_config
+from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import InvalidInput
 from headrace.server.loading import VersionSource
 
@@ -137,8 +138,8 @@ def entry_sources(entry: ModelEntry, override: ModelConfig | None) -> list[Versi
 def _backend_name(config: ModelConfig, version_dir: str) -> str:
     from headrace.backends import backend_class_for
 
-    if config.platform == "ensemble":
-        return "ensemble"
+    if config.platform == ENSEMBLE_PLATFORM:
+        return ENSEMBLE_PLATFORM
     return backend_class_for(config, version_dir).name
 
 
