@@ -50,8 +50,8 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
     from headrace.config import parse_config
     from headrace.files import atomic_write_bytes
     from headrace.server.app import new_event_loop
-    from headrace.server.grpc import GrpcFrontend
-    from headrace.server.http import HttpFrontend
+    from headrace.server.grpc.frontend import GrpcFrontend
+    from headrace.server.http.frontend import HttpFrontend
     from headrace.server.reports import ModelMetadata, ServerMetadata
     from headrace.types import DataType, InferenceResponse, TensorSpec
 

@@ -8,7 +8,7 @@ binary-tensor body: JSON header + 64 float32, ``Inference-Header-Content-Length`
 per request is shared code (:func:`infer_bytes`: orjson header, ``np.frombuffer``, one float32
 out), so the stacks differ only in what carries the bytes:
 
-- ``aiohttp``: aiohttp.web on uvloop (what ``headrace.server.http`` is built on);
+- ``aiohttp``: aiohttp.web on uvloop (what ``headrace.server.http.frontend`` is built on);
 - ``starlette``: Starlette on uvicorn with uvloop + httptools;
 - ``asgi``: a bare ASGI callable on uvicorn with uvloop + httptools (the ASGI floor);
 - ``headrace``: the real ``HttpFrontend`` + server core serving a bound Python callable

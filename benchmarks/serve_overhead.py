@@ -48,6 +48,8 @@ from repository import FORMATS, Batching, Variant, variants, write_repository  #
 
 SYSTEMS = ("headrace", "triton", "pytriton", "direct")
 NETS = ("identity", "mlp", "compute")
+PROTOCOLS = ("grpc", "http", "grpc-stream")
+"""``grpc-stream`` is gRPC ModelStreamInfer (perf_analyzer --streaming)."""
 #: The compute-bound model finishes few requests per window; give it longer windows.
 WINDOW_SCALE = {"compute": 3}
 
@@ -62,7 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--systems", type=_csv(str), default=list(SYSTEMS))
     p.add_argument("--models", type=_csv(str), default=list(NETS), help="identity,mlp,compute")
     p.add_argument("--formats", type=_csv(str), default=list(FORMATS))
-    p.add_argument("--protocols", type=_csv(str), default=None, help="default grpc,http")
+    p.add_argument(
+        "--protocols",
+        type=_csv(str),
+        default=None,
+        help="grpc, http and/or grpc-stream (default grpc,http)",
+    )
     p.add_argument("--concurrency", type=_csv(int), default=None, help="default 1,4,16,64")
     p.add_argument("--rounds", type=int, default=None, help="default 2 (1 with --quick)")
     p.add_argument("--window-ms", type=int, default=800, help="perf_analyzer -p")
@@ -99,8 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.systems) - set(SYSTEMS))
     if unknown:
         p.error(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
-    if set(args.protocols) - {"grpc", "http"}:
-        p.error(f"protocols must be grpc and/or http, got {args.protocols}")
+    if set(args.protocols) - set(PROTOCOLS):
+        p.error(f"protocols must be among {list(PROTOCOLS)}, got {args.protocols}")
     if args.out is None:
         stem = "serve_overhead_quick" if args.quick else "serve_overhead"
         args.out = HERE / "results" / f"{stem}.json"
@@ -120,7 +127,8 @@ def measure(
     load = PerfLoad(
         model=variant.name,
         url=server.ports.url(protocol),
-        protocol=protocol,
+        protocol=_wire(protocol),
+        streaming=protocol == "grpc-stream",
         concurrency=concurrency,
         shapes={variant.input_name: [variant.in_features]},
         measurement_ms=args.window_ms * WINDOW_SCALE.get(variant.net, 1),
@@ -174,6 +182,11 @@ def _identity(
     }
 
 
+def _wire(protocol: str) -> str:
+    """perf_analyzer's ``-i`` for one of PROTOCOLS (``grpc-stream`` is gRPC, streaming)."""
+    return "grpc" if protocol == "grpc-stream" else protocol
+
+
 def warm_up(server: servers.ServerProcess, variant: Variant, protocol: str, tool: str) -> None:
     """Three short windows at concurrency 4, discarded: connections, threads, first batches."""
     assert server.ports is not None
@@ -181,7 +194,8 @@ def warm_up(server: servers.ServerProcess, variant: Variant, protocol: str, tool
         PerfLoad(
             model=variant.name,
             url=server.ports.url(protocol),
-            protocol=protocol,
+            protocol=_wire(protocol),
+            streaming=protocol == "grpc-stream",
             concurrency=4,
             shapes={variant.input_name: [variant.in_features]},
             measurement_ms=500 * WINDOW_SCALE.get(variant.net, 1),

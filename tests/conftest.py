@@ -27,3 +27,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
         if "ray" in item.keywords and not ray_ok:
             item.add_marker(skip_ray)
+
+
+@pytest.fixture(scope="module")
+def ray_cpus():  # type: ignore[no-untyped-def]
+    """A local Ray with two CPUs for one test module (ray-marked tests only)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -135,7 +135,7 @@ def serve_http_granian(ports_file: str, features: int) -> None:
     from granian.server.embed import Server
 
     from headrace.server.app import new_event_loop
-    from headrace.server.http_codec import decode_infer_request, encode_infer_response
+    from headrace.server.http.codec import decode_infer_request, encode_infer_response
     from headrace.types import InferenceResponse
 
     documents = {

@@ -54,7 +54,7 @@ class Ports:
     metrics: int
 
     def url(self, protocol: str) -> str:
-        return f"127.0.0.1:{self.grpc if protocol == 'grpc' else self.http}"
+        return f"127.0.0.1:{self.grpc if protocol.startswith('grpc') else self.http}"
 
 
 class ServerProcess:

@@ -154,14 +154,6 @@ def test_command_line_scaleout_writes_the_table_json(tmp_path: Path) -> None:
 # --- on a local Ray (two CPUs) -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cpus():  # type: ignore[no-untyped-def]
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_actors_load_a_repository_model(ray_cpus, mlp_path: str) -> None:  # type: ignore[no-untyped-def]
     from headrace.engine.ray_workers import RayWorkerPool

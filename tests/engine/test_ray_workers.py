@@ -108,14 +108,6 @@ def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- on a local Ray (two CPUs) -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_cpus():  # type: ignore[no-untyped-def]
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_two_cpu_actors_match_a_local_instance(ray_cpus, mlp_context: BackendContext) -> None:  # type: ignore[no-untyped-def]
     from headrace.engine.ray_workers import RayWorkerPool

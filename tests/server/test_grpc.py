@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from headrace.backends.base import Backend
 from headrace.config import add_tensor, new_config
 from headrace.server.core import InferenceServer
-from headrace.server.grpc import GrpcFrontend
+from headrace.server.grpc.frontend import GrpcFrontend
 from headrace.types import Outputs
 
 

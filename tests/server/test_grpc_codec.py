@@ -9,13 +9,13 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from headrace.errors import InternalError, InvalidInput
-from headrace.server.grpc_codec import (
+from headrace.server.grpc.codec import (
     decode_infer_request,
     encode_infer_response,
     encode_stream_response,
     split_infer_request,
 )
-from headrace.server.grpc_messages import (
+from headrace.server.grpc.messages import (
     model_metadata_response,
     repository_index_response,
     statistics_response,

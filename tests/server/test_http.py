@@ -33,7 +33,7 @@ from headrace.server.core import (
     RepositoryIndexEntry,
     ServerMetadata,
 )
-from headrace.server.http import HttpFrontend
+from headrace.server.http.frontend import HttpFrontend
 from headrace.types import DataType, InferenceRequest, InferenceResponse, TensorSpec
 
 F32 = DataType.FP32

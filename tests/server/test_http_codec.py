@@ -19,14 +19,14 @@ from headrace.errors import (
     ModelNotReady,
     Unsupported,
 )
-from headrace.server.http_body import accepted_encoding, compress, decompress
-from headrace.server.http_codec import (
+from headrace.server.http.body import accepted_encoding, compress, decompress
+from headrace.server.http.codec import (
     DecodedRequest,
     decode_infer_request,
     decode_raw_request,
     encode_infer_response,
 )
-from headrace.server.status import http_status
+from headrace.server.http.status import http_status
 from headrace.types import (
     DataType,
     InferenceRequest,

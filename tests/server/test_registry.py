@@ -10,7 +10,7 @@ from server_fakes import run, write_python_model
 
 from headrace.errors import InvalidConfig, ModelNotFound
 from headrace.server.core import InferenceServer
-from headrace.server.registry import dependencies
+from headrace.server.models.registry import dependencies
 
 ENSEMBLE = """
 name: "{name}"

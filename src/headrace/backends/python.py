@@ -49,6 +49,9 @@ from headrace.types import Outputs, WorkItem
 __all__ = ["TritonPythonBackend", "load_model_module"]
 
 _SHIM_NAME = "triton_python_backend_utils"
+_SENDER_LOCK = threading.Lock()
+"""Guards the closed flag of every response sender (one per request: one shared lock is
+cheaper to have than one each, and two threads sending at once are rare)."""
 _DEFAULT_FILENAME = default_model_filename("", "python")
 _IMPORT_LOCK = threading.Lock()
 _PATH_LOCK = threading.Lock()
@@ -122,8 +125,7 @@ class TritonPythonBackend(Backend):
 
     def execute_requests(self, requests: Sequence[WorkItem]) -> list[RequestResult]:
         """Hand the requests to ``TritonPythonModel.execute`` in one call."""
-        senders = [_ResponseSender(item, self) for item in requests]
-        wrapped = [self._request(item, sender) for item, sender in zip(requests, senders)]
+        wrapped = [self._request(item) for item in requests]
         model = self.context.model_name
         try:
             responses = self._model.execute(wrapped)
@@ -139,7 +141,7 @@ class TritonPythonBackend(Backend):
                 )
                 for _ in requests
             ]
-        if responses is None and (self.decoupled or all(s.used for s in senders)):
+        if responses is None and (self.decoupled or all(r.answered for r in wrapped)):
             return [None for _ in requests]  # answered (or answering) through the senders
         if self.decoupled:
             error = ModelExecutionError(
@@ -152,23 +154,24 @@ class TritonPythonBackend(Backend):
             return [ModelExecutionError(f"python model '{model}': {problem}") for _ in requests]
         return [self._outputs(response, item) for response, item in zip(responses, requests)]
 
-    def _request(self, item: WorkItem, sender: _ResponseSender) -> pb_utils.InferenceRequest:
+    def _request(self, item: WorkItem) -> _ServedRequest:
         tensors = [pb_utils.Tensor(name, value) for name, value in item.inputs.items()]
         flags = (
             pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if item.sequence_start else 0
         ) | (pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if item.sequence_end else 0)
         wanted = item.requested_outputs
-        return pb_utils.InferenceRequest(
+        return _ServedRequest(
+            item,
+            self,
             model_name=self.context.model_name,
             requested_output_names=self._output_names if wanted is None else list(wanted),
             inputs=tensors,
             request_id=item.request_id,
             correlation_id=item.sequence_id,
             flags=flags,
-            parameters=dict(item.parameters),
+            parameters=json.dumps(dict(item.parameters)) if item.parameters else "{}",
             model_version=self.context.version,
             timeout=item.timeout_us,
-            response_sender=sender,
         )
 
     def _outputs(self, response: Any, item: WorkItem) -> Outputs | HeadraceError:
@@ -347,6 +350,32 @@ def _caused_by(error: HeadraceError, cause: BaseException) -> HeadraceError:
     return error
 
 
+class _ServedRequest(pb_utils.InferenceRequest):
+    """A request the server handed the model: its sender answers the work item's sink.
+
+    The sender is made on first use; most models never ask for one.
+    """
+
+    def __init__(self, item: WorkItem, backend: TritonPythonBackend, **fields: Any) -> None:
+        super().__init__(**fields)
+        self._item = item
+        self._backend = backend
+
+    @property
+    def answered(self) -> bool:
+        """Whether the model sent anything through this request's sender."""
+        sender = self._response_sender
+        return sender is not None and sender.used
+
+    def get_response_sender(self) -> _ResponseSender:
+        if self._response_sender is None:
+            self._response_sender = _ResponseSender(self._item, self._backend)
+        return self._response_sender  # type: ignore[no-any-return]
+
+    def is_cancelled(self) -> bool:
+        return self._item.sink.done and not self.answered
+
+
 class _ResponseSender:
     """``request.get_response_sender()``: answers one request through its work item's sink.
 
@@ -356,16 +385,17 @@ class _ResponseSender:
     request only with the final flag, as in Triton.
     """
 
+    __slots__ = ("_backend", "_closed", "_item", "used")
+
     def __init__(self, item: WorkItem, backend: TritonPythonBackend) -> None:
         self._item = item
         self._backend = backend
-        self._lock = threading.Lock()
         self._closed = False
         self.used = False
 
     def send(self, response: Any = None, flags: int = 0) -> None:
         final = bool(flags & pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        with self._lock:
+        with _SENDER_LOCK:
             if self._closed:
                 raise pb_utils.TritonModelException(
                     "Unable to send response. Response sender has been closed."

@@ -107,10 +107,14 @@ class PerfLoad:
     max_trials: int = 6
     stability_percent: float = 30.0
     batch_size: int = 1
+    streaming: bool = False
+    """gRPC ``ModelStreamInfer`` instead of unary calls (perf_analyzer ``--streaming``)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
             raise InvalidConfig(f"protocol must be 'grpc' or 'http', got {self.protocol!r}")
+        if self.streaming and self.protocol != "grpc":
+            raise InvalidConfig("streaming loads need protocol 'grpc'")
         for label in ("concurrency", "measurement_ms", "max_trials", "batch_size"):
             if getattr(self, label) < 1:
                 raise InvalidConfig(f"{label} must be >= 1, got {getattr(self, label)}")
@@ -171,6 +175,8 @@ def perf_analyzer_args(load: PerfLoad, csv_path: str | os.PathLike[str]) -> list
     ]
     for name, dims in load.shapes.items():
         args += ["--shape", f"{name}:{','.join(str(int(d)) for d in dims)}"]
+    if load.streaming:
+        args.append("--streaming")
     return args
 
 

@@ -33,7 +33,7 @@ from headrace.engine.inflight import drive_in_flight
 from headrace.engine.instance import ModelInstance
 from headrace.engine.placement import PlacementOptions, place_instances
 from headrace.engine.slots import Preprocess
-from headrace.engine.stats import STAGES, StatsSnapshot
+from headrace.engine.stats import stage_means_ms
 from headrace.errors import InvalidInput
 
 __all__ = ["CaseResult", "PipelineStudyConfig", "run_case", "run_study", "study_device"]
@@ -161,7 +161,7 @@ def run_case(config: PipelineStudyConfig, num_buffers: int, cpu_delay_ms: float)
         elapsed_s=elapsed,
         batches_per_s=batches / elapsed,
         items_per_s=batches * config.batch_size / elapsed,
-        stage_mean_ms=_stage_means(before, after),
+        stage_mean_ms=stage_means_ms(before, after),
         instances=len(instances),
         devices=tuple(instance.backend.device for instance in instances),
     )
@@ -253,15 +253,6 @@ def _drive(
         drive_in_flight(batches, instance.submit, depth)
     except BaseException as exc:
         errors.append(exc)
-
-
-def _stage_means(before: list[StatsSnapshot], after: list[StatsSnapshot]) -> dict[str, float]:
-    batches = sum(b.batches for b in after) - sum(b.batches for b in before)
-    means = {}
-    for stage in STAGES:
-        total = sum(a.totals_ns[stage] - b.totals_ns[stage] for a, b in zip(after, before))
-        means[stage.removesuffix("_ns")] = total / max(batches, 1) / 1e6
-    return means
 
 
 def _with_bounds(

@@ -26,7 +26,7 @@ from headrace.backends.base import Backend, BackendContext
 from headrace.engine.inflight import drive_in_flight
 from headrace.engine.instance import ModelInstance
 from headrace.engine.ray_workers import RayWorkerPool
-from headrace.engine.stats import STAGES
+from headrace.engine.stats import stage_means_ms
 from headrace.errors import InvalidInput
 from headrace.repository.resolve import ModelSource, resolve_model
 
@@ -103,13 +103,6 @@ def timed_run(instance: ModelInstance, spec: RunSpec, worker: int = 0) -> Worker
     drive(spec.num_iterations)
     elapsed = time.monotonic() - start
     after = instance.stats.snapshot()
-    done = after.batches - before.batches
-    stage_ms = {
-        stage.removesuffix("_ns"): (after.totals_ns[stage] - before.totals_ns[stage])
-        / max(done, 1)
-        / 1e6
-        for stage in STAGES
-    }
     return WorkerResult(
         worker=worker,
         device=instance.backend.device,
@@ -119,7 +112,7 @@ def timed_run(instance: ModelInstance, spec: RunSpec, worker: int = 0) -> Worker
         elapsed_s=elapsed,
         batches_per_s=spec.num_iterations / elapsed,
         items_per_s=spec.num_iterations * spec.batch_size / elapsed,
-        stage_mean_ms=stage_ms,
+        stage_mean_ms=stage_means_ms([before], [after]),
     )
 
 

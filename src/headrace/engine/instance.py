@@ -59,7 +59,7 @@ RequestResults = list[RequestResult]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TimedOutputs:
     """One merged batch's outputs and how long each pipeline stage took."""
 
@@ -67,7 +67,7 @@ class TimedOutputs:
     times: StageTimes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TimedRequests:
     """Per-request outputs (or that request's error, or None when the backend answered through
     the request's sink) of one batch, with the batch's timings."""

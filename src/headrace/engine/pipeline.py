@@ -150,9 +150,8 @@ class Pipeline:
         The batch uses a slot of its own, so it may run while the stage threads hold others.
         Call it from one thread at a time.
         """
-        with self._lock:
-            if self._closed:
-                raise Unavailable(f"pipeline '{self.options.name}' is closed")
+        if self._closed:  # a plain read: closing needs no ordering with this thread's batch
+            raise Unavailable(f"pipeline '{self.options.name}' is closed")
         if self._inline_slot is None:
             self._inline_slot = self._stages.make_slot(self.options.num_buffers)
         slot = self._inline_slot

@@ -45,6 +45,7 @@ from headrace.errors import (
     InvalidInput,
     ModelExecutionError,
     Unavailable,
+    Unsupported,
     require,
 )
 from headrace.types import Outputs, WorkItem
@@ -355,8 +356,6 @@ class RayExecutor:
         options: PlacementOptions,
     ) -> list[RayInstance]:
         if base.config.model_transaction_policy.decoupled:
-            from headrace.errors import Unsupported
-
             raise Unsupported(
                 f"model '{base.model_name}' is decoupled; its responses go through each "
                 "request's sink, which cannot reach a Ray actor, so it is not placed on Ray"

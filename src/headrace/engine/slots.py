@@ -54,7 +54,7 @@ class PipelineOptions:
     provider is bound to its own stream at load); None lets the pipeline make one."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PipelineResult:
     """One batch's outputs (host numpy arrays the caller owns) and its stage timings.
 
@@ -71,7 +71,7 @@ class PipelineResult:
     def results(self) -> list[RequestResult]:
         """One entry per request: its outputs (views of the batch's), its error, or None."""
         if self.per_request is not None:
-            return list(self.per_request)
+            return self.per_request
         return list(split_outputs(self.outputs, self.sizes or (self.times.batch_size,)))
 
 

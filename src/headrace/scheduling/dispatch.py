@@ -213,7 +213,11 @@ class QueueingScheduler(Scheduler):
         """Answer one request (None: the backend answered through its sink) and count it out."""
         success = not isinstance(value, BaseException)
         self._record_request(success, dispatch_ns - ticket.enqueue_ns, ticket.enqueue_ns, end_ns)
-        self._settle(ticket)
+        if not ticket.settled:  # _settle, inline: this runs for every request
+            ticket.settled = True
+            self._pending -= 1
+            if self._pending == 0 and self._batches_in_flight == 0:
+                self._idle.set()
         sink = ticket.item.sink
         if isinstance(value, BaseException):
             sink.fail(_as_headrace_error(self.name, value))

@@ -51,7 +51,7 @@ class Lease:
     index: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BatchOutcome:
     """What a batch produced: per-request outputs or errors, and how long it took.
 

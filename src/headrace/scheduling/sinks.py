@@ -50,7 +50,9 @@ class FutureSink(_LoopSink):
     __slots__ = ("future",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
+        # One per request: the base class's fields set here, without a super() call.
+        self._loop = loop
+        self._thread = threading.get_ident()
         self.future: asyncio.Future[Outputs] = loop.create_future()
 
     @property
@@ -64,7 +66,10 @@ class FutureSink(_LoopSink):
         final: bool = True,
         parameters: Mapping[str, Any] | None = None,
     ) -> None:
-        self._call(self._resolve, outputs)
+        if threading.get_ident() == self._thread:
+            self._resolve(outputs)  # the scheduler answering on the loop: the common case
+        else:
+            self._call(self._resolve, outputs)
 
     def fail(self, error: BaseException, *, final: bool = True) -> None:
         self._call(self._reject, error)

@@ -105,7 +105,7 @@ class ServerApp:
             metrics = ServerMetrics(self.core.metric_samples, gpu=options.gpu_metrics)
             doors.append(("metrics", MetricsEndpoint(metrics, options.host, options.metrics_port)))
         if options.http_port is not None:
-            from headrace.server.http import HttpFrontend
+            from headrace.server.http.frontend import HttpFrontend
 
             doors.append(
                 (
@@ -119,7 +119,7 @@ class ServerApp:
                 )
             )
         if options.grpc_port is not None:
-            from headrace.server.grpc import GrpcFrontend
+            from headrace.server.grpc.frontend import GrpcFrontend
 
             doors.append(
                 (

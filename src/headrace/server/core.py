@@ -8,7 +8,7 @@ execution happens on instance threads.
 A request becomes a :class:`~headrace.types.WorkItem` with a response sink here: a future
 for :meth:`InferenceServer.infer` (one response), a stream for :meth:`InferenceServer.stream`
 (decoupled models answer zero or more times, then final). Which models serve, and their
-lifecycle, is the :class:`~headrace.server.registry.ModelRegistry`'s concern; this class
+lifecycle, is the :class:`~headrace.server.models.registry.ModelRegistry`'s concern; this class
 delegates model control to it.
 """
 
@@ -34,9 +34,9 @@ from headrace.errors import (
 )
 from headrace.scheduling.sinks import FutureSink, StreamSink
 from headrace.server.metrics import VersionSample
-from headrace.server.models import LoadedVersion, ModelState
+from headrace.server.models.registry import ModelControlMode, ModelRegistry
+from headrace.server.models.table import LoadedVersion, ModelState
 from headrace.server.options import ServerOptions
-from headrace.server.registry import ModelControlMode, ModelRegistry
 from headrace.server.reports import (
     BatchStatistics,
     Duration,
@@ -91,6 +91,7 @@ class InferenceServer:
         self.models = ModelRegistry(
             repository, mode=model_control_mode, load_models=load_models, options=self.options
         )
+        self._table = self.models.table  # routing is a dict lookup on the hot path
         self._started = False
         self._stopping = False
 
@@ -137,14 +138,14 @@ class InferenceServer:
         Raises headrace.errors on failure. A decoupled model answers through :meth:`stream`
         only; ``endpoint`` names the caller in the error that says so.
         """
-        loaded, start_ns = self._route(request)
+        loaded = self._route(request)
         if loaded.decoupled:
             raise Unsupported(
                 f"{endpoint} doesn't support models with decoupled transaction policy"
             )
         sink = FutureSink(asyncio.get_running_loop())
-        ticket = self._submit(loaded, WorkItem.from_request(request, sink), start_ns)
         try:
+            ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
             outputs = await sink.future
         except asyncio.CancelledError:
             loaded.scheduler.withdraw(ticket)
@@ -152,7 +153,12 @@ class InferenceServer:
             raise
         except BaseException as exc:
             raise self._failed(loaded, exc) from None
-        return self._response(loaded, request, outputs)
+        return InferenceResponse(
+            model_name=loaded.name,
+            model_version=loaded.label,
+            outputs=_select_outputs(outputs, request, loaded),
+            id=request.id,
+        )
 
     async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamedResponse]:
         """Validate, schedule and execute one request, yielding every response it gets.
@@ -163,9 +169,12 @@ class InferenceServer:
         neither ``response`` nor ``error``. Routing and validation errors are raised before
         anything is yielded.
         """
-        loaded, start_ns = self._route(request)
+        loaded = self._route(request)
         sink = StreamSink(asyncio.get_running_loop())
-        ticket = self._submit(loaded, WorkItem.from_request(request, sink), start_ns)
+        try:
+            ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
+        except BaseException as exc:
+            raise self._failed(loaded, exc) from None
         finished = False
         try:
             async for sent in sink.responses():
@@ -188,11 +197,12 @@ class InferenceServer:
         """Whether the model answers a request with any number of responses (decoupled)."""
         return self.models.route(name, version).decoupled
 
-    def _route(self, request: InferenceRequest) -> tuple[LoadedVersion, int]:
+    def _route(self, request: InferenceRequest) -> LoadedVersion:
+        """The serving version ``request`` goes to, with the request validated against it."""
         if self._stopping:
             raise Unavailable("server is shutting down; no new requests are accepted")
         start_ns = time.monotonic_ns()
-        loaded = self.models.route(request.model_name, request.model_version)
+        loaded = self._table.resolve(request.model_name, request.model_version)
         try:
             validate_request(request, loaded.signature)
         except InvalidInput:
@@ -201,13 +211,7 @@ class InferenceServer:
             )
             loaded.stats.record_failure_reason("OTHER")
             raise
-        return loaded, start_ns
-
-    def _submit(self, loaded: LoadedVersion, item: WorkItem, start_ns: int) -> Any:
-        try:
-            return loaded.scheduler.submit(item)
-        except BaseException as exc:
-            raise self._failed(loaded, exc) from None
+        return loaded
 
     def _failed(self, loaded: LoadedVersion, exc: BaseException) -> BaseException:
         """Count a failed request and return the error to raise (internal ones wrapped)."""

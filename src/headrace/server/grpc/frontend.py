@@ -1,7 +1,7 @@
 """The gRPC frontend: ``inference.GRPCInferenceService`` as Triton serves it, on grpc.aio.
 
-A thin door: each RPC converts the protobuf request (:mod:`headrace.server.grpc_codec`,
-:mod:`headrace.server.grpc_messages`), calls one method of the
+A thin door: each RPC converts the protobuf request (:mod:`headrace.server.grpc.codec`,
+:mod:`headrace.server.grpc.messages`), calls one method of the
 :class:`~headrace.server.core.InferenceServer`, and errors become gRPC statuses in one place,
 :data:`GRPC_STATUS`. Messages and the service description come from the ``service_pb2`` module
 ``tritonclient`` ships, so unmodified ``tritonclient.grpc`` and ``perf_analyzer`` talk to it.
@@ -26,14 +26,14 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from headrace.errors import ErrorCode, HeadraceError, InvalidInput, Unsupported
-from headrace.server.grpc_codec import (
+from headrace.server.grpc.codec import (
     decode_infer_request,
     encode_infer_response,
     encode_stream_response,
     parameter_value,
     split_infer_request,
 )
-from headrace.server.grpc_messages import (
+from headrace.server.grpc.messages import (
     model_metadata_response,
     repository_index_response,
     server_metadata_response,

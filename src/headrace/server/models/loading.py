@@ -19,7 +19,7 @@ from headrace.engine.placement import PlacementOptions, close_instances, place_i
 from headrace.errors import Unsupported
 from headrace.scheduling import InstancePool, make_scheduler
 from headrace.scheduling.router import Router
-from headrace.server.models import LoadedVersion
+from headrace.server.models.table import LoadedVersion
 from headrace.server.statistics import VersionStatistics
 from headrace.server.validation import Signature
 

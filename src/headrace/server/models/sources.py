@@ -1,7 +1,7 @@
 """Where a model's versions come from: the repository, a load request's override and files.
 
 Everything here blocks (file reads, config completion, backend imports), so the core calls it
-on worker threads. A version comes out as a :class:`~headrace.server.loading.VersionSource`:
+on worker threads. A version comes out as a :class:`~headrace.server.models.loading.VersionSource`:
 its completed configuration, its directories and the factory that builds its backends.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from headrace.config import ModelConfig, config_from_json, format_config
 from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import InvalidInput
-from headrace.server.loading import VersionSource
+from headrace.server.models.loading import VersionSource
 
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository

@@ -1,9 +1,9 @@
 """The HTTP/REST frontend: KServe v2 as Triton serves it, on aiohttp.
 
-A thin door: each handler parses the wire format (:mod:`headrace.server.http_codec`,
-:mod:`headrace.server.http_messages`), calls one method of the
+A thin door: each handler parses the wire format (:mod:`headrace.server.http.codec`,
+:mod:`headrace.server.http.messages`), calls one method of the
 :class:`~headrace.server.core.InferenceServer`, and errors are mapped once, in
-:func:`_error_middleware`, through :mod:`headrace.server.status`. Unmodified
+:func:`_error_middleware`, through :mod:`headrace.server.http.status`. Unmodified
 ``tritonclient.http`` and ``perf_analyzer`` talk to it.
 
 Triton's conventions kept here: error bodies are ``{"error": "..."}``; a server or model that
@@ -18,8 +18,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, require
-from headrace.server.http_body import accepted_encoding, compress, decompress
-from headrace.server.http_codec import (
+from headrace.server.http.body import accepted_encoding, compress, decompress
+from headrace.server.http.codec import (
     DecodedRequest,
     decode_infer_request,
     decode_raw_request,
@@ -27,13 +27,13 @@ from headrace.server.http_codec import (
     json_dumps,
     json_loads,
 )
-from headrace.server.http_messages import (
+from headrace.server.http.messages import (
     model_metadata_json,
     repository_index_json,
     server_metadata_json,
     statistics_json,
 )
-from headrace.server.status import http_status
+from headrace.server.http.status import http_status
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -40,15 +40,15 @@ from headrace.errors import (
     ModelNotFound,
     Unsupported,
 )
-from headrace.server.loading import VersionSource, load_version
-from headrace.server.models import LoadedVersion, ModelRecord, ModelState, ModelTable
-from headrace.server.sources import (
+from headrace.server.models.loading import VersionSource, load_version
+from headrace.server.models.sources import (
     ScratchDirs,
     entry_sources,
     fingerprint,
     open_repository,
     parse_override,
 )
+from headrace.server.models.table import LoadedVersion, ModelRecord, ModelState, ModelTable
 
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository

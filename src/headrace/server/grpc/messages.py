@@ -1,7 +1,7 @@
 """The protobuf replies of the gRPC RPCs other than inference.
 
 Built from the protocol-free dataclasses of :mod:`headrace.server.reports`, field for field as
-:mod:`headrace.server.http_messages` builds the JSON bodies.
+:mod:`headrace.server.http.messages` builds the JSON bodies.
 """
 
 from __future__ import annotations
