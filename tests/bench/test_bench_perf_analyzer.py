@@ -96,6 +96,14 @@ def test_load_validation_names_the_value() -> None:
         PerfLoad("m", "u", protocol="udp")
     with pytest.raises(InvalidConfig, match="concurrency must be >= 1, got 0"):
         PerfLoad("m", "u", concurrency=0)
+    with pytest.raises(InvalidConfig, match="streaming loads need protocol 'grpc'"):
+        PerfLoad("m", "u", protocol="http", streaming=True)
+
+
+def test_streaming_loads_ask_for_model_stream_infer() -> None:
+    streaming = perf_analyzer_args(PerfLoad("m", "u", streaming=True), "/tmp/x.csv")
+    assert streaming[-1] == "--streaming"
+    assert "--streaming" not in perf_analyzer_args(PerfLoad("m", "u"), "/tmp/x.csv")
 
 
 def _fake_tool(tmp_path: Path, body: str) -> str:

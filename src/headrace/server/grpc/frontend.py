@@ -20,7 +20,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 from tritonclient.grpc import service_pb2
@@ -289,8 +289,13 @@ class _Servicer:
         stream = _Stream(self, self._stream_window)
         reader = asyncio.create_task(stream.read(request_iterator))
         try:
-            while (response := await stream.out.get()) is not None:
-                yield response
+            while (outgoing := await stream.out.get()) is not None:
+                if isinstance(outgoing, asyncio.Task):
+                    response = await outgoing
+                    stream.window.release()
+                    yield response
+                else:
+                    yield outgoing
             await reader  # surfaces a broken request stream as the call's error
         finally:
             reader.cancel()
@@ -394,30 +399,26 @@ class _Servicer:
 
 
 class _Stream:
-    """One ``ModelStreamInfer`` call: reads requests, runs them, queues responses on ``out``.
+    """One ``ModelStreamInfer`` call: reads requests, runs them, queues what goes out on ``out``.
 
-    Plain requests' responses are put on ``out`` in arrival order by one ordering task;
-    decoupled requests put theirs as they come. ``out`` ends with None once the request
-    stream has ended and every request has been answered.
+    A plain request puts its task on ``out`` when it arrives, so the writer awaits the tasks
+    in arrival order, as Triton answers them; a decoupled request puts each response on
+    ``out`` as the model sends it (behind whatever plain requests came first). ``out`` ends
+    with None once the request stream has ended and every decoupled request is done.
     """
 
     def __init__(self, servicer: _Servicer, window: int) -> None:
         self._servicer = servicer
-        self._window = asyncio.Semaphore(window)
-        self.out: asyncio.Queue[bytes | service_pb2.ModelStreamInferResponse | None]
-        self.out = asyncio.Queue()
-        self._ordered: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
+        self.window = asyncio.Semaphore(window)
+        self.out: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._orderer = asyncio.create_task(self._order())
 
     async def read(self, request_iterator: AsyncIterator[bytes]) -> None:
         try:
             async for data in request_iterator:
-                await self._window.acquire()
+                await self.window.acquire()
                 self._start(data)
         finally:
-            self._ordered.put_nowait(None)
-            await self._orderer
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self.out.put_nowait(None)
@@ -426,45 +427,33 @@ class _Stream:
         servicer = self._servicer
         try:
             message, raw = split_infer_request(data)
-        except HeadraceError as exc:
-            self._ordered.put_nowait(
-                _done(_stream_error(service_pb2.ModelInferRequest(), exc.message))
-            )
+        except Exception as exc:
+            self.out.put_nowait(_stream_error(service_pb2.ModelInferRequest(), _error_text(exc)))
+            self.window.release()
             return
         if _is_decoupled(servicer._core, message):
             task = asyncio.create_task(servicer._stream_decoupled(message, raw, self.out))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
         else:
-            self._ordered.put_nowait(asyncio.create_task(servicer._stream_one(message, raw)))
+            self.out.put_nowait(asyncio.create_task(servicer._stream_one(message, raw)))
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        self._window.release()
-
-    async def _order(self) -> None:
-        while (task := await self._ordered.get()) is not None:
-            response = await task
-            self._window.release()
-            self.out.put_nowait(response)
+        self.window.release()
 
     def cancel(self) -> None:
-        self._orderer.cancel()
         for task in list(self._tasks):
             task.cancel()
-        while not self._ordered.empty():
-            leftover = self._ordered.get_nowait()
-            if leftover is not None:
+        while not self.out.empty():
+            leftover = self.out.get_nowait()
+            if isinstance(leftover, asyncio.Task):
                 leftover.cancel()
 
 
-def _done(response: service_pb2.ModelStreamInferResponse) -> asyncio.Task[Any]:
-    """A finished task holding ``response`` (a request that failed before it could run)."""
-
-    async def answer() -> service_pb2.ModelStreamInferResponse:
-        return response
-
-    return asyncio.ensure_future(answer())
+_Response: TypeAlias = "bytes | service_pb2.ModelStreamInferResponse"
+_Outgoing: TypeAlias = "_Response | asyncio.Task[_Response]"
+"""What a stream's writer takes next: a response, or a plain request's task to await."""
 
 
 def _is_decoupled(core: InferenceServer, message: service_pb2.ModelInferRequest) -> bool:
