@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sched_fakes import RecordingStats, make_config, make_pool, request, wait_started
 
-from headrace.errors import Unavailable, Unsupported
+from headrace.errors import ModelNotFound, Unavailable, Unsupported
 from headrace.scheduling import DefaultScheduler, DynamicBatcher, make_scheduler
 
 
@@ -124,7 +124,10 @@ def test_make_scheduler_choices() -> None:
             make_scheduler(sequence, pool)
         ensemble = make_config(8)
         ensemble.platform = "ensemble"
-        with pytest.raises(Unsupported, match="ensemble"):
-            make_scheduler(ensemble, pool)
+        step = ensemble.ensemble_scheduling.step.add(model_name="missing", model_version=-1)
+        step.input_map["x"] = "x"
+        step.output_map["y"] = "y"
+        with pytest.raises(ModelNotFound, match=r"ensemble 'double' step 0 \(model 'missing'\)"):
+            make_scheduler(ensemble, None)  # no router: no other model is reachable
     finally:
         pool.close()

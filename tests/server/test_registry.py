@@ -11,6 +11,7 @@ from server_fakes import run, write_python_model
 from headrace.errors import InvalidConfig, ModelNotFound
 from headrace.server.core import InferenceServer
 from headrace.server.models.registry import dependencies
+from headrace.types import InferenceRequest
 
 ENSEMBLE = """
 name: "{name}"
@@ -55,8 +56,9 @@ def test_a_model_that_uses_another_loads_after_it(tmp_path: Path) -> None:
         await server.start()
         found = states(server)
         assert found["zeta"][0] == "READY"  # loaded because alpha needs it
-        assert found["alpha"][0] == "UNAVAILABLE"
-        assert "does not serve ensembles yet" in found["alpha"][1]
+        assert found["alpha"][0] == "READY"
+        served = await server.infer(InferenceRequest("alpha", {"X": np.array([[4]], np.int32)}))
+        np.testing.assert_array_equal(served.outputs["Y"], [[12]])
         route = server.models.route("zeta")
         assert (route.name, route.version, [s.name for s in route.inputs]) == ("zeta", 1, ["X"])
         x = np.array([[2]], dtype=np.int32)
@@ -97,15 +99,16 @@ def test_a_dependency_cycle_is_refused_naming_it(tmp_path: Path) -> None:
 def test_unload_dependents_unloads_the_models_that_use_it(tmp_path: Path) -> None:
     write_python_model(tmp_path, "base", {1: 2})
     write_python_model(tmp_path, "other", {1: 5})
+    write_ensemble(tmp_path, "uses_base", "base")
 
     async def body() -> None:
         server = InferenceServer(tmp_path, model_control_mode="explicit", load_models=["*"])
         await server.start()
-        server.models._needs["other"] = ["base"]  # as an ensemble over base would record
         await server.unload_model("base", unload_dependents=True)
         found = states(server)
         assert found["base"] == ("UNAVAILABLE", "unloaded")
-        assert found["other"] == ("UNAVAILABLE", "unloaded")
+        assert found["uses_base"] == ("UNAVAILABLE", "unloaded")
+        assert found["other"][0] == "READY"
         with pytest.raises(ModelNotFound):
             server.models.route("nope")
         await server.stop()

@@ -1,7 +1,8 @@
 """Scheduling: how a model version's requests queue, batch and reach its instances.
 
 ``make_scheduler`` picks the scheduler a model configuration asks for, as Triton does:
-``dynamic_batching`` gets the :class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`.
+``dynamic_batching`` gets the :class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`,
+an ensemble the :class:`EnsembleScheduler`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from headrace.config.platforms import ENSEMBLE_PLATFORM
-from headrace.errors import Unsupported
+from headrace.errors import InvalidConfig, Unsupported
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.default import DefaultScheduler
 from headrace.scheduling.dispatch import NullStats, QueueingScheduler
 from headrace.scheduling.dynamic import DynamicBatcher
+from headrace.scheduling.ensemble import EnsembleScheduler
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
 from headrace.scheduling.queue_policy import PriorityQueues, QueuePolicy
 from headrace.scheduling.router import NoRouter, Route, Router
@@ -23,6 +25,7 @@ __all__ = [
     "BatchOutcome",
     "DefaultScheduler",
     "DynamicBatcher",
+    "EnsembleScheduler",
     "FutureSink",
     "InstancePool",
     "Lease",
@@ -43,20 +46,22 @@ __all__ = [
 
 def make_scheduler(
     config: Any,
-    pool: InstancePool,
+    pool: InstancePool | None,
     stats: StatsSink | None = None,
     source: str = "",
     router: Router | None = None,
 ) -> Scheduler:
     """The scheduler for a model version, given its ``ModelConfig`` and instance pool.
 
-    ``router`` reaches the other loaded models (an ensemble's steps); without one, none are.
-
-    Sequence batching and ensembles have their own schedulers (``scheduling.sequence``,
-    ``scheduling.ensemble``); they are refused here with Unsupported.
+    ``router`` reaches the other loaded models: an ensemble (which has no pool) runs its
+    steps on theirs, and is checked against them here. Without a router none are reachable.
     """
     if config.platform == ENSEMBLE_PLATFORM:
-        raise Unsupported(f"model '{config.name}' is an ensemble; use scheduling.ensemble")
+        ensemble = EnsembleScheduler(config, router or NoRouter(), stats)
+        ensemble.check()
+        return ensemble
+    if pool is None:
+        raise InvalidConfig(f"model '{config.name}' has no instances to schedule on")
     if config.HasField("sequence_batching"):
         raise Unsupported(f"model '{config.name}' uses sequence_batching; use scheduling.sequence")
     if config.HasField("dynamic_batching"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from headrace.config import ModelConfig
 from headrace.scheduling.base import Scheduler
 from headrace.types import TensorSpec
 
@@ -21,6 +22,9 @@ class Route(Protocol):
 
     name: str
     version: int
+
+    @property
+    def config(self) -> ModelConfig: ...
 
     @property
     def scheduler(self) -> Scheduler: ...

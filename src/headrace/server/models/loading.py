@@ -1,7 +1,8 @@
 """Turn one model version's configuration into running instances and a scheduler.
 
 The instances come from placement (:mod:`headrace.engine.placement`), as in every door: one
-per ``instance_group`` entry's ``count`` per device. Backends load on a worker thread (loading
+per ``instance_group`` entry's ``count`` per device. An ensemble has none: its scheduler runs
+the steps on the other models' schedulers, reached through the registry's router. Backends load on a worker thread (loading
 is blocking file and device work); the pool and scheduler are built on the event loop. A
 failure part-way closes whatever was already built, so nothing leaks into a half-loaded
 version.
@@ -16,7 +17,6 @@ from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig, input_specs, output_specs
 from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.engine.placement import PlacementOptions, close_instances, place_instances
-from headrace.errors import Unsupported
 from headrace.scheduling import InstancePool, make_scheduler
 from headrace.scheduling.router import Router
 from headrace.server.models.table import LoadedVersion
@@ -61,26 +61,28 @@ async def load_version(
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler."""
     config = source.config
-    if config.platform == ENSEMBLE_PLATFORM:
-        raise Unsupported(
-            f"model '{source.name}' is an ensemble; headrace does not serve ensembles yet"
-        )
     signature = Signature.build(
         source.name, input_specs(config), output_specs(config), config.max_batch_size
     )
-    options = PlacementOptions(num_buffers=num_buffers)
-    instances = await asyncio.to_thread(place_instances, source.context(), source.factory, options)
     stats = VersionStatistics(source.name, str(source.version))
-    try:
-        pool = InstancePool(instances, run_now_below_us=run_now_below_us)
-    except BaseException:
-        await asyncio.to_thread(close_instances, instances)
-        raise
-    try:
-        scheduler = make_scheduler(config, pool, stats, router=router)
-    except BaseException:
-        await asyncio.to_thread(pool.close)
-        raise
+    pool: InstancePool | None = None
+    if config.platform == ENSEMBLE_PLATFORM:
+        scheduler = make_scheduler(config, None, stats, router=router)  # steps run elsewhere
+    else:
+        options = PlacementOptions(num_buffers=num_buffers)
+        instances = await asyncio.to_thread(
+            place_instances, source.context(), source.factory, options
+        )
+        try:
+            pool = InstancePool(instances, run_now_below_us=run_now_below_us)
+        except BaseException:
+            await asyncio.to_thread(close_instances, instances)
+            raise
+        try:
+            scheduler = make_scheduler(config, pool, stats, router=router)
+        except BaseException:
+            await asyncio.to_thread(pool.close)
+            raise
     backend = source.backend or config.backend or config.platform or "python_callable"
     return LoadedVersion(
         name=source.name,

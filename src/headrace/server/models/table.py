@@ -69,11 +69,14 @@ class LoadedVersion:
         return output_specs(self.config)
 
     async def close(self) -> None:
-        """Drain accepted requests, then stop the instances (joined on a worker thread)."""
+        """Drain accepted requests, then stop the instances (joined on a worker thread).
+
+        An ensemble has no instances of its own (``pool`` is None)."""
         try:
             await self.scheduler.drain()
         finally:
-            await asyncio.to_thread(self.pool.close)
+            if self.pool is not None:
+                await asyncio.to_thread(self.pool.close)
 
 
 def _empty() -> Mapping[Any, LoadedVersion]:

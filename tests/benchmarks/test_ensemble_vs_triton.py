@@ -1,0 +1,32 @@
+"""Ensembles answer as NVIDIA Triton 2.51 does (benchmarks/ensemble_vs_triton.py).
+
+Runs only where ``../shared/tools/tritonserver`` has been installed (it is not in CI): both
+servers serve the same repository of python-backend models and ensembles, and every answer
+(outputs, error statuses, the ensembles' statistics) must be the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ensemble_vs_triton.py"
+TRITON_READY = Path.home() / ".cache" / "headrace-tools" / "tritonserver" / "dist" / ".ready"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRITON_READY.exists(), reason="the tritonserver tool is not installed")
+def test_ensembles_answer_as_triton_does(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("ensemble_vs_triton", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    result = module.compare(tmp_path)
+    assert result["differ"] == [], {
+        key: (result["headrace"].get(key), result["triton"].get(key)) for key in result["differ"]
+    }
+    assert result["headrace"]["http diamond: fan-out, fan-in"]["SUM"][0] == [5.0, 10.0, 15.0, 20.0]
