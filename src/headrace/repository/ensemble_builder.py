@@ -162,14 +162,19 @@ class EnsemblePlan:
 
     def add_step(self, model: str, version: int = LATEST, *, check: bool = True) -> int:
         """A new step running ``model`` (``version`` -1: the newest served); its index."""
-        if check and model == self.name:
-            self._fail(f"ensemble '{self.name}' cannot be a step of itself")
-        if check and version != LATEST and (isinstance(version, bool) or version < 1):
-            self._fail(f"a step's version must be -1 (the newest) or >= 1, got {version!r}")
+        if check:
+            self.check_step(model, version)
         count = sum(step.model == model for step in self.steps)
         label = model if count == 0 else f"{model}#{count + 1}"
         self.steps.append(_Step(model, version, label))
         return len(self.steps) - 1
+
+    def check_step(self, model: str, version: int) -> None:
+        """Refuse a step of the ensemble itself, or a version that is neither -1 nor >= 1."""
+        if model == self.name:
+            self._fail(f"ensemble '{self.name}' cannot be a step of itself")
+        if version != LATEST and (isinstance(version, bool) or version < 1):
+            self._fail(f"a step's version must be -1 (the newest) or >= 1, got {version!r}")
 
     def add_input(self, handle: TensorHandle, name: str | None = None) -> str:
         """An ensemble input (``handle``'s name unless ``name``) feeding ``handle``'s step."""

@@ -151,7 +151,7 @@ class ModelEntry:
         return tensor_handles(self._described(), "output")
 
     def _described(self) -> ModelConfig:
-        if self.versions():
+        if self.available_versions():
             return self.completed_config()
         config = self.raw_config()
         config.name = config.name or self.name
@@ -188,6 +188,7 @@ class ModelEntry:
         """
         plan = self._ensemble()
         name = model if isinstance(model, str) else model.name
+        plan.check_step(name, version)
         other = self._sibling(name)
         if other is None:
             raise InvalidConfig(
