@@ -489,3 +489,24 @@ def test_scan_reports_an_ensemble_that_does_not_fit_its_steps(
     [problem] = report.problems
     assert (problem.model, problem.field) == ("hand", field)
     assert words in problem.message and problem.path.endswith("config.pbtxt")
+
+
+def test_a_refused_call_leaves_the_wiring_as_it_was(pair) -> None:  # type: ignore[no-untyped-def]
+    a, b, e, _ = pair
+    e.add_input(b.inputs["x"])
+    e.add_input(b.inputs["extra"])
+    with pytest.raises(InvalidConfig, match="already fed"):
+        e.pipe(a.outputs["y"], b.inputs["x"])  # would have made a step 'a' writing 'a.y'
+    e.add_output(b.outputs["y"])
+    e.export_version(None)
+    assert [s[0] for s in steps(written(e))] == ["b"]
+
+
+def test_a_batch_size_set_in_the_config_is_kept(repo: ModelRepository) -> None:
+    a = python_model(repo, "a", [("x", "FP32", [4])], [("y", "FP32", [4])], max_batch_size=8)
+    e = repo.add("e", platform="ensemble")
+    e.config.set_max_batch_size(2)
+    e.add_input(a.inputs["x"])
+    e.add_output(a.outputs["y"])
+    e.export_version(None)
+    assert written(e).max_batch_size == 2

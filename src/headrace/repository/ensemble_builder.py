@@ -20,8 +20,10 @@ of a model used more than once, whose handles (``step.inputs[...]``) name that s
 
 from __future__ import annotations
 
+import copy
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol, TypeAlias
 
@@ -113,8 +115,9 @@ def composing_configs(
 class EnsemblePlan:
     """The wiring of one ensemble; :meth:`build` turns it into a checked ``ModelConfig``.
 
-    ``max_batch_size`` None means: the configuration's own when it has one, else the
-    smallest of the steps' when every step batches, else 0.
+    The batch size is the configuration's when it is above 0; else ``max_batch_size`` when
+    given (0: the ensemble does not batch); else the smallest of the steps' when every step
+    batches, and 0 when one does not. A wiring call that fails changes nothing.
     """
 
     def __init__(self, name: str, max_batch_size: int | None = None, source: str = "") -> None:
@@ -160,6 +163,15 @@ class EnsemblePlan:
 
     # -- wiring ----------------------------------------------------------------------------
 
+    @contextmanager
+    def _all_or_nothing(self) -> Iterator[None]:
+        saved = copy.deepcopy((self.steps, self._default, self.inputs, self.outputs))
+        try:
+            yield
+        except BaseException:
+            self.steps, self._default, self.inputs, self.outputs = saved
+            raise
+
     def add_step(self, model: str, version: int = LATEST, *, check: bool = True) -> int:
         """A new step running ``model`` (``version`` -1: the newest served); its index."""
         if check:
@@ -178,45 +190,50 @@ class EnsemblePlan:
 
     def add_input(self, handle: TensorHandle, name: str | None = None) -> str:
         """An ensemble input (``handle``'s name unless ``name``) feeding ``handle``'s step."""
-        self._expect(handle, "input", "add_input")
-        tensor = name or handle.name
-        if tensor not in self.inputs:
-            self._check_free(tensor, "input")
-        index = self._step_of(handle)
-        self._connect(index, handle.name, tensor)
-        self.inputs.setdefault(tensor, (index, handle.name))
-        return tensor
+        with self._all_or_nothing():
+            self._expect(handle, "input", "add_input")
+            tensor = name or handle.name
+            if tensor not in self.inputs:
+                self._check_free(tensor, "input")
+            index = self._step_of(handle)
+            self._connect(index, handle.name, tensor)
+            self.inputs.setdefault(tensor, (index, handle.name))
+            return tensor
 
     def pipe(self, output: TensorHandle, input: TensorHandle) -> str:
         """Feed step output ``output`` to step input ``input``; the ensemble tensor's name."""
-        self._expect(output, "output", "pipe")
-        self._expect(input, "input", "pipe")
-        source = self._step_of(output)
-        target = self._step_of(input)
-        tensor = self.steps[source].output_map.get(output.name)
-        if tensor is None:
-            tensor = self._fresh(f"{self.steps[source].label}.{output.name}")
-            self.steps[source].output_map[output.name] = tensor
-        self._connect(target, input.name, tensor)
-        return tensor
+        with self._all_or_nothing():
+            self._expect(output, "output", "pipe")
+            self._expect(input, "input", "pipe")
+            source = self._step_of(output)
+            target = self._step_of(input)
+            tensor = self.steps[source].output_map.get(output.name)
+            if tensor is None:
+                tensor = self._fresh(f"{self.steps[source].label}.{output.name}")
+                self.steps[source].output_map[output.name] = tensor
+            self._connect(target, input.name, tensor)
+            return tensor
 
     def add_output(self, handle: TensorHandle, name: str | None = None) -> str:
         """Step output ``handle`` as an ensemble output (its name unless ``name``)."""
-        self._expect(handle, "output", "add_output")
-        tensor = name or handle.name
-        index = self._step_of(handle)
-        step = self.steps[index]
-        current = step.output_map.get(handle.name)
-        if current in self.outputs:
-            self._fail(f"{handle} (step '{step.label}') is already the ensemble output {current!r}")
-        if tensor != current:
-            self._check_free(tensor, "output")
-        if current is None:
-            step.output_map[handle.name] = tensor
-        else:  # piped already: the internal tensor becomes the ensemble output
-            self._rename(current, tensor)
-        self.outputs[tensor] = (index, handle.name)
-        return tensor
+        with self._all_or_nothing():
+            self._expect(handle, "output", "add_output")
+            tensor = name or handle.name
+            index = self._step_of(handle)
+            step = self.steps[index]
+            current = step.output_map.get(handle.name)
+            if current in self.outputs:
+                self._fail(
+                    f"{handle} (step '{step.label}') is already the ensemble output {current!r}"
+                )
+            if tensor != current:
+                self._check_free(tensor, "output")
+            if current is None:
+                step.output_map[handle.name] = tensor
+            else:  # piped already: the internal tensor becomes the ensemble output
+                self._rename(current, tensor)
+            self.outputs[tensor] = (index, handle.name)
+            return tensor
 
     def _expect(self, handle: object, kind: TensorKind, call: str) -> None:
         if not isinstance(handle, TensorHandle):
@@ -363,10 +380,10 @@ class EnsemblePlan:
                 )
 
     def _batch_size(self, base: ModelConfig, composing: list[ModelConfig]) -> int:
-        if self.max_batch_size is not None:
-            return self.max_batch_size
         if base.max_batch_size > 0:
             return base.max_batch_size
+        if self.max_batch_size is not None:
+            return self.max_batch_size
         sizes = [config.max_batch_size for config in composing]
         return min(sizes) if all(size > 0 for size in sizes) else 0
 
