@@ -1,7 +1,9 @@
 """One model directory of a repository: its configuration, versions and files.
 
 A :class:`ModelEntry` reads the disk (or bucket) every time it is asked, so it is never stale;
-the only thing it remembers is completed configurations, which it forgets whenever it writes.
+it remembers only completed configurations, which it forgets whenever it writes, and an
+ensemble's wiring between ``add_input``/``pipe``/``add_output`` and ``export_version(None)``
+(read back from ``config.pbtxt`` by a fresh entry).
 """
 
 from __future__ import annotations
