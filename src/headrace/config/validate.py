@@ -296,6 +296,10 @@ def _check_ensemble(check: _Checker, config: ModelConfig) -> None:
         )
     if config.instance_group:
         check.fail("instance_group", "an ensemble takes no instance groups")
+    if config.HasField("optimization"):
+        check.fail("optimization", "an ensemble takes no optimization settings")
+    if config.model_warmup:
+        check.fail("model_warmup", "an ensemble takes no model_warmup")
     steps = config.ensemble_scheduling.step
     if not steps:
         check.fail("ensemble_scheduling.step", "an ensemble needs at least one step")
@@ -319,9 +323,22 @@ def _check_ensemble(check: _Checker, config: ModelConfig) -> None:
 
 
 def _check_ensemble_flow(check: _Checker, config: ModelConfig) -> None:
-    """Every ensemble output must be computable from the ensemble inputs."""
+    """Triton's data-flow rules: every ensemble input is read, every output is computable
+    from the inputs, and every other tensor is both computable and read by a step (so a
+    cycle of steps, which never becomes ready, is refused)."""
+    steps = config.ensemble_scheduling.step
+    readers: dict[str, int] = {}
+    writers: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for tensor in step.input_map.values():
+            readers.setdefault(tensor, index)
+        for tensor in step.output_map.values():
+            writers.setdefault(tensor, index)
+    for index, tensor in enumerate(config.input):
+        if tensor.name not in readers:
+            check.fail(f"input[{index}]", f"ensemble input {tensor.name!r} is not read by any step")
     ready = {tensor.name for tensor in config.input}
-    pending = list(config.ensemble_scheduling.step)
+    pending = list(steps)
     progress = True
     while pending and progress:
         progress = False
@@ -330,11 +347,36 @@ def _check_ensemble_flow(check: _Checker, config: ModelConfig) -> None:
                 ready.update(step.output_map.values())
                 pending.remove(step)
                 progress = True
+    outputs = {tensor.name for tensor in config.output}
     for index, tensor in enumerate(config.output):
         if tensor.name not in ready:
             check.fail(
                 f"output[{index}]",
                 f"ensemble output {tensor.name!r} is not written by any runnable step",
+            )
+    for tensor, index in sorted(readers.items(), key=lambda item: item[1]):
+        if tensor in ready:
+            continue
+        path = f"ensemble_scheduling.step[{index}].input_map"
+        if tensor not in writers:
+            check.fail(
+                path,
+                f"ensemble tensor {tensor!r} read by step {index} ({steps[index].model_name!r}) "
+                "is neither an ensemble input nor written by any step",
+            )
+        writer = writers[tensor]
+        check.fail(
+            f"ensemble_scheduling.step[{writer}]",
+            f"ensemble tensor {tensor!r} is never ready: step {writer} "
+            f"({steps[writer].model_name!r}) that writes it can never run (its inputs form a "
+            "cycle or are never written)",
+        )
+    for tensor, index in sorted(writers.items(), key=lambda item: item[1]):
+        if tensor not in readers and tensor not in outputs:
+            check.fail(
+                f"ensemble_scheduling.step[{index}].output_map",
+                f"ensemble tensor {tensor!r} written by step {index} "
+                f"({steps[index].model_name!r}) is neither read by a step nor an ensemble output",
             )
 
 

@@ -90,8 +90,14 @@ class ModelRepository:
         inputs: Sequence[TensorLike] | None = None,
         outputs: Sequence[TensorLike] | None = None,
     ) -> ModelEntry:
-        """Create ``ROOT/name/config.pbtxt``; ``max_batch_size=None`` lets an export decide."""
+        """Create ``ROOT/name/config.pbtxt``; ``max_batch_size=None`` lets an export decide.
+
+        ``platform="ensemble"`` makes an ensemble, wired with ``add_input``, ``pipe`` and
+        ``add_output`` and written by ``export_version(None)``; its ``max_batch_size`` when
+        not given is the smallest of its steps' when all of them batch, else 0.
+        """
         from headrace.config import add_tensor
+        from headrace.config.platforms import ENSEMBLE_PLATFORM
 
         if not _is_model_name(name):
             raise InvalidConfig(
@@ -102,6 +108,13 @@ class ModelRepository:
             raise InvalidConfig(f"model '{name}' already exists in {self.path!r}", field="name")
         if max_batch_size is not None and max_batch_size < 0:
             raise InvalidConfig(f"must be >= 0, got {max_batch_size}", field="max_batch_size")
+        ensemble = platform == ENSEMBLE_PLATFORM
+        if ensemble and (inputs or outputs or backend):
+            raise InvalidConfig(
+                "an ensemble takes no backend, inputs or outputs here: its tensors come from "
+                "add_input and add_output",
+                field="platform",
+            )
         config = model_config_pb2.ModelConfig(
             name=name, platform=platform, backend=backend, max_batch_size=max_batch_size or 0
         )
@@ -112,6 +125,8 @@ class ModelRepository:
         entry = self._entry(name)
         entry.storage.makedirs(name)
         entry._write_config(config)
+        if ensemble:
+            entry._begin_ensemble(max_batch_size)
         return entry
 
     def remove(self, name: str) -> None:

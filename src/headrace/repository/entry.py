@@ -1,7 +1,9 @@
 """One model directory of a repository: its configuration, versions and files.
 
 A :class:`ModelEntry` reads the disk (or bucket) every time it is asked, so it is never stale;
-the only thing it remembers is completed configurations, which it forgets whenever it writes.
+it remembers only completed configurations, which it forgets whenever it writes, and an
+ensemble's wiring between ``add_input``/``pipe``/``add_output`` and ``export_version(None)``
+(read back from ``config.pbtxt`` by a fresh entry).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from typing import Any, TypeAlias
 
 from tritonclient.grpc import model_config_pb2
 
+from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import InvalidConfig
 from headrace.repository.complete import backend_for_files, complete_config
+from headrace.repository.ensemble_builder import LATEST, EnsemblePlan, EnsembleStep
 from headrace.repository.entry_config import EntryConfig
 from headrace.repository.export_bridge import ExportFormat, run_export
+from headrace.repository.handles import TensorHandle, TensorHandles, tensor_handles
 from headrace.repository.storage import Storage
 from headrace.repository.version_policy import parse_version, select_versions
 
@@ -40,6 +45,7 @@ class ModelEntry:
         self.name = name
         self.strict_model_config = strict_model_config
         self._completed: dict[tuple[int, tuple[int, ...]], ModelConfig] = {}
+        self._plan: EnsemblePlan | None = None  # an ensemble's wiring, until exported
 
     # -- where -----------------------------------------------------------------------------
 
@@ -135,6 +141,109 @@ class ModelEntry:
         result.CopyFrom(cached)
         return result
 
+    @property
+    def inputs(self) -> TensorHandles:
+        """The inputs by name (``entry.inputs["x"]``), from the completed configuration of
+        the newest served version (the configuration as written while there is none)."""
+        return tensor_handles(self._described(), "input")
+
+    @property
+    def outputs(self) -> TensorHandles:
+        """The outputs by name (``entry.outputs["y"]``); see :attr:`inputs`."""
+        return tensor_handles(self._described(), "output")
+
+    def _described(self) -> ModelConfig:
+        if self.available_versions():
+            return self.completed_config()
+        config = self.raw_config()
+        config.name = config.name or self.name
+        return config
+
+    # -- ensembles -------------------------------------------------------------------------
+
+    def add_input(self, tensor: TensorHandle, name: str | None = None) -> str:
+        """Ensemble only: a new ensemble input feeding step input ``tensor``.
+
+        It takes ``tensor``'s name, data type and dims, or is named ``name``; adding a name
+        that is already an ensemble input feeds that input to one more step. Returns the name.
+        """
+        return self._ensemble().add_input(tensor, name)
+
+    def pipe(self, output: TensorHandle, input: TensorHandle) -> str:
+        """Ensemble only: feed one step's ``output`` to another step's ``input``.
+
+        One output may feed many inputs (fan-out) and a step may read from many steps
+        (fan-in). Returns the name of the ensemble tensor between them.
+        """
+        return self._ensemble().pipe(output, input)
+
+    def add_output(self, tensor: TensorHandle, name: str | None = None) -> str:
+        """Ensemble only: step output ``tensor`` as an ensemble output (its name unless
+        ``name``). Returns the name."""
+        return self._ensemble().add_output(tensor, name)
+
+    def step(self, model: ModelEntry | str, version: int = LATEST) -> EnsembleStep:
+        """Ensemble only: one more step running ``model`` (for a model used more than once).
+
+        Handles from ``model.inputs``/``model.outputs`` name the model's default step; those
+        of the returned ``step.inputs``/``step.outputs`` name this one.
+        """
+        plan = self._ensemble()
+        name = model if isinstance(model, str) else model.name
+        plan.check_step(name, version)
+        other = self._sibling(name)
+        if other is None:
+            raise InvalidConfig(
+                f"model {name!r} is not in the repository {self.storage.url()!r}",
+                source=self.config_path,
+            )
+        config = other._described() if version == LATEST else other.completed_config(version)
+        index = plan.add_step(name, version)
+        return EnsembleStep(
+            index,
+            plan.steps[index].label,
+            name,
+            version,
+            tensor_handles(config, "input", step=index),
+            tensor_handles(config, "output", step=index),
+        )
+
+    def _ensemble(self) -> EnsemblePlan:
+        if self._plan is None:
+            raw = self.raw_config()
+            if raw.platform != ENSEMBLE_PLATFORM:
+                raise InvalidConfig(
+                    f"model {self.name!r} is not an ensemble (platform {raw.platform!r}); "
+                    "create one with repo.add(name, platform='ensemble')",
+                    source=self.config_path,
+                    field="platform",
+                )
+            raw.name = raw.name or self.name
+            self._plan = EnsemblePlan.from_config(raw, self.config_path)
+        return self._plan
+
+    def _begin_ensemble(self, max_batch_size: int | None) -> None:
+        """Start an empty plan (``ModelRepository.add``); None lets the steps decide."""
+        self._plan = EnsemblePlan(self.name, max_batch_size, self.config_path)
+
+    def _sibling(self, name: str) -> ModelEntry | None:
+        """Another model of the same repository, or None when it has no directory."""
+        if not name or name.startswith(".") or "/" in name or not self.storage.isdir(name):
+            return None
+        return ModelEntry(self.storage, name, strict_model_config=self.strict_model_config)
+
+    def _export_ensemble(self, number: int) -> int:
+        config = self._ensemble().build(self.raw_config(), self._sibling)
+        self._write_config(config)
+        self.storage.remove(self.name, str(number))
+        self.storage.makedirs(self.name, str(number))
+        if not self.storage.isdir(self.name, str(number)):
+            # Object stores keep no empty directories; a hidden file keeps this one (listings
+            # and model-file checks ignore it).
+            self.storage.write_bytes(b"", self.name, str(number), ".keep")
+        self._completed.clear()
+        return number
+
     # -- versions --------------------------------------------------------------------------
 
     def available_versions(self) -> list[int]:
@@ -174,6 +283,9 @@ class ModelEntry:
         The version is the next free number unless given. Inputs, outputs, platform/backend
         and (when not set yet) ``max_batch_size`` are written to ``config.pbtxt``. For a later
         version ``input_shapes``/``output_names``/``input_dtypes`` default to the configuration.
+
+        An ensemble exports with ``module=None``: its wiring is checked against the composing
+        models, then ``config.pbtxt`` and an empty version directory are written.
         """
         available = self.available_versions()
         number = version if version is not None else (available[-1] + 1 if available else 1)
@@ -184,6 +296,20 @@ class ModelEntry:
                 source=self.version_path(number),
             )
         config = self.raw_config()
+        if config.platform == ENSEMBLE_PLATFORM:
+            if module is not None:
+                raise InvalidConfig(
+                    f"ensemble {self.name!r} has no model file to export; call "
+                    "export_version(None)",
+                    source=self.config_path,
+                )
+            return self._export_ensemble(number)
+        if module is None:
+            raise InvalidConfig(
+                f"export_version of model {self.name!r} needs a torch module (None exports "
+                "an ensemble)",
+                source=self.config_path,
+            )
         staging = self._staging_dir()
         try:
             result = run_export(

@@ -5,6 +5,11 @@ completed configuration for the newest served version already checked) or yields
 :class:`RepositoryProblem` naming the file and the field. A problem that does not stop the
 model (a listed version that is missing, a served older version without its model file) is
 reported while the entry is kept, as Triton keeps serving the versions it could load.
+
+Ensembles are then checked against the servable models their steps run (a missing model,
+an unmapped input, disagreeing data types or dims, a batch size over a step's), as Triton
+checks them when it loads one. Such a problem is reported while the ensemble stays an
+entry: the server loads the steps first and refuses the ensemble itself, naming the step.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from headrace.config.ensemble_rules import check_ensemble_steps
+from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import HeadraceError, InvalidConfig
 from headrace.repository.complete import check_model_files
+from headrace.repository.ensemble_builder import composing_configs
 from headrace.repository.entry import ModelEntry
 from headrace.repository.storage import Storage
 from headrace.repository.version_policy import select_versions
@@ -71,6 +79,7 @@ def scan_repository(
         if entry is not None:
             entries.append(entry)
         problems.extend(found)
+    problems.extend(_ensemble_problems(entries))
     for problem in problems:
         logger.debug("repository problem: %s", problem)
     return ScanReport(tuple(entries), tuple(problems))
@@ -134,6 +143,27 @@ def scan_model(entry: ModelEntry) -> tuple[ModelEntry | None, list[RepositoryPro
         except InvalidConfig as exc:
             problems.append(_problem(entry.name, exc, entry.version_path(older)))
     return entry, problems
+
+
+def _ensemble_problems(entries: list[ModelEntry]) -> list[RepositoryProblem]:
+    """Each servable ensemble against the servable models its steps run."""
+    servable = {entry.name: entry for entry in entries}
+    problems = []
+    for entry in entries:
+        config = entry.completed_config()
+        if config.platform != ENSEMBLE_PLATFORM:
+            continue
+        source = entry.config_path if entry.has_config_file() else entry.path
+        steps = [(step.model_name, step.model_version) for step in config.ensemble_scheduling.step]
+        try:
+            check_ensemble_steps(config, composing_configs(steps, servable.get, source), source)
+        except HeadraceError as exc:
+            problems.append(_problem(entry.name, exc, source))
+        except Exception as exc:  # a step's backend failed on an older version's file
+            problems.append(
+                RepositoryProblem(entry.name, source, "", f"{type(exc).__name__}: {exc}")
+            )
+    return problems
 
 
 def _problem(model: str, exc: HeadraceError, default_path: str) -> RepositoryProblem:
