@@ -289,3 +289,38 @@ def test_ensemble_inputs_are_validated_like_any_model(tmp_path: Path) -> None:
         await server.stop()
 
     run(body)
+
+
+def test_the_seed_pipeline_built_from_python_serves_as_the_two_models_in_a_row(
+    tmp_path: Path,
+) -> None:
+    """The seed's API: a noise remover then a classifier, exported as one ensemble."""
+    import torch
+
+    from headrace.repository import ModelRepository
+
+    torch.manual_seed(0)
+    remover = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 8)).eval()
+    classifier = torch.nn.Sequential(torch.nn.Linear(8, 1), torch.nn.Sigmoid()).eval()
+    repo = ModelRepository(str(tmp_path / "models"))
+    noise = repo.add("noise_remover", max_batch_size=8)
+    noise.export_version(remover, input_shapes={"noisy": (None, 2, 4)}, output_names=["cleaned"])
+    clf = repo.add("classifier", max_batch_size=8)
+    clf.export_version(classifier, input_shapes={"x": (None, 8)}, output_names=["y"])
+    e = repo.add("end-to-end", platform="ensemble")
+    e.add_input(noise.inputs["noisy"])
+    e.pipe(noise.outputs["cleaned"], clf.inputs["x"])
+    e.add_output(clf.outputs["y"])
+    e.export_version(None)
+
+    async def body() -> None:
+        server = serve(tmp_path / "models", "end-to-end")
+        await server.start()
+        noisy = np.random.default_rng(1).standard_normal((3, 2, 4)).astype(np.float32)
+        result = await server.infer(InferenceRequest("end-to-end", {"noisy": noisy}))
+        with torch.no_grad():
+            expected = classifier(remover(torch.from_numpy(noisy))).numpy()
+        np.testing.assert_allclose(result.outputs["y"], expected, rtol=1e-5, atol=1e-6)
+        await server.stop()
+
+    run(body)
