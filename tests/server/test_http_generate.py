@@ -203,9 +203,15 @@ def test_an_input_named_parameters_is_refused() -> None:
         _decode({"parameters": {}}, TensorSpec("parameters", D.INT64, (1,)))
 
 
-def test_repeated_parameter_keys_keep_the_last() -> None:
-    request = _decode(b'{"X": 1, "a": 1, "a": 2}', TensorSpec("X", D.INT64, (1,)))
-    assert dict(request.parameters) == {"a": 2}
+def test_repeated_keys_read_their_first_value_as_in_triton() -> None:
+    spec = TensorSpec("X", D.INT64, (1,))
+    assert dict(_decode(b'{"X": 1, "a": 1, "a": 2}', spec).parameters) == {"a": 1}
+    request = _decode(b'{"X": 1, "id": "q", "id": "r", "parameters": {"a": 1, "a": 2}}', spec)
+    assert request.id == "q" and dict(request.parameters) == {"id": "q", "a": 1}
+    request = _decode(b'{"X": 1, "parameters": {"a": 1}, "parameters": {"b": 2}}', spec)
+    assert dict(request.parameters) == {"a": 1}
+    with pytest.raises(InvalidInput, match="'parameters': input 'X' already exists"):
+        _decode(b'{"parameters": {"X": 7}, "parameters": {"b": 2}}', spec)
 
 
 # --- responses -----------------------------------------------------------------------------

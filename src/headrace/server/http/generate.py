@@ -3,7 +3,7 @@
 A generate request is one JSON object. Each key that names a model input becomes that input's
 tensor; every other key becomes a request parameter (a bool, number or string); the reserved
 key ``parameters`` holds more of the same, one level down. A string ``id`` at the top is also
-the request id. The answer is one JSON object per model response: each output by name (a
+the request id. A repeated key reads its first value each time; a repeated input is refused. The answer is one JSON object per model response: each output by name (a
 scalar when it has one element, else a flat list; BYTES as text), ``model_name``,
 ``model_version``, ``id`` when the request had one, and any response parameters, keys sorted.
 
@@ -103,7 +103,7 @@ def decode_generate_request(
     document = _parse(body)
     decoder = _Decoder(metadata)
     request_id = ""
-    for key, value in document:
+    for key, value in _as_read(document):
         if key == _PARAMETERS:
             decoder.take_parameters(value)
             continue
@@ -150,7 +150,7 @@ class _Decoder:
                 f"Expected JSON object for keyword: '{_PARAMETERS}', got {_show(value)}"
             )
         try:
-            for key, item in value:
+            for key, item in _as_read(value):
                 self.take(key, item)
         except InvalidInput as exc:
             raise InvalidInput(f"Converting keyword: '{_PARAMETERS}': {exc.message}") from None
@@ -164,6 +164,16 @@ def _parse(body: bytes) -> _Object:
     if not isinstance(document, _Object):
         raise InvalidInput(f"the request JSON must be an object, got {_show(document)}")
     return document
+
+
+def _as_read(pairs: _Object) -> list[tuple[str, Any]]:
+    """The pairs as Triton reads them: it looks each key up by name, so every occurrence of a
+    repeated key reads the first value (a repeated input is then refused, a repeated
+    ``parameters`` object read twice)."""
+    first: dict[str, Any] = {}
+    for key, value in pairs:
+        first.setdefault(key, value)
+    return [(key, first[key]) for key, _ in pairs]
 
 
 def _no_constant(name: str) -> Any:
