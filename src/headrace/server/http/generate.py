@@ -3,11 +3,13 @@
 A generate request is one JSON object. Each key that names a model input becomes that input's
 tensor; every other key becomes a request parameter (a bool, number or string); the reserved
 key ``parameters`` holds more of the same, one level down. A string ``id`` at the top is also
-the request id. A repeated key reads its first value each time; a repeated input is refused. The answer is one JSON object per model response: each output by name (a
-scalar when it has one element, else a flat list; BYTES as text), ``model_name``,
-``model_version``, ``id`` when the request had one, and any response parameters, keys sorted.
+the request id. A repeated key reads its first value each time; a repeated input is refused.
+The answer is one JSON object per model response: each output by name (a scalar when it has
+one element, else a flat list; BYTES as text), ``model_name``, ``model_version``, ``id`` when
+the request had one, and any response parameters, keys sorted.
 
-Rules as NVIDIA Triton 2.51 applies them (checked side by side, ``tests/integration``):
+Rules as NVIDIA Triton 2.51 applies them (checked side by side by
+``tests/integration/test_generate_vs_triton.py``):
 
 - A value fills its input's shape (the model metadata's, batch dimension included): its
   element count is the length of the top-level list (1 for a scalar); every fixed dimension
