@@ -44,9 +44,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "DecodedRequest",
+    "datatype_of",
     "decode_infer_request",
     "decode_raw_request",
     "encode_infer_response",
+    "json_data",
     "json_dumps",
     "json_loads",
 ]
@@ -172,7 +174,7 @@ def encode_infer_response(
     chunks: list[Any] = []
     for name, value in response.outputs.items():
         array = np.asarray(value)
-        datatype = _datatype_of(array, name)
+        datatype = datatype_of(array, name)
         entry: dict[str, Any] = {
             "name": name,
             "datatype": datatype.value,
@@ -183,7 +185,7 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _json_data(array, datatype, name)
+            entry["data"] = json_data(array, datatype, name)
         outputs.append(entry)
     message: dict[str, Any] = {}
     if response.id:
@@ -403,14 +405,16 @@ def _requested_outputs(
     return tuple(requested), binary
 
 
-def _datatype_of(array: np.ndarray, name: str) -> DataType:
+def datatype_of(array: np.ndarray, name: str) -> DataType:
+    """The protocol type of output ``name``; InvalidInput when numpy's dtype has none."""
     try:
         return DataType.from_numpy(array.dtype)
     except ValueError as exc:
         raise InvalidInput(f"output '{name}': {exc}") from exc
 
 
-def _json_data(array: np.ndarray, datatype: DataType, name: str) -> list[Any]:
+def json_data(array: np.ndarray, datatype: DataType, name: str) -> list[Any]:
+    """Output ``name`` as a flat JSON list (BYTES as UTF-8 text; FP16 and BF16 are refused)."""
     if datatype in (DataType.FP16, DataType.BF16):
         raise InvalidInput(
             f"sending {datatype.value} data via JSON is not supported. Please use the binary "

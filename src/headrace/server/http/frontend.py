@@ -1,17 +1,22 @@
 """The HTTP/REST frontend: KServe v2 as Triton serves it, on aiohttp.
 
 A thin door: each handler parses the wire format (:mod:`headrace.server.http.codec`,
-:mod:`headrace.server.http.messages`), calls one method of the
-:class:`~headrace.server.core.InferenceServer`, and errors are mapped once, in
+:mod:`headrace.server.http.messages`, :mod:`headrace.server.http.generate`), calls one method
+of the :class:`~headrace.server.core.InferenceServer`, and errors are mapped once, in
 :func:`_error_middleware`, through :mod:`headrace.server.http.status`. Unmodified
 ``tritonclient.http`` and ``perf_analyzer`` talk to it.
 
 Triton's conventions kept here: error bodies are ``{"error": "..."}``; a server or model that
 is not ready answers 400 with no body; an unknown route is 404 and a wrong method 405.
+
+A client that disconnects cancels its handler (aiohttp's ``handler_cancellation``), so the
+core withdraws its request: a streamed generate stops its model's responses, an infer leaves
+the queue. Model control is shielded from that and always runs to its end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -27,6 +32,13 @@ from headrace.server.http.codec import (
     json_dumps,
     json_loads,
 )
+from headrace.server.http.generate import (
+    RESPONSE_ERROR_STATUS,
+    decode_generate_request,
+    generate_chunks,
+    single_response,
+    sse_event,
+)
 from headrace.server.http.messages import (
     model_metadata_json,
     repository_index_json,
@@ -39,6 +51,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from headrace.server.core import InferenceServer
+    from headrace.types import InferenceRequest
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpFrontend"]
 
@@ -104,6 +117,7 @@ class HttpFrontend:
             auto_decompress=False,
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,
+            handler_cancellation=True,
         )
         await runner.setup()
         site = web.TCPSite(
@@ -134,6 +148,8 @@ class HttpFrontend:
         # aiohttp tries the resources under a prefix in order: infer, the hot path, first.
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version:[0-9]+}"):
             post(base + "/infer", self._infer)
+            post(base + "/generate", self._generate)
+            post(base + "/generate_stream", self._generate_stream)
         get("/v2", self._server_metadata, allow_head=False)
         get("/v2/health/live", self._live, allow_head=False)
         get("/v2/health/ready", self._ready, allow_head=False)
@@ -288,6 +304,37 @@ class HttpFrontend:
             )
         return decode_raw_request(model, version, body, meta.inputs[0], meta.batched)
 
+    # --- generate extension (generate.py holds the rules) ---------------------------------
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        chunks = generate_chunks(self._core.stream(await self._generate_request(request)))
+        status, body = await single_response(chunks)
+        return self._web.Response(body=body, status=status, content_type=_JSON)
+
+    async def _generate_stream(self, request: web.Request) -> web.StreamResponse:
+        chunks = generate_chunks(self._core.stream(await self._generate_request(request)))
+        try:
+            first = await anext(chunks, None)  # routing and validation errors raise here
+            response = self._web.StreamResponse(
+                status=RESPONSE_ERROR_STATUS if first is not None and first.error else 200
+            )
+            response.content_type = "text/event-stream"
+            response.charset = "utf-8"
+            await response.prepare(request)
+            if first is not None:
+                await response.write(sse_event(first))
+                async for chunk in chunks:
+                    await response.write(sse_event(chunk))
+            await response.write_eof()
+            return response
+        finally:
+            await chunks.aclose()  # a client gone mid-stream cancels the request here
+
+    async def _generate_request(self, request: web.Request) -> InferenceRequest:
+        model, version = self._model(request)
+        metadata = self._core.model_metadata(model, version)
+        return decode_generate_request(model, version, await self._body(request), metadata)
+
     # --- model repository ----------------------------------------------------------------
 
     async def _repository_index(self, request: web.Request) -> web.Response:
@@ -323,7 +370,7 @@ class HttpFrontend:
             raise InvalidInput(
                 f"loading model '{model}' from files needs the 'config' parameter too"
             )
-        await self._core.load_model(model, config, files or None)
+        await asyncio.shield(self._core.load_model(model, config, files or None))
         return self._web.Response(status=200, content_type=_JSON)
 
     async def _unload(self, request: web.Request) -> web.Response:
@@ -334,5 +381,5 @@ class HttpFrontend:
         dependents = params.get("unload_dependents", False)
         if not isinstance(dependents, bool):
             raise InvalidInput(f"Unable to parse 'unload_dependents': got {dependents!r}")
-        await self._core.unload_model(model, unload_dependents=dependents)
+        await asyncio.shield(self._core.unload_model(model, unload_dependents=dependents))
         return self._web.Response(status=200, content_type=_JSON)
