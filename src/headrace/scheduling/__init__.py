@@ -1,7 +1,8 @@
 """Scheduling: how a model version's requests queue, batch and reach its instances.
 
 ``make_scheduler`` picks the scheduler a model configuration asks for, as Triton does:
-``dynamic_batching`` gets the :class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`.
+``sequence_batching`` gets the :class:`SequenceBatcher`, ``dynamic_batching`` the
+:class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from headrace.scheduling.dynamic import DynamicBatcher
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
 from headrace.scheduling.queue_policy import PriorityQueues, QueuePolicy
 from headrace.scheduling.router import NoRouter, Route, Router
+from headrace.scheduling.sequence import SequenceBatcher
 from headrace.scheduling.sinks import FutureSink, StreamResponse, StreamSink
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Route",
     "Router",
     "Scheduler",
+    "SequenceBatcher",
     "StatsSink",
     "StreamResponse",
     "StreamSink",
@@ -52,13 +55,13 @@ def make_scheduler(
 
     ``router`` reaches the other loaded models (an ensemble's steps); without one, none are.
 
-    Sequence batching and ensembles have their own schedulers (``scheduling.sequence``,
-    ``scheduling.ensemble``); they are refused here with Unsupported.
+    Ensembles have their own scheduler (``scheduling.ensemble``); they are refused here with
+    Unsupported.
     """
     if config.platform == ENSEMBLE_PLATFORM:
         raise Unsupported(f"model '{config.name}' is an ensemble; use scheduling.ensemble")
     if config.HasField("sequence_batching"):
-        raise Unsupported(f"model '{config.name}' uses sequence_batching; use scheduling.sequence")
+        return SequenceBatcher(config, pool, stats)
     if config.HasField("dynamic_batching"):
         return DynamicBatcher(config, pool, stats, source=source)
     return DefaultScheduler(
