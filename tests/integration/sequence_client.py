@@ -13,9 +13,11 @@ model per instance), ``seq_string`` (no batching, state from ``initial_state/hun
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +25,27 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-__all__ = ["SEQUENCE_MODELS", "scenario"]
+__all__ = ["SEQUENCE_MODELS", "outputs", "scenario", "sequence_repository"]
 
 SEQUENCE_MODELS = ("seq_accumulate", "seq_controls", "seq_string")
+MODELS = Path(__file__).resolve().parent.parent / "data" / "python_models"
 WAIT_S = 20.0
 Answer = dict[str, Any]
+
+
+def sequence_repository(target: Path) -> Path:
+    """A repository at ``target`` holding copies of the sequence models."""
+    for name in SEQUENCE_MODELS:
+        shutil.copytree(MODELS / name, target / name)
+    return target
+
+
+def outputs(answers: list[Answer], name: str = "OUTPUT") -> list[Any]:
+    """One output of each answer (a scalar when it has one element); every answer must have
+    succeeded."""
+    assert all("outputs" in a for a in answers), answers
+    values = [a["outputs"][name] for a in answers]
+    return [v[0] if len(v) == 1 else v for v in values]
 
 
 def _inputs(module: Any, value: int, batched: bool, rows: int = 1) -> list[Any]:

@@ -8,23 +8,14 @@ of its transcript. Error messages are Triton's words where Triton has them.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sequence_client import SEQUENCE_MODELS, scenario
+from sequence_client import outputs, scenario, sequence_repository
 from serve_process import ServeProcess, start_server
 
-MODELS = Path(__file__).resolve().parent.parent / "data" / "python_models"
 INVALID = ("400", "StatusCode.INVALID_ARGUMENT")
-
-
-def sequence_repository(target: Path) -> Path:
-    for name in SEQUENCE_MODELS:
-        shutil.copytree(MODELS / name, target / name)
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +29,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 @pytest.fixture(scope="module")
 def transcript(server: ServeProcess) -> dict[str, Any]:
     return scenario(server.http_url, server.grpc_url)
-
-
-def outputs(answers: list[dict[str, Any]], name: str = "OUTPUT") -> list[Any]:
-    assert all("outputs" in a for a in answers), answers
-    values = [a["outputs"][name] for a in answers]
-    return [v[0] if len(v) == 1 else v for v in values]
 
 
 def test_implicit_state_carries_each_sequence_over_http_and_grpc(
