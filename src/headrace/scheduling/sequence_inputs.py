@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as pb
 
+from headrace.backends.base import RequestResult
 from headrace.config.tensors import datatype_from_config
 from headrace.errors import InvalidConfig, InvalidInput
-from headrace.types import DataType, deserialize_bytes_tensor
+from headrace.scheduling.sequence_slots import DISCARD, SequenceRecord, SequenceTicket, StateSink
+from headrace.types import DataType, WorkItem, deserialize_bytes_tensor
 
 __all__ = ["SequenceInputs"]
 
@@ -73,6 +75,7 @@ class SequenceInputs:
                     self._flags[kind] = self._flag(control_input.name, control)
         self._states = [_read_state(config, state, model_dir) for state in settings.state]
         self.state_outputs = frozenset(state.output_name for state in self._states)
+        self._hidden = self.state_outputs - {output.name for output in config.output}
         self.filled = frozenset(
             [*(flag.name for flag in self._flags.values()), *(s.input_name for s in self._states)]
             + ([self._corrid[0]] if self._corrid else [])
@@ -82,6 +85,88 @@ class SequenceInputs:
     @property
     def has_state(self) -> bool:
         return bool(self._states)
+
+    def model_request(self, sequence: SequenceRecord, ticket: SequenceTicket) -> WorkItem:
+        """The request as the model sees it: the client's inputs, the controls, the state.
+
+        A START (re)starts the state. With implicit state the request asks for the state
+        outputs too, and its sink keeps those it sends (decoupled models answer that way).
+        """
+        item = ticket.item
+        inputs = dict(item.inputs)
+        inputs.update(
+            self.controls(
+                start=item.sequence_start,
+                end=item.sequence_end,
+                ready=True,
+                sequence_id=sequence.key,
+            )
+        )
+        sink = item.sink
+        requested = item.requested_outputs
+        if self._states:
+            if item.sequence_start or sequence.state is None:
+                sequence.state = self.fresh_state()
+            inputs.update(self.state_inputs(sequence.state))
+            sink = ticket.sink = StateSink(sink, self.state_outputs, self._hidden)
+            if requested is not None:
+                requested = (*requested, *sorted(self.state_outputs - set(requested)))
+        return WorkItem(
+            inputs,
+            sink,
+            request_id=item.request_id,
+            sequence_id=item.sequence_id,
+            sequence_start=item.sequence_start,
+            sequence_end=item.sequence_end,
+            priority=item.priority,
+            timeout_us=item.timeout_us,
+            parameters=item.parameters,
+            requested_outputs=requested,
+        )
+
+    def null_request(self, like: WorkItem) -> WorkItem:
+        """A not-ready request that keeps an empty direct slot's batch row: zeros shaped as
+        ``like``'s inputs, READY false, CORRID 0, a fresh state; nobody gets its answer."""
+        inputs = {
+            name: np.full_like(value, b"") if value.dtype == np.object_ else np.zeros_like(value)
+            for name, value in like.inputs.items()
+        }
+        inputs.update(self.controls(start=False, end=False, ready=False, sequence_id=0))
+        if self._states:
+            inputs.update(self.state_inputs(self.fresh_state()))
+        return WorkItem(inputs, DISCARD)
+
+    def keep_state(
+        self, sequence: SequenceRecord, ticket: SequenceTicket, result: RequestResult
+    ) -> RequestResult:
+        """Store a finished request's state outputs for the sequence's next request; return
+        the result the client gets (without undeclared state outputs)."""
+        if not self._states or sequence.state is None:
+            return result
+        produced = (
+            result if isinstance(result, dict) else (ticket.sink.state if ticket.sink else {})
+        )
+        if produced:
+            sequence.state = self.take_state(produced, sequence.state)
+        if isinstance(result, dict) and self._hidden:
+            return {name: value for name, value in result.items() if name not in self._hidden}
+        return result
+
+    def check_request(self, item: WorkItem, batched: bool) -> None:
+        """Refuse a request the batcher cannot take: a bad id (``check_id``), an input the
+        server fills, a batch of more than one (Triton's sequence batcher takes one)."""
+        self.check_id(item.sequence_id)
+        for name, value in item.inputs.items():
+            if name in self.filled:
+                raise InvalidInput(
+                    f"input '{name}' of model '{self.model}' is a sequence control or state "
+                    "input, which the server fills; do not send it"
+                )
+            if batched and np.shape(value)[:1] != (1,):
+                raise InvalidInput(
+                    f"inference request to model '{self.model}' must specify batch-size 1 due "
+                    "to requirements of sequence batcher"
+                )
 
     def check_id(self, sequence_id: int | str) -> None:
         """Refuse an id the model cannot take: out of range, or not its CORRID data type.
