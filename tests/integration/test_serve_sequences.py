@@ -105,3 +105,19 @@ def test_the_server_keeps_serving_after_bad_requests(
 ) -> None:
     assert outputs(transcript["still serving"]) == [2, 4]
     assert server.process.poll() is None
+
+
+def test_statistics_count_the_sequence_requests(
+    transcript: dict[str, Any], server: ServeProcess
+) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        (stats,) = client.get_inference_statistics("seq_controls")["model_stats"]
+    finally:
+        client.close()
+    # 4 over gRPC, 6 on the stream, 8 x 5 at once; refused: no id, a control input, a string id
+    assert stats["inference_stats"]["success"]["count"] == 50
+    assert stats["inference_stats"]["fail"]["count"] == 3
+    assert 0 < stats["execution_count"] <= 50

@@ -506,3 +506,34 @@ def test_bad_initial_states_fail_the_load(tmp_path: Path, initial: str, message:
             SequenceBatcher(config, pool, model_dir=str(tmp_path))
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "direct { max_queue_delay_microseconds: 200000 minimum_slot_utilization: 0.5 }",
+        "oldest { max_candidate_sequences: 4 max_queue_delay_microseconds: 200000 "
+        "preferred_batch_size: [ 2 ] }",
+    ],
+)
+def test_batching_delay_holds_a_lone_request_but_not_a_batch_worth_sending(
+    strategy: str,
+) -> None:
+    config = sequence_config(strategy, max_batch_size=4)
+    pool, (backend,) = accumulator_pool(config)
+    batcher = SequenceBatcher(config, pool)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await send(batcher, 1, 1, start=True)  # alone: waits for the delay
+        waited = loop.time() - started
+        # two ready at once: half the slots (direct) or a preferred size (oldest)
+        await asyncio.gather(send(batcher, 1, 1), send(batcher, 1, 2, start=True))
+        return waited
+
+    try:
+        assert run(main()) >= 0.18
+    finally:
+        pool.close()
+    assert [len(batch) for batch in backend.batches] == [1, 2]
