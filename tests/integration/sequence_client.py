@@ -7,7 +7,8 @@ transcript of ``headrace serve``; the side-by-side test compares it with NVIDIA 
 
 Models: ``seq_accumulate`` (direct, implicit state from zeros, idle release after 1 s),
 ``seq_controls`` (oldest, two instances, START/END/READY/CORRID controls, sums kept by the
-model per instance), ``seq_string`` (no batching, state from ``initial_state/hundred``).
+model per instance), ``seq_string`` (no batching, state from ``initial_state/hundred``, no
+CORRID control), ``seq_corrid`` (a TYPE_STRING CORRID control).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 __all__ = ["SEQUENCE_MODELS", "outputs", "scenario", "sequence_repository"]
 
-SEQUENCE_MODELS = ("seq_accumulate", "seq_controls", "seq_string")
+SEQUENCE_MODELS = ("seq_accumulate", "seq_controls", "seq_corrid", "seq_string")
 MODELS = Path(__file__).resolve().parent.parent / "data" / "python_models"
 WAIT_S = 20.0
 Answer = dict[str, Any]
@@ -194,6 +195,17 @@ def scenario(http_url: str, grpc_url: str, *, idle_wait_s: float = 1.5) -> dict[
         "integer ids on a model without a CORRID control": lambda: [
             _call(http, "seq_string", 1, 77, sequence_start=True, sequence_end=True),
         ],
+        "largest uint64 ids": lambda: [
+            _call(http, "seq_controls", 1, 2**63 + 5, sequence_start=True, sequence_end=True),
+            _call(http, "seq_controls", 2, 2**64 - 1, sequence_start=True, sequence_end=True),
+        ],
+        "string CORRID control": lambda: [
+            _call(http, "seq_corrid", 1, "delta", sequence_start=True),
+            _call(grpc, "seq_corrid", 2, "delta", sequence_end=True),
+        ],
+        "integer id on a string CORRID model": lambda: _call(
+            grpc, "seq_corrid", 1, 401, sequence_start=True, sequence_end=True
+        ),
         "eight sequences at once": lambda: _concurrent(http_url, 8, 5),
         "unknown sequence": lambda: _call(http, "seq_accumulate", 1, 555),
         "sequence after its end": lambda: _call(grpc, "seq_accumulate", 1, 101),

@@ -65,6 +65,13 @@ def test_string_ids_and_a_state_that_starts_from_a_file(transcript: dict[str, An
     assert outputs(transcript["integer ids on a model without a CORRID control"], "ID") == ["77"]
 
 
+def test_the_largest_uint64_ids_and_a_string_corrid_control(transcript: dict[str, Any]) -> None:
+    largest = transcript["largest uint64 ids"]
+    assert outputs(largest, "CORRID_OUT") == [2**63 + 5, 2**64 - 1]
+    assert outputs(transcript["string CORRID control"]) == [1, 2]
+    assert outputs(transcript["string CORRID control"], "ID") == ["delta", "delta"]
+
+
 def test_concurrent_sequences_each_stay_on_their_instance(transcript: dict[str, Any]) -> None:
     # seq_controls keeps sums per instance: a request on the wrong instance would lose count
     for index, answers in enumerate(transcript["eight sequences at once"]):
@@ -83,6 +90,7 @@ def test_concurrent_sequences_each_stay_on_their_instance(transcript: dict[str, 
         ("client sends a control input", "input 'START'"),
         ("client sends a state input", "input 'ACC_IN'"),
         ("string id on a uint64 CORRID model", "takes uint64 integer sequence ids"),
+        ("integer id on a string CORRID model", "takes string sequence ids"),
     ],
 )
 def test_bad_requests_are_refused_clearly(
@@ -117,7 +125,8 @@ def test_statistics_count_the_sequence_requests(
         (stats,) = client.get_inference_statistics("seq_controls")["model_stats"]
     finally:
         client.close()
-    # 4 over gRPC, 6 on the stream, 8 x 5 at once; refused: no id, a control input, a string id
-    assert stats["inference_stats"]["success"]["count"] == 50
+    # 4 over gRPC, 6 on the stream, 2 large ids, 8 x 5 at once; refused: no id, a control
+    # input, a string id
+    assert stats["inference_stats"]["success"]["count"] == 52
     assert stats["inference_stats"]["fail"]["count"] == 3
-    assert 0 < stats["execution_count"] <= 50
+    assert 0 < stats["execution_count"] <= 52

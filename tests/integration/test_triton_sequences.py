@@ -14,6 +14,9 @@ Where they differ on purpose, the test says how:
   for every backend;
 - a string id on a model whose CORRID control is TYPE_UINT64: Triton runs it and hands the
   model a meaningless CORRID; headrace refuses it (INVALID_ARGUMENT);
+- a TYPE_STRING CORRID control: Triton 2.51 refuses every request of such a model ("unexpected
+  number of string elements 2 for inference input 'CORRID'"), headrace hands the model the id;
+  an integer id there both refuse (Triton with a garbled message);
 - control or state inputs sent by a client: both refuse them (INVALID_ARGUMENT), in their own
   words;
 - an idle-released sequence: headrace adds to Triton's message why the id is unknown.
@@ -130,6 +133,7 @@ def _compare(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
         "grpc controls",
         "grpc stream, two sequences interleaved",
         "integer ids on a model without a CORRID control",
+        "largest uint64 ids",
         "eight sequences at once",
         "unknown sequence",
         "sequence after its end",
@@ -152,8 +156,15 @@ def _compare(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
         assert outputs(theirs[step]) == _state_less(values, initial), step
     for step in ("http string ids", "grpc string ids"):
         assert outputs(ours[step], "ID") == outputs(theirs[step], "ID")
-    for step in ("client sends a control input", "client sends a state input"):
+    for step in (
+        "client sends a control input",
+        "client sends a state input",
+        "integer id on a string CORRID model",
+    ):
         assert ours[step]["status"] == theirs[step]["status"], step
+    assert outputs(ours["string CORRID control"], "ID") == ["delta", "delta"]
+    for answer in theirs["string CORRID control"]:
+        assert "unexpected number of string elements" in answer["message"]
     mismatch = "string id on a uint64 CORRID model"
     assert outputs([theirs[mismatch]]) == [1]
     assert ours[mismatch]["status"] == "400"
