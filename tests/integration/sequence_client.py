@@ -5,7 +5,7 @@ string sequence ids, good sequences and bad requests, and writes down every answ
 the error's status and message) in a transcript. The headrace integration tests check the
 transcript of ``headrace serve``; the side-by-side test compares it with NVIDIA Triton's.
 
-Models: ``seq_accumulate`` (direct, implicit state from zeros, idle release after 1 s),
+Models: ``seq_accumulate`` (direct, implicit state from zeros, idle release after 2 s),
 ``seq_controls`` (oldest, two instances, START/END/READY/CORRID controls, sums kept by the
 model per instance), ``seq_string`` (no batching, state from ``initial_state/hundred``, no
 CORRID control), ``seq_corrid`` (a TYPE_STRING CORRID control).
@@ -149,7 +149,7 @@ def _extra(module: Any, name: str, datatype: str, value: np.ndarray) -> Any:
     return tensor
 
 
-def scenario(http_url: str, grpc_url: str, *, idle_wait_s: float = 1.5) -> dict[str, Any]:
+def scenario(http_url: str, grpc_url: str, *, idle_wait_s: float = 2.6) -> dict[str, Any]:
     """Run every step against one server; the transcript, keyed by step name."""
     http = httpclient.InferenceServerClient(http_url)
     grpc = grpcclient.InferenceServerClient(grpc_url)
@@ -246,5 +246,5 @@ def scenario(http_url: str, grpc_url: str, *, idle_wait_s: float = 1.5) -> dict[
 
 def _expired(client: Any, idle_wait_s: float) -> list[Answer]:
     first = _call(client, "seq_accumulate", 1, 107, sequence_start=True)
-    time.sleep(idle_wait_s)  # seq_accumulate releases a sequence idle for 1 s
+    time.sleep(idle_wait_s)  # seq_accumulate releases a sequence idle for 2 s
     return [first, _call(client, "seq_accumulate", 1, 107)]

@@ -105,7 +105,7 @@ def test_an_idle_sequence_is_released(transcript: dict[str, Any]) -> None:
     started, late = transcript["expired sequence"]
     assert outputs([started]) == [1]
     assert late["status"] == "400"
-    assert "sequence 107 was released after 1000 ms without requests" in late["message"]
+    assert "sequence 107 was released after 2000 ms without requests" in late["message"]
 
 
 def test_the_server_keeps_serving_after_bad_requests(
