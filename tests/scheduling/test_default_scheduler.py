@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sched_fakes import RecordingStats, make_config, make_pool, request, wait_started
 
-from headrace.errors import ModelNotFound, Unavailable, Unsupported
-from headrace.scheduling import DefaultScheduler, DynamicBatcher, make_scheduler
+from headrace.errors import ModelNotFound, Unavailable
+from headrace.scheduling import DefaultScheduler, DynamicBatcher, SequenceBatcher, make_scheduler
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -120,8 +120,7 @@ def test_make_scheduler_choices() -> None:
         assert isinstance(make_scheduler(dynamic, pool), DynamicBatcher)
         sequence = make_config(8)
         sequence.sequence_batching.SetInParent()
-        with pytest.raises(Unsupported, match="sequence_batching"):
-            make_scheduler(sequence, pool)
+        assert isinstance(make_scheduler(sequence, pool), SequenceBatcher)
         ensemble = make_config(8)
         ensemble.platform = "ensemble"
         step = ensemble.ensemble_scheduling.step.add(model_name="missing", model_version=-1)

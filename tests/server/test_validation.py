@@ -103,3 +103,33 @@ def test_unbatched_model_checks_full_shape_and_bytes_dtype() -> None:
 def test_non_array_input_is_refused() -> None:
     with pytest.raises(InvalidInput, match="is a list, not a numpy array"):
         validate_request(InferenceRequest("mlp", {"x": [[0.0] * 64]}), MLP)  # type: ignore[dict-item]
+
+
+def test_inputs_a_sequence_batcher_fills_are_not_asked_of_clients_nor_taken() -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(
+        """
+        name: "acc" max_batch_size: 4
+        input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] },
+                { name: "START" data_type: TYPE_INT32 dims: [ 1 ] },
+                { name: "ACC_IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+        sequence_batching {
+          control_input [ { name: "START"
+                            control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] } ] } ]
+          state [ { input_name: "ACC_IN" output_name: "ACC_OUT" data_type: TYPE_INT32 dims: [1] } ]
+        }
+        """,
+        model_config_pb2.ModelConfig(),
+    )
+    signature = Signature.for_config("acc", config)
+    assert set(signature.inputs) == {"INPUT"} and signature.required == {"INPUT"}
+    one = np.zeros((1, 1), np.int32)
+    validate_request(InferenceRequest("acc", {"INPUT": one}), signature)
+    for name in ("START", "ACC_IN"):
+        with pytest.raises(InvalidInput, match=f"input '{name}' .* the server fills"):
+            validate_request(InferenceRequest("acc", {"INPUT": one, name: one}), signature)
+    plain = Signature.for_config("mlp", model_config_pb2.ModelConfig(name="mlp"))
+    assert plain.server_filled == frozenset()

@@ -77,6 +77,12 @@ class TritonPythonBackend(Backend):
         self.decoupled = bool(config.model_transaction_policy.decoupled)
         self._config_json = json.dumps(config_to_json(config))
         self._output_names = [output.name for output in config.output]
+        # Implicit state outputs (sequence_batching.state) go back to the sequence batcher,
+        # which feeds them in again with the sequence's next request; the configuration need
+        # not declare them as outputs.
+        self._state_outputs = frozenset(
+            state.output_name for state in config.sequence_batching.state
+        )
         self._finalized = False
         path = model_file(config, context.version_dir)
         self._module = load_model_module(path, context.model_name)
@@ -184,7 +190,11 @@ class TritonPythonBackend(Backend):
         outputs: Outputs = {}
         for tensor in response.output_tensors():
             name = tensor.name()
-            if self._output_names and name not in self._output_names:
+            if (
+                self._output_names
+                and name not in self._output_names
+                and name not in self._state_outputs
+            ):
                 return ModelExecutionError(
                     f"python model '{self.context.model_name}' returned output '{name}', "
                     f"its configuration declares {self._output_names}"

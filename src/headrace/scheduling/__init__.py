@@ -1,8 +1,9 @@
 """Scheduling: how a model version's requests queue, batch and reach its instances.
 
 ``make_scheduler`` picks the scheduler a model configuration asks for, as Triton does:
-``dynamic_batching`` gets the :class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`,
-an ensemble the :class:`EnsembleScheduler`.
+``sequence_batching`` gets the :class:`SequenceBatcher`, ``dynamic_batching`` the
+:class:`DynamicBatcher`, no batcher the :class:`DefaultScheduler`, an ensemble the
+:class:`EnsembleScheduler`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from headrace.config.platforms import ENSEMBLE_PLATFORM
-from headrace.errors import InvalidConfig, Unsupported
+from headrace.errors import InvalidConfig
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.default import DefaultScheduler
 from headrace.scheduling.dispatch import NullStats, QueueingScheduler
@@ -19,6 +20,7 @@ from headrace.scheduling.ensemble import EnsembleScheduler
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
 from headrace.scheduling.queue_policy import PriorityQueues, QueuePolicy
 from headrace.scheduling.router import NoRouter, Route, Router
+from headrace.scheduling.sequence import SequenceBatcher
 from headrace.scheduling.sinks import FutureSink, StreamResponse, StreamSink
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "Route",
     "Router",
     "Scheduler",
+    "SequenceBatcher",
     "StatsSink",
     "StreamResponse",
     "StreamSink",
@@ -63,7 +66,7 @@ def make_scheduler(
     if pool is None:
         raise InvalidConfig(f"model '{config.name}' has no instances to schedule on")
     if config.HasField("sequence_batching"):
-        raise Unsupported(f"model '{config.name}' uses sequence_batching; use scheduling.sequence")
+        return SequenceBatcher(config, pool, stats)
     if config.HasField("dynamic_batching"):
         return DynamicBatcher(config, pool, stats, source=source)
     return DefaultScheduler(

@@ -71,6 +71,7 @@ _EXTENSIONS = (
     "model_repository(unload_dependents)",
     "parameters",
     "schedule_policy",
+    "sequence",
     "statistics",
 )
 _log = logging.getLogger(__name__)

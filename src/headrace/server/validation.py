@@ -4,15 +4,21 @@ Runs on the hot path for every request, so the model's expectations are compiled
 loaded version into a :class:`Signature` and each check is a dict lookup or a tuple compare.
 Messages name the offending value and what the model expects, e.g.
 ``input 'x' has shape [3, 5], model 'mlp' expects [-1, 64]``.
+
+Inputs that a sequence batcher fills (``sequence_batching`` control inputs and implicit state
+inputs) are never asked of clients, even where the configuration also lists them as inputs,
+and a client that sends one is told so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
+from headrace.config import input_specs, output_specs
 from headrace.errors import InvalidInput
 from headrace.types import DataType, InferenceRequest, TensorSpec
 
@@ -29,6 +35,8 @@ class Signature:
     max_batch_size: int
     required: frozenset[str]
     dtypes: Mapping[str, np.dtype]
+    server_filled: frozenset[str] = frozenset()
+    """Inputs the sequence batcher fills; a client must not send them."""
 
     @classmethod
     def build(
@@ -47,6 +55,18 @@ class Signature:
             required=frozenset(name for name, spec in specs.items() if not spec.optional),
             dtypes={name: spec.datatype.numpy_dtype for name, spec in specs.items()},
         )
+
+    @classmethod
+    def for_config(cls, model: str, config: Any) -> Signature:
+        """The signature of a ``ModelConfig``: its inputs, less those the server fills."""
+        settings = config.sequence_batching
+        filled = frozenset(
+            [control.name for control in settings.control_input]
+            + [state.input_name for state in settings.state]
+        )
+        inputs = [spec for spec in input_specs(config) if spec.name not in filled]
+        signature = cls.build(model, inputs, output_specs(config), int(config.max_batch_size))
+        return replace(signature, server_filled=filled)
 
     @property
     def batched(self) -> bool:
@@ -85,6 +105,11 @@ def validate_request(request: InferenceRequest, signature: Signature) -> None:
 
 def _check_names(inputs: Mapping[str, np.ndarray], signature: Signature) -> None:
     for name in inputs:
+        if name in signature.server_filled:
+            raise InvalidInput(
+                f"input '{name}' of model '{signature.model}' is a sequence control or state "
+                "input, which the server fills; do not send it"
+            )
         if name not in signature.inputs:
             raise InvalidInput(
                 f"unexpected input '{name}' for model '{signature.model}'; "

@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass
 
 from headrace.backends.base import BackendContext, BackendFactory
-from headrace.config import ModelConfig, input_specs, output_specs
+from headrace.config import ModelConfig
 from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.engine.placement import PlacementOptions, close_instances, place_instances
 from headrace.scheduling import InstancePool, make_scheduler
@@ -61,9 +61,7 @@ async def load_version(
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler."""
     config = source.config
-    signature = Signature.build(
-        source.name, input_specs(config), output_specs(config), config.max_batch_size
-    )
+    signature = Signature.for_config(source.name, config)
     stats = VersionStatistics(source.name, str(source.version))
     pool: InstancePool | None = None
     if config.platform == ENSEMBLE_PLATFORM:
