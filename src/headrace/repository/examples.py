@@ -8,8 +8,16 @@
 | mlp              | onnxruntime  | FP32 INPUT0 [64] -> OUTPUT0 [1], dynamic batching         |
 | noise_remover    | onnxruntime  | FP32 INPUT0 [64] -> OUTPUT0 [64], dynamic batching        |
 | mlp_torchscript  | pytorch      | FP32 INPUT__0 [64] -> OUTPUT__0 [1], dynamic batching     |
+| snapshotter      | python       | FP32 update [2, 256] -> snapshot [2, 1024], a sequence per stream |
+| strain_cleaner   | onnxruntime  | FP32 noisy [2, 1024] -> cleaned [2, 1024]                 |
+| strain_detector  | onnxruntime  | FP32 strain [2, 1024] -> probability [1]                  |
+| streaming_detector | ensemble   | update [2, 256] -> cleaned [2, 1024], probability [1]     |
 
-Everything is built locally from fixed seeds in a few seconds; nothing is downloaded.
+The last four are the streaming detector pipeline: each client streams one second of two
+channels sampled at 256 Hz (``update``) on its own sequence; the snapshotter keeps the last
+four seconds of each stream and hands them to the cleaner, whose output goes out and on to
+the detector (see :mod:`headrace.repository.snapshotter`). Everything is built locally from
+fixed seeds in a few seconds; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -32,7 +40,16 @@ EXAMPLE_MODELS = (
     "noise_remover",
     "python_add",
     "simple",
+    "snapshotter",
+    "strain_cleaner",
+    "strain_detector",
+    "streaming_detector",
 )
+
+#: The streaming detector pipeline: two channels at 256 Hz, 4 s snapshots, 1 s updates.
+STREAM_CHANNELS = 2
+STREAM_SNAPSHOT = 1024
+STREAM_UPDATE = 256
 
 _BATCH = 64  # max_batch_size of the torch examples
 
@@ -51,6 +68,7 @@ def create_examples_repository(
     repo.storage.makedirs()
     _python_models(repo)
     _torch_models(repo)
+    _streaming_pipeline(repo)
     return repo
 
 
@@ -95,3 +113,34 @@ def _torch_models(repo: ModelRepository) -> None:
         entry = repo.add(name, max_batch_size=_BATCH)
         entry.export_version(module, input_shapes={inp: (None, 64)}, output_names=[out], format=fmt)
         entry.config.set_dynamic_batching(max_queue_delay_us=100)
+
+
+def _streaming_pipeline(repo: ModelRepository) -> None:
+    """snapshotter -> strain_cleaner -> strain_detector, as the ``streaming_detector`` ensemble."""
+    from headrace.repository.example_models import StrainCleaner, StrainDetector, seeded
+    from headrace.repository.snapshotter import add_snapshotter
+
+    shape = (None, STREAM_CHANNELS, STREAM_SNAPSHOT)
+    snapshotter = add_snapshotter(
+        repo,
+        channels=STREAM_CHANNELS,
+        snapshot_size=STREAM_SNAPSHOT,
+        update_size=STREAM_UPDATE,
+    )
+    cleaner = repo.add("strain_cleaner", max_batch_size=8)
+    cleaner.export_version(
+        seeded(StrainCleaner, 2), input_shapes={"noisy": shape}, output_names=["cleaned"]
+    )
+    cleaner.config.set_dynamic_batching(max_queue_delay_us=100)
+    detector = repo.add("strain_detector", max_batch_size=8)
+    detector.export_version(
+        seeded(StrainDetector, 3), input_shapes={"strain": shape}, output_names=["probability"]
+    )
+    detector.config.set_dynamic_batching(max_queue_delay_us=100)
+    pipeline = repo.add("streaming_detector", platform="ensemble")
+    pipeline.add_input(snapshotter.inputs["update"])
+    pipeline.pipe(snapshotter.outputs["snapshot"], cleaner.inputs["noisy"])
+    pipeline.pipe(cleaner.outputs["cleaned"], detector.inputs["strain"])
+    pipeline.add_output(cleaner.outputs["cleaned"])
+    pipeline.add_output(detector.outputs["probability"])
+    pipeline.export_version(None)
