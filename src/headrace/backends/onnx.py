@@ -53,6 +53,7 @@ from headrace.backends.signature import (
     tensor_datatype,
 )
 from headrace.backends.threads import threads_per_cpu_instance
+from headrace.config import sequence_filled_inputs, state_specs
 from headrace.config.platforms import default_model_filename
 from headrace.errors import (
     HeadraceError,
@@ -135,7 +136,10 @@ class OnnxRuntimeBackend(Backend):
             )
         self._input_dtypes = {i.name: _ORT_NUMPY.get(i.type) for i in self.session.get_inputs()}
         model_outputs = {o.name for o in self.session.get_outputs()}
+        state_outputs = [spec.name for spec in state_specs(config)[1]]
         self._output_names = [output.name for output in config.output]
+        # Implicit state: the sequence batcher feeds the state input and keeps the output.
+        self._output_names += [n for n in state_outputs if n not in self._output_names]
         unknown = [n for n in self._output_names if n not in model_outputs]
         if unknown:
             raise InvalidConfig(
@@ -215,9 +219,11 @@ class OnnxRuntimeBackend(Backend):
             graph = onnx.load(path, load_external_data=False).graph
         except Exception as exc:
             raise InvalidConfig(f"cannot read ONNX model {path}: {exc}") from exc
-        initializers = {init.name for init in graph.initializer}
-        inputs = [_describe(v) for v in graph.input if v.name not in initializers]
-        outputs = [_describe(v) for v in graph.output]
+        # Sequence control and implicit-state tensors are the server's, not the model's API.
+        skipped = {init.name for init in graph.initializer} | sequence_filled_inputs(config)
+        skipped |= {spec.name for spec in state_specs(config)[1]}
+        inputs = [_describe(v) for v in graph.input if v.name not in skipped]
+        outputs = [_describe(v) for v in graph.output if v.name not in skipped]
         batched = _decide_batching(config, inputs, outputs, path)
         if batched and config.max_batch_size == 0:
             config.max_batch_size = DEFAULT_MAX_BATCH_SIZE

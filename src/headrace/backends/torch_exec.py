@@ -26,6 +26,7 @@ from headrace.backends.base import Backend
 from headrace.backends.outputs import collect_outputs
 from headrace.backends.signature import tensor_specs
 from headrace.backends.threads import limit_torch_threads
+from headrace.config import state_specs
 from headrace.errors import InvalidConfig, InvalidInput, ModelExecutionError, require
 from headrace.types import Outputs
 
@@ -82,9 +83,13 @@ class TorchExecutor:
         self.fn = fn
         self.model = model
         self.device = self.torch.device(device)
+        state_inputs, state_outputs = state_specs(config)
+        # Implicit state: the state inputs come after the configured ones, as do the outputs.
         self.input_names = [tensor.name for tensor in config.input]
+        self.input_names += [s.name for s in state_inputs if s.name not in self.input_names]
         self.input_order = _input_order(self.input_names, list(arg_names), model)
         self.outputs = tensor_specs(config.output)
+        self.outputs += [s for s in state_outputs if s.name not in {o.name for o in self.outputs}]
         self.output_names = [spec.name for spec in self.outputs]
         positions = [indexed_position(name) for name in self.output_names]
         self.output_positions: list[int] | None = (

@@ -29,6 +29,8 @@ from headrace.config.tensors import (
     input_specs,
     new_config,
     output_specs,
+    sequence_filled_inputs,
+    state_specs,
 )
 from headrace.config.text import format_config, parse_config, read_config, write_config
 from headrace.config.validate import validate_config
@@ -51,6 +53,8 @@ __all__ = [
     "parse_config",
     "platform_backend",
     "read_config",
+    "sequence_filled_inputs",
+    "state_specs",
     "validate_config",
     "write_config",
 ]

@@ -23,6 +23,8 @@ __all__ = [
     "input_specs",
     "new_config",
     "output_specs",
+    "sequence_filled_inputs",
+    "state_specs",
 ]
 
 ModelConfig: TypeAlias = model_config_pb2.ModelConfig
@@ -100,3 +102,25 @@ def _spec(config: ModelConfig, kind: str, index: int, entry) -> TensorSpec:  # t
         ) from exc
     optional = bool(getattr(entry, "optional", False))
     return TensorSpec(entry.name, datatype, tuple(int(d) for d in entry.dims), optional)
+
+
+def state_specs(config: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Implicit state (``sequence_batching.state``) as the tensors a backend sees: the state
+    inputs it is fed and the state outputs it must return, beside the configured ones."""
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    for state in config.sequence_batching.state:
+        datatype = datatype_from_config(state.data_type)
+        dims = tuple(int(d) for d in state.dims)
+        inputs.append(TensorSpec(state.input_name, datatype, dims))
+        outputs.append(TensorSpec(state.output_name, datatype, dims))
+    return inputs, outputs
+
+
+def sequence_filled_inputs(config: ModelConfig) -> frozenset[str]:
+    """Inputs the sequence batcher fills (control inputs and state inputs), not clients."""
+    settings = config.sequence_batching
+    return frozenset(
+        [control.name for control in settings.control_input]
+        + [state.input_name for state in settings.state]
+    )
