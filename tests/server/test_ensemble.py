@@ -324,3 +324,36 @@ def test_the_seed_pipeline_built_from_python_serves_as_the_two_models_in_a_row(
         await server.stop()
 
     run(body)
+
+
+def test_a_cancelled_request_withdraws_its_steps_and_drain_waits_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    python_model(tmp_path, "slow", ["X"], {"Y": "__import__('time').sleep(0.3) or X"})
+    python_model(tmp_path, "double", ["X"], {"Y": "X * 2"})
+    ensemble(
+        tmp_path,
+        "chain",
+        ["IN"],
+        ["OUT"],
+        [("slow", {"X": "IN"}, {"Y": "mid"}), ("double", {"X": "mid"}, {"Y": "OUT"})],
+    )
+
+    async def body() -> None:
+        server = serve(tmp_path, "chain")
+        await server.start()
+        first = asyncio.ensure_future(server.infer(InferenceRequest("chain", {"IN": x()})))
+        second = asyncio.ensure_future(server.infer(InferenceRequest("chain", {"IN": x()})))
+        await asyncio.sleep(0.05)
+        second.cancel()  # its caller goes away while 'slow' holds the first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        result = await first
+        np.testing.assert_allclose(result.outputs["OUT"], x() * 2)
+        (chain,) = server.loaded_versions()[:1]
+        assert chain.name == "chain" and chain.scheduler.pending == 0
+        await server.stop()  # drains: nothing left behind
+
+    run(body)
