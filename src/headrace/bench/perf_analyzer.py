@@ -55,7 +55,8 @@ _ERROR_MARK = " had error: "
 """How perf_analyzer reports a failed request ("Thread [3] had error: ..."); it exits 0 when
 the failures came after its last measurement window (while it ends open sequences)."""
 _INPUT_DATA_KINDS = ("zero", "random")
-_MAX_SEQUENCE_ID = 2**64 - 1
+_MAX_SEQUENCE_ID = 2**31 - 1
+"""The largest id perf_analyzer 2.51 reads in ``--sequence-id-range`` (it parses with stoi)."""
 
 #: CSV header -> PerfRow field; perf_analyzer 2.x names, times in microseconds.
 _COLUMNS = {
@@ -135,8 +136,12 @@ class PerfLoad:
     """How far, in percent, a sequence's length strays from ``sequence_length``
     (``--sequence-length-variation``)."""
     sequence_id_range: tuple[int, int | None] | None = None
-    """Sequence ids ``start`` to ``end`` (excluded; None: no end), ``--sequence-id-range``.
-    perf_analyzer refuses a range smaller than the concurrency: ids would collide."""
+    """Sequence ids ``start`` to ``end`` (excluded), ``--sequence-id-range``; both at most
+    2**31 - 1, the most perf_analyzer 2.51 reads. ``end`` None goes up to that limit (a range
+    given without an end makes 2.51 fail at random). perf_analyzer refuses a range smaller
+    than the concurrency; one barely larger lets it send id 0 now and then (a slot that starts
+    late and finds its next id taken falls back to its previous one, 0), which servers refuse
+    as Triton does, so leave room."""
     input_data: str | os.PathLike[str] | None = None
     """``"zero"``, ``"random"`` (perf_analyzer's default) or a JSON file or directory of
     values (``--input-data``); see :func:`write_input_data`."""
@@ -163,17 +168,17 @@ class PerfLoad:
 
     def _check_id_range(self, start: int, end: int | None) -> None:
         shown = f"sequence_id_range {(start, end)!r}"
-        if not 1 <= start <= _MAX_SEQUENCE_ID:
+        if not 1 <= start < _MAX_SEQUENCE_ID:
             raise InvalidConfig(
-                f"{shown} must start at an id from 1 to 2**64 - 1 (0 is no sequence)"
+                f"{shown} must start at an id from 1 to 2**31 - 2 (0 is no sequence; "
+                "perf_analyzer reads no id past 2**31 - 1)"
             )
-        if end is None:
-            return
-        if not start < end <= _MAX_SEQUENCE_ID:
-            raise InvalidConfig(f"{shown} must end after its start, at 2**64 - 1 at most")
-        if end - start < self.concurrency:
+        last = _MAX_SEQUENCE_ID if end is None else end
+        if not start < last <= _MAX_SEQUENCE_ID:
+            raise InvalidConfig(f"{shown} must end after its start, at 2**31 - 1 at most")
+        if last - start < self.concurrency:
             raise InvalidConfig(
-                f"{shown} holds {end - start} ids, fewer than concurrency {self.concurrency}: "
+                f"{shown} holds {last - start} ids, fewer than concurrency {self.concurrency}: "
                 "concurrent sequences would share ids (perf_analyzer refuses it)"
             )
 
@@ -241,7 +246,7 @@ def perf_analyzer_args(load: PerfLoad, csv_path: str | os.PathLike[str]) -> list
         args += ["--sequence-length-variation", f"{load.sequence_length_variation:g}"]
     if load.sequence_id_range is not None:
         start, end = load.sequence_id_range
-        args += ["--sequence-id-range", f"{start}:{end}" if end is not None else str(start)]
+        args += ["--sequence-id-range", f"{start}:{end if end is not None else _MAX_SEQUENCE_ID}"]
     if load.streaming:
         args.append("--streaming")
     return args
