@@ -102,6 +102,8 @@ def test_load_validation_names_the_value() -> None:
         PerfLoad("m", "u", concurrency=0)
     with pytest.raises(InvalidConfig, match="streaming loads need protocol 'grpc'"):
         PerfLoad("m", "u", protocol="http", streaming=True)
+    with pytest.raises(InvalidConfig, match="sync=True cannot stream"):
+        PerfLoad("m", "u", streaming=True, sync=True)
 
 
 def test_streaming_loads_ask_for_model_stream_infer() -> None:
@@ -130,8 +132,10 @@ def test_sequence_loads_name_perf_analyzers_flags() -> None:
     args = perf_analyzer_args(unbounded, "/tmp/x.csv")
     # 2.51 misreads a lone start (an unset end): the end is always given, its largest id
     assert args[-4:] == ["--input-data", "/d/in.json", "--sequence-id-range", "5:2147483647"]
+    synchronous = PerfLoad("seq", "u", protocol="http", sync=True)
+    assert perf_analyzer_args(synchronous, "/tmp/x.csv")[-1] == "--sync"
     plain = perf_analyzer_args(PerfLoad("m", "u"), "/tmp/x.csv")
-    assert not any(arg.startswith(("--sequence", "--input-data")) for arg in plain)
+    assert not any(arg.startswith(("--sequence", "--input-data", "--sync")) for arg in plain)
 
 
 @pytest.mark.parametrize(

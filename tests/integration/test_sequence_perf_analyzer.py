@@ -17,8 +17,9 @@ shows.
 Over gRPC (unary and ``--streaming``) perf_analyzer sends fixed streams of five steps and
 compares each answer with the one a correct server gives (every step but the last, which
 perf_analyzer reuses to end the sequences open when it stops); over HTTP it sends zeros in
-sequences of varying length. Concurrency goes past the slots, so new sequences wait in the
-backlog. Any failed or wrong answer fails the test (:func:`run_perf_analyzer` raises).
+sequences of varying length, synchronously (see ``PerfLoad.sync``). Concurrency goes past
+the slots, so new sequences wait in the backlog. Any failed or wrong answer fails the test
+(:func:`run_perf_analyzer` raises).
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ def test_perf_analyzer_runs_sequences_without_an_error(
         settings = {"input_data": checked_data[model]}
     else:  # perf_analyzer checks HTTP answers only with every output at every step
         settings = {"input_data": "zero", "sequence_length": 6, "sequence_length_variation": 50}
+        # asynchronous, it ends its open sequences racing their requests in flight, over
+        # connections of their own: an END may overtake its START (PerfLoad.sync)
+        settings["sync"] = True
     load = PerfLoad(
         model,
         server.grpc_url if protocol == "grpc" else server.http_url,

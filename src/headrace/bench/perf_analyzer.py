@@ -129,6 +129,12 @@ class PerfLoad:
     batch_size: int = 1
     streaming: bool = False
     """gRPC ``ModelStreamInfer`` instead of unary calls (perf_analyzer ``--streaming``)."""
+    sync: bool = False
+    """One thread per concurrent request, each waiting for its answer (``--sync``).
+    perf_analyzer runs sequence models asynchronously otherwise, and when it stops it sends
+    each open sequence's END request without waiting for the request in flight: over HTTP
+    (several connections) the END can overtake it, a failed request that is the client's
+    doing. Synchronous runs have no such race."""
     sequence_length: int | None = None
     """Requests per sequence (``--sequence-length``); with ``input_data`` from a file, the
     steps of its streams when None."""
@@ -151,6 +157,8 @@ class PerfLoad:
             raise InvalidConfig(f"protocol must be 'grpc' or 'http', got {self.protocol!r}")
         if self.streaming and self.protocol != "grpc":
             raise InvalidConfig("streaming loads need protocol 'grpc'")
+        if self.streaming and self.sync:
+            raise InvalidConfig("streaming loads are asynchronous: sync=True cannot stream")
         for label in ("concurrency", "measurement_ms", "max_trials", "batch_size"):
             if getattr(self, label) < 1:
                 raise InvalidConfig(f"{label} must be >= 1, got {getattr(self, label)}")
@@ -247,6 +255,8 @@ def perf_analyzer_args(load: PerfLoad, csv_path: str | os.PathLike[str]) -> list
     if load.sequence_id_range is not None:
         start, end = load.sequence_id_range
         args += ["--sequence-id-range", f"{start}:{end if end is not None else _MAX_SEQUENCE_ID}"]
+    if load.sync:
+        args.append("--sync")
     if load.streaming:
         args.append("--streaming")
     return args
