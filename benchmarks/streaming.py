@@ -1,6 +1,6 @@
 """The streaming detector side by side: headrace vs NVIDIA Triton 2.51, k streaming clients.
 
-    python benchmarks/streaming.py                      # ~4 min: 3 rounds, k = 1, 4, 8, paced k = 8
+    python benchmarks/streaming.py                      # ~5 min: 4 rounds, k = 1, 4, 8, paced k = 8
     python benchmarks/streaming.py --rounds 1 --seconds 3 --streams 4 --paced-streams 0   # a look
 
 The workload is ``streaming_detector`` (``examples/streaming_cleaner``): a snapshotter that
@@ -20,7 +20,9 @@ python-backend ``model.py`` files that run the torch modules of the examples
 (``StrainCleaner``, ``StrainDetector``: their source in ``nets.py``, the examples' seeded
 weights in ``weights.pt``), concatenating every request of an ``execute`` call into one
 batch, and the ensemble. Every model has ``max_batch_size`` 8; cleaner and detector batch
-dynamically (100 µs), as in the examples repository.
+dynamically (100 µs), as in the examples repository, and set torch to ``--torch-threads``
+intra-op threads (default 1; 0 leaves torch's default of every core, which on 2 cores lets
+Triton's two torch stubs spin four OpenMP threads against each other).
 
 How it runs: the three servers start once (127.0.0.1, free ports) and stay up; each gets a
 warm-up sequence. Then, per round, every load runs on every system in turn, the order of the
@@ -31,9 +33,10 @@ the last is answered: the most the system can take, one update in flight per str
 load for every system: latency at equal throughput). Each load lasts ``--seconds`` (its last
 update ends each sequence; answers get 30 s more). Around each load the benchmark reads the
 CPU time of the server's whole process tree (Triton's stubs included) and of itself (the
-clients), the idle servers' CPU, the 1-minute load average, and each step model's statistics
-(batch formed, compute time per update). The first answers of stream 0 are checked against
-the torch modules run here (``streaming_cleaner.check``).
+clients), the idle servers' CPU, the CPU of every other process on the machine, the 1-minute
+load average, and each step model's statistics (batch formed, compute time per update). The
+first answers of stream 0 are checked against the torch modules run here
+(``streaming_cleaner.check``).
 
 Output: ``results/streaming.json`` (machine, settings, every load, the summary: medians over
 rounds per system, ratios to Triton) and a rich table.
@@ -238,13 +241,16 @@ def step_stats(server: Any) -> dict[str, dict[str, int]]:
 def stats_delta(
     before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], updates: int
 ) -> dict[str, dict[str, float | None]]:
-    """Per step: the batch formed, and queue and compute microseconds per update."""
+    """Per step: inferences and executions counted, the batch formed (their ratio), and queue
+    and compute microseconds per update."""
     out: dict[str, dict[str, float | None]] = {}
     for model, now in after.items():
         then = before[model]
         executions = now["executions"] - then["executions"]
         inferences = now["inferences"] - then["inferences"]
         out[model] = {
+            "inferences": inferences,
+            "executions": executions,
             "avg_batch": inferences / executions if executions else None,
             "queue_us_per_update": (now["queue_ns"] - then["queue_ns"]) / 1e3 / updates
             if updates
@@ -282,11 +288,14 @@ def measure(
     )
     load_avg = os.getloadavg()[0]
     stats0 = step_stats(server)
+    busy0 = machine_busy_seconds()
     server0 = server.cpu_seconds()
     others0 = sum(s.cpu_seconds() for s in others)
     result = run_load(plan, lambda s, i: archive[s, i % ARCHIVE_UPDATES])
     server_cpu = server.cpu_seconds() - server0
     others_cpu = sum(s.cpu_seconds() for s in others) - others0
+    busy = machine_busy_seconds() - busy0
+    elapsed = max(result.elapsed_s, 1e-9)
     stats = stats_delta(stats0, step_stats(server), result.answered)
     summary = result.summary()
     answered = max(result.answered, 1)
@@ -298,7 +307,10 @@ def measure(
         "p99_ms": summary["latency_ms"]["p99"],
         "server_cpu_us_per_update": round(server_cpu / answered * 1e6, 1),
         "client_cpu_us_per_update": round(result.client_cpu_s / answered * 1e6, 1),
+        "server_cores_busy": round(server_cpu / elapsed, 2),
+        "client_cores_busy": round(result.client_cpu_s / elapsed, 2),
         "idle_servers_cpu_s": round(others_cpu, 3),
+        "other_processes_cpu_s": round(busy - server_cpu - others_cpu - result.client_cpu_s, 2),
         "load_avg_1m_before": round(load_avg, 2),
         "steps": stats,
     }
@@ -308,6 +320,14 @@ def measure(
         record["answers_checked"] = len(result.kept)
         record["max_abs_diff_vs_torch"] = check(result.kept)
     return record
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (every core, every process) so far."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def rotate(items: list[str], round_no: int) -> list[str]:
@@ -414,13 +434,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--paced-streams", type=int, default=8, help="k of the paced load (0: none)"
     )
-    parser.add_argument("--paced-rate", type=float, default=20.0, help="updates/s per paced stream")
+    parser.add_argument("--paced-rate", type=float, default=40.0, help="updates/s per paced stream")
     parser.add_argument(
         "--torch-threads", type=int, default=1,
         help="torch threads of each python torch model (0: torch's default, every core)",
     )  # fmt: skip
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each load")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each load")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "streaming.json")
     parser.add_argument("--keep", action="store_true", help="keep the repositories and logs")
     args = parser.parse_args(argv)

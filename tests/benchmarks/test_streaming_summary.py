@@ -96,4 +96,10 @@ def test_rotation_and_step_statistics(streaming: ModuleType) -> None:
         "cleaner": {"inferences": 110, "executions": 45, "queue_ns": 50_000, "compute_ns": 201_000}
     }
     delta = streaming.stats_delta(before, after, updates=100)["cleaner"]
-    assert delta == {"avg_batch": 2.5, "queue_us_per_update": 0.5, "compute_us_per_update": 2.0}
+    assert delta == {
+        "inferences": 100,
+        "executions": 40,
+        "avg_batch": 2.5,
+        "queue_us_per_update": 0.5,
+        "compute_us_per_update": 2.0,
+    }
