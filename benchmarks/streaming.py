@@ -275,7 +275,7 @@ def measure(
     from stream_load import LoadPlan, run_load
 
     server = running[system]
-    others = [s for name, s in running.items() if name != system]
+    others = {name: s for name, s in running.items() if name != system}
     plan = LoadPlan(
         url=server.ports.url(load.protocol),
         protocol=load.protocol,
@@ -290,10 +290,11 @@ def measure(
     stats0 = step_stats(server)
     busy0 = machine_busy_seconds()
     server0 = server.cpu_seconds()
-    others0 = sum(s.cpu_seconds() for s in others)
+    others0 = {name: s.cpu_seconds() for name, s in others.items()}
     result = run_load(plan, lambda s, i: archive[s, i % ARCHIVE_UPDATES])
     server_cpu = server.cpu_seconds() - server0
-    others_cpu = sum(s.cpu_seconds() for s in others) - others0
+    idle_cpu = {name: round(s.cpu_seconds() - others0[name], 3) for name, s in others.items()}
+    others_cpu = sum(idle_cpu.values())
     busy = machine_busy_seconds() - busy0
     elapsed = max(result.elapsed_s, 1e-9)
     stats = stats_delta(stats0, step_stats(server), result.answered)
@@ -309,7 +310,7 @@ def measure(
         "client_cpu_us_per_update": round(result.client_cpu_s / answered * 1e6, 1),
         "server_cores_busy": round(server_cpu / elapsed, 2),
         "client_cores_busy": round(result.client_cpu_s / elapsed, 2),
-        "idle_servers_cpu_s": round(others_cpu, 3),
+        "idle_servers_cpu_s": idle_cpu,
         "other_processes_cpu_s": round(busy - server_cpu - others_cpu - result.client_cpu_s, 2),
         "load_avg_1m_before": round(load_avg, 2),
         "steps": stats,
@@ -342,7 +343,8 @@ def _median(values: list[float]) -> float | None:
 
 def summarize(records: list[dict[str, Any]], baseline: str = "triton") -> list[dict[str, Any]]:
     """One row per (protocol, mode, streams, rate): every system's medians over rounds (and its
-    throughput range), and each system's ratio to ``baseline``: throughput and p99."""
+    throughput range), and each system's ratio to ``baseline``: throughput and p99 of the
+    medians, and both ratios round by round."""
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
     )
@@ -385,9 +387,24 @@ def summarize(records: list[dict[str, Any]], baseline: str = "triton") -> list[d
                 "server_cpu_per_update": _ratio(
                     mine["server_cpu_us_per_update"], base["server_cpu_us_per_update"]
                 ),
+                **_per_round(by_system[system], by_system[baseline]),
             }
         rows.append(row)
     return rows
+
+
+def _per_round(mine: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios within each round (the two loads ran minutes apart at most, so they share the
+    machine's load of the moment): throughput and p99, every round's and their range."""
+    by_round = {r["round"]: r for r in base if "round" in r}
+    pairs = [(r, by_round[r["round"]]) for r in mine if r.get("round") in by_round]
+    throughput = [_ratio(a["updates_per_s"], b["updates_per_s"]) for a, b in pairs]
+    p99 = [_ratio(a["p99_ms"], b["p99_ms"]) for a, b in pairs]
+    return {
+        "updates_per_s_by_round": throughput,
+        "p99_by_round": p99,
+        "updates_per_s_rounds_won": sum(1 for x in throughput if x is not None and x >= 1.0),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -407,7 +424,7 @@ def print_table(summary: list[dict[str, Any]], systems: list[str], title: str) -
         table.add_column(f"{system}\nsrv CPU µs/upd", justify="right")
     others = [s for s in systems if s != "triton"]
     for system in others:
-        table.add_column(f"{system}/triton\nupd/s, p99", justify="right")
+        table.add_column(f"{system}/triton\nupd/s [rounds], p99", justify="right")
     for row in summary:
         load = "closed" if row["mode"] == "closed" else f"{row['rate']:g}/s"
         cells = [row["protocol"], load, str(row["streams"])]
@@ -421,9 +438,18 @@ def print_table(summary: list[dict[str, Any]], systems: list[str], title: str) -
             cells.append(f"{figures['server_cpu_us_per_update']:,.0f}")
         for system in others:
             ratio = row.get(f"{system}_over_triton")
-            cells.append(f"{ratio['updates_per_s']:.2f}, {ratio['p99']:.2f}" if ratio else "-")
+            cells.append(_ratio_cell(ratio))
         table.add_row(*cells)
-    Console(width=200).print(table)
+    Console(width=230).print(table)
+
+
+def _ratio_cell(ratio: dict[str, Any] | None) -> str:
+    if not ratio or ratio["updates_per_s"] is None:
+        return "-"
+    rounds = [x for x in ratio["updates_per_s_by_round"] if x is not None]
+    spread = f" [{min(rounds):.2f}-{max(rounds):.2f}]" if rounds else ""
+    p99 = f"{ratio['p99']:.2f}" if ratio["p99"] is not None else "-"
+    return f"{ratio['updates_per_s']:.2f}{spread}, {p99}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -43,13 +43,13 @@ def _record(system: str, updates: float, p99: float, cpu: float, **extra: Any) -
 
 def test_medians_over_rounds_and_ratios_to_triton(streaming: ModuleType) -> None:
     records = [
-        _record("headrace", 600, 10, 1500),
-        _record("headrace", 500, 14, 1700),
-        _record("headrace", 700, 12, 1600),
-        _record("triton", 400, 20, 2000),
-        _record("triton", 600, 16, 1800),
-        _record("triton", 500, 30, 1900),
-        _record("triton", 10, 1, 1, errors=3),  # a failed load counts for nothing
+        _record("headrace", 600, 10, 1500, round=0),
+        _record("headrace", 500, 14, 1700, round=1),
+        _record("headrace", 700, 12, 1600, round=2),
+        _record("triton", 400, 20, 2000, round=0),
+        _record("triton", 600, 16, 1800, round=1),
+        _record("triton", 500, 30, 1900, round=2),
+        _record("triton", 10, 1, 1, errors=3, round=3),  # a failed load counts for nothing
     ]
     (row,) = streaming.summarize(records)
     assert (row["protocol"], row["mode"], row["streams"], row["rate"]) == (
@@ -65,9 +65,12 @@ def test_medians_over_rounds_and_ratios_to_triton(streaming: ModuleType) -> None
     assert headrace["p99_ms"] == 12 and triton["p99_ms"] == 20
     ratio = row["headrace_over_triton"]
     assert ratio == {
-        "updates_per_s": 1.2,
+        "updates_per_s": 1.2,  # of the medians: 600 / 500
         "p99": 0.6,
         "server_cpu_per_update": pytest.approx(0.842),
+        "updates_per_s_by_round": [1.5, 0.833, 1.4],  # within each round
+        "p99_by_round": [0.5, 0.875, 0.4],
+        "updates_per_s_rounds_won": 2,
     }
     assert "triton_over_triton" not in row
 
