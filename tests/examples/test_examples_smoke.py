@@ -92,6 +92,24 @@ def test_mlp_parquet_tiny_matches_torch(tmp_path, monkeypatch):
     assert pq.ParquetFile(tmp_path / "features.parquet").metadata.num_rows == 5000
 
 
+def test_streaming_cleaner_tiny_streams_live_and_offline(tmp_path, monkeypatch):
+    example = _load(monkeypatch, "streaming_cleaner", "streaming_cleaner")
+    common = ["--tiny", *THREADS, "--workdir", str(tmp_path)]
+    live = example.run(example.parse_args(common))  # 2 streams, 20 updates/s, gRPC streaming
+    assert (live.mode, live.protocol, live.errors) == ("live", "grpc", 0)
+    assert live.answered >= 2 * 20  # 1.5 s at 20 updates/s per stream, bounded by the deadline
+    assert live.checked == 8 and live.max_abs_diff < 1e-4  # the torch modules' answers
+    assert live.p50_ms > 0 and live.updates_per_second > 0
+    offline = example.run(example.parse_args([*common, "--offline", "--protocol", "http"]))
+    assert (offline.mode, offline.answered, offline.errors) == ("offline", 2 * 12, 0)
+    assert offline.max_abs_diff < 1e-4
+    probabilities = np.load(tmp_path / "probabilities.npy")
+    assert probabilities.shape == (2, 12) and np.isfinite(probabilities).all()
+    import json
+
+    assert json.loads(offline.json_path.read_text())["load"]["answered"] == 24
+
+
 def test_examples_tiny_env_switch(monkeypatch):
     example = _load(monkeypatch, "mlp_parquet", "mlp_parquet")
     monkeypatch.setenv("HEADRACE_EXAMPLE_TINY", "1")

@@ -50,6 +50,9 @@ EXAMPLE_MODELS = (
 STREAM_CHANNELS = 2
 STREAM_SNAPSHOT = 1024
 STREAM_UPDATE = 256
+#: The seeds of its two torch models (``seeded(StrainCleaner, STREAM_CLEANER_SEED)``).
+STREAM_CLEANER_SEED = 2
+STREAM_DETECTOR_SEED = 3
 
 _BATCH = 64  # max_batch_size of the torch examples
 
@@ -129,12 +132,16 @@ def _streaming_pipeline(repo: ModelRepository) -> None:
     )
     cleaner = repo.add("strain_cleaner", max_batch_size=8)
     cleaner.export_version(
-        seeded(StrainCleaner, 2), input_shapes={"noisy": shape}, output_names=["cleaned"]
+        seeded(StrainCleaner, STREAM_CLEANER_SEED),
+        input_shapes={"noisy": shape},
+        output_names=["cleaned"],
     )
     cleaner.config.set_dynamic_batching(max_queue_delay_us=100)
     detector = repo.add("strain_detector", max_batch_size=8)
     detector.export_version(
-        seeded(StrainDetector, 3), input_shapes={"strain": shape}, output_names=["probability"]
+        seeded(StrainDetector, STREAM_DETECTOR_SEED),
+        input_shapes={"strain": shape},
+        output_names=["probability"],
     )
     detector.config.set_dynamic_batching(max_queue_delay_us=100)
     pipeline = repo.add("streaming_detector", platform="ensemble")
