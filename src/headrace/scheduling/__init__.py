@@ -53,11 +53,13 @@ def make_scheduler(
     stats: StatsSink | None = None,
     source: str = "",
     router: Router | None = None,
+    model_dir: str = "",
 ) -> Scheduler:
     """The scheduler for a model version, given its ``ModelConfig`` and instance pool.
 
     ``router`` reaches the other loaded models: an ensemble (which has no pool) runs its
     steps on theirs, and is checked against them here. Without a router none are reachable.
+    ``model_dir`` is where a sequence model's ``initial_state`` files are.
     """
     if config.platform == ENSEMBLE_PLATFORM:
         ensemble = EnsembleScheduler(config, router or NoRouter(), stats)
@@ -66,7 +68,7 @@ def make_scheduler(
     if pool is None:
         raise InvalidConfig(f"model '{config.name}' has no instances to schedule on")
     if config.HasField("sequence_batching"):
-        return SequenceBatcher(config, pool, stats)
+        return SequenceBatcher(config, pool, stats, model_dir=model_dir)
     if config.HasField("dynamic_batching"):
         return DynamicBatcher(config, pool, stats, source=source)
     return DefaultScheduler(

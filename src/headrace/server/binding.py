@@ -16,6 +16,7 @@ Three ways to use a :class:`Server`:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,9 +103,20 @@ class Server:
         max_batch_size: int = 0,
         batching: bool | DynamicBatching | None = True,
         instances: int = 1,
+        runtime: str = "in-server",
     ) -> None:
-        """Serve ``fn`` as model ``name`` (version 1); binding a name again replaces it."""
+        """Serve ``fn`` as model ``name`` (version 1); binding a name again replaces it.
+
+        ``runtime="process"`` runs each instance in a worker process of its own, so ``fn``'s
+        Python code leaves the server's GIL; ``fn`` then travels there pickled (cloudpickle
+        for lambdas and closures, which must be installed).
+        """
         config = _callable_config(name, inputs, outputs, max_batch_size, batching, instances)
+        if runtime not in ("process", "in-server"):
+            raise InvalidConfig(
+                f"model '{name}': runtime must be 'process' or 'in-server', got {runtime!r}"
+            )
+        config.parameters["HEADRACE_PYTHON_RUNTIME"].string_value = runtime
         self._bound[name] = (fn, config)
         if self._core_started:
             self._call(self._register(name))
@@ -214,26 +226,28 @@ class Server:
             self._core_started = True
 
     async def _register(self, name: str) -> None:
-        from headrace.backends.callable import CallableBackend
-
         fn, config = self._bound[name]
-        await self.core.register_model(
-            name,
-            lambda context: CallableBackend(
-                fn,
-                context.config,
-                device=context.device,
-                instance_name=context.instance_name,
-                version=context.version,
-            ),
-            config,
-        )
+        await self.core.register_model(name, functools.partial(_callable_backend, fn), config)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         if self._loop is None:
             raise InvalidConfig("the server's event loop is not running")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout_s)
+
+
+def _callable_backend(fn: Callable[..., Any], context: Any) -> Any:
+    """The backend of a bound callable (a module-level function: a worker process unpickles
+    it by name, with ``fn``)."""
+    from headrace.backends.callable import CallableBackend
+
+    return CallableBackend(
+        fn,
+        context.config,
+        device=context.device,
+        instance_name=context.instance_name,
+        version=context.version,
+    )
 
 
 def _callable_config(

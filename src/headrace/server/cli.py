@@ -77,6 +77,14 @@ def register(subparsers: Any) -> None:
         "instead of handing them to worker threads (default %(default)s; 0 turns it off)",
     )
     parser.add_argument(
+        "--python-runtime",
+        choices=("process", "in-server"),
+        default=ServerOptions.python_runtime,
+        help="where python-backend models (model.py) run: a worker process per instance, off "
+        "the server's GIL as Triton's stubs, or the server's own threads; a model's "
+        "HEADRACE_PYTHON_RUNTIME parameter overrides it (default %(default)s)",
+    )
+    parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
     parser.set_defaults(func=serve)
@@ -91,6 +99,7 @@ def serve(args: argparse.Namespace) -> int:
         options=ServerOptions(
             repository_poll_secs=args.repository_poll_secs,
             run_now_below_us=args.run_now_below_us,
+            python_runtime=args.python_runtime,
         ),
     )
     frontends = FrontendOptions(

@@ -21,6 +21,9 @@ class ServerOptions:
     run_now_below_us: float = 500.0
     """Batches of an instance whose average execution time is under this run on the event
     loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
+    python_runtime: str = "process"
+    """Where python-backend models run unless their config says: ``process`` (a worker process
+    per instance) or ``in-server`` (the server's threads)."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
@@ -29,6 +32,10 @@ class ServerOptions:
             )
         if self.num_buffers < 1:
             raise InvalidConfig(f"num_buffers must be at least 1, got {self.num_buffers}")
+        if self.python_runtime not in ("process", "in-server"):
+            raise InvalidConfig(
+                f"--python-runtime must be process or in-server, got '{self.python_runtime}'"
+            )
         if self.run_now_below_us < 0:
             raise InvalidConfig(
                 f"run_now_below_us must not be negative, got {self.run_now_below_us}"

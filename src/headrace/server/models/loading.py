@@ -1,7 +1,10 @@
 """Turn one model version's configuration into running instances and a scheduler.
 
 The instances come from placement (:mod:`headrace.engine.placement`), as in every door: one
-per ``instance_group`` entry's ``count`` per device. An ensemble has none: its scheduler runs
+per ``instance_group`` entry's ``count`` per device. Python models (Triton python-backend
+``model.py`` files and bound callables) run where their runtime says (:func:`python_runtime`):
+in a worker process per instance (``process``, off the server's GIL, as Triton's stubs) or on
+the server's own threads (``in-server``). An ensemble has none: its scheduler runs
 the steps on the other models' schedulers, reached through the registry's router. Backends load on a worker thread (loading
 is blocking file and device work); the pool and scheduler are built on the event loop. A
 failure part-way closes whatever was already built, so nothing leaks into a half-loaded
@@ -16,14 +19,31 @@ from dataclasses import dataclass
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig
 from headrace.config.platforms import ENSEMBLE_PLATFORM
-from headrace.engine.placement import PlacementOptions, close_instances, place_instances
+from headrace.engine.placement import (
+    InstanceBuilder,
+    PlacementOptions,
+    close_instances,
+    place_instances,
+)
+from headrace.errors import InvalidConfig
 from headrace.scheduling import InstancePool, make_scheduler
 from headrace.scheduling.router import Router
 from headrace.server.models.table import LoadedVersion
 from headrace.server.statistics import VersionStatistics
 from headrace.server.validation import Signature
 
-__all__ = ["VersionSource", "load_version"]
+__all__ = [
+    "PYTHON_RUNTIMES",
+    "PYTHON_RUNTIME_PARAMETER",
+    "VersionSource",
+    "load_version",
+    "python_runtime",
+]
+
+PYTHON_RUNTIMES = ("process", "in-server")
+PYTHON_RUNTIME_PARAMETER = "HEADRACE_PYTHON_RUNTIME"
+"""A model's ``parameters`` key that chooses its python runtime over the server's default."""
+_PYTHON_BACKENDS = ("python", "python_callable")
 
 
 @dataclass(frozen=True)
@@ -58,9 +78,14 @@ async def load_version(
     router: Router | None = None,
     num_buffers: int = 2,
     run_now_below_us: float = 0.0,
+    python_default: str = "in-server",
 ) -> LoadedVersion:
-    """Place the instances (on a thread), then build the pool and the scheduler."""
+    """Place the instances (on a thread), then build the pool and the scheduler.
+
+    ``python_default`` is the runtime of python-backend models that do not choose one.
+    """
     config = source.config
+    backend = source.backend or config.backend or config.platform or "python_callable"
     signature = Signature.for_config(source.name, config)
     stats = VersionStatistics(source.name, str(source.version))
     pool: InstancePool | None = None
@@ -68,8 +93,9 @@ async def load_version(
         scheduler = make_scheduler(config, None, stats, router=router)  # steps run elsewhere
     else:
         options = PlacementOptions(num_buffers=num_buffers)
+        builder = _builder(python_runtime(config, backend, python_default))
         instances = await asyncio.to_thread(
-            place_instances, source.context(), source.factory, options
+            place_instances, source.context(), source.factory, options, builder=builder
         )
         try:
             pool = InstancePool(instances, run_now_below_us=run_now_below_us)
@@ -77,11 +103,12 @@ async def load_version(
             await asyncio.to_thread(close_instances, instances)
             raise
         try:
-            scheduler = make_scheduler(config, pool, stats, router=router)
+            scheduler = make_scheduler(
+                config, pool, stats, router=router, model_dir=source.model_dir
+            )
         except BaseException:
             await asyncio.to_thread(pool.close)
             raise
-    backend = source.backend or config.backend or config.platform or "python_callable"
     return LoadedVersion(
         name=source.name,
         version=source.version,
@@ -92,3 +119,34 @@ async def load_version(
         stats=stats,
         backend=backend,
     )
+
+
+def python_runtime(config: ModelConfig, backend: str, default: str) -> str:
+    """Where a model's Python code runs: ``process``, ``in-server``, or "" (not a python model).
+
+    The model's ``HEADRACE_PYTHON_RUNTIME`` parameter wins; otherwise python-backend models
+    take ``default`` (``--python-runtime``) and bound callables run in the server.
+    """
+    entry = config.parameters.get(PYTHON_RUNTIME_PARAMETER)
+    chosen = entry.string_value.strip() if entry is not None else ""
+    if backend not in _PYTHON_BACKENDS:
+        if chosen:
+            raise InvalidConfig(
+                f"model '{config.name}': parameter {PYTHON_RUNTIME_PARAMETER} applies to "
+                f"python models only; this model runs on the '{backend}' backend"
+            )
+        return ""
+    if chosen and chosen not in PYTHON_RUNTIMES:
+        raise InvalidConfig(
+            f"model '{config.name}': parameter {PYTHON_RUNTIME_PARAMETER} is '{chosen}'; "
+            f"use one of {', '.join(PYTHON_RUNTIMES)}"
+        )
+    return chosen or (default if backend == "python" else "in-server")
+
+
+def _builder(runtime: str) -> InstanceBuilder | None:
+    if runtime != "process":
+        return None
+    from headrace.engine.process_instance import ProcessExecutor
+
+    return ProcessExecutor()

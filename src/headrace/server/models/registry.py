@@ -339,6 +339,7 @@ class ModelRegistry:
                     router=self,
                     num_buffers=self.options.num_buffers,
                     run_now_below_us=self.options.run_now_below_us,
+                    python_default=self.options.python_runtime,
                 )
         except BaseException:
             await close_all(built.values())

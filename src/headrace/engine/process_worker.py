@@ -1,0 +1,279 @@
+"""The worker process of one model instance: its backend, off the server's GIL.
+
+Triton runs each python-backend model instance in a stub process of its own; headrace can do
+the same (:mod:`headrace.engine.process_instance` is the server's half). The worker builds the
+backend from the instance's picklable factory and context, wraps it in a
+:class:`~headrace.engine.instance.ModelInstance` (so timings, request lists and decoupled
+senders behave as in the server), and then runs one batch at a time:
+
+    server ── ("batch", id, items) ──► main thread: instance.run(items)
+    server ── request keys to cancel ──► control thread (marks them cancelled)
+    server ◄── ("result", id, …) / ("send", key, …) / ("fail", key, …) ── outbox (ring + socket)
+
+Each work item here answers through a :class:`WorkerSink`, which forwards ``send`` and ``fail``
+to the server, so a decoupled model may answer from any thread, before or after ``execute``
+returns. Cancellations come through a socket of their own, read by a thread of their own, so
+``is_cancelled()`` is right while ``execute`` runs. The wire format of the messages is this
+module's and :mod:`~headrace.engine.process_instance`'s alone.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from headrace.backends.base import BackendContext, BackendFactory, RequestResult
+from headrace.config import ModelConfig
+from headrace.engine.shared_tensors import (
+    OutputRing,
+    Packed,
+    SharedBuffer,
+    pack,
+    packed_size,
+    unpack,
+)
+from headrace.errors import HeadraceError, ModelExecutionError
+from headrace.types import Outputs, WorkItem
+
+__all__ = ["ItemMessage", "PortableError", "ShippedContext", "worker_main"]
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedContext:
+    """A BackendContext as it crosses to the worker: the config as its serialized bytes."""
+
+    values: dict[str, Any]
+    config: bytes
+
+    @classmethod
+    def of(cls, context: BackendContext) -> ShippedContext:
+        values = {name: getattr(context, name) for name in context.__dataclass_fields__}
+        config = values.pop("config")
+        return cls(values, config.SerializeToString())
+
+    def unpack(self) -> BackendContext:
+        return BackendContext(config=ModelConfig.FromString(self.config), **self.values)
+
+
+class PortableError(NamedTuple):
+    """An error as it crosses between the processes: its headrace class name and message."""
+
+    kind: str
+    message: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> PortableError:
+        if isinstance(error, HeadraceError):
+            return cls(type(error).__name__, error.message)
+        return cls("ModelExecutionError", f"{type(error).__name__}: {error}")
+
+    def rebuild(self) -> HeadraceError:
+        from headrace import errors
+
+        kind = getattr(errors, self.kind, None)
+        if not (isinstance(kind, type) and issubclass(kind, HeadraceError)):
+            kind = ModelExecutionError
+        return kind(self.message)
+
+
+class ItemMessage(NamedTuple):
+    """One work item of a batch, without its sink; ``key`` names it in later messages."""
+
+    key: int
+    inputs: Packed
+    request_id: str
+    sequence_id: int | str
+    sequence_start: bool
+    sequence_end: bool
+    priority: int
+    timeout_us: int
+    parameters: dict[str, Any]
+    requested_outputs: tuple[str, ...] | None
+
+
+class Outbox:
+    """The worker's sending half: tensors into the ring, descriptions through the pipe."""
+
+    def __init__(self, conn: Connection, ring: OutputRing) -> None:
+        self._conn = conn
+        self._ring = ring
+
+    def send(self, head: tuple[Any, ...], arrays: Sequence[Mapping[str, np.ndarray]]) -> None:
+        """Send ``head + (packed arrays, ring mark)``; arrays too large for the ring go pickled."""
+        size = sum(packed_size(group) for group in arrays)
+        with self._ring.lock:
+            if size and self._ring.fits(size):
+                offset, mark = self._ring.allocate(size)
+                packed = []
+                for group in arrays:
+                    packed.append(pack(group, self._ring.buffer, offset))
+                    offset += packed_size(group)
+            else:
+                packed, mark = [dict(group) for group in arrays], 0
+            self._conn.send((*head, packed, mark))
+
+
+class WorkerSink:
+    """A work item's sink in the worker: forwards to the server, where the real sink is."""
+
+    __slots__ = ("_box", "_cancelled", "_closed", "key")
+
+    def __init__(self, key: int, box: Outbox, cancelled: set[int]) -> None:
+        self.key = key
+        self._box = box
+        self._cancelled = cancelled
+        self._closed = False
+
+    def send(
+        self,
+        outputs: Outputs | None,
+        *,
+        final: bool = True,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        if self._closed:
+            return
+        self._closed = final
+        if final:
+            self._cancelled.discard(self.key)
+        extra = dict(parameters) if parameters else None
+        self._box.send(("send", self.key, outputs is not None, final, extra), [outputs or {}])
+
+    def fail(self, error: BaseException, *, final: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = final
+        if final:
+            self._cancelled.discard(self.key)
+        self._box.send(("fail", self.key, PortableError.of(error), final), [])
+
+    @property
+    def done(self) -> bool:
+        return self._closed or self.key in self._cancelled
+
+
+def worker_main(fd: int, control_fd: int) -> None:
+    """The worker process: build the instance, say ready (or why not), run batches until closed.
+
+    ``fd`` is this end of the server's data socket: the server first sends its ``sys.path`` and
+    the pickled factory and context, then the output ring's size and descriptor. Cancellations
+    come through ``control_fd``, so they arrive while a batch runs.
+    """
+    conn = Connection(fd)
+    path, payload = conn.recv()
+    sys.path[:] = path + [entry for entry in sys.path if entry not in path]
+    factory, shipped = pickle.loads(payload)
+    _serve(conn, Connection(control_fd), factory, shipped)
+
+
+def _serve(
+    conn: Connection, control: Connection, factory: BackendFactory, shipped: ShippedContext
+) -> None:
+    from headrace.engine.instance import ModelInstance
+
+    context = shipped.unpack()
+    ring = OutputRing(SharedBuffer(conn.recv(), recv_handle(conn)))
+    box = Outbox(conn, ring)
+    try:
+        instance = ModelInstance(
+            factory(context), num_buffers=1, name=context.instance_name, pin_memory=False
+        )
+    except BaseException as exc:  # the server reports it as the load's error
+        conn.send(("failed", PortableError.of(exc)))
+        return
+    conn.send(("ready", os.getpid()))
+    copy_inputs = bool(context.config.model_transaction_policy.decoupled)
+    cancelled: set[int] = set()
+    threading.Thread(
+        target=_take_cancellations, args=(control, cancelled), name="cancels", daemon=True
+    ).start()
+    arena: SharedBuffer | None = None
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "batch":
+                work = [_work_item(item, arena, box, cancelled, copy_inputs) for item in message[2]]
+                _run_batch(instance, box, message[1], work)
+            elif kind == "arena":
+                if arena is not None:
+                    arena.close()
+                arena = SharedBuffer(message[1], recv_handle(conn))
+            elif kind == "close":
+                break
+    finally:
+        instance.close()
+
+
+def _work_item(
+    item: ItemMessage,
+    arena: SharedBuffer | None,
+    box: Outbox,
+    cancelled: set[int],
+    copy_inputs: bool,
+) -> WorkItem:
+    return WorkItem(
+        unpack(item.inputs, arena, copy=copy_inputs),
+        WorkerSink(item.key, box, cancelled),
+        request_id=item.request_id,
+        sequence_id=item.sequence_id,
+        sequence_start=item.sequence_start,
+        sequence_end=item.sequence_end,
+        priority=item.priority,
+        timeout_us=item.timeout_us,
+        parameters=item.parameters,
+        requested_outputs=item.requested_outputs,
+    )
+
+
+def _run_batch(instance: Any, box: Outbox, batch_id: int, work: list[WorkItem]) -> None:
+    try:
+        if instance.can_run_now:
+            timed = instance.run_requests_now(work)
+        else:
+            timed = instance.submit_requests_timed(work).result()
+    except BaseException as exc:
+        box.send(("failed_batch", batch_id, PortableError.of(exc)), [])
+        return
+    _send_results(box, batch_id, timed.results, timed.times)
+
+
+def _send_results(box: Outbox, batch_id: int, results: list[RequestResult], times: Any) -> None:
+    kinds: list[Any] = []
+    arrays: list[Mapping[str, np.ndarray]] = []
+    for result in results:
+        if result is None:
+            kinds.append(None)
+        elif isinstance(result, BaseException):
+            kinds.append(PortableError.of(result))
+        else:
+            kinds.append(len(arrays))
+            arrays.append(result)
+    box.send(("result", batch_id, kinds, times), arrays)
+
+
+def _take_cancellations(control: Connection, cancelled: set[int]) -> None:
+    """Mark the requests whose clients went away, until the server closes the socket."""
+    try:
+        while True:
+            cancelled.add(control.recv())
+    except (EOFError, OSError):
+        pass
+
+
+if __name__ == "__main__":
+    from headrace.engine.process_worker import worker_main as _main  # this module, by name
+
+    _main(int(sys.argv[1]), int(sys.argv[2]))
