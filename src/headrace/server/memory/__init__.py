@@ -5,7 +5,8 @@ The :class:`~headrace.server.memory.registry.SharedMemoryRegistry` belongs to th
 protocol-neutral core; both doors parse their wire forms and call it.
 """
 
+from headrace.server.memory import cuda
 from headrace.server.memory.references import SharedMemoryRef
 from headrace.server.memory.registry import OutputTarget, RegionStatus, SharedMemoryRegistry
 
-__all__ = ["OutputTarget", "RegionStatus", "SharedMemoryRef", "SharedMemoryRegistry"]
+__all__ = ["OutputTarget", "RegionStatus", "SharedMemoryRef", "SharedMemoryRegistry", "cuda"]
