@@ -52,6 +52,7 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
     from headrace.server.app import new_event_loop
     from headrace.server.grpc.frontend import GrpcFrontend
     from headrace.server.http.frontend import HttpFrontend
+    from headrace.server.memory import SharedMemoryRegistry
     from headrace.server.reports import ModelMetadata, ServerMetadata
     from headrace.types import DataType, InferenceResponse, TensorSpec
 
@@ -64,6 +65,8 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
     spec_out = TensorSpec("OUTPUT0", DataType.FP32, SHAPE)
 
     class InstantCore:
+        shared_memory = SharedMemoryRegistry()
+
         async def infer(self, request: Any) -> InferenceResponse:
             outputs = {"OUTPUT0": request.inputs["INPUT0"]}
             return InferenceResponse("identity", "1", outputs, id=request.id)

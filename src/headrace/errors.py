@@ -8,6 +8,8 @@ one table each, so a new error class needs no frontend change.
     ├── InvalidInput          bad request: names, dtypes, shapes, batch size, framing (400)
     ├── InvalidConfig         a model configuration or repository entry is wrong (400)
     ├── ModelNotFound         unknown model or version (404)
+    ├── NotFound              another named thing is unknown: a shared memory region (404)
+    ├── AlreadyExists         a name is taken: registering a shared memory region twice (400)
     ├── ModelNotReady         known, but not loaded or still loading (503)
     ├── Unavailable           overload or shutdown: a full queue, a draining server (503)
     ├── DeadlineExceeded      a request's timeout passed while queued (503, as Triton)
@@ -24,6 +26,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AlreadyExists",
     "DeadlineExceeded",
     "ErrorCode",
     "HeadraceError",
@@ -34,6 +37,7 @@ __all__ = [
     "ModelExecutionError",
     "ModelNotFound",
     "ModelNotReady",
+    "NotFound",
     "Unavailable",
     "Unsupported",
 ]
@@ -44,6 +48,7 @@ class ErrorCode(enum.Enum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNIMPLEMENTED = "UNIMPLEMENTED"
@@ -78,6 +83,18 @@ class InvalidConfig(HeadraceError):
 
 class ModelNotFound(HeadraceError):
     code = ErrorCode.NOT_FOUND
+
+
+class NotFound(HeadraceError):
+    """A named thing other than a model (a shared memory region) is unknown."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExists(HeadraceError):
+    """A name is already taken (a shared memory region registered twice)."""
+
+    code = ErrorCode.ALREADY_EXISTS
 
 
 class ModelNotReady(HeadraceError):

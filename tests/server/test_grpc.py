@@ -313,10 +313,6 @@ def test_errors_map_to_status_codes_and_the_server_keeps_serving(client: Any) ->
     assert _status(exc) == "StatusCode.INVALID_ARGUMENT" and "[1, 5]" in exc.value.message()
     _assert_scale_works(client)
     with pytest.raises(InferenceServerException) as exc:
-        client.get_system_shared_memory_status()
-    assert _status(exc) == "StatusCode.UNIMPLEMENTED"
-    assert "SystemSharedMemoryStatus" in exc.value.message()
-    with pytest.raises(InferenceServerException) as exc:
         client.get_trace_settings()
     assert _status(exc) == "StatusCode.UNIMPLEMENTED"
     model_error = grpcclient.InferInput("x", [1, 4], "FP32")

@@ -34,6 +34,7 @@ from headrace.server.core import (
     ServerMetadata,
 )
 from headrace.server.http.frontend import HttpFrontend
+from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest, InferenceResponse, TensorSpec
 
 F32 = DataType.FP32
@@ -73,6 +74,7 @@ class FakeCore(InferenceServer):
         self.gate = asyncio.Event()
         self.gate_entered = threading.Event()
         self.is_ready = True
+        self.shared_memory = SharedMemoryRegistry()
 
     def _get(self, name: str) -> ModelMetadata:
         if name not in self.models:

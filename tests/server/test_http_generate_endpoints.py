@@ -26,6 +26,7 @@ import pytest
 from headrace.server.core import InferenceServer, ModelMetadata, StreamedResponse
 from headrace.server.http.frontend import HttpFrontend
 from headrace.server.http.generate import EXACTLY_ONE_RESPONSE
+from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest, InferenceResponse, TensorSpec
 
 MODELS = Path(__file__).resolve().parent.parent / "data" / "python_models"
@@ -199,6 +200,7 @@ class EndlessCore:
         self.ended: list[str] = []
         self.ended_event = threading.Event()
         self.infer_started = threading.Event()
+        self.shared_memory = SharedMemoryRegistry()
         self.metadata = ModelMetadata(
             "slow", ("1",), "python", (TensorSpec("X", DataType.INT32, (1,)),), (), False
         )

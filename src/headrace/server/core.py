@@ -33,6 +33,7 @@ from headrace.errors import (
     Unsupported,
 )
 from headrace.scheduling.sinks import FutureSink, StreamSink
+from headrace.server.memory import SharedMemoryRegistry
 from headrace.server.metrics import VersionSample
 from headrace.server.models.registry import ModelControlMode, ModelRegistry
 from headrace.server.models.table import LoadedVersion, ModelState
@@ -73,7 +74,10 @@ _EXTENSIONS = (
     "schedule_policy",
     "sequence",
     "statistics",
+    "system_shared_memory",
 )
+_CUDA_EXTENSION = "cuda_shared_memory"
+"""Listed only where CUDA shared memory can be registered (a CUDA device and cuda-python)."""
 _log = logging.getLogger(__name__)
 
 
@@ -93,6 +97,8 @@ class InferenceServer:
             repository, mode=model_control_mode, load_models=load_models, options=self.options
         )
         self._table = self.models.table  # routing is a dict lookup on the hot path
+        self.shared_memory = SharedMemoryRegistry()
+        """The shared memory regions clients registered; the doors read and write through it."""
         self._started = False
         self._stopping = False
 
@@ -119,6 +125,7 @@ class InferenceServer:
             return
         self._stopping = True
         await self.models.stop()
+        self.shared_memory.clear()
 
     def live(self) -> bool:
         return not self._stopping
@@ -252,7 +259,10 @@ class InferenceServer:
     def server_metadata(self) -> ServerMetadata:
         from headrace import __version__
 
-        return ServerMetadata(name=self.options.name, version=__version__, extensions=_EXTENSIONS)
+        extensions: tuple[str, ...] = _EXTENSIONS
+        if self.shared_memory.cuda_supported:
+            extensions = tuple(sorted((*extensions, _CUDA_EXTENSION)))
+        return ServerMetadata(name=self.options.name, version=__version__, extensions=extensions)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         loaded = self.models.route(name, version)

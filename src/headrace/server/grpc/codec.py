@@ -7,7 +7,10 @@ data per element) or each in its typed ``contents`` field. Requests arrive seria
 :func:`split_infer_request` keeps the raw contents as views of the received bytes, so a
 numeric input is never copied after gRPC hands it over. Outputs always go back in
 ``raw_output_contents``, as Triton sends them, and responses leave here already serialized
-(see :func:`encode_infer_response`).
+(see :func:`encode_infer_response`). Inputs in shared memory (Triton's
+``shared_memory_region`` parameters) have no raw content and are read through the core's
+registry; outputs bound for shared memory are written there and answered with an empty raw
+content, as Triton answers them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from headrace.errors import InternalError, InvalidInput
+from headrace.server.memory import OutputTarget, SharedMemoryRef, SharedMemoryRegistry
 from headrace.server.parameters import (
     RESERVED_PARAMETERS,
     check_passthrough_key,
@@ -131,40 +135,45 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
 def decode_infer_request(
     message: service_pb2.ModelInferRequest,
     raw_contents: Sequence[bytes | memoryview] | None = None,
+    memory: SharedMemoryRegistry | None = None,
 ) -> InferenceRequest:
     """Turn a ``ModelInferRequest`` into an :class:`InferenceRequest`.
 
-    ``raw_contents`` replaces ``message.raw_input_contents`` (see :func:`split_infer_request`).
-    Raises :class:`InvalidInput` naming the input when the framing is wrong: a raw contents
-    count that differs from the input count, a byte size that does not fit shape and
-    datatype, a typed contents field that does not match the datatype.
+    ``raw_contents`` replaces ``message.raw_input_contents`` (see :func:`split_infer_request`);
+    inputs in shared memory are read from ``memory``'s regions (refused without one) and have
+    no raw content. Raises :class:`InvalidInput` naming the input when the framing is wrong:
+    a raw contents count that differs from the count of inputs not in shared memory, a byte
+    size that does not fit shape and datatype, a typed contents field that does not match
+    the datatype.
     """
     model = message.model_name
     raw = message.raw_input_contents if raw_contents is None else raw_contents
     tensors = message.inputs
-    if raw and len(raw) != len(tensors):
+    shared = {t.name for t in tensors if "shared_memory_region" in t.parameters}
+    if raw and len(raw) != len(tensors) - len(shared):
+        where = " outside shared memory" if shared else ""
         raise InvalidInput(
-            f"request for model '{model}' has {len(tensors)} inputs but "
+            f"request for model '{model}' has {len(tensors) - len(shared)} inputs{where} but "
             f"{len(raw)} raw_input_contents; send one raw content per input"
         )
     inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(tensors):
+    index = 0
+    for tensor in tensors:
         name = tensor.name
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once for model '{model}'")
-        if "shared_memory_region" in tensor.parameters:
-            raise InvalidInput(
-                f"input '{name}': shared memory inputs are not supported by this server"
-            )
         datatype = _datatype(tensor.datatype, name)
         shape = _shape(tensor.shape, name)
-        if raw:
+        if name in shared:
+            inputs[name] = _from_shared(tensor, datatype, shape, model, memory)
+        elif raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(
                     f"input '{name}' of model '{model}' sets 'contents' while the request uses "
                     "raw_input_contents; use one or the other"
                 )
             inputs[name] = _from_raw(raw[index], datatype, shape, name)
+            index += 1
         else:
             inputs[name] = _from_contents(tensor.contents, datatype, shape, name)
     options = _request_options(message.parameters, model)
@@ -179,22 +188,27 @@ def decode_infer_request(
 
 
 def encode_infer_response(
-    response: InferenceResponse, parameters: Mapping[str, bool | int | float | str] | None = None
+    response: InferenceResponse,
+    parameters: Mapping[str, bool | int | float | str] | None = None,
+    shared: Mapping[str, OutputTarget] | None = None,
 ) -> bytes:
-    """Serialize a ``ModelInferResponse``; every output's data goes in ``raw_output_contents``.
+    """Serialize a ``ModelInferResponse``; every output's data goes in ``raw_output_contents``,
+    except those in ``shared``, written to their shared memory (their raw content is empty).
 
     Returns the wire bytes rather than a message: the small header is serialized by protobuf
     and each output's data is appended as a length-delimited field straight from the array's
     memory, one copy in all (protobuf would copy each tensor twice, several times slower).
     """
-    return b"".join(_response_chunks(response, parameters))
+    return b"".join(_response_chunks(response, parameters, shared))
 
 
 def encode_stream_response(
-    response: InferenceResponse, parameters: Mapping[str, bool | int | float | str] | None = None
+    response: InferenceResponse,
+    parameters: Mapping[str, bool | int | float | str] | None = None,
+    shared: Mapping[str, OutputTarget] | None = None,
 ) -> bytes:
     """Serialize a ``ModelStreamInferResponse`` wrapping the response, as above."""
-    chunks = _response_chunks(response, parameters)
+    chunks = _response_chunks(response, parameters, shared)
     size = sum(len(chunk) for chunk in chunks)
     return b"".join([_STREAM_INFER_RESPONSE_TAG, _varint(size), *chunks])
 
@@ -206,7 +220,9 @@ _STREAM_INFER_RESPONSE_TAG = bytes([2 << 3 | 2])
 
 
 def _response_chunks(
-    response: InferenceResponse, parameters: Mapping[str, bool | int | float | str] | None
+    response: InferenceResponse,
+    parameters: Mapping[str, bool | int | float | str] | None,
+    shared: Mapping[str, OutputTarget] | None,
 ) -> list[bytes | memoryview]:
     header = service_pb2.ModelInferResponse(
         model_name=response.model_name,
@@ -217,6 +233,12 @@ def _response_chunks(
         _set_parameter(header.parameters[key], key, value)
     raws: list[bytes | memoryview] = []
     for name, value in response.outputs.items():
+        target = shared.get(name) if shared else None
+        if target is not None:
+            written, shape = target.write(name, value)
+            header.outputs.add(name=name, datatype=written.value, shape=shape)
+            raws.append(b"")
+            continue
         array = np.asarray(value)
         datatype = _datatype_of(array, name)
         header.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
@@ -251,6 +273,26 @@ def _shape(dims: Any, name: str) -> tuple[int, ...]:
             f"input '{name}' has shape {list(shape)}; dimensions must be non-negative"
         )
     return shape
+
+
+def _from_shared(
+    tensor: Any,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    model: str,
+    memory: SharedMemoryRegistry | None,
+) -> np.ndarray:
+    name = tensor.name
+    if tensor.HasField("contents"):
+        raise InvalidInput(
+            f"input '{name}' of model '{model}' sets both 'contents' and "
+            "'shared_memory_region'; use one or the other"
+        )
+    params = {key: parameter_value(p) for key, p in tensor.parameters.items()}
+    ref = SharedMemoryRef.from_parameters(params)
+    if memory is None or ref is None:
+        raise InvalidInput(f"input '{name}': shared memory inputs are not supported here")
+    return memory.read_input(name, datatype, shape, ref, model)
 
 
 def _from_raw(
@@ -345,10 +387,7 @@ def _requested_outputs(outputs: Any) -> tuple[RequestedOutput, ...] | None:
                 f"output '{output.name}': the classification extension is not supported by "
                 "this server; request the raw output tensor instead"
             )
-        if "shared_memory_region" in params:
-            raise InvalidInput(
-                f"output '{output.name}': shared memory outputs are not supported by this server"
-            )
+        SharedMemoryRef.from_parameters(params)  # refuses ill-typed values before the run
         requested.append(RequestedOutput(output.name, params))
     return tuple(requested)
 

@@ -34,10 +34,12 @@ from headrace.server.grpc.codec import (
     split_infer_request,
 )
 from headrace.server.grpc.messages import (
+    cuda_status_response,
     model_metadata_response,
     repository_index_response,
     server_metadata_response,
     statistics_response,
+    system_status_response,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 2**31 - 1
 GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     # Triton answers an expired queue timeout with UNAVAILABLE, as the HTTP side's 503 does.
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.UNAVAILABLE,
@@ -271,10 +274,11 @@ class _Servicer:
 
     @_rpc
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
-        result = await self._core.infer(
-            decode_infer_request(*split_infer_request(request)), endpoint="ModelInfer RPC"
-        )
-        return encode_infer_response(result)
+        memory = self._core.shared_memory
+        decoded = decode_infer_request(*split_infer_request(request), memory)
+        shared = memory.output_targets(decoded.outputs)
+        result = await self._core.infer(decoded, endpoint="ModelInfer RPC")
+        return encode_infer_response(result, shared=shared)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
@@ -305,14 +309,17 @@ class _Servicer:
         self, message: service_pb2.ModelInferRequest, raw: list[memoryview]
     ) -> bytes | service_pb2.ModelStreamInferResponse:
         """One plain request of a stream: its response, or its error as a response."""
+        memory = self._core.shared_memory
         try:
-            result = await self._core.infer(decode_infer_request(message, raw))
+            decoded = decode_infer_request(message, raw, memory)
+            shared = memory.output_targets(decoded.outputs)
+            result = await self._core.infer(decoded)
+            return encode_stream_response(result, _FINAL_TRUE, shared)
         except HeadraceError as exc:
             return _stream_error(message, exc.message)
         except Exception as exc:
             _log.exception("gRPC ModelStreamInfer request failed")
             return _stream_error(message, f"internal error: {type(exc).__name__}: {exc}")
-        return encode_stream_response(result, _FINAL_TRUE)
 
     async def _stream_decoupled(
         self,
@@ -322,15 +329,18 @@ class _Servicer:
     ) -> None:
         """One decoupled request of a stream: each response onto ``out`` as it is sent."""
         empty_final = _wants_empty_final(message)
+        memory = self._core.shared_memory
         try:
-            async for sent in self._core.stream(decode_infer_request(message, raw)):
+            decoded = decode_infer_request(message, raw, memory)
+            shared = memory.output_targets(decoded.outputs)
+            async for sent in self._core.stream(decoded):
                 if sent.error is not None:
                     out.put_nowait(_stream_error(message, _error_text(sent.error)))
                     if sent.final and empty_final:
                         out.put_nowait(_empty_final(message))
                 elif sent.response is not None:
                     flag = _FINAL_TRUE if sent.final else _FINAL_FALSE
-                    out.put_nowait(encode_stream_response(sent.response, flag))
+                    out.put_nowait(encode_stream_response(sent.response, flag, shared))
                 elif empty_final:
                     out.put_nowait(_empty_final(message))
         except HeadraceError as exc:
@@ -386,14 +396,54 @@ class _Servicer:
         await self._core.unload_model(request.model_name, unload_dependents=dependents)
         return service_pb2.RepositoryModelUnloadResponse()
 
+    # --- shared memory (the core's registry holds the regions) --------------------------------
+
+    @_rpc
+    async def SystemSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> service_pb2.SystemSharedMemoryStatusResponse:
+        return system_status_response(self._core.shared_memory.status("system", request.name))
+
+    @_rpc
+    async def SystemSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> service_pb2.SystemSharedMemoryRegisterResponse:
+        self._core.shared_memory.register_system(
+            request.name, request.key, request.offset, request.byte_size
+        )
+        return service_pb2.SystemSharedMemoryRegisterResponse()
+
+    @_rpc
+    async def SystemSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> service_pb2.SystemSharedMemoryUnregisterResponse:
+        self._core.shared_memory.unregister("system", request.name)
+        return service_pb2.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc
+    async def CudaSharedMemoryStatus(
+        self, request: Any, context: Any
+    ) -> service_pb2.CudaSharedMemoryStatusResponse:
+        return cuda_status_response(self._core.shared_memory.status("cuda", request.name))
+
+    @_rpc
+    async def CudaSharedMemoryRegister(
+        self, request: Any, context: Any
+    ) -> service_pb2.CudaSharedMemoryRegisterResponse:
+        self._core.shared_memory.register_cuda(
+            request.name, request.raw_handle, request.device_id, request.byte_size
+        )
+        return service_pb2.CudaSharedMemoryRegisterResponse()
+
+    @_rpc
+    async def CudaSharedMemoryUnregister(
+        self, request: Any, context: Any
+    ) -> service_pb2.CudaSharedMemoryUnregisterResponse:
+        self._core.shared_memory.unregister("cuda", request.name)
+        return service_pb2.CudaSharedMemoryUnregisterResponse()
+
     # --- extensions headrace does not serve -------------------------------------------------
 
-    SystemSharedMemoryStatus = _unimplemented("SystemSharedMemoryStatus")
-    SystemSharedMemoryRegister = _unimplemented("SystemSharedMemoryRegister")
-    SystemSharedMemoryUnregister = _unimplemented("SystemSharedMemoryUnregister")
-    CudaSharedMemoryStatus = _unimplemented("CudaSharedMemoryStatus")
-    CudaSharedMemoryRegister = _unimplemented("CudaSharedMemoryRegister")
-    CudaSharedMemoryUnregister = _unimplemented("CudaSharedMemoryUnregister")
     TraceSetting = _unimplemented("TraceSetting")
     LogSettings = _unimplemented("LogSettings")
 

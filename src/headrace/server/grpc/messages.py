@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import service_pb2
 
 if TYPE_CHECKING:
+    from headrace.server.memory import RegionStatus
     from headrace.server.reports import (
         Duration,
         ModelMetadata,
@@ -21,10 +22,12 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "cuda_status_response",
     "model_metadata_response",
     "repository_index_response",
     "server_metadata_response",
     "statistics_response",
+    "system_status_response",
 ]
 
 
@@ -98,3 +101,32 @@ def repository_index_response(
             index(name=e.name, version=e.version, state=e.state, reason=e.reason) for e in entries
         ]
     )
+
+
+def system_status_response(
+    regions: Iterable[RegionStatus],
+) -> service_pb2.SystemSharedMemoryStatusResponse:
+    """Triton's system shared memory status: a map from region name to name, key, offset and
+    byte size."""
+    response = service_pb2.SystemSharedMemoryStatusResponse()
+    for r in regions:
+        response.regions[r.name].CopyFrom(
+            service_pb2.SystemSharedMemoryStatusResponse.RegionStatus(
+                name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size
+            )
+        )
+    return response
+
+
+def cuda_status_response(
+    regions: Iterable[RegionStatus],
+) -> service_pb2.CudaSharedMemoryStatusResponse:
+    """Triton's CUDA shared memory status: a map from region name to name, device and size."""
+    response = service_pb2.CudaSharedMemoryStatusResponse()
+    for r in regions:
+        response.regions[r.name].CopyFrom(
+            service_pb2.CudaSharedMemoryStatusResponse.RegionStatus(
+                name=r.name, device_id=r.device_id, byte_size=r.byte_size
+            )
+        )
+    return response

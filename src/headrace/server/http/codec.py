@@ -4,7 +4,9 @@ Pure functions from request bodies to :class:`headrace.types.InferenceRequest` a
 :class:`~headrace.types.InferenceResponse` to response bodies; no aiohttp here, so the
 framing rules are testable byte for byte. Binary tensors are read with ``numpy.frombuffer``
 straight out of the request body (zero-copy, hence read-only arrays); JSON tensors go
-through numpy in one call. JSON is parsed with orjson when it is installed (about 4x faster
+through numpy in one call. Tensors in shared memory (Triton's ``shared_memory_region``
+parameters) are read through the core's registry, handed in as ``memory``, and outputs bound
+for shared memory are written through their :class:`OutputTarget` and sent without data. JSON is parsed with orjson when it is installed (about 4x faster
 than python-rapidjson on request headers, 10x on JSON tensors) and python-rapidjson
 otherwise, which tritonclient always brings.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from headrace.errors import InvalidInput
+from headrace.server.memory import OutputTarget, SharedMemoryRef, SharedMemoryRegistry
 from headrace.server.parameters import (
     RESERVED_PARAMETERS,
     check_passthrough_key,
@@ -83,10 +86,15 @@ class DecodedRequest:
 
 
 def decode_infer_request(
-    model_name: str, model_version: str, body: bytes, header_length: int | None
+    model_name: str,
+    model_version: str,
+    body: bytes,
+    header_length: int | None,
+    memory: SharedMemoryRegistry | None = None,
 ) -> DecodedRequest:
     """Decode an infer body: JSON header (all of it when ``header_length`` is None) + binary.
 
+    Inputs in shared memory are read from ``memory``'s regions (refused without one).
     Raises :class:`InvalidInput` naming the input, the sizes and the model on any framing,
     JSON or tensor mismatch, the same cases Triton refuses.
     """
@@ -105,7 +113,7 @@ def decode_infer_request(
     offset = header_length
     inputs: dict[str, np.ndarray] = {}
     for item in inputs_json:
-        name, array, used = _decode_input(item, view, offset, model_name)
+        name, array, used = _decode_input(item, view, offset, model_name, memory)
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once for model '{model_name}'")
         inputs[name] = array
@@ -167,12 +175,23 @@ def decode_raw_request(
 
 
 def encode_infer_response(
-    response: InferenceResponse, decoded: DecodedRequest
+    response: InferenceResponse,
+    decoded: DecodedRequest,
+    shared: Mapping[str, OutputTarget] | None = None,
 ) -> tuple[bytes, int | None]:
-    """Encode a response; returns the body and the JSON header length (None if all JSON)."""
+    """Encode a response; returns the body and the JSON header length (None if all JSON).
+
+    Outputs in ``shared`` are written to their shared memory and listed with their datatype
+    and shape only, as Triton lists them.
+    """
     outputs: list[dict[str, Any]] = []
     chunks: list[Any] = []
     for name, value in response.outputs.items():
+        target = shared.get(name) if shared else None
+        if target is not None:
+            written, shape = target.write(name, value)
+            outputs.append({"name": name, "datatype": written.value, "shape": list(shape)})
+            continue
         array = np.asarray(value)
         datatype = datatype_of(array, name)
         entry: dict[str, Any] = {
@@ -212,7 +231,11 @@ def _loads_object(data: memoryview, what: str) -> dict[str, Any]:
 
 
 def _decode_input(
-    item: Any, view: memoryview, offset: int, model_name: str
+    item: Any,
+    view: memoryview,
+    offset: int,
+    model_name: str,
+    memory: SharedMemoryRegistry | None,
 ) -> tuple[str, np.ndarray, int]:
     """One ``$request_input``; returns name, array and the binary bytes it consumed."""
     if not isinstance(item, dict):
@@ -239,7 +262,10 @@ def _decode_input(
             "'parameters', 'shared_memory_region' in 'parameters'"
         )
     if has_shm:
-        raise InvalidInput(f"input '{name}': shared memory inputs are not supported by this server")
+        ref = SharedMemoryRef.from_parameters(params)
+        if memory is None or ref is None:
+            raise InvalidInput(f"input '{name}': shared memory inputs are not supported here")
+        return name, memory.read_input(name, datatype, shape, ref, model_name), 0
     if has_data:
         return name, _from_json(item["data"], datatype, shape, name), 0
     size = params["binary_data_size"]
@@ -390,10 +416,8 @@ def _requested_outputs(
                 f"output '{name}': the classification extension is not supported by this "
                 "server; request the raw output tensor instead"
             )
-        if "shared_memory_region" in params:
-            raise InvalidInput(
-                f"output '{name}': shared memory outputs are not supported by this server"
-            )
+        if SharedMemoryRef.from_parameters(params) is not None and params.get("binary_data"):
+            raise InvalidInput("Output can't set both 'shared_memory_region' and 'binary_data'")
         if "binary_data" in params:
             if not isinstance(params["binary_data"], bool):
                 raise InvalidInput(

@@ -20,7 +20,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from headrace.errors import HeadraceError, InvalidInput, require
 from headrace.server.http.body import accepted_encoding, compress, decompress
@@ -38,6 +38,11 @@ from headrace.server.http.generate import (
     generate_chunks,
     single_response,
     sse_event,
+)
+from headrace.server.http.memory import (
+    CudaRegistration,
+    SystemRegistration,
+    region_status_json,
 )
 from headrace.server.http.messages import (
     model_metadata_json,
@@ -157,6 +162,13 @@ class HttpFrontend:
         post("/v2/repository/index", self._repository_index)
         post("/v2/repository/models/{model}/load", self._load)
         post("/v2/repository/models/{model}/unload", self._unload)
+        for kind in ("system", "cuda"):
+            base = f"/v2/{kind}sharedmemory"
+            get(base + "/status", self._shm_status, allow_head=False)
+            get(base + "/region/{region}/status", self._shm_status, allow_head=False)
+            post(base + "/region/{region}/register", self._shm_register)
+            post(base + "/region/{region}/unregister", self._shm_unregister)
+            post(base + "/unregister", self._shm_unregister)
         for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version:[0-9]+}"):
             get(base, self._model_metadata, allow_head=False)
             get(base + "/ready", self._model_ready, allow_head=False)
@@ -267,8 +279,9 @@ class HttpFrontend:
         model, version = self._model(request)
         body = await self._body(request)
         raw_length = request.headers.get(_HEADER_LENGTH)
+        memory = self._core.shared_memory
         if raw_length is None:
-            decoded = decode_infer_request(model, version, body, None)
+            decoded = decode_infer_request(model, version, body, None, memory)
         else:
             try:
                 header_length = int(raw_length)
@@ -279,9 +292,10 @@ class HttpFrontend:
             if header_length == 0:
                 decoded = self._decode_raw(model, version, body)
             else:
-                decoded = decode_infer_request(model, version, body, header_length)
+                decoded = decode_infer_request(model, version, body, header_length, memory)
+        shared = memory.output_targets(decoded.request.outputs)
         result = await self._core.infer(decoded.request, endpoint="HTTP end point")
-        payload, header_len = encode_infer_response(result, decoded)
+        payload, header_len = encode_infer_response(result, decoded, shared)
         headers = {}
         if header_len is not None:
             headers[_HEADER_LENGTH] = str(header_len)
@@ -371,6 +385,35 @@ class HttpFrontend:
                 f"loading model '{model}' from files needs the 'config' parameter too"
             )
         await asyncio.shield(self._core.load_model(model, config, files or None))
+        return self._web.Response(status=200, content_type=_JSON)
+
+    # --- shared memory (the core's registry holds the regions) ------------------------------
+
+    @staticmethod
+    def _shm_kind(request: web.Request) -> Literal["system", "cuda"]:
+        return "cuda" if request.path.startswith("/v2/cuda") else "system"
+
+    async def _shm_status(self, request: web.Request) -> web.Response:
+        regions = self._core.shared_memory.status(
+            self._shm_kind(request), request.match_info.get("region", "")
+        )
+        return self._json(region_status_json(regions))
+
+    async def _shm_register(self, request: web.Request) -> web.Response:
+        name = request.match_info["region"]
+        body = await self._json_body(request)
+        memory = self._core.shared_memory
+        if self._shm_kind(request) == "system":
+            system = SystemRegistration.from_json(body)
+            memory.register_system(name, system.key, system.offset, system.byte_size)
+        else:
+            cuda = CudaRegistration.from_json(body)
+            memory.register_cuda(name, cuda.raw_handle, cuda.device_id, cuda.byte_size)
+        return self._web.Response(status=200, content_type=_JSON)
+
+    async def _shm_unregister(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("region", "")
+        self._core.shared_memory.unregister(self._shm_kind(request), name)
         return self._web.Response(status=200, content_type=_JSON)
 
     async def _unload(self, request: web.Request) -> web.Response:

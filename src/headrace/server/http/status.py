@@ -15,6 +15,7 @@ __all__ = ["HTTP_STATUS", "http_status"]
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.ALREADY_EXISTS: 400,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 503,
     ErrorCode.UNIMPLEMENTED: 501,
