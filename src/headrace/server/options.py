@@ -21,6 +21,9 @@ class ServerOptions:
     run_now_below_us: float = 500.0
     """Batches of an instance whose average execution time is under this run on the event
     loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
+    response_cache_bytes: int = 0
+    """Size of the server's response cache (``--cache-config local,size=N``); 0: no cache, so
+    no model caches even when its config enables ``response_cache``."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
@@ -29,6 +32,10 @@ class ServerOptions:
             )
         if self.num_buffers < 1:
             raise InvalidConfig(f"num_buffers must be at least 1, got {self.num_buffers}")
+        if self.response_cache_bytes < 0:
+            raise InvalidConfig(
+                f"response_cache_bytes must not be negative, got {self.response_cache_bytes}"
+            )
         if self.run_now_below_us < 0:
             raise InvalidConfig(
                 f"run_now_below_us must not be negative, got {self.run_now_below_us}"

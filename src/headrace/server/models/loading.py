@@ -11,19 +11,24 @@ version.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig
 from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.engine.placement import PlacementOptions, close_instances, place_instances
-from headrace.scheduling import InstancePool, make_scheduler
+from headrace.scheduling import InstancePool, Scheduler, make_scheduler
+from headrace.scheduling.caching import CachingScheduler
+from headrace.scheduling.response_cache import ResponseCache
 from headrace.scheduling.router import Router
 from headrace.server.models.table import LoadedVersion
 from headrace.server.statistics import VersionStatistics
 from headrace.server.validation import Signature
 
 __all__ = ["VersionSource", "load_version"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,12 @@ async def load_version(
     router: Router | None = None,
     num_buffers: int = 2,
     run_now_below_us: float = 0.0,
+    cache: ResponseCache | None = None,
 ) -> LoadedVersion:
-    """Place the instances (on a thread), then build the pool and the scheduler."""
+    """Place the instances (on a thread), then build the pool and the scheduler.
+
+    A version whose config enables ``response_cache`` schedules through ``cache`` (the
+    server's, None when it has none: the version then runs uncached, as in Triton)."""
     config = source.config
     signature = Signature.for_config(source.name, config)
     stats = VersionStatistics(source.name, str(source.version))
@@ -81,6 +90,7 @@ async def load_version(
         except BaseException:
             await asyncio.to_thread(pool.close)
             raise
+    scheduler = _with_cache(source, scheduler, stats, cache)
     backend = source.backend or config.backend or config.platform or "python_callable"
     return LoadedVersion(
         name=source.name,
@@ -92,3 +102,25 @@ async def load_version(
         stats=stats,
         backend=backend,
     )
+
+
+def _with_cache(
+    source: VersionSource,
+    scheduler: Scheduler,
+    stats: VersionStatistics,
+    cache: ResponseCache | None,
+) -> Scheduler:
+    config = source.config
+    if not config.response_cache.enable:
+        return scheduler
+    if cache is None:
+        _log.warning(
+            "model '%s' version %d enables response_cache, but the server has no cache "
+            "(--cache-config local,size=BYTES): it runs uncached",
+            source.name,
+            source.version,
+        )
+        return scheduler
+    if config.model_transaction_policy.decoupled or config.HasField("sequence_batching"):
+        return scheduler  # validate_config refuses these; a backend may set decoupled later
+    return CachingScheduler(scheduler, cache, stats, name=source.name, version=source.version)

@@ -40,6 +40,7 @@ from headrace.errors import (
     ModelNotFound,
     Unsupported,
 )
+from headrace.scheduling.response_cache import ResponseCache
 from headrace.server.models.loading import VersionSource, load_version
 from headrace.server.models.sources import (
     ScratchDirs,
@@ -102,6 +103,10 @@ class ModelRegistry:
             raise InvalidConfig("load_models '*' must be given alone")
         self._repository = open_repository(repository, options.strict_model_config)
         self.table = ModelTable()
+        self.cache = (
+            ResponseCache(options.response_cache_bytes) if options.response_cache_bytes else None
+        )
+        """The server's response cache, shared by every model that enables one (or None)."""
         self._registered: dict[str, _Registered] = {}
         self._problems: dict[str, str] = {}
         self._fingerprints: dict[str, str] = {}
@@ -339,6 +344,7 @@ class ModelRegistry:
                     router=self,
                     num_buffers=self.options.num_buffers,
                     run_now_below_us=self.options.run_now_below_us,
+                    cache=self.cache,
                 )
         except BaseException:
             await close_all(built.values())
