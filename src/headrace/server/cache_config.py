@@ -20,7 +20,7 @@ _EXAMPLE = "local,size=1048576"
 
 def parse_cache_config(values: Sequence[str]) -> int:
     """The response cache size in bytes that ``values`` (each flag's text) ask for; 0 for none."""
-    settings: dict[str, str] = {}
+    size_flag = ""
     for value in values:
         cache, key, setting = _split(value)
         if cache != "local":
@@ -33,17 +33,16 @@ def parse_cache_config(values: Sequence[str]) -> int:
                 f"{FLAG} {value!r}: the local cache has no setting {key!r}; its only one is "
                 f"'size' (e.g. {FLAG} {_EXAMPLE})"
             )
-        settings[key] = setting
+        size_flag, text = value, setting
     if not values:
         return 0
-    text = settings["size"]
     if not text.isdigit():
         raise InvalidConfig(
-            f"{FLAG} local,size={text}: size must be a whole number of bytes, got {text!r}"
+            f"{FLAG} {size_flag!r}: size must be a whole number of bytes, got {text!r}"
         )
     size = int(text)
     if size <= 0:
-        raise InvalidConfig(f"{FLAG} local,size={text}: size must be positive, got {size}")
+        raise InvalidConfig(f"{FLAG} {size_flag!r}: size must be positive, got {size}")
     return size
 
 
