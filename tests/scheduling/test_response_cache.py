@@ -113,6 +113,16 @@ def test_inserting_a_present_key_keeps_the_first_entry() -> None:
     assert cache.report().used_bytes == _size(4)
 
 
+def test_clear_drops_every_entry_and_keeps_the_counters() -> None:
+    cache = ResponseCache(1 << 20)
+    cache.insert(b"a", _outputs(4))
+    assert cache.lookup(b"a") is not None
+    cache.clear()
+    assert cache.lookup(b"a") is None
+    report = cache.report()
+    assert (report.entries, report.used_bytes, report.hits, report.misses) == (0, 0, 1, 1)
+
+
 def test_size_must_be_positive() -> None:
     with pytest.raises(InvalidConfig, match="must be positive, got 0"):
         ResponseCache(0)
@@ -132,6 +142,7 @@ def test_keys_are_equal_only_for_identical_requests() -> None:
     item = WorkItem({"x": x})
     assert request_key("other", 1, item) != base
     assert request_key("m", 2, item) != base
+    assert request_key("m", 1, item, generation=2) != base  # another load of version 1
     assert request_key("m", 1, WorkItem({"w": x})) != base
     two = request_key("m", 1, WorkItem({"a": x, "b": x + 1}))
     assert two == request_key("m", 1, WorkItem({"b": x + 1, "a": x}))  # input order is free

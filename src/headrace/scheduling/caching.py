@@ -15,6 +15,7 @@ plus insertion time), which also lengthens the request's ``success`` time.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -33,6 +34,9 @@ class CacheStatsSink(Protocol):
 
     def record_cache_miss(self, *, miss_ns: int) -> None: ...
 
+
+_GENERATIONS = itertools.count(1)
+"""One number per CachingScheduler built: each load of a version keys its own entries."""
 
 _HIT = object()
 """The ticket of a request answered from the cache: nothing to withdraw."""
@@ -55,10 +59,11 @@ class CachingScheduler(Scheduler):
         self._stats = stats
         self.name = name
         self.version = version
+        self.generation = next(_GENERATIONS)
 
     def submit(self, item: WorkItem) -> Any:
         start_ns = time.monotonic_ns()
-        key = request_key(self.name, self.version, item)
+        key = request_key(self.name, self.version, item, self.generation)
         if key is None:  # an input on a device: not hashable, not cached (as Triton)
             return self.inner.submit(item)
         found = self.cache.lookup(key)

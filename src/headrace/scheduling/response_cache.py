@@ -145,6 +145,13 @@ class ResponseCache:
             self._insertion_ns += time.monotonic_ns() - start
         return stored
 
+    def clear(self) -> None:
+        """Drop every entry (a model loaded, reloaded or unloaded: ensembles over it would
+        replay answers of its old version); the counters keep counting."""
+        with self._lock:
+            self._entries.clear()
+            self._used = 0
+
     def report(self) -> CacheReport:
         """A consistent copy of the counters."""
         with self._lock:
@@ -160,12 +167,15 @@ class ResponseCache:
             )
 
 
-def request_key(model: str, version: int, item: WorkItem) -> bytes | None:
+def request_key(model: str, version: int, item: WorkItem, generation: int = 0) -> bytes | None:
     """The cache key of ``item`` for one model version; None when an input is not a host
-    array (a device tensor), which makes the request uncacheable, as in Triton."""
+    array (a device tensor), which makes the request uncacheable, as in Triton.
+
+    ``generation`` tells loads of the same version apart: a reloaded version (new files under
+    the same number) never replays what the one before it answered."""
     digest = hashlib.sha256()
     _text(digest, model)
-    _text(digest, str(version))
+    _text(digest, f"{version}#{generation}")
     requested = item.requested_outputs
     _text(digest, "*" if requested is None else "\0".join(sorted(requested)))
     _text(digest, repr(sorted((str(k), repr(v)) for k, v in item.parameters.items())))

@@ -305,6 +305,7 @@ class ModelRegistry:
                     raise
                 raise InternalError(f"model '{name}' failed to load: {message}") from exc
             old = record.swap(new)
+            self._forget_responses()
             record.state, record.reason = ModelState.READY, ""
             if fingerprint is not None:
                 self._fingerprints[name] = fingerprint
@@ -382,11 +383,17 @@ class ModelRegistry:
         async with record.lock:
             record.state = ModelState.UNLOADING
             old = record.swap({})
+            self._forget_responses()
             try:
                 await close_all(old.values())
             finally:
                 record.state, record.reason = ModelState.UNAVAILABLE, reason
         self._scratch.drop(record.name)
+
+    def _forget_responses(self) -> None:
+        """A model changed: cached responses of ensembles over it may no longer hold."""
+        if self.cache is not None:
+            self.cache.clear()
 
     async def _poll_loop(self) -> None:
         assert self._stop_event is not None

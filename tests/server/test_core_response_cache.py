@@ -183,6 +183,21 @@ def test_metrics_have_tritons_cache_names() -> None:
         assert line in text, line
 
 
+def test_a_reloaded_model_never_replays_its_old_answers() -> None:
+    async def body() -> None:
+        server = await _server(factor=2.0)
+        before = await server.infer(InferenceRequest("scale", {"x": _x()}))
+        await server.register_model("scale", scale_factory(factor=3.0), _cached_config())
+        after = await server.infer(InferenceRequest("scale", {"x": _x()}))
+        np.testing.assert_array_equal(before.outputs["y"], _x() * 2)
+        np.testing.assert_array_equal(after.outputs["y"], _x() * 3)
+        (stats,) = server.statistics("scale")
+        assert (stats.cache_miss.count, stats.cache_hit.count) == (1, 0)  # the new version's
+        await server.stop()
+
+    run(body)
+
+
 def test_eviction_makes_an_old_request_miss_again() -> None:
     async def body() -> None:
         # room for one response of two FP32 [1, 4] outputs (the entry's size is 128 + 2 * 65
