@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from server_fakes import run, scale_config, scale_factory, write_python_model
+from server_fakes import ScaleBackend, run, scale_config, scale_factory, write_python_model
 from test_ensemble import ensemble, python_model
 
 from headrace.config import ModelConfig
 from headrace.errors import InvalidConfig
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.metrics import ServerMetrics
-from headrace.types import InferenceRequest, RequestedOutput
+from headrace.types import InferenceRequest, Outputs, RequestedOutput
 
 
 def _cached_config(name: str = "scale", dynamic: bool = False) -> ModelConfig:
@@ -257,6 +259,40 @@ def test_decoupled_and_sequence_models_refuse_a_cache(tmp_path: Path, extra: str
             InvalidConfig, match=f"Response Cache does not currently support model m {why}"
         ):
             await server.load_model("m")
+        await server.stop()
+
+    run(body)
+
+
+class _TorchScale(ScaleBackend):
+    """y = 2x, z = x + 1 as torch tensors on the instance's device: on a GPU the outputs
+    reach the sink as views of the pipeline's pinned host slots, which later batches reuse."""
+
+    accepts_torch = True
+
+    def execute(self, inputs: Mapping[str, Any]) -> Outputs:
+        import torch
+
+        x = torch.as_tensor(inputs["x"], device=self.device)
+        return {"y": 2 * x, "z": x + 1}
+
+
+@pytest.mark.gpu
+def test_a_hit_on_a_gpu_model_survives_the_reuse_of_its_output_slot() -> None:
+    async def body() -> None:
+        server = InferenceServer(options=ServerOptions(response_cache_bytes=1 << 20))
+        await server.start()
+        config = _cached_config()
+        await server.register_model("scale", lambda context: _TorchScale(context), config)
+        first = await server.infer(InferenceRequest("scale", {"x": _x(1)}))
+        first_y = np.array(first.outputs["y"])
+        for value in range(2, 10):  # more batches than the pipeline has slots
+            await server.infer(InferenceRequest("scale", {"x": _x(value)}))
+        again = await server.infer(InferenceRequest("scale", {"x": _x(1)}))
+        np.testing.assert_array_equal(again.outputs["y"], first_y)
+        np.testing.assert_array_equal(again.outputs["y"], _x(1) * 2)
+        (stats,) = server.statistics("scale")
+        assert (stats.cache_hit.count, stats.execution_count) == (1, 9)
         await server.stop()
 
     run(body)
