@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -150,8 +151,12 @@ def launch(
     workdir: Path,
     options: dict[str, int],
     timeout_s: float = 300.0,
+    extra_args: Sequence[str] = (),
 ) -> ServerProcess:
-    """Start ``system`` serving ``models`` from ``repository`` and wait until they are ready."""
+    """Start ``system`` serving ``models`` from ``repository`` and wait until they are ready.
+
+    ``extra_args`` go to ``headrace serve`` or ``tritonserver`` as they are (flags both read,
+    such as ``--cache-config``)."""
     attempts = 1 if system == "headrace" else 3
     for attempt in range(attempts):
         ports = None if system == "headrace" else Ports(*free_ports(3))
@@ -159,6 +164,8 @@ def launch(
         ports_file = workdir / f"{system}-ports.json"
         ports_file.unlink(missing_ok=True)
         command, env = _command(system, repository, models, ports, ports_file, options)
+        if system in ("headrace", "triton"):
+            command = [*command, *extra_args]
         server = ServerProcess(system, command, env, log)
         server.ports = ports
         try:

@@ -53,6 +53,7 @@ def validate_config(config: ModelConfig, source: str = "") -> None:
     _check_sequence_batching(check, config)
     _check_ensemble(check, config)
     _check_instance_groups(check, config)
+    _check_response_cache(check, config)
 
 
 def _check_name(check: _Checker, name: str) -> None:
@@ -394,3 +395,21 @@ def _check_instance_groups(check: _Checker, config: ModelConfig) -> None:
         for gpu in group.gpus:
             if gpu < 0:
                 check.fail(f"{path}.gpus", f"GPU ids are >= 0, got {gpu}")
+
+
+def _check_response_cache(check: _Checker, config: ModelConfig) -> None:
+    """Triton refuses the cache where one request may not have exactly one stateless answer."""
+    if not config.response_cache.enable:
+        return
+    if config.model_transaction_policy.decoupled:
+        check.fail(
+            "response_cache.enable",
+            f"Response Cache does not currently support model {config.name} with 'decoupled' "
+            "transaction policy. Please disable the response cache.",
+        )
+    if config.HasField("sequence_batching"):
+        check.fail(
+            "response_cache.enable",
+            f"Response Cache does not currently support model {config.name} with sequence "
+            "batching scheduler. Please disable the response cache.",
+        )

@@ -102,7 +102,9 @@ class ServerApp:
         options = self.options
         doors: list[tuple[str, _Door]] = []
         if options.metrics_port is not None:
-            metrics = ServerMetrics(self.core.metric_samples, gpu=options.gpu_metrics)
+            metrics = ServerMetrics(
+                self.core.metric_samples, gpu=options.gpu_metrics, cache=self.core.cache_report
+            )
             doors.append(("metrics", MetricsEndpoint(metrics, options.host, options.metrics_port)))
         if options.http_port is not None:
             from headrace.server.http.frontend import HttpFrontend

@@ -18,6 +18,7 @@ from headrace.server.app import (
     run,
     run_until_signal,
 )
+from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 
@@ -85,6 +86,15 @@ def register(subparsers: Any) -> None:
         "HEADRACE_PYTHON_RUNTIME parameter overrides it (default %(default)s)",
     )
     parser.add_argument(
+        "--cache-config",
+        action="append",
+        default=[],
+        metavar="CACHE,KEY=VALUE",
+        help="the response cache, as tritonserver's flag: local,size=BYTES (repeat for more "
+        "keys); models with 'response_cache { enable: true }' use it (default: no cache, so "
+        "no model caches)",
+    )
+    parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
     parser.set_defaults(func=serve)
@@ -92,6 +102,7 @@ def register(subparsers: Any) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until a signal; returns the exit code."""
+    cache_bytes = parse_cache_config(args.cache_config)
     core = InferenceServer(
         args.repository,
         model_control_mode=args.model_control_mode,
@@ -100,6 +111,7 @@ def serve(args: argparse.Namespace) -> int:
             repository_poll_secs=args.repository_poll_secs,
             run_now_below_us=args.run_now_below_us,
             python_runtime=args.python_runtime,
+            response_cache_bytes=cache_bytes,
         ),
     )
     frontends = FrontendOptions(

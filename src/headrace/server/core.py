@@ -32,6 +32,7 @@ from headrace.errors import (
     Unavailable,
     Unsupported,
 )
+from headrace.scheduling.response_cache import CacheReport
 from headrace.scheduling.sinks import FutureSink, StreamSink
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.server.metrics import VersionSample
@@ -300,9 +301,15 @@ class InferenceServer:
                 stats=loaded.stats.snapshot(),
                 failures=loaded.stats.failures(),
                 pending=loaded.scheduler.pending,
+                response_cache=loaded.config.response_cache.enable,
             )
             for loaded in self._sorted_loaded()
         ]
+
+    def cache_report(self) -> CacheReport | None:
+        """The server's response cache counters (None without ``--cache-config``)."""
+        cache = self.models.cache
+        return None if cache is None else cache.report()
 
     def loaded_versions(self) -> list[LoadedVersion]:
         """Every serving version, sorted by model name and version."""

@@ -4,7 +4,10 @@ Nothing is counted twice: at scrape time a collector reads each loaded version's
 :class:`~headrace.server.statistics.VersionStatistics` snapshot and its scheduler's pending
 count, so the request path never touches prometheus_client. Counters are exposed as Triton
 exposes them, without the ``_total`` suffix prometheus_client would add, durations in
-microseconds, labelled ``model`` and ``version``. GPU gauges (``nv_gpu_*``, labelled
+microseconds, labelled ``model`` and ``version``. Versions whose config enables
+``response_cache`` also get Triton's ``nv_cache_*_per_model`` counters, and a server with a
+response cache the cache-wide ``nv_cache_*`` gauges (read live at scrape time, where Triton
+refreshes them every few seconds). GPU gauges (``nv_gpu_*``, labelled
 ``gpu_uuid``) appear when nvidia-ml-py finds a GPU.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headrace.errors import require
+from headrace.scheduling.response_cache import CacheReport
 from headrace.server.reports import ModelStatistics
 
 __all__ = ["DEFAULT_METRICS_PORT", "MetricsEndpoint", "ServerMetrics", "VersionSample"]
@@ -32,6 +36,9 @@ class VersionSample:
     stats: ModelStatistics
     failures: Mapping[str, int]
     pending: int
+    response_cache: bool = False
+    """Whether the version's config enables ``response_cache`` (Triton then exports its
+    per-model cache counters, even when the server has no cache)."""
 
 
 # (name, help, value taken from a ModelStatistics) for the per-version counters.
@@ -79,12 +86,71 @@ _COUNTERS: tuple[tuple[str, str, Callable[[ModelStatistics], float]], ...] = (
 )
 
 
-class ServerMetrics:
-    """A registry whose collector reads ``source()`` (one sample per loaded version) per scrape."""
+# (name, help, value taken from a ModelStatistics) for versions that enable response_cache.
+_CACHE_COUNTERS: tuple[tuple[str, str, Callable[[ModelStatistics], float]], ...] = (
+    ("nv_cache_num_hits_per_model", "Number of cache hits per model", lambda s: s.cache_hit.count),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Total cache hit duration per model, in microseconds",
+        lambda s: s.cache_hit.ns // 1000,
+    ),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of cache misses per model",
+        lambda s: s.cache_miss.count,
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Total cache miss (insert+lookup) duration per model, in microseconds",
+        lambda s: s.cache_miss.ns // 1000,
+    ),
+)
 
-    def __init__(self, source: Callable[[], Iterable[VersionSample]], *, gpu: bool = True) -> None:
+# (name, help, value taken from the server's CacheReport): Triton's cache-wide gauges.
+_CACHE_GAUGES: tuple[tuple[str, str, Callable[[CacheReport], float]], ...] = (
+    ("nv_cache_util", "Cache utilization [0.0 - 1.0]", lambda r: r.utilization),
+    (
+        "nv_cache_num_entries",
+        "Number of responses stored in response cache",
+        lambda r: r.entries,
+    ),
+    ("nv_cache_num_hits", "Number of cache hits in response cache", lambda r: r.hits),
+    ("nv_cache_num_misses", "Number of cache misses in response cache", lambda r: r.misses),
+    ("nv_cache_num_lookups", "Number of cache lookups in response cache", lambda r: r.lookups),
+    (
+        "nv_cache_num_evictions",
+        "Number of cache evictions in response cache",
+        lambda r: r.evictions,
+    ),
+    (
+        "nv_cache_lookup_duration",
+        "Total cache lookup duration (hit and miss), in microseconds",
+        lambda r: r.lookup_ns // 1000,
+    ),
+    (
+        "nv_cache_insertion_duration",
+        "Total cache insertion duration, in microseconds",
+        lambda r: r.insertion_ns // 1000,
+    ),
+)
+
+
+class ServerMetrics:
+    """A registry whose collector reads ``source()`` (one sample per loaded version) per scrape.
+
+    ``cache()``, when given, reports the server's response cache (None: the server has none).
+    """
+
+    def __init__(
+        self,
+        source: Callable[[], Iterable[VersionSample]],
+        *,
+        gpu: bool = True,
+        cache: Callable[[], CacheReport | None] | None = None,
+    ) -> None:
         prometheus = require("prometheus_client", "serve")
         self._source = source
+        self._cache = cache
         self._gpu = _GpuProbe() if gpu else None
         self.registry = prometheus.CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -135,8 +201,24 @@ class ServerMetrics:
             pending.add_metric([sample.stats.name, sample.stats.version], sample.pending)
         yield failure
         yield pending
+        yield from self._cache_families(core, samples)
         if self._gpu is not None:
             yield from self._gpu.families(core)
+
+    def _cache_families(self, core: Any, samples: list[VersionSample]) -> Iterator[Any]:
+        cached = [sample for sample in samples if sample.response_cache]
+        if cached:
+            for name, help_text, value in _CACHE_COUNTERS:
+                family = core.CounterMetricFamily(name, help_text, labels=["model", "version"])
+                for sample in cached:
+                    family.add_metric(
+                        [sample.stats.name, sample.stats.version], value(sample.stats)
+                    )
+                yield family
+        report = self._cache() if self._cache is not None else None
+        if report is not None:
+            for name, help_text, gauge in _CACHE_GAUGES:
+                yield core.GaugeMetricFamily(name, help_text, value=gauge(report))
 
 
 class _Collector:

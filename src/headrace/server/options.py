@@ -24,6 +24,9 @@ class ServerOptions:
     python_runtime: str = "process"
     """Where python-backend models run unless their config says: ``process`` (a worker process
     per instance) or ``in-server`` (the server's threads)."""
+    response_cache_bytes: int = 0
+    """Size of the server's response cache (``--cache-config local,size=N``); 0: no cache, so
+    no model caches even when its config enables ``response_cache``."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
@@ -35,6 +38,10 @@ class ServerOptions:
         if self.python_runtime not in ("process", "in-server"):
             raise InvalidConfig(
                 f"--python-runtime must be process or in-server, got '{self.python_runtime}'"
+            )
+        if self.response_cache_bytes < 0:
+            raise InvalidConfig(
+                f"response_cache_bytes must not be negative, got {self.response_cache_bytes}"
             )
         if self.run_now_below_us < 0:
             raise InvalidConfig(

@@ -8,6 +8,8 @@ a lock and a few additions.
 Triton's meanings: ``success``/``fail`` count requests and sum their end-to-end time;
 ``queue`` sums time waiting for an instance; ``inference_count`` counts batch items and
 ``execution_count`` model executions; ``compute_*`` and ``batch_stats`` are per execution.
+A response cache hit is a successful request (with ``cache_hit``) that executes nothing; a
+successful miss adds ``cache_miss`` (lookup plus insertion) to the request's time.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class VersionStatistics:
         self._compute_output = _Acc()
         self._batches: dict[int, _BatchAcc] = {}
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self._cache_hit = _Acc()
+        self._cache_miss = _Acc()
 
     def record_request(self, *, success: bool, queue_ns: int, total_ns: int) -> None:
         """One request finished (the scheduler calls this for every request it accepted)."""
@@ -100,6 +104,20 @@ class VersionStatistics:
             acc.compute_input.add(compute_input_ns)
             acc.compute_infer.add(compute_infer_ns)
             acc.compute_output.add(compute_output_ns)
+
+    def record_cache_hit(self, *, hit_ns: int, total_ns: int) -> None:
+        """A request answered from the response cache: a success that queued for nothing."""
+        with self._lock:
+            self._success.add(total_ns)
+            self._queue.add(0)
+            self._cache_hit.add(hit_ns)
+
+    def record_cache_miss(self, *, miss_ns: int) -> None:
+        """A request missed the cache, ran and had its response stored (the scheduler counts
+        the request itself); the lookup and insertion add to its time, as in Triton."""
+        with self._lock:
+            self._success.ns += miss_ns
+            self._cache_miss.add(miss_ns)
 
     def record_failure_reason(self, reason: str) -> None:
         """Count a failed request under Triton's failure ``reason`` (for the metrics)."""
@@ -136,5 +154,7 @@ class VersionStatistics:
                 compute_input=self._compute_input.frozen(),
                 compute_infer=self._compute_infer.frozen(),
                 compute_output=self._compute_output.frozen(),
+                cache_hit=self._cache_hit.frozen(),
+                cache_miss=self._cache_miss.frozen(),
                 batch_stats=batches,
             )

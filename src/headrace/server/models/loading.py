@@ -14,6 +14,7 @@ version.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from headrace.backends.base import BackendContext, BackendFactory
@@ -26,7 +27,9 @@ from headrace.engine.placement import (
     place_instances,
 )
 from headrace.errors import InvalidConfig
-from headrace.scheduling import InstancePool, make_scheduler
+from headrace.scheduling import InstancePool, Scheduler, make_scheduler
+from headrace.scheduling.caching import CachingScheduler
+from headrace.scheduling.response_cache import ResponseCache
 from headrace.scheduling.router import Router
 from headrace.server.models.table import LoadedVersion
 from headrace.server.statistics import VersionStatistics
@@ -44,6 +47,8 @@ PYTHON_RUNTIMES = ("process", "in-server")
 PYTHON_RUNTIME_PARAMETER = "HEADRACE_PYTHON_RUNTIME"
 """A model's ``parameters`` key that chooses its python runtime over the server's default."""
 _PYTHON_BACKENDS = ("python", "python_callable")
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,11 +84,13 @@ async def load_version(
     num_buffers: int = 2,
     run_now_below_us: float = 0.0,
     python_default: str = "in-server",
+    cache: ResponseCache | None = None,
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler.
 
-    ``python_default`` is the runtime of python-backend models that do not choose one.
-    """
+    ``python_default`` is the runtime of python-backend models that do not choose one. A
+    version whose config enables ``response_cache`` schedules through ``cache`` (the
+    server's, None when it has none: the version then runs uncached, as in Triton)."""
     config = source.config
     backend = source.backend or config.backend or config.platform or "python_callable"
     signature = Signature.for_config(source.name, config)
@@ -109,6 +116,7 @@ async def load_version(
         except BaseException:
             await asyncio.to_thread(pool.close)
             raise
+    scheduler = _with_cache(source, scheduler, stats, cache)
     return LoadedVersion(
         name=source.name,
         version=source.version,
@@ -150,3 +158,25 @@ def _builder(runtime: str) -> InstanceBuilder | None:
     from headrace.engine.process_instance import ProcessExecutor
 
     return ProcessExecutor()
+
+
+def _with_cache(
+    source: VersionSource,
+    scheduler: Scheduler,
+    stats: VersionStatistics,
+    cache: ResponseCache | None,
+) -> Scheduler:
+    config = source.config
+    if not config.response_cache.enable:
+        return scheduler
+    if cache is None:
+        _log.warning(
+            "model '%s' version %d enables response_cache, but the server has no cache "
+            "(--cache-config local,size=BYTES): it runs uncached",
+            source.name,
+            source.version,
+        )
+        return scheduler
+    if config.model_transaction_policy.decoupled or config.HasField("sequence_batching"):
+        return scheduler  # validate_config refuses these; a backend may set decoupled later
+    return CachingScheduler(scheduler, cache, stats, name=source.name, version=source.version)

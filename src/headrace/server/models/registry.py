@@ -40,6 +40,7 @@ from headrace.errors import (
     ModelNotFound,
     Unsupported,
 )
+from headrace.scheduling.response_cache import ResponseCache
 from headrace.server.models.loading import VersionSource, load_version
 from headrace.server.models.sources import (
     ScratchDirs,
@@ -102,6 +103,10 @@ class ModelRegistry:
             raise InvalidConfig("load_models '*' must be given alone")
         self._repository = open_repository(repository, options.strict_model_config)
         self.table = ModelTable()
+        self.cache = (
+            ResponseCache(options.response_cache_bytes) if options.response_cache_bytes else None
+        )
+        """The server's response cache, shared by every model that enables one (or None)."""
         self._registered: dict[str, _Registered] = {}
         self._problems: dict[str, str] = {}
         self._fingerprints: dict[str, str] = {}
@@ -300,6 +305,7 @@ class ModelRegistry:
                     raise
                 raise InternalError(f"model '{name}' failed to load: {message}") from exc
             old = record.swap(new)
+            self._forget_responses()
             record.state, record.reason = ModelState.READY, ""
             if fingerprint is not None:
                 self._fingerprints[name] = fingerprint
@@ -340,6 +346,7 @@ class ModelRegistry:
                     num_buffers=self.options.num_buffers,
                     run_now_below_us=self.options.run_now_below_us,
                     python_default=self.options.python_runtime,
+                    cache=self.cache,
                 )
         except BaseException:
             await close_all(built.values())
@@ -377,11 +384,17 @@ class ModelRegistry:
         async with record.lock:
             record.state = ModelState.UNLOADING
             old = record.swap({})
+            self._forget_responses()
             try:
                 await close_all(old.values())
             finally:
                 record.state, record.reason = ModelState.UNAVAILABLE, reason
         self._scratch.drop(record.name)
+
+    def _forget_responses(self) -> None:
+        """A model changed: cached responses of ensembles over it may no longer hold."""
+        if self.cache is not None:
+            self.cache.clear()
 
     async def _poll_loop(self) -> None:
         assert self._stop_event is not None
