@@ -11,8 +11,10 @@ state) and the decoupled ones, with plain models beside them. Both servers load 
 - ``generate``: the HTTP generate / generate_stream cases of :mod:`decoupled_client`;
 - ``streams``: decoupled and plain models over gRPC ``ModelStreamInfer``, each kind on a stream
   of its own, unary requests to a decoupled model, and last (NVIDIA Triton 2.51 cannot serve it)
-  one stream mixing decoupled and plain models, after which the script asks whether the server
-  is still live.
+  rounds of one stream mixing decoupled and plain models, after each of which the script asks
+  whether the server is still live;
+- ``statistics``: each model's inference count and success / fail counts, read before the
+  mixed streams (the counts that do not depend on timing).
 
 Each case is ``same``, ``differs on purpose`` (a documented difference, :mod:`verdicts`, whose
 rule checks both answers) or ``differs`` (a finding). It prints a table of cases and writes
@@ -61,6 +63,7 @@ def client_run(server: servers.ServerProcess) -> dict[str, dict[str, Any]]:
         "generate": decoupled_client.generate_scenario(server.ports.http),
         "streams": decoupled_client.stream_scenario(http, grpc),
     }
+    transcript["statistics"] = {model: _statistics(server, model) for model in MODELS}
     rounds = decoupled_client.mixed_stream(http, grpc)  # last: it may end the server
     mixed: dict[str, Any] = {"rounds": rounds}
     if not rounds[-1]["server_live_after"]:
@@ -68,6 +71,16 @@ def client_run(server: servers.ServerProcess) -> dict[str, dict[str, Any]]:
         mixed["server_log"] = _fatal_lines(server.log_path)
     transcript["streams"][MIXED] = mixed
     return transcript
+
+
+def _statistics(server: servers.ServerProcess, model: str) -> dict[str, int]:
+    """The counts of a model's statistics that do not depend on timing (batches do)."""
+    stats = server.stats(model)
+    return {
+        "inference_count": int(stats.get("inference_count", 0)),
+        "success": int(stats["inference_stats"]["success"]["count"]),
+        "fail": int(stats["inference_stats"]["fail"]["count"]),
+    }
 
 
 def _exit_status(server: servers.ServerProcess) -> int | None:
@@ -79,7 +92,7 @@ def _exit_status(server: servers.ServerProcess) -> int | None:
 
 def _fatal_lines(log: Path) -> list[str]:
     """The log lines that say why a server died (assertions, signals), stack frames left out."""
-    words = ("ASSERTION", "Signal", "terminate", "Segmentation", "Aborted")
+    words = ("ASSERTION", "Signal (", "Segmentation fault", "Aborted")
     lines = log.read_text(errors="replace").splitlines()
     return [line.strip() for line in lines if any(word in line for word in words)][:8]
 
@@ -94,6 +107,7 @@ RULES = {
     "sequences": verdicts.SEQUENCE_RULES,
     "generate": verdicts.generate_rules(),
     "streams": verdicts.STREAM_RULES,
+    "statistics": {},
 }
 
 
