@@ -3,7 +3,8 @@
 Unmodified tritonclient drives a server over HTTP, gRPC and a gRPC stream, with integer and
 string sequence ids, good sequences and bad requests, and writes down every answer (outputs, or
 the error's status and message) in a transcript. The headrace integration tests check the
-transcript of ``headrace serve``; the side-by-side test compares it with NVIDIA Triton's.
+transcript of ``headrace serve``; tests/integration/test_triton_sequences.py and
+benchmarks/stateful_vs_triton.py compare it with NVIDIA Triton's (:mod:`verdicts`).
 
 Models: ``seq_accumulate`` (direct, implicit state from zeros, idle release after 2 s),
 ``seq_controls`` (oldest, two instances, START/END/READY/CORRID controls, sums kept by the
@@ -29,7 +30,7 @@ from tritonclient.utils import InferenceServerException
 __all__ = ["SEQUENCE_MODELS", "outputs", "scenario", "sequence_repository"]
 
 SEQUENCE_MODELS = ("seq_accumulate", "seq_controls", "seq_corrid", "seq_string")
-MODELS = Path(__file__).resolve().parent.parent / "data" / "python_models"
+MODELS = Path(__file__).resolve().parents[2] / "tests" / "data" / "python_models"
 WAIT_S = 20.0
 Answer = dict[str, Any]
 
