@@ -10,7 +10,8 @@ sequence over gRPC ``ModelStreamInfer`` (or HTTP, ``--protocols``).
 
 | system | serves | what runs the models |
 | --- | --- | --- |
-| headrace | the python repository (below) | ``headrace serve``: the three ``model.py`` files in its own process |
+| headrace | the python repository (below) | ``headrace serve --python-runtime process``: each ``model.py`` instance in a worker process |
+| headrace-in-server | the same directory | ``headrace serve --python-runtime in-server``: the three ``model.py`` files on the server's own threads |
 | triton | the same directory | NVIDIA Triton 2.51 (``../shared/tools/tritonserver``): each ``model.py`` in a python-backend stub process |
 | headrace-onnx | headrace's examples repository | ``headrace serve``: the snapshotter with implicit state, cleaner and detector as ONNX (onnxruntime) |
 
@@ -68,7 +69,11 @@ sys.path.insert(0, str(EXAMPLE))
 
 import servers  # noqa: E402
 
-SYSTEMS = ("headrace", "triton", "headrace-onnx")
+SYSTEMS = ("headrace", "triton", "headrace-onnx", "headrace-in-server")
+RUNTIME_ARGS = {
+    "headrace": ["--python-runtime", "process"],
+    "headrace-in-server": ["--python-runtime", "in-server"],
+}
 STEPS = ("snapshotter", "strain_cleaner", "strain_detector")
 MODEL = "streaming_detector"
 ARCHIVE_UPDATES = 64  # per stream; loads cycle through them
@@ -205,7 +210,7 @@ def start_servers(
 
     python_repo = workdir / "python-repository"
     write_python_repository(python_repo, torch_threads)
-    repos = {"headrace": python_repo, "triton": python_repo}
+    repos = {"headrace": python_repo, "triton": python_repo, "headrace-in-server": python_repo}
     if "headrace-onnx" in systems:
         repos["headrace-onnx"] = workdir / "examples-repository"
         create_examples_repository(repos["headrace-onnx"])
@@ -215,7 +220,8 @@ def start_servers(
             home = workdir / system
             home.mkdir()
             kind = "triton" if system == "triton" else "headrace"
-            server = servers.launch(kind, repos[system], [MODEL], home, {})
+            extra = RUNTIME_ARGS.get(system, [])
+            server = servers.launch(kind, repos[system], [MODEL], home, {}, extra_args=extra)
             running[system] = stack.enter_context(server)
         yield running
 

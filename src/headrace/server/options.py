@@ -21,9 +21,12 @@ class ServerOptions:
     run_now_below_us: float = 500.0
     """Batches of an instance whose average execution time is under this run on the event
     loop thread instead of the pipeline's threads (0: never); see ``scheduling.pool``."""
-    python_runtime: str = "process"
-    """Where python-backend models run unless their config says: ``process`` (a worker process
-    per instance) or ``in-server`` (the server's threads)."""
+    python_runtime: str = "in-server"
+    """Where python-backend models run unless their config says: ``in-server`` (the server's
+    threads) or ``process`` (a worker process per instance). The default by measurement: worker
+    processes served 0.54-1.08x the in-server requests (medians; identity, MLP and compute
+    models, HTTP and gRPC, c=16/64 on two cores shared with the client), at more server CPU
+    per request (``benchmarks/results/serve_ab_python_runtime.json``)."""
     response_cache_bytes: int = 0
     """Size of the server's response cache (``--cache-config local,size=N``); 0: no cache, so
     no model caches even when its config enables ``response_cache``."""
