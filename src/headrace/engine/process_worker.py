@@ -19,6 +19,7 @@ module's and :mod:`~headrace.engine.process_instance`'s alone.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import sys
@@ -190,6 +191,8 @@ def _serve(
     except BaseException as exc:  # the server reports it as the load's error
         conn.send(("failed", PortableError.of(exc)))
         return
+    gc.collect()
+    gc.freeze()  # the model and its libraries live as long as the worker: keep them out of GC
     conn.send(("ready", os.getpid()))
     copy_inputs = bool(context.config.model_transaction_policy.decoupled)
     cancelled: set[int] = set()

@@ -41,6 +41,7 @@ from headrace.errors import (
     Unsupported,
 )
 from headrace.scheduling.response_cache import ResponseCache
+from headrace.server.heap import refreeze
 from headrace.server.models.loading import VersionSource, load_version
 from headrace.server.models.sources import (
     ScratchDirs,
@@ -62,6 +63,10 @@ ModelControlMode = Literal["none", "poll", "explicit"]
 MODES = ("none", "poll", "explicit")
 UNLOADED = "unloaded"
 _log = logging.getLogger(__name__)
+
+_HEAP_SETTLE_S = 1.0
+"""After a load or unload, how long the model set must stay unchanged before the heap is
+collected and frozen again (one pause of a few hundred ms, not one per model of a burst)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class ModelRegistry:
         self._needs: dict[str, list[str]] = {}
         self._scratch = ScratchDirs()
         self._stop_event: asyncio.Event | None = None
+        self._heap_timer: asyncio.TimerHandle | None = None
         self._poll_task: asyncio.Task[None] | None = None
 
     # -- routing (the Router protocol) ------------------------------------------------------
@@ -135,6 +141,7 @@ class ModelRegistry:
             for name in names:
                 if not self._ready(name):  # loaded already as another model's dependency
                     await self._load_logged(name, report)
+        self._settle_heap_now()
         if self.mode == "poll" and self._repository is not None:
             self._poll_task = asyncio.create_task(self._poll_loop(), name="headrace-poll")
 
@@ -142,6 +149,9 @@ class ModelRegistry:
         """Drain every model's accepted requests and unload everything."""
         if self._stop_event is not None:
             self._stop_event.set()
+        if self._heap_timer is not None:
+            self._heap_timer.cancel()
+            self._heap_timer = None
         if self._poll_task is not None:
             self._poll_task.cancel()
             await asyncio.gather(self._poll_task, return_exceptions=True)
@@ -306,6 +316,7 @@ class ModelRegistry:
                 raise InternalError(f"model '{name}' failed to load: {message}") from exc
             old = record.swap(new)
             self._forget_responses()
+            self._settle_heap_soon()
             record.state, record.reason = ModelState.READY, ""
             if fingerprint is not None:
                 self._fingerprints[name] = fingerprint
@@ -385,11 +396,24 @@ class ModelRegistry:
             record.state = ModelState.UNLOADING
             old = record.swap({})
             self._forget_responses()
+            self._settle_heap_soon()
             try:
                 await close_all(old.values())
             finally:
                 record.state, record.reason = ModelState.UNAVAILABLE, reason
         self._scratch.drop(record.name)
+
+    def _settle_heap_soon(self) -> None:
+        """After the models change, once things are quiet: see :mod:`headrace.server.heap`."""
+        if self._heap_timer is None:
+            loop = asyncio.get_running_loop()
+            self._heap_timer = loop.call_later(_HEAP_SETTLE_S, self._settle_heap_now)
+
+    def _settle_heap_now(self) -> None:
+        if self._heap_timer is not None:
+            self._heap_timer.cancel()
+            self._heap_timer = None
+        refreeze()
 
     def _forget_responses(self) -> None:
         """A model changed: cached responses of ensembles over it may no longer hold."""
