@@ -139,3 +139,25 @@ def test_cuda_device_matches_cpu(mlp_version):
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(backend.execute({"x": x})["y"], want, atol=1e-5)
+
+
+def test_session_parameters_reach_onnxruntime(mlp_version, monkeypatch):
+    """``session.*`` parameters become onnxruntime session config entries; others do not."""
+    import onnxruntime as ort
+
+    entries: list[tuple[str, str]] = []
+    original = ort.SessionOptions.add_session_config_entry
+
+    def record(self, key, value):
+        entries.append((key, value))
+        return original(self, key, value)
+
+    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
+    _, version_dir, exported = mlp_version
+    config = model_config("mlp", exported, backend="onnxruntime")
+    config.parameters["session.intra_op.allow_spinning"].string_value = "0"
+    config.parameters["intra_op_thread_count"].string_value = "1"
+    backend = OnnxRuntimeBackend(context_for(config, version_dir))
+    assert entries == [("session.intra_op.allow_spinning", "0")]
+    out = backend.execute({"x": np.ones((2, 64), dtype=np.float32)})
+    assert out["y"].shape == (2, 1)

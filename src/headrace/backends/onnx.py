@@ -5,7 +5,11 @@ parameters, under Triton's onnxruntime backend names:
 
 - ``intra_op_thread_count``: threads inside one operator (default: see :func:`intra_op_threads`);
 - ``inter_op_thread_count``: threads across operators when ``execution_mode`` is parallel;
-- ``execution_mode``: ``0`` sequential (default), ``1`` parallel.
+- ``execution_mode``: ``0`` sequential (default), ``1`` parallel;
+- any key that starts with ``session.``: an onnxruntime session configuration entry, passed
+  as it is (``SessionOptions.add_session_config_entry``), e.g.
+  ``session.intra_op.allow_spinning`` ``0`` to stop the intra-op threads spinning for work
+  after each run, which on a machine with few cores takes CPU from the other models.
 
 ``InferenceSession.run`` releases the GIL, so instances of one model run concurrently.
 
@@ -119,6 +123,7 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = int_parameter(config, "inter_op_thread_count", 0)
         if int_parameter(config, "execution_mode", 0) == 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        _add_session_entries(options, config, path)
         stream = _torch_stream(device) if on_gpu else None
         try:
             self.session = ort.InferenceSession(
@@ -233,6 +238,21 @@ class OnnxRuntimeBackend(Backend):
 
 
 _Described = tuple[str, DataType, tuple[int, ...]]
+
+
+def _add_session_entries(options: Any, config: model_config_pb2.ModelConfig, path: str) -> None:
+    """The configuration's ``session.*`` parameters, as onnxruntime session config entries."""
+    for key, value in sorted(config.parameters.items()):
+        if not key.startswith("session."):
+            continue
+        try:
+            options.add_session_config_entry(key, value.string_value)
+        except Exception as exc:
+            raise InvalidConfig(
+                f"onnxruntime refuses session entry {key}={value.string_value!r}: {exc}",
+                source=path,
+                field="parameters",
+            ) from exc
 
 
 def intra_op_threads(config: model_config_pb2.ModelConfig, device: str) -> int:
