@@ -926,6 +926,24 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "http_stack.json",
         "summary[stack=headrace].throughput_vs_aiohttp",
     ),
+    Row(
+        BENCH,
+        "load average 4.2 / 6.0 / 7.7 over 1 / 5 / 15 minutes",
+        "pipeline_scaleout_cpu.json",
+        (*(f"machine.load_average[{i}]" for i in range(3)), None, None, None),
+    ),
+    Claim(
+        BENCH,
+        "answers at once reaches 3.4k RPC/s",
+        "frontend_ceiling.json",
+        "results.grpc headrace x1.median_throughput*0.001",
+    ),
+    Row(
+        BENCH,
+        "`results/offline_after_reader_fix.json` repeats plain/local/Ray Data (1.04x, 4.2x)",
+        "offline_after_reader_fix.json",
+        ("systems.local.ratio_vs_plain", None),  # 4.2x: local over Ray Data, by hand
+    ),
     # pipeline_scaleout_cpu.json
     _scaleout_row("| 0 ms | 1 | 1 | 23.7 | 23.8 | 100 % |", 0.0, 1, 1),
     _scaleout_row("| 0 ms | 1 | 3 | 21.1 | 21.5 | 100 % |", 0.0, 1, 3),
