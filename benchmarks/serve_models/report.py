@@ -143,7 +143,12 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
     ours = row["headrace"]
     latencies = (
-        "/".join(f"{ours[k] / 1000:.1f}" for k in ("p50_us", "p90_us", "p99_us")) if ours else "-"
+        "/".join(
+            f"{ours[k] / 1000:.1f}" if ours[k] is not None else "-"
+            for k in ("p50_us", "p90_us", "p99_us")
+        )
+        if ours
+        else "-"
     )
     direct = row["direct"]
     direct_cell = (

@@ -138,3 +138,22 @@ def test_tables_show_one_line_per_row(report: ModuleType) -> None:
     assert cells[7] == "4.2"
     assert cells[11] == "1.23"
     assert cells[8] == "-" and cells[12] == "-"
+
+
+def test_failed_direct_runs_do_not_count(report: ModuleType) -> None:
+    records = [
+        _load("headrace", 400.0, avg_batch=4.0),
+        _direct(4, 800.0),
+        _direct(4, 10.0) | {"error": "timed out"},
+    ]
+    (row,) = report.summarize(records)
+    assert row["direct"] == {"batch_size": 4, "throughput": 800.0}
+    assert row["headrace_over_direct"] == pytest.approx(0.5)
+
+
+def test_ratios_use_medians_not_single_rounds(report: ModuleType) -> None:
+    # headrace 100/500/300 and triton 200/220/1000 over three rounds: medians 300 and 220.
+    records = [_load("headrace", tp) for tp in (100.0, 500.0, 300.0)]
+    records += [_load("triton", tp) for tp in (200.0, 220.0, 1000.0)]
+    (row,) = report.summarize(records)
+    assert row["headrace_over_triton"] == pytest.approx(300.0 / 220.0)

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import Any
 
+from headrace.bench.preprocess import PREPROCESS_KINDS
 from headrace.errors import InvalidInput
 
 __all__ = ["register", "run_pipeline_command"]
@@ -27,34 +28,66 @@ def register(subparsers: Any) -> None:
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256, help="items per batch (default 256)")
     parser.add_argument(
-        "--input-shape", type=_shape, default=(1024,), help="per-item shape, e.g. 1024 or 16x512"
+        "--input-shape",
+        type=_shape,
+        default=(1024,),
+        help="per-item shape, e.g. 1024 or 16x512 (default 1024)",
     )
-    parser.add_argument("--depth", type=int, default=4, help="matmuls per batch (compute weight)")
-    parser.add_argument("--num-iterations", type=int, default=200, help="timed batches per worker")
-    parser.add_argument("--warmup-iterations", type=int, default=10)
+    parser.add_argument("--depth", type=int, default=4, help="matmuls per batch (default 4)")
     parser.add_argument(
-        "--num-buffers", type=_ints, default=(1, 2, 3, 4), help="comma list; 1 = sequential"
+        "--num-iterations", type=int, default=200, help="timed batches per worker (default 200)"
+    )
+    parser.add_argument(
+        "--warmup-iterations", type=int, default=10, help="untimed batches first (default 10)"
+    )
+    parser.add_argument(
+        "--num-buffers",
+        type=_ints,
+        default=(1, 2, 3, 4),
+        help="comma list; 1 = sequential (default 1,2,3,4)",
     )
     parser.add_argument(
         "--cpu-delay-ms",
         type=_floats,
         default=(0.0, 5.0),
-        help="comma list of simulated CPU preprocessing per batch; 0 = none",
+        help="comma list of simulated CPU preprocessing per batch; 0 = none (default 0,5)",
     )
-    parser.add_argument("--no-pin-memory", dest="pin_memory", action="store_false")
-    parser.add_argument("--num-workers", type=int, default=1, help="instances driven in parallel")
+    parser.add_argument(
+        "--preprocess",
+        choices=PREPROCESS_KINDS,
+        default="sleep",
+        help="what --cpu-delay-ms does: sleep (no CPU, GIL free), spin (busy Python loop "
+        "holding the GIL) or decode (zlib + numpy decode of a generated payload sized to "
+        "the delay, GIL released) (default sleep)",
+    )
+    parser.add_argument(
+        "--no-pin-memory",
+        dest="pin_memory",
+        action="store_false",
+        help="pageable host buffers on a GPU (default: pinned)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=1, help="instances driven in parallel (default 1)"
+    )
     parser.add_argument(
         "--workers-backend",
         choices=("threads", "ray"),
         default="threads",
-        help="ray: one Ray actor (own pipeline) per worker, scale-out table over 1..N workers",
+        help="ray: one Ray actor (own pipeline) per worker, scale-out table over 1..N workers "
+        "(default threads)",
     )
-    parser.add_argument("--ray-address", default="", help="'' = local Ray, auto, ray://host:port")
-    parser.add_argument("--gpus", type=int, default=0, help="N Ray actors with one GPU each")
     parser.add_argument(
-        "--scaleout", action="store_true", help="scale-out table with the threads backend"
+        "--ray-address", default="", help="'' = local Ray, auto, ray://host:port (default '')"
+    )
+    parser.add_argument(
+        "--gpus", type=int, default=0, help="N Ray actors with one GPU each (default 0)"
+    )
+    parser.add_argument(
+        "--scaleout",
+        action="store_true",
+        help="scale-out table with the threads backend (default off)",
     )
     parser.add_argument(
         "--device",
@@ -78,14 +111,23 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="with --model: instances in all; 0 = the model's instance_group (default 0)",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="runs per case; median kept")
-    parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per case; median kept (default 1)"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads; 0 = torch's default (default 0)",
+    )
     parser.add_argument(
         "--out",
         default="",
         help="result JSON (default benchmarks/results/pipeline[_MODEL]_<cpu or gpu>.json)",
     )
-    parser.add_argument("--no-plot", dest="plot", action="store_false")
+    parser.add_argument(
+        "--no-plot", dest="plot", action="store_false", help="skip the plot (default: plot)"
+    )
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
@@ -117,6 +159,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         model=args.model,
         model_version=args.model_version,
         instances=args.instances,
+        preprocess=args.preprocess,
     )
     if args.model and (args.scaleout or args.gpus or args.workers_backend == "ray"):
         raise InvalidInput(
@@ -129,7 +172,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         return run_scaleout_command(args, config)
     results = run_study(config)
     device = study_device(config, results)
-    print_table(results, device)
+    print_table(results, f"{device}, {config.preprocess} preprocessing")
     on_gpu = any(d.startswith("cuda") for case in results for d in case.devices)
     kind = "gpu" if on_gpu or device.startswith("cuda") else "cpu"
     stem = f"pipeline_{os.path.basename(args.model.rstrip('/'))}" if args.model else "pipeline"
@@ -137,7 +180,9 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     write_json(out, results_document(config, device, results))
     print(f"results: {out}")
     if args.plot:
-        plot = plot_results(os.path.splitext(out)[0] + ".png", results, device)
+        plot = plot_results(
+            os.path.splitext(out)[0] + ".png", results, f"{device}, {config.preprocess}"
+        )
         print(f"plot: {plot}" if plot else "plot skipped: matplotlib is not installed")
     return 0
 

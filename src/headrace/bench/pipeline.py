@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from headrace.bench.preprocess import PREPROCESS_KINDS
 from headrace.bench.workload import MatmulBackend, matmul_context, simulated_cpu_stage
 from headrace.devices import resolve_device
 from headrace.engine.inflight import drive_in_flight
@@ -60,6 +61,9 @@ class PipelineStudyConfig:
     model_version: int | None = None
     instances: int = 0
     """With ``model``: instances in all (0: the model's ``instance_group``)."""
+    preprocess: str = "sleep"
+    """What the CPU delay does: ``sleep``, ``spin`` (holds the GIL) or ``decode`` (real
+    work that releases it); see :mod:`headrace.bench.preprocess`."""
 
     def validate(self) -> None:
         checks = {
@@ -73,6 +77,7 @@ class PipelineStudyConfig:
             "num_buffers": bool(self.num_buffers) and min(self.num_buffers) >= 1,
             "cpu_delays_ms": bool(self.cpu_delays_ms) and min(self.cpu_delays_ms) >= 0,
             "instances": self.instances >= 0,
+            "preprocess": self.preprocess in PREPROCESS_KINDS,
         }
         for name, ok in checks.items():
             if not ok:
@@ -138,7 +143,7 @@ def _median_case(config: PipelineStudyConfig, num_buffers: int, delay: float) ->
 
 def run_case(config: PipelineStudyConfig, num_buffers: int, cpu_delay_ms: float) -> CaseResult:
     """Run one case: warm up, then time ``num_iterations`` batches per instance."""
-    preprocess = simulated_cpu_stage(cpu_delay_ms)
+    preprocess = simulated_cpu_stage(cpu_delay_ms, config.preprocess)
     if config.model:
         instances, inputs = _model_workload(config, num_buffers, preprocess)
     else:

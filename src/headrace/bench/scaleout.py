@@ -156,7 +156,7 @@ def _ray_cases(config: ScaleoutConfig, workers: int) -> list[ScaleoutResult]:
         devices = [f"{info.hostname}/{info.device}" for info in pool.info]
         for delay in study.cpu_delays_ms:
             for buffers in buffers_swept:
-                pool.configure(buffers, simulated_cpu_stage(delay))
+                pool.configure(buffers, simulated_cpu_stage(delay, study.preprocess))
                 run = _median(lambda: run_pool(pool, spec), study.repeats)
                 results.append(
                     ScaleoutResult(

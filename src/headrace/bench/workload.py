@@ -6,12 +6,12 @@ The model is a real :class:`~headrace.backends.base.Backend`, so the study drive
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from headrace.backends.base import Backend, BackendContext
-from headrace.engine.pipeline import Preprocess, Requests
+from headrace.bench.preprocess import cpu_stage
+from headrace.engine.pipeline import Preprocess
 from headrace.errors import require
 from headrace.types import Outputs
 
@@ -57,15 +57,8 @@ class MatmulBackend(Backend):
         return {"y": x}
 
 
-def simulated_cpu_stage(delay_ms: float) -> Preprocess | None:
-    """Preprocessing that takes ``delay_ms`` without holding the GIL (as decoding or I/O
-    would); None when there is no delay. The pause *is* the simulated work, not a wait."""
-    if delay_ms <= 0:
-        return None
-    seconds = delay_ms / 1000.0
-
-    def preprocess(requests: Requests) -> Requests:
-        time.sleep(seconds)
-        return requests
-
-    return preprocess
+def simulated_cpu_stage(delay_ms: float, kind: str = "sleep") -> Preprocess | None:
+    """Preprocessing of ``kind`` (``sleep``, ``spin``, ``decode``: see
+    :mod:`headrace.bench.preprocess`) taking about ``delay_ms`` per batch; None for no delay.
+    With ``sleep`` the pause *is* the simulated work, not a wait."""
+    return cpu_stage(kind, delay_ms)
