@@ -15,10 +15,14 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ensemble_vs_triton.py"
 TRITON_READY = Path.home() / ".cache" / "headrace-tools" / "tritonserver" / "dist" / ".ready"
+TOOL = Path(__file__).resolve().parents[3] / "shared" / "tools" / "tritonserver"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not TRITON_READY.exists(), reason="the tritonserver tool is not installed")
+@pytest.mark.skipif(
+    not (TOOL.is_file() and TRITON_READY.exists()),
+    reason="the tritonserver tool is not installed (../shared/tools/tritonserver next to the checkout)",
+)
 def test_ensembles_answer_as_triton_does(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("ensemble_vs_triton", SCRIPT)
     assert spec is not None and spec.loader is not None
