@@ -80,6 +80,7 @@ class GranianHttpFrontend:
         self._port: int | None = None
         self._signal: Any = None
         self._worker: Any = None
+        self._done: asyncio.Future[None] | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -126,8 +127,14 @@ class GranianHttpFrontend:
             loop, futures._future_watcher_wrapper(self._serve_one), impl_asyncio=True
         )
         self._signal = native.WorkerSignal()
+        done = loop.create_future()
+
+        def finished() -> None:  # granian calls this from its thread once the worker has ended
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        self._signal.add_cb(finished)
         worker.serve_async(scheduler, loop, self._signal)
-        self._worker, self._port = worker, port
+        self._worker, self._port, self._done = worker, port, done
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -152,6 +159,7 @@ class GranianHttpFrontend:
         signal.set()
         try:
             await asyncio.wait_for(self._idle.wait(), self._shutdown_timeout)
+            await asyncio.wait_for(asyncio.shield(self._done), self._shutdown_timeout)
         except asyncio.TimeoutError:
             _log.warning(
                 "HTTP: %d requests still running after %.0f s; stopping without them",
