@@ -42,7 +42,7 @@ def _http_server_params() -> list[object]:
     import importlib.util
 
     missing = importlib.util.find_spec("granian") is None
-    granian = pytest.mark.skipif(missing, reason="granian is not installed (headrace[granian])")
+    granian = pytest.mark.skipif(missing, reason="granian is not installed (headrace[serve])")
     return ["aiohttp", pytest.param("granian", marks=granian)]
 
 

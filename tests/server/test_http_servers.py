@@ -27,7 +27,7 @@ def test_an_unknown_server_is_refused_naming_the_choices() -> None:
 
 def test_granian_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "granian._granian", None)  # import fails as if absent
-    with pytest.raises(MissingDependency, match=r"pip install 'headrace\[granian\]'"):
+    with pytest.raises(MissingDependency, match=r"pip install 'headrace\[serve\]'"):
         make_http_frontend("granian", InferenceServer(), "127.0.0.1", 0)
 
 

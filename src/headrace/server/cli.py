@@ -74,9 +74,9 @@ def register(subparsers: Any) -> None:
         "--http-server",
         choices=HTTP_SERVERS,
         default=DEFAULT_HTTP_SERVER,
-        help="what carries the HTTP door: aiohttp (Python, on the event loop) or granian "
-        "(HTTP parsed in Rust threads, handlers on the event loop; pip install "
-        "'headrace[granian]'); both answer alike (default %(default)s)",
+        help="what carries the HTTP door: granian (HTTP parsed in a Rust thread, handlers on "
+        "the event loop) or aiohttp (all on the event loop); both answer alike "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--run-now-below-us",

@@ -14,7 +14,7 @@ socket at once (new connections are refused), then waits for in-flight requests 
 
 It drives granian's worker (``granian._granian.RSGIWorker``) rather than granian's embedded
 ``Server``, which would reconfigure logging when built; that is private API, hence the pinned
-version range of the ``granian`` extra.
+version range in the ``serve`` extra.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EXTRA", "GranianHttpFrontend"]
 
-EXTRA = "granian"
-"""The optional dependency group that installs granian."""
+EXTRA = "serve"
+"""The optional dependency group that installs granian (with the rest of the server)."""
 
 _log = logging.getLogger(__name__)
 _BACKLOG = 1024
@@ -117,7 +117,6 @@ class GranianHttpFrontend:
                 None, False, None, None, None, "tls1.3", None, [], False, (None, None),
             )  # fmt: skip
         except TypeError as exc:
-            socket.socket(fileno=holder.get_fd()).close()
             raise Unsupported(
                 f"this granian's worker API differs from the one headrace drives ({exc}); "
                 f"install a supported one with pip install 'headrace[{EXTRA}]', or use "

@@ -18,7 +18,9 @@ __all__ = ["DEFAULT_HTTP_SERVER", "HTTP_SERVERS", "HttpServerName", "make_http_f
 
 HttpServerName = Literal["aiohttp", "granian"]
 HTTP_SERVERS: tuple[HttpServerName, ...] = ("aiohttp", "granian")
-DEFAULT_HTTP_SERVER: HttpServerName = "aiohttp"
+DEFAULT_HTTP_SERVER: HttpServerName = "granian"
+"""granian took 1.00-1.30x aiohttp's throughput at less server CPU per inference, side by side
+(``benchmarks/results/serve_ab_http_server.json``, see benchmarks/README.md)."""
 
 
 def make_http_frontend(
