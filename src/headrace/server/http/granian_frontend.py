@@ -126,10 +126,14 @@ class GranianHttpFrontend:
             loop, futures._future_watcher_wrapper(self._serve_one), impl_asyncio=True
         )
         self._signal = native.WorkerSignal()
-        done = loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
 
         def finished() -> None:  # granian calls this from its thread once the worker has ended
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            loop.call_soon_threadsafe(settle)
 
         self._signal.add_cb(finished)
         worker.serve_async(scheduler, loop, self._signal)
@@ -153,7 +157,7 @@ class GranianHttpFrontend:
         """Close the listening socket, let in-flight requests finish (up to the shutdown
         timeout), then let the worker go."""
         signal, self._signal = self._signal, None
-        if signal is None:
+        if signal is None or self._done is None:
             return
         signal.set()
         try:
