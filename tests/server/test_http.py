@@ -472,6 +472,29 @@ def test_malformed_requests_get_clear_errors(
     _check_still_serving(url)
 
 
+def _post_chunked(url: str, path: str, parts: list[bytes]) -> tuple[int, bytes]:
+    """POST with ``Transfer-Encoding: chunked``: no Content-Length for the server to check."""
+    host, port = url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", path, body=iter(parts), encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_are_read_and_bounded(served: Any) -> None:
+    url = served[0].url
+    body = _good_json_request()
+    status, raw = _post_chunked(url, "/v2/models/addsub/infer", [body[:10], body[10:]])
+    assert status == 200 and json.loads(raw)["model_name"] == "addsub"
+    status, raw = _post_chunked(url, "/v2/models/addsub/infer", [b" " * (1 << 19)] * 3)
+    assert status == 400
+    assert json.loads(raw)["error"].startswith("request body exceeds the limit of 1048576 bytes")
+    _check_still_serving(url)
+
+
 def test_unknown_routes_and_methods(served: Any) -> None:
     url = served[0].url
     status, body = _get(url, "/v2/nothing/here")
