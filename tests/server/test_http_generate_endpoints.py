@@ -2,8 +2,8 @@
 
 A real :class:`InferenceServer` serves Triton python-backend models from tests/data/python_models
 (``request_meta``, plain; ``repeat_decoupled``, decoupled) behind the HTTP frontend (on each
-``--http-server``) on its own loop in a background thread; requests are raw HTTP, so bytes, statuses and headers are
-what a client sees. Expected bodies are what NVIDIA Triton 2.51 sent for the same requests.
+``--http-server``) on its own loop in a background thread; requests are raw HTTP, so bytes,
+statuses and headers are what a client sees. Expected bodies are what NVIDIA Triton 2.51 sent for the same requests.
 A fake core checks that a client leaving mid-stream cancels its request.
 """
 
