@@ -36,3 +36,17 @@ def ray_cpus():  # type: ignore[no-untyped-def]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _http_server_params() -> list[object]:
+    import importlib.util
+
+    missing = importlib.util.find_spec("granian") is None
+    granian = pytest.mark.skipif(missing, reason="granian is not installed (headrace[serve])")
+    return ["aiohttp", pytest.param("granian", marks=granian)]
+
+
+@pytest.fixture(scope="module", params=_http_server_params())
+def http_server(request: pytest.FixtureRequest) -> str:
+    """Each HTTP server the HTTP door runs on (``--http-server``), one module pass each."""
+    return str(request.param)

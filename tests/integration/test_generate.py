@@ -29,12 +29,12 @@ EXACTLY_ONE = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, http_server: str) -> Iterator[ServeProcess]:
     workdir = tmp_path_factory.mktemp("generate")
     repository = workdir / "repo"
     for name in ("request_meta", "repeat_decoupled"):
         shutil.copytree(MODELS / name, repository / name)
-    process = start_server(repository, workdir)
+    process = start_server(repository, workdir, ["--http-server", http_server])
     yield process
     assert process.stop() == 0, process.log_tail()
 

@@ -27,12 +27,21 @@ STATUS = {  # the status tritonclient reports for an error, by protocol
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, http_server: str) -> Iterator[ServeProcess]:
     workdir = tmp_path_factory.mktemp("serve-control")
     repository = workdir / "repo"
     shutil.copytree(examples_repository(tmp_path_factory), repository)
     process = start_server(
-        repository, workdir, ["--model-control-mode", "explicit", "--load-model", "simple"]
+        repository,
+        workdir,
+        [
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "simple",
+            "--http-server",
+            http_server,
+        ],
     )
     yield process
     code = process.stop()

@@ -49,13 +49,13 @@ BYTES_ROWS = [b"", "h\u00e9llo w\u00f6rld \u2713".encode(), b"plain ascii", b"\x
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, http_server: str) -> Iterator[ServeProcess]:
     workdir = tmp_path_factory.mktemp("serve-examples")
     repository = workdir / "repo"
     shutil.copytree(examples_repository(tmp_path_factory), repository)
     write_fp16_identity(repository)
     write_fp16_identity(repository, "batched_identity", batching_delay_us=BATCHING_DELAY_US)
-    process = start_server(repository, workdir)
+    process = start_server(repository, workdir, ["--http-server", http_server])
     yield process
     code = process.stop()
     assert code == 0, f"headrace serve exited with {code} after SIGTERM\n{process.log_tail()}"

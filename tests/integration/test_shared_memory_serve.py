@@ -75,14 +75,14 @@ X = np.arange(4, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, http_server: str) -> Iterator[ServeProcess]:
     workdir = tmp_path_factory.mktemp("shm")
     repository = workdir / "repo"
     for name, config, code in (("twin", _TWIN_CONFIG, _TWIN_PY), ("text", _TEXT_CONFIG, _TEXT_PY)):
         (repository / name / "1").mkdir(parents=True)
         (repository / name / "config.pbtxt").write_text(config, encoding="utf-8")
         (repository / name / "1" / "model.py").write_text(code, encoding="utf-8")
-    process = start_server(repository, workdir)
+    process = start_server(repository, workdir, ["--http-server", http_server])
     yield process
     assert process.stop() == 0, process.log_tail()
 

@@ -1,4 +1,5 @@
-"""The HTTP frontend driven by unmodified tritonclient (sync and aio) and by raw requests.
+"""The HTTP frontend driven by unmodified tritonclient (sync and aio) and by raw requests, on
+each HTTP server (``--http-server``: aiohttp, granian), which must answer alike.
 
 The server runs on its own event loop in a background thread, as it would in production,
 so the blocking tritonclient.http client can be used from the test thread. The core is a
@@ -33,7 +34,7 @@ from headrace.server.core import (
     RepositoryIndexEntry,
     ServerMetadata,
 )
-from headrace.server.http.frontend import HttpFrontend
+from headrace.server.http.servers import make_http_frontend
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest, InferenceResponse, TensorSpec
 
@@ -155,11 +156,11 @@ class FakeCore(InferenceServer):
 class Served:
     """A frontend on its own loop in a daemon thread."""
 
-    def __init__(self, core: InferenceServer, **options: Any) -> None:
+    def __init__(self, core: InferenceServer, http_server: str, **options: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.frontend = HttpFrontend(core, "127.0.0.1", 0, **options)
+        self.frontend = make_http_frontend(http_server, core, "127.0.0.1", 0, **options)
         self.call(self.frontend.start())
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
@@ -177,9 +178,9 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[Served, FakeCore]]:
+def served(http_server: str) -> Iterator[tuple[Served, FakeCore]]:
     core = FakeCore()
-    server = Served(core, max_body_bytes=1 << 20)
+    server = Served(core, http_server, max_body_bytes=1 << 20)
     yield server, core
     server.close()
 
@@ -372,7 +373,7 @@ def _post(url: str, path: str, body: bytes, headers: dict[str, str] | None = Non
     try:
         conn.request("POST", path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
+        return resp.status, resp.headers, resp.read()
     finally:
         conn.close()
 
@@ -471,6 +472,29 @@ def test_malformed_requests_get_clear_errors(
     _check_still_serving(url)
 
 
+def _post_chunked(url: str, path: str, parts: list[bytes]) -> tuple[int, bytes]:
+    """POST with ``Transfer-Encoding: chunked``: no Content-Length for the server to check."""
+    host, port = url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", path, body=iter(parts), encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_are_read_and_bounded(served: Any) -> None:
+    url = served[0].url
+    body = _good_json_request()
+    status, raw = _post_chunked(url, "/v2/models/addsub/infer", [body[:10], body[10:]])
+    assert status == 200 and json.loads(raw)["model_name"] == "addsub"
+    status, raw = _post_chunked(url, "/v2/models/addsub/infer", [b" " * (1 << 19)] * 3)
+    assert status == 400
+    assert json.loads(raw)["error"].startswith("request body exceeds the limit of 1048576 bytes")
+    _check_still_serving(url)
+
+
 def test_unknown_routes_and_methods(served: Any) -> None:
     url = served[0].url
     status, body = _get(url, "/v2/nothing/here")
@@ -523,9 +547,9 @@ def test_bytes_binary_output_framing_on_the_wire(served: Any) -> None:
     assert status == 200 and body[length:] == payload
 
 
-def test_graceful_stop_finishes_in_flight_requests() -> None:
+def test_graceful_stop_finishes_in_flight_requests(http_server: str) -> None:
     core = FakeCore()
-    server = Served(core)
+    server = Served(core, http_server)
     url = server.url
     result: dict[str, Any] = {}
 
@@ -560,12 +584,12 @@ def test_graceful_stop_finishes_in_flight_requests() -> None:
 
 
 @pytest.fixture(scope="module")
-def real() -> Iterator[Served]:
+def real(http_server: str) -> Iterator[Served]:
     server_fakes = pytest.importorskip("server_fakes")
     from headrace.server.core import InferenceServer as RealServer
 
     core = RealServer()
-    server = Served(core)
+    server = Served(core, http_server)
 
     async def setup() -> None:
         await core.start()
@@ -617,11 +641,12 @@ def test_real_core_metadata_stats_index_and_errors(real: Served) -> None:
         np.testing.assert_array_equal(c.infer("scale", [inp]).as_numpy("z"), np.full((1, 4), 2))
 
 
-def test_frontends_that_reuse_the_port_share_it() -> None:
+def test_frontends_that_reuse_the_port_share_it(http_server: str) -> None:
     core = FakeCore()
-    first = Served(core, reuse_port=True)
+    first = Served(core, http_server, reuse_port=True)
     try:
-        second = HttpFrontend(core, "127.0.0.1", first.frontend.port, reuse_port=True)
+        port = first.frontend.port
+        second = make_http_frontend(http_server, core, "127.0.0.1", port, reuse_port=True)
         first.call(second.start())
         try:
             assert second.port == first.frontend.port
@@ -634,9 +659,10 @@ def test_frontends_that_reuse_the_port_share_it() -> None:
             first.call(second.stop())
     finally:
         first.close()
-    taken = Served(core)
+    taken = Served(core, http_server)
     try:
         with pytest.raises(OSError):
-            taken.call(HttpFrontend(core, "127.0.0.1", taken.frontend.port).start())
+            port = taken.frontend.port
+            taken.call(make_http_frontend(http_server, core, "127.0.0.1", port).start())
     finally:
         taken.close()

@@ -1,9 +1,9 @@
 """``POST …/generate`` and ``…/generate_stream`` on the HTTP frontend, over real sockets.
 
 A real :class:`InferenceServer` serves Triton python-backend models from tests/data/python_models
-(``request_meta``, plain; ``repeat_decoupled``, decoupled) behind an :class:`HttpFrontend` on
-its own loop in a background thread; requests are raw HTTP, so bytes, statuses and headers are
-what a client sees. Expected bodies are what NVIDIA Triton 2.51 sent for the same requests.
+(``request_meta``, plain; ``repeat_decoupled``, decoupled) behind the HTTP frontend (on each
+``--http-server``) on its own loop in a background thread; requests are raw HTTP, so bytes,
+statuses and headers are what a client sees. Expected bodies are what NVIDIA Triton 2.51 sent for the same requests.
 A fake core checks that a client leaving mid-stream cancels its request.
 """
 
@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from headrace.server.core import InferenceServer, ModelMetadata, StreamedResponse
-from headrace.server.http.frontend import HttpFrontend
 from headrace.server.http.generate import EXACTLY_ONE_RESPONSE
+from headrace.server.http.servers import make_http_frontend
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest, InferenceResponse, TensorSpec
 
@@ -37,11 +37,11 @@ SSE = "text/event-stream; charset=utf-8"
 class Served:
     """A frontend on its own loop in a daemon thread."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, http_server: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.frontend = HttpFrontend(core, "127.0.0.1", 0)
+        self.frontend = make_http_frontend(http_server, core, "127.0.0.1", 0)
         self.call(self.frontend.start())
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
@@ -55,12 +55,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, http_server: str) -> Iterator[Served]:
     repository = tmp_path_factory.mktemp("generate") / "repo"
     for name in ("request_meta", "repeat_decoupled", "add_sub"):
         shutil.copytree(MODELS / name, repository / name)
     core = InferenceServer(repository)
-    server = Served(core)
+    server = Served(core, http_server)
     server.call(core.start())
     yield server
     server.call(core.stop())
@@ -69,13 +69,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def post(
     server: Served, path: str, body: Any, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     conn = http.client.HTTPConnection("127.0.0.1", server.frontend.port, timeout=WAIT_S)
     try:
         conn.request("POST", path, body=raw, headers=headers or {})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()
     finally:
         conn.close()
 
@@ -232,9 +232,9 @@ class EndlessCore:
 
 
 @pytest.fixture
-def endless() -> Iterator[tuple[Served, EndlessCore]]:
+def endless(http_server: str) -> Iterator[tuple[Served, EndlessCore]]:
     core = EndlessCore()
-    server = Served(core)
+    server = Served(core, http_server)
     yield server, core
     server.close()
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from headrace.errors import InvalidConfig
 from headrace.files import atomic_write_bytes
 from headrace.server.core import InferenceServer
+from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS, make_http_frontend
 from headrace.server.metrics import DEFAULT_METRICS_PORT, MetricsEndpoint, ServerMetrics
 
 __all__ = ["FrontendOptions", "ServerApp", "run_until_signal"]
@@ -39,6 +40,8 @@ class FrontendOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     gpu_metrics: bool = True
     ports_file: str = ""
+    http_server: str = DEFAULT_HTTP_SERVER
+    """What carries the HTTP door: ``aiohttp`` or ``granian`` (``--http-server``)."""
 
     def __post_init__(self) -> None:
         for label in ("http_port", "grpc_port", "metrics_port"):
@@ -47,6 +50,10 @@ class FrontendOptions:
                 raise InvalidConfig(f"{label} must be between 0 and 65535, got {port}")
         if self.max_body_bytes <= 0:
             raise InvalidConfig(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.http_server not in HTTP_SERVERS:
+            raise InvalidConfig(
+                f"--http-server must be one of {', '.join(HTTP_SERVERS)}, got {self.http_server!r}"
+            )
 
 
 class _Door(Protocol):
@@ -107,19 +114,14 @@ class ServerApp:
             )
             doors.append(("metrics", MetricsEndpoint(metrics, options.host, options.metrics_port)))
         if options.http_port is not None:
-            from headrace.server.http.frontend import HttpFrontend
-
-            doors.append(
-                (
-                    "http",
-                    HttpFrontend(
-                        self.core,
-                        options.host,
-                        options.http_port,
-                        max_body_bytes=options.max_body_bytes,
-                    ),
-                )
+            http = make_http_frontend(
+                options.http_server,
+                self.core,
+                options.host,
+                options.http_port,
+                max_body_bytes=options.max_body_bytes,
             )
+            doors.append(("http", http))
         if options.grpc_port is not None:
             from headrace.server.grpc.frontend import GrpcFrontend
 

@@ -20,6 +20,7 @@ from headrace.server.app import (
 )
 from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
+from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 
 __all__ = ["register", "serve"]
@@ -67,7 +68,15 @@ def register(subparsers: Any) -> None:
         "--max-body-bytes",
         type=int,
         default=DEFAULT_MAX_BODY_BYTES,
-        help="largest HTTP request body accepted",
+        help="largest HTTP request body accepted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--http-server",
+        choices=HTTP_SERVERS,
+        default=DEFAULT_HTTP_SERVER,
+        help="what carries the HTTP door: granian (HTTP parsed in a Rust thread, handlers on "
+        "the event loop) or aiohttp (all on the event loop); both answer alike "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--run-now-below-us",
@@ -121,6 +130,7 @@ def serve(args: argparse.Namespace) -> int:
         metrics_port=None if args.no_metrics else args.metrics_port,
         max_body_bytes=args.max_body_bytes,
         ports_file=args.ports_file,
+        http_server=args.http_server,
     )
     app = ServerApp(core, frontends)
     try:

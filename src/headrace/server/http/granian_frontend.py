@@ -1,0 +1,257 @@
+"""The HTTP/REST frontend on granian: HTTP parsed and written in Rust, handlers on our loop.
+
+An adapter over the same :class:`~headrace.server.http.handlers.HttpHandlers` as the aiohttp
+frontend, so both answer alike. granian's RSGI worker is embedded in headrace's process and
+its asyncio loop, the way ``granian.server.embed`` does it: the worker's Rust threads (one
+here) accept connections and parse requests, then schedule each request's callback as a task
+on the loop given to it, headrace's loop. So handlers reach the core with no thread hop: there
+is no bridge to pay for. The socket is bound here (so port 0 works and a taken port fails at
+:meth:`start` with ``OSError``) and handed to the worker.
+
+A client that disconnects cancels its request's task, as aiohttp's ``handler_cancellation``
+does: granian's ``client_disconnect`` future cancels it. :meth:`stop` closes the listening
+socket at once (new connections are refused), then waits for in-flight requests to end.
+
+It drives granian's worker (``granian._granian.RSGIWorker``) rather than granian's embedded
+``Server``, which would reconfigure logging when built; that is private API, hence the pinned
+version range in the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from headrace.errors import HeadraceError, InvalidInput, Unsupported, require
+from headrace.server.http.handlers import (
+    DEFAULT_MAX_BODY_BYTES,
+    HttpCall,
+    HttpHandlers,
+    HttpResponse,
+    StreamedResponse,
+    error_json,
+    error_response,
+    too_large,
+)
+from headrace.server.http.routes import RouteError, Router
+
+if TYPE_CHECKING:
+    from headrace.server.core import InferenceServer
+
+__all__ = ["EXTRA", "GranianHttpFrontend"]
+
+EXTRA = "serve"
+"""The optional dependency group that installs granian (with the rest of the server)."""
+
+_log = logging.getLogger(__name__)
+_BACKLOG = 1024
+
+
+class GranianHttpFrontend:
+    """Serves one :class:`InferenceServer` over HTTP/REST on granian; the same constructor
+    and lifecycle as :class:`~headrace.server.http.frontend.HttpFrontend`."""
+
+    def __init__(
+        self,
+        core: InferenceServer,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        shutdown_timeout_s: float = 30.0,
+        reuse_port: bool = False,
+    ) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self._native = require("granian._granian", EXTRA)
+        self._futures = require("granian._futures", EXTRA)
+        rsgi = require("granian.rsgi", EXTRA)
+        self._gone = (rsgi.ProtocolClosed, rsgi.ProtocolError, ConnectionError)
+        self._handlers = HttpHandlers(core, max_body_bytes)
+        self._router = Router(self._handlers)
+        self._host = host
+        self._requested_port = port
+        self._max_body = max_body_bytes
+        self._shutdown_timeout = shutdown_timeout_s
+        self._reuse_port = reuse_port
+        self._port: int | None = None
+        self._signal: Any = None
+        self._worker: Any = None
+        self._done: asyncio.Future[None] | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def port(self) -> int:
+        """The bound port; only known after :meth:`start`."""
+        if self._port is None:
+            raise RuntimeError(
+                "GranianHttpFrontend.port is unknown until start() has bound the socket"
+            )
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``host:port`` as tritonclient takes it."""
+        return f"{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind, then hand the socket to a granian worker serving on the running loop."""
+        if self._worker is not None:
+            raise RuntimeError("GranianHttpFrontend is already started")
+        native, futures = self._native, self._futures
+        loop = asyncio.get_running_loop()
+        sock = self._bind()
+        port = int(sock.getsockname()[1])
+        holder = native.SocketHolder(sock.detach(), False, _BACKLOG)
+        try:
+            # As granian.server.embed builds it: worker id, (spec, socket), runtime threads 1,
+            # runtime blocking threads 512, Python blocking threads 1 (idle 30 s), backpressure,
+            # HTTP/1 and /2 ("auto") with default settings, no websockets, no static files, no TLS.
+            worker = native.RSGIWorker(
+                1, (None, holder), None, 1, 512, 1, 30, _BACKLOG, "auto", None, None, False,
+                None, False, None, None, None, "tls1.3", None, [], False, (None, None),
+            )  # fmt: skip
+        except TypeError as exc:
+            raise Unsupported(
+                f"this granian's worker API differs from the one headrace drives ({exc}); "
+                f"install a supported one with pip install 'headrace[{EXTRA}]', or use "
+                "--http-server aiohttp"
+            ) from exc
+        scheduler = futures._new_cbscheduler(
+            loop, futures._future_watcher_wrapper(self._serve_one), impl_asyncio=True
+        )
+        self._signal = native.WorkerSignal()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def finished() -> None:  # granian calls this from its thread once the worker has ended
+            loop.call_soon_threadsafe(settle)
+
+        self._signal.add_cb(finished)
+        worker.serve_async(scheduler, loop, self._signal)
+        self._worker, self._port, self._done = worker, port, done
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self._host, self._requested_port))
+            sock.listen(_BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def stop(self) -> None:
+        """Close the listening socket, let in-flight requests finish (up to the shutdown
+        timeout), then let the worker go."""
+        signal, self._signal = self._signal, None
+        if signal is None or self._done is None:
+            return
+        signal.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self._shutdown_timeout)
+            await asyncio.wait_for(asyncio.shield(self._done), self._shutdown_timeout)
+        except asyncio.TimeoutError:
+            _log.warning(
+                "HTTP: %d requests still running after %.0f s; stopping without them",
+                self._inflight,
+                self._shutdown_timeout,
+            )
+        self._worker = None
+
+    # --- one request -----------------------------------------------------------------------
+
+    async def _serve_one(self, scope: Any, proto: Any) -> None:
+        """granian's callback for one request, run as a task on the loop."""
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await self._answer(scope, proto)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _answer(self, scope: Any, proto: Any) -> None:
+        path = scope.path
+        try:
+            handler, params = self._router.match(scope.method, path)
+        except RouteError as exc:
+            self._send(proto, error_json(exc.status, exc.reason))
+            return
+        headers = scope.headers
+        task = asyncio.current_task()
+        disconnected = proto.client_disconnect()
+
+        def cancel(_: Any) -> None:
+            if task is not None:
+                task.cancel()
+
+        disconnected.add_done_callback(cancel)
+        try:
+            try:
+                call = HttpCall(path, params, headers, partial(self._read, proto, headers))
+                response = await handler(call)
+            except HeadraceError as exc:
+                response = error_response(exc)
+            if isinstance(response, HttpResponse):
+                self._send(proto, response)
+            else:
+                await self._stream(proto, response)
+        except asyncio.CancelledError:
+            if not disconnected.done():
+                raise
+            # the client went away: the core has withdrawn the request, nobody to answer
+        except self._gone:
+            pass  # the client went away mid-body or mid-stream
+        except Exception as exc:
+            self._send(proto, error_response(exc, f"{scope.method} {path}"))
+        finally:
+            disconnected.remove_done_callback(cancel)
+
+    @staticmethod
+    def _send(proto: Any, response: HttpResponse) -> None:
+        headers = list(response.headers)
+        if response.content_type is not None:
+            headers.append(("content-type", response.content_type))
+        if response.body:
+            proto.response_bytes(response.status, headers, response.body)
+        else:
+            proto.response_empty(response.status, headers)
+
+    @staticmethod
+    async def _stream(proto: Any, streamed: StreamedResponse) -> None:
+        try:
+            transport = proto.response_stream(
+                streamed.status, [("content-type", streamed.content_type)]
+            )
+            async for data in streamed.chunks:
+                await transport.send_bytes(data)
+        finally:
+            await streamed.chunks.aclose()  # a client gone mid-stream cancels the request here
+
+    async def _read(self, proto: Any, headers: Any) -> bytes:
+        """The raw body; without a Content-Length it is read in chunks up to the limit (the
+        handlers refuse a declared length over it before reading)."""
+        if headers.get("content-length") is not None:
+            return bytes(await proto())
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in proto:
+            size += len(chunk)
+            if size > self._max_body:
+                raise InvalidInput(too_large(self._max_body, None))
+            parts.append(chunk)
+        return b"".join(parts)
