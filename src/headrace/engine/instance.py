@@ -38,6 +38,7 @@ from headrace.engine.pipeline import (
     make_pipeline,
 )
 from headrace.engine.request_lists import RequestListStages
+from headrace.engine.reshape import Reshapes
 from headrace.engine.slots import split_outputs
 from headrace.engine.stats import InstanceStats, StageTimes, StatsSink
 from headrace.errors import HeadraceError, InvalidInput, ModelExecutionError, Unavailable
@@ -99,6 +100,7 @@ class ModelInstance:
         self.batched = backend.context.config.max_batch_size > 0
         self.stats = InstanceStats()
         self._sink = stats_sink
+        self._reshapes = Reshapes.of(backend.context.config)
         self.takes_work_items = backend.handles_request_lists
         on_gpu = (
             not self.takes_work_items
@@ -203,16 +205,24 @@ class ModelInstance:
         return future
 
     def _compute(self, inputs: Mapping[str, Any]) -> Outputs:
+        reshapes = self._reshapes
         try:
-            return self.backend.execute(inputs)
+            if reshapes is None:
+                return self.backend.execute(inputs)
+            outputs = self.backend.execute(reshapes.model_inputs(inputs))
+            return reshapes.protocol_outputs(outputs) or {}
         except HeadraceError:
             raise
         except Exception as exc:
             raise _execution_error(self.name, exc) from exc
 
     def _execute_requests(self, items: Sequence[WorkItem]) -> list[RequestResult]:
+        reshapes = self._reshapes
         try:
-            return self.backend.execute_requests(items)
+            if reshapes is None:
+                return self.backend.execute_requests(items)
+            results = self.backend.execute_requests(reshapes.model_items(items))
+            return [_protocol_result(reshapes, result) for result in results]
         except HeadraceError:
             raise
         except Exception as exc:
@@ -244,6 +254,16 @@ def _make_pipeline(instance: ModelInstance, options: PipelineOptions) -> Pipelin
     return make_pipeline(
         instance._compute, batched=instance.batched, device=device, options=options
     )
+
+
+def _protocol_result(reshapes: Reshapes, result: RequestResult) -> RequestResult:
+    """One request's result with its reshaped outputs in their dims (errors stay as they are)."""
+    if result is None or isinstance(result, BaseException):
+        return result
+    try:
+        return reshapes.protocol_outputs(result)
+    except HeadraceError as exc:
+        return exc
 
 
 def _merged(result: PipelineResult) -> TimedOutputs:
