@@ -13,6 +13,14 @@ parameters, under Triton's onnxruntime backend names:
 
 ``InferenceSession.run`` releases the GIL, so instances of one model run concurrently.
 
+String tensors (``tensor(string)``, ``TYPE_STRING`` in the config): each BYTES element is
+decoded as UTF-8 and handed to onnxruntime as ``str``; string outputs come back UTF-8 encoded,
+as BYTES, the same bytes Triton's onnxruntime backend returns. An element that is not UTF-8
+fails its request with InvalidInput (HTTP 400 / INVALID_ARGUMENT) naming the input and the
+element: onnxruntime's Python API takes and returns ``str`` only. Triton hands the raw bytes to
+onnxruntime's C API instead, as C strings (so it would cut an element at a NUL byte, which
+headrace passes through); for UTF-8 text without NUL bytes the two agree.
+
 On ``cuda:N`` the session uses onnxruntime's ``CUDAExecutionProvider``; without it (the CPU
 ``onnxruntime`` wheel) loading fails with :class:`~headrace.errors.InvalidConfig` instead of
 running on the CPU. With torch's CUDA available the backend also takes part in the engine's

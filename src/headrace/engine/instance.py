@@ -14,6 +14,11 @@ and timings are the same for every backend.
 Requests are :class:`~headrace.types.WorkItem` objects or bare input mappings (offline runs,
 benchmarks); a backend that wants arrays only ever sees the inputs.
 
+A configuration's ``reshape`` is applied here, for every backend and every door
+(:mod:`headrace.engine.reshape`): batches and request lists arrive in the protocol's shapes
+(``dims``), the backend gets the reshaped ones, and its outputs (returned or sent through a
+request's sink) go back in their ``dims``.
+
 Timings: ``submit_timed`` / ``submit_requests_timed`` return each batch's :class:`StageTimes`
 (``compute_input_ns`` / ``compute_infer_ns`` / ``compute_output_ns`` are Triton's
 statistics); every batch is also added to ``stats`` and sent to ``stats_sink`` when given.
