@@ -199,3 +199,75 @@ def test_an_onnx_model_of_rank_four_served_with_rank_two_dims(tmp_path) -> None:
         instance.close()
     assert out["Y"].shape == (2, 6)
     np.testing.assert_array_equal(out["Y"], 2 * x.reshape(2, 6))
+
+
+class TorchSeesShapes(SeesShapes):
+    """Takes (and returns) torch tensors on its device, as the CUDA pipeline hands them."""
+
+    accepts_torch = True
+
+    def execute(self, inputs: Mapping[str, Any]) -> Outputs:
+        import torch
+
+        x = inputs["x"]
+        assert torch.is_tensor(x), type(x)
+        self.seen.append(tuple(x.shape))
+        return {"y": (2 * x).reshape(x.shape[0], 3, 2)}
+
+
+def test_the_cuda_stages_hand_the_model_reshaped_tensors(monkeypatch) -> None:
+    """The CUDA pipeline's stages (torch.cuda faked, as tests/engine/test_pipeline_fake_cuda.py
+    does) around ModelInstance's compute: device tensors are reshaped both ways too."""
+    import contextlib
+
+    import torch
+    from test_pipeline_fake_cuda import FakeEvent, FakeStream
+
+    from headrace.engine.cuda import CudaStages
+    from headrace.engine.pipeline import Pipeline, PipelineOptions
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None, raising=False)
+    monkeypatch.setattr(CudaStages, "_on_device", lambda self, value: torch.is_tensor(value))
+
+    backend = TorchSeesShapes(_context())
+    instance = ModelInstance(backend, num_buffers=1)  # on the CPU: only its compute is used
+    options = PipelineOptions(2, pin_memory=False, name="w0")
+    stages = CudaStages(instance._compute, True, "cuda:0", options)
+    stages.device = torch.device("cpu")
+    pipeline = Pipeline(stages, options)
+    try:
+        x = np.arange(12, dtype=np.float32).reshape(2, 6)
+        result = pipeline.submit([{"x": x[:1]}, {"x": x[1:]}]).result(timeout=30)
+        outputs = result.results()
+    finally:
+        pipeline.close()
+        instance.close()
+    assert backend.seen == [(2, 2, 3)]
+    for index, output in enumerate(outputs):
+        assert isinstance(output, dict)
+        np.testing.assert_array_equal(np.asarray(output["y"]), 2 * x[index : index + 1])
+
+
+@pytest.mark.gpu
+def test_a_gpu_instance_hands_the_model_reshaped_device_tensors() -> None:
+    config = _config(RESHAPED)
+    backend = TorchSeesShapes(
+        BackendContext("shaped", 1, "/nowhere", "/nowhere/1", config, "cuda:0")
+    )
+    instance = ModelInstance(backend, num_buffers=2)
+    assert instance.on_gpu
+    try:
+        x = np.arange(12, dtype=np.float32).reshape(2, 6)
+        results = instance.submit_requests([{"x": x[:1]}, {"x": x[1:]}]).result(timeout=60)
+    finally:
+        instance.close()
+    assert backend.seen == [(2, 2, 3)]
+    for index, output in enumerate(results):
+        assert isinstance(output, dict)
+        np.testing.assert_array_equal(np.asarray(output["y"]), 2 * x[index : index + 1])
