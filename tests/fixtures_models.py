@@ -9,7 +9,15 @@ from torch import nn
 
 from headrace.repository.example_models import MLP, NoiseRemover
 
-__all__ = ["MLP", "AddSub", "NoiseRemover", "context_for", "model_config"]
+__all__ = [
+    "MLP",
+    "AddSub",
+    "NoiseRemover",
+    "context_for",
+    "model_config",
+    "write_rank4_scale_onnx",
+    "write_string_concat_onnx",
+]
 
 
 class AddSub(nn.Module):
@@ -46,3 +54,50 @@ def context_for(config: Any, version_dir: Any, device: str = "cpu") -> Any:
         config=config,
         device=device,
     )
+
+
+def write_string_concat_onnx(path: Any) -> None:
+    """An ONNX graph on strings: ``IN`` [batch, 1] -> ``SAME`` (Identity) and ``TWICE``
+    (``StringConcat(IN, IN)``, opset 20), all ``tensor(string)``."""
+    from onnx import TensorProto, helper
+
+    def tensor(name: str) -> Any:
+        return helper.make_tensor_value_info(name, TensorProto.STRING, ["batch", 1])
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["IN"], ["SAME"]),
+            helper.make_node("StringConcat", ["IN", "IN"], ["TWICE"]),
+        ],
+        "string_concat",
+        [tensor("IN")],
+        [tensor("SAME"), tensor("TWICE")],
+    )
+    _save_onnx(graph, path, opset=20)
+
+
+def write_rank4_scale_onnx(path: Any) -> None:
+    """An ONNX graph that insists on rank 4: ``X`` [batch, 1, 2, 3] FP32 -> ``Y`` = 2 * X,
+    same shape. Served with ``dims: [2, 3]`` and ``reshape { shape: [1, 2, 3] }``."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape: list[Any] = ["batch", 1, 2, 3]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["X", "TWO"], ["Y"])],
+        "rank4_scale",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)],
+        initializer=[numpy_helper.from_array(np.array(2.0, dtype=np.float32), "TWO")],
+    )
+    _save_onnx(graph, path, opset=13)
+
+
+def _save_onnx(graph: Any, path: Any, opset: int) -> None:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9  # one onnxruntime of the supported range still reads
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

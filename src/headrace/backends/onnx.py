@@ -13,6 +13,14 @@ parameters, under Triton's onnxruntime backend names:
 
 ``InferenceSession.run`` releases the GIL, so instances of one model run concurrently.
 
+String tensors (``tensor(string)``, ``TYPE_STRING`` in the config): each BYTES element is
+decoded as UTF-8 and handed to onnxruntime as ``str``; string outputs come back UTF-8 encoded,
+as BYTES, the same bytes Triton's onnxruntime backend returns. An element that is not UTF-8
+fails its request with InvalidInput (HTTP 400 / INVALID_ARGUMENT) naming the input and the
+element: onnxruntime's Python API takes and returns ``str`` only. Triton hands the raw bytes to
+onnxruntime's C API instead, as C strings (so it would cut an element at a NUL byte, which
+headrace passes through); for UTF-8 text without NUL bytes the two agree.
+
 On ``cuda:N`` the session uses onnxruntime's ``CUDAExecutionProvider``; without it (the CPU
 ``onnxruntime`` wheel) loading fails with :class:`~headrace.errors.InvalidConfig` instead of
 running on the CPU. With torch's CUDA available the backend also takes part in the engine's
@@ -57,7 +65,7 @@ from headrace.backends.signature import (
     tensor_datatype,
 )
 from headrace.backends.threads import threads_per_cpu_instance
-from headrace.config import sequence_filled_inputs, state_specs
+from headrace.config import model_dims, sequence_filled_inputs, state_specs
 from headrace.config.platforms import default_model_filename
 from headrace.errors import (
     HeadraceError,
@@ -204,10 +212,11 @@ class OnnxRuntimeBackend(Backend):
             )
         array = np.asarray(value)
         expected = self._input_dtypes[name]
+        if expected == np.object_:
+            # Checked before the dtype: BYTES arrive as object arrays too, of ``bytes``.
+            return _to_strings(array, name, self.context.model_name)
         if expected is None or array.dtype == expected:
             return array
-        if expected == np.object_:
-            return np.vectorize(_to_str, otypes=[np.object_])(array)
         return array.astype(expected)
 
     @classmethod
@@ -359,10 +368,15 @@ def _decide_batching(
     if not dynamic_first:
         return False
     ranks = {name: len(dims) for name, _, dims in everything}
-    configured = [t for t in [*config.input, *config.output] if len(t.dims) and t.name in ranks]
+    # A reshaped tensor's model-side dims are its reshape's, as the graph sees them.
+    configured = [t for t in [*config.input, *config.output] if t.name in ranks and _dims_given(t)]
     if configured:
-        return all(len(t.dims) == ranks[t.name] - 1 for t in configured)
+        return all(len(model_dims(t)) == ranks[t.name] - 1 for t in configured)
     return True
+
+
+def _dims_given(tensor: Any) -> bool:
+    return bool(len(tensor.dims)) or tensor.HasField("reshape")
 
 
 def _fill(repeated: Any, described: list[_Described], batched: bool) -> None:
@@ -379,8 +393,29 @@ def _fill(repeated: Any, described: list[_Described], batched: bool) -> None:
             tensor.dims.extend(model_dims)
 
 
-def _to_str(item: Any) -> str:
-    return item.decode("utf-8") if isinstance(item, bytes | bytearray) else str(item)
+def _to_strings(array: np.ndarray, name: str, model: str) -> np.ndarray:
+    """A BYTES input as onnxruntime's Python API wants a ``tensor(string)``: ``str`` objects.
+
+    onnxruntime turns a ``bytes`` element into its ``repr`` (``"b'427'"``) and cannot carry
+    bytes that are not UTF-8 (it decodes every string it returns), so elements are decoded
+    as UTF-8 and an element that is not UTF-8 fails its request. Triton's onnxruntime backend
+    hands the raw bytes to onnxruntime's C API instead; only valid UTF-8 behaves the same.
+    """
+    flat = array.reshape(-1)
+    strings = np.empty(flat.shape, dtype=np.object_)
+    for index, item in enumerate(flat):
+        if isinstance(item, bytes | bytearray | memoryview):
+            try:
+                strings[index] = bytes(item).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(
+                    f"input '{name}' of model '{model}': element {index} is not UTF-8 "
+                    f"({exc.reason} at byte {exc.start}); onnxruntime string tensors "
+                    "take UTF-8 text only"
+                ) from exc
+        else:
+            strings[index] = str(item)
+    return strings.reshape(array.shape)
 
 
 def _to_bytes(value: Any) -> Any:

@@ -44,6 +44,7 @@ import ml_dtypes
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
+from headrace.config.tensors import model_dims
 from headrace.errors import InvalidInput, require
 from headrace.types import DataType
 
@@ -164,7 +165,7 @@ class TensorBinding:
                 torch,
                 output.name,
                 graph_outputs[output.name].type,
-                known_dims(graph_outputs[output.name].shape, output.dims, self._batched),
+                known_dims(graph_outputs[output.name].shape, model_dims(output), self._batched),
             )
             for output in config.output
         ]

@@ -21,6 +21,7 @@ __all__ = [
     "config_datatype",
     "datatype_from_config",
     "input_specs",
+    "model_dims",
     "new_config",
     "output_specs",
     "sequence_filled_inputs",
@@ -79,6 +80,11 @@ def add_tensor(
     if optional:
         entry.optional = True  # type: ignore[union-attr]
     return entry
+
+
+def model_dims(tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput) -> list[int]:
+    """A tensor's dims as the model sees them: its ``reshape`` when it has one, else ``dims``."""
+    return list(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
 
 
 def input_specs(config: ModelConfig) -> list[TensorSpec]:

@@ -14,6 +14,11 @@ and timings are the same for every backend.
 Requests are :class:`~headrace.types.WorkItem` objects or bare input mappings (offline runs,
 benchmarks); a backend that wants arrays only ever sees the inputs.
 
+A configuration's ``reshape`` is applied here, for every backend and every door
+(:mod:`headrace.engine.reshape`): batches and request lists arrive in the protocol's shapes
+(``dims``), the backend gets the reshaped ones, and its outputs (returned or sent through a
+request's sink) go back in their ``dims``.
+
 Timings: ``submit_timed`` / ``submit_requests_timed`` return each batch's :class:`StageTimes`
 (``compute_input_ns`` / ``compute_infer_ns`` / ``compute_output_ns`` are Triton's
 statistics); every batch is also added to ``stats`` and sent to ``stats_sink`` when given.
@@ -38,6 +43,7 @@ from headrace.engine.pipeline import (
     make_pipeline,
 )
 from headrace.engine.request_lists import RequestListStages
+from headrace.engine.reshape import Reshapes
 from headrace.engine.slots import split_outputs
 from headrace.engine.stats import InstanceStats, StageTimes, StatsSink
 from headrace.errors import HeadraceError, InvalidInput, ModelExecutionError, Unavailable
@@ -99,6 +105,7 @@ class ModelInstance:
         self.batched = backend.context.config.max_batch_size > 0
         self.stats = InstanceStats()
         self._sink = stats_sink
+        self._reshapes = Reshapes.of(backend.context.config)
         self.takes_work_items = backend.handles_request_lists
         on_gpu = (
             not self.takes_work_items
@@ -203,16 +210,24 @@ class ModelInstance:
         return future
 
     def _compute(self, inputs: Mapping[str, Any]) -> Outputs:
+        reshapes = self._reshapes
         try:
-            return self.backend.execute(inputs)
+            if reshapes is None:
+                return self.backend.execute(inputs)
+            outputs = self.backend.execute(reshapes.model_inputs(inputs))
+            return reshapes.protocol_outputs(outputs) or {}
         except HeadraceError:
             raise
         except Exception as exc:
             raise _execution_error(self.name, exc) from exc
 
     def _execute_requests(self, items: Sequence[WorkItem]) -> list[RequestResult]:
+        reshapes = self._reshapes
         try:
-            return self.backend.execute_requests(items)
+            if reshapes is None:
+                return self.backend.execute_requests(items)
+            results = self.backend.execute_requests(reshapes.model_items(items))
+            return [_protocol_result(reshapes, result) for result in results]
         except HeadraceError:
             raise
         except Exception as exc:
@@ -244,6 +259,16 @@ def _make_pipeline(instance: ModelInstance, options: PipelineOptions) -> Pipelin
     return make_pipeline(
         instance._compute, batched=instance.batched, device=device, options=options
     )
+
+
+def _protocol_result(reshapes: Reshapes, result: RequestResult) -> RequestResult:
+    """One request's result with its reshaped outputs in their dims (errors stay as they are)."""
+    if result is None or isinstance(result, BaseException):
+        return result
+    try:
+        return reshapes.protocol_outputs(result)
+    except HeadraceError as exc:
+        return exc
 
 
 def _merged(result: PipelineResult) -> TimedOutputs:
