@@ -330,9 +330,10 @@ class InferenceResponse:
             )
         self._output_tensors = list(output_tensors)
         self._error = error
-        self._parameters = (
-            parameters if isinstance(parameters, str) else json.dumps(parameters or {})
-        )
+        if isinstance(parameters, str):
+            self._parameters = parameters
+        else:  # most responses have none: skip the encoder for them
+            self._parameters = json.dumps(parameters) if parameters else "{}"
 
     def output_tensors(self) -> list[Tensor]:
         return self._output_tensors
