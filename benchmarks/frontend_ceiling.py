@@ -68,7 +68,7 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
     class InstantCore:
         shared_memory = SharedMemoryRegistry()
 
-        async def infer(self, request: Any) -> InferenceResponse:
+        async def infer(self, request: Any, *, endpoint: str = "") -> InferenceResponse:
             outputs = {"OUTPUT0": request.inputs["INPUT0"]}
             return InferenceResponse("identity", "1", outputs, id=request.id)
 
