@@ -7,7 +7,6 @@ engine and the backends never see HTTP, gRPC or protobuf.
 from __future__ import annotations
 
 import enum
-import functools
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -250,18 +249,11 @@ class TensorSpec:
         return (-1, *self.dims) if batched else self.dims
 
     def accepts(self, shape: Sequence[int], batched: bool) -> bool:
-        """Whether a concrete tensor shape matches this spec (runs for every input)."""
-        expected = self._batched_shape if batched else self.dims
+        """Whether a concrete tensor shape matches this spec."""
+        expected = self.shape(batched)
         if len(shape) != len(expected):
             return False
-        for e, s in zip(expected, shape):  # noqa: SIM110 (a loop: no generator per call)
-            if e != -1 and e != s:
-                return False
-        return True
-
-    @functools.cached_property
-    def _batched_shape(self) -> tuple[int, ...]:
-        return self.shape(True)
+        return all(e == -1 or e == s for e, s in zip(expected, shape))
 
 
 @dataclass(frozen=True)

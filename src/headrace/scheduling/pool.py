@@ -144,9 +144,6 @@ class InstancePool:
             for instance in instances
         ]
         self._run_now_below_ns = run_now_below_us * 1000.0
-        self._capacity = sum(member.depth for member in self._members)
-        self._in_flight = 0
-        """Batches in flight over all members, kept with theirs: read on every pump."""
         self._listeners: list[Callable[[], None]] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
@@ -161,15 +158,15 @@ class InstancePool:
     @property
     def capacity(self) -> int:
         """Batches the pool can hold in flight at once."""
-        return self._capacity
+        return sum(member.depth for member in self._members)
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return sum(member.in_flight for member in self._members)
 
     @property
     def free_slots(self) -> int:
-        return self._capacity - self._in_flight
+        return self.capacity - self.in_flight
 
     def in_flight_per_instance(self) -> list[int]:
         return [member.in_flight for member in self._members]
@@ -192,7 +189,6 @@ class InstancePool:
             if member.in_flight >= member.depth:
                 return None
             member.in_flight += 1
-            self._in_flight += 1
             return Lease(affinity)
         best: int | None = None
         for index, member in enumerate(self._members):
@@ -203,7 +199,6 @@ class InstancePool:
         if best is None:
             return None
         self._members[best].in_flight += 1
-        self._in_flight += 1
         return Lease(best)
 
     async def acquire(self, affinity: int | None = None) -> Lease:
@@ -289,7 +284,6 @@ class InstancePool:
     ) -> None:
         member = self._members[lease.index]
         member.in_flight -= 1
-        self._in_flight -= 1
         member.observe(result.times, ran_now=ran_now, probe=probe)
         if not outcome.done():
             outcome.set_result(result)

@@ -274,25 +274,12 @@ class _Servicer:
 
     # --- inference -------------------------------------------------------------------------
 
+    @_rpc
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
-        """Errors map as :func:`_rpc` maps them, written out here: one coroutine per call
-        fewer on the busiest RPC."""
-        try:
-            decoded = self._decoder.decode(request)
-            shared = self._core.shared_memory.output_targets(decoded.outputs)
-            result = await self._core.infer(decoded, endpoint="ModelInfer RPC")
-            return encode_infer_response(result, shared=shared)
-        except HeadraceError as exc:
-            await context.abort(grpc_status(exc), exc.message)
-            raise  # unreachable: abort raises
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            _log.exception("gRPC ModelInfer failed")
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-            )
-            raise
+        decoded = self._decoder.decode(request)
+        shared = self._core.shared_memory.output_targets(decoded.outputs)
+        result = await self._core.infer(decoded, endpoint="ModelInfer RPC")
+        return encode_infer_response(result, shared=shared)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[bytes], context: Any
