@@ -876,26 +876,29 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "| triton | 4 | 130, 29.9 / 40.4 | 1,983, 1.9 / 4.5 | 15.3 [13.0-17.9] |", "triton", 4
     ),
     # frontend_ceiling.json
-    _ceiling_row("| gRPC bare grpc-aio | 3,826 | 7.1 | 302 |", "grpc bare grpc-aio"),
-    _ceiling_row("| gRPC bare grpc-sync | 4,334 | 8.5 | 249 |", "grpc bare grpc-sync"),
-    _ceiling_row(
-        "| gRPC headrace x1 / x2 | 3,382 / 3,610 | 7.0 / 12.4 | 345 / 389 |",
-        "grpc headrace x1",
-        "grpc headrace x2",
+    Claim(
+        BENCH,
+        "| gRPC bare grpc-aio | 3,390 |",
+        "frontend_ceiling.json",
+        "results.grpc bare grpc-aio.median_throughput",
     ),
-    _ceiling_row("| gRPC headrace (full path) | 2,218 | 11.4 | 540 |", "grpc headrace (full path)"),
-    _ceiling_row(
-        "| gRPC **triton (full path)** | **5,953** | 6.4 | 175 |", "grpc triton (full path)"
+    Claim(
+        BENCH,
+        "| gRPC bare grpc-sync | 3,221 |",
+        "frontend_ceiling.json",
+        "results.grpc bare grpc-sync.median_throughput",
     ),
-    _ceiling_row("| HTTP bare http-granian | 10,679 | 9.5 | 112 |", "http bare http-granian"),
-    _ceiling_row(
-        "| HTTP headrace x1 / x2 | 7,243 / 8,328 | 4.8 / 5.1 | 135 / 144 |",
-        "http headrace x1",
-        "http headrace x2",
+    Claim(
+        BENCH,
+        "| gRPC headrace (full path, in-server) | 2,483 |",
+        "frontend_ceiling.json",
+        "results.grpc headrace (full path, in-server).median_throughput",
     ),
-    _ceiling_row("| HTTP headrace (full path) | 6,016 | 4.4 | 158 |", "http headrace (full path)"),
-    _ceiling_row(
-        "| HTTP **triton (full path)** | **7,013** | 8.6 | 181 |", "http triton (full path)"
+    Claim(
+        BENCH,
+        "| gRPC headrace (full path, process) | 1,836 |",
+        "frontend_ceiling.json",
+        "results.grpc headrace (full path, process).median_throughput",
     ),
     # offline.json
     _offline_row(

@@ -14,7 +14,8 @@ validation, dynamic batcher, instance, statistics) and, where ``../shared/tools/
 exists, real NVIDIA Triton serving that same model: the server headrace is measured against.
 
     python benchmarks/frontend_ceiling.py [--concurrency 16] [--rounds 3] [--processes 1,2]
-        [--bare grpc-aio,grpc-sync,http-granian] [--no-triton]
+        [--bare grpc-aio,grpc-sync,http-granian] [--python-runtimes in-server,process]
+        [--protocols grpc,http] [--no-triton]
 
 Writes benchmarks/results/frontend_ceiling.json (with the machine) and prints a table.
 """
@@ -67,7 +68,7 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
     class InstantCore:
         shared_memory = SharedMemoryRegistry()
 
-        async def infer(self, request: Any) -> InferenceResponse:
+        async def infer(self, request: Any, *, endpoint: str = "") -> InferenceResponse:
             outputs = {"OUTPUT0": request.inputs["INPUT0"]}
             return InferenceResponse("identity", "1", outputs, id=request.id)
 
@@ -206,8 +207,9 @@ def start_bare(kind: str, ports_dir: Path) -> Target:
     )
 
 
-def start_full(system: str, workdir: Path) -> Target:
-    """``system`` (headrace or triton) serving the identity model as a python ``model.py``."""
+def start_full(system: str, workdir: Path, runtime: str = "") -> Target:
+    """``system`` (headrace or triton) serving the identity model as a python ``model.py``;
+    headrace runs it where ``runtime`` says (``--python-runtime``)."""
     import repository  # builds models with torch: only when a full-path server is measured
 
     batching = repository.Batching(max_batch_size=64, max_queue_delay_us=100, instances=1)
@@ -216,11 +218,15 @@ def start_full(system: str, workdir: Path) -> Target:
     if not (workdir / "repository").exists():
         repository.write_repository(workdir / "repository", chosen, batching)
     options = dataclasses.asdict(batching)
-    server = servers.launch(system, workdir / "repository", [chosen[0].name], workdir, options)
+    extra = ["--python-runtime", runtime] if runtime else []
+    server = servers.launch(
+        system, workdir / "repository", [chosen[0].name], workdir, options, extra_args=extra
+    )
     assert server.ports is not None  # headrace's are read back once it is ready
     ports = {"http": server.ports.http, "grpc": server.ports.grpc}
     pid = server.process.pid
-    return Target(f"{system} (full path)", chosen[0].name, ports, [pid], server.stop)
+    name = f"{system} (full path, {runtime})" if runtime else f"{system} (full path)"
+    return Target(name, chosen[0].name, ports, [pid], server.stop)
 
 
 def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
@@ -257,6 +263,19 @@ def main(argv: list[str] | None = None) -> int:
         default=["grpc-aio", "grpc-sync", "http-granian"],
         help="bare library servers to measure alongside (default all; '' for none)",
     )
+    parser.add_argument(
+        "--python-runtimes",
+        type=lambda text: [part for part in text.split(",") if part],
+        default=["in-server", "process"],
+        help="--python-runtime values headrace's full path is measured with, comma separated "
+        "(default in-server,process)",
+    )
+    parser.add_argument(
+        "--protocols",
+        type=lambda text: [part for part in text.split(",") if part],
+        default=["grpc", "http"],
+        help="protocols to load, comma separated (default grpc,http)",
+    )
     parser.add_argument("--no-triton", action="store_true", help="leave real Triton out")
     parser.add_argument("--out", default=str(ROOT / "results" / "frontend_ceiling.json"))
     args = parser.parse_args(argv)
@@ -287,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             (lambda n=n: start_headrace(n, workdir / f"headrace-{n}")) for n in args.processes
         ]
         starters += [(lambda k=k: start_bare(k, workdir / "bare")) for k in bare]
-        starters.append(lambda: start_full("headrace", workdir / "full"))
+        starters += [
+            (lambda r=r: start_full("headrace", workdir / "full", r)) for r in args.python_runtimes
+        ]
         if triton:
             starters.append(lambda: start_full("triton", workdir / "full"))
         # every server runs through all its rounds while the others are stopped; the order of
@@ -297,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             for start in order:
                 target = start()
                 try:
-                    for protocol in sorted(target.ports, reverse=index % 2 == 1):
+                    chosen = [p for p in target.ports if p in args.protocols]
+                    for protocol in sorted(chosen, reverse=index % 2 == 1):
                         point = measure(target, protocol, args.concurrency)
                         key = f"{protocol} {target.name}"
                         rounds.setdefault(key, []).append(point)
@@ -311,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "concurrency": args.concurrency,
         "processes": args.processes,
+        "python_runtimes": args.python_runtimes,
+        "protocols": args.protocols,
         "bare": bare,
         "bare_left_out": skipped,
         "triton": triton,

@@ -184,6 +184,11 @@ def wire_bytes(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
     """
     if datatype is DataType.BYTES:
         return serialize_bytes_tensor(array)
+    if array.dtype.byteorder != ">" and array.flags.c_contiguous:
+        try:
+            return array.data.cast("B")  # the common case, a third of the steps below
+        except (TypeError, ValueError):
+            pass  # a dtype without a buffer format (bfloat16) or an empty shape
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
@@ -279,6 +284,19 @@ class InferenceRequest:
     sequence_id: int | str = 0
     sequence_start: bool = False
     sequence_end: bool = False
+
+    def with_inputs(self, inputs: Mapping[str, np.ndarray]) -> InferenceRequest:
+        """This request with other inputs, and a copy of its parameters.
+
+        For a door that replays a decoded request header (the gRPC frontend's), once per
+        request: filled field by field, a fraction of the cost of ``dataclasses.replace``.
+        """
+        clone = object.__new__(InferenceRequest)
+        fields = clone.__dict__
+        fields.update(self.__dict__)
+        fields["inputs"] = inputs
+        fields["parameters"] = dict(self.parameters)
+        return clone
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,13 @@ def numpy_to_triton_type(data_type: Any) -> int | None:
         kind = DataType.from_numpy(np.dtype(data_type))
     except (TypeError, ValueError):
         return None
-    return int(model_config_pb2.DataType.Value(kind.config_name))
+    number = _CONFIG_NUMBERS.get(kind)
+    if number is None:  # once per type: every tensor a model makes asks
+        number = _CONFIG_NUMBERS[kind] = int(model_config_pb2.DataType.Value(kind.config_name))
+    return number
+
+
+_CONFIG_NUMBERS: dict[DataType, int] = {}
 
 
 def serialize_byte_tensor(input_tensor: np.ndarray) -> np.ndarray | None:
@@ -330,9 +336,10 @@ class InferenceResponse:
             )
         self._output_tensors = list(output_tensors)
         self._error = error
-        self._parameters = (
-            parameters if isinstance(parameters, str) else json.dumps(parameters or {})
-        )
+        if isinstance(parameters, str):
+            self._parameters = parameters
+        else:  # most responses have none: skip the encoder for them
+            self._parameters = json.dumps(parameters) if parameters else "{}"
 
     def output_tensors(self) -> list[Tensor]:
         return self._output_tensors

@@ -43,7 +43,9 @@ __all__ = [
     "decode_infer_request",
     "encode_infer_response",
     "encode_stream_response",
+    "from_raw",
     "parameter_value",
+    "scan_infer_request",
     "split_infer_request",
 ]
 
@@ -83,6 +85,20 @@ def split_infer_request(
     parse, once more on every access); everything else is parsed by protobuf. Raises
     :class:`InvalidInput` when the framing is malformed.
     """
+    header, raws = scan_infer_request(data)
+    try:
+        message = service_pb2.ModelInferRequest.FromString(header)
+    except DecodeError as exc:
+        raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
+    return message, raws
+
+
+def scan_infer_request(data: bytes | memoryview) -> tuple[bytes, list[memoryview]]:
+    """Split a serialized ``ModelInferRequest`` into its other fields' bytes (the header, for
+    protobuf to parse) and views of its ``raw_input_contents``, without copying those.
+
+    Raises :class:`InvalidInput` when the framing is malformed.
+    """
     view = memoryview(data).cast("B")
     end = len(view)
     raws: list[memoryview] = []
@@ -91,10 +107,18 @@ def split_infer_request(
     try:
         while pos < end:
             start = pos
-            key, pos = _read_varint(view, pos)
+            key = view[pos]  # one-byte keys and lengths are the common case: read them inline
+            if key < 0x80:
+                pos += 1
+            else:
+                key, pos = _read_varint(view, pos)
             wire = key & 7
             if wire == 2:
-                length, pos = _read_varint(view, pos)
+                length = view[pos]
+                if length < 0x80:
+                    pos += 1
+                else:
+                    length, pos = _read_varint(view, pos)
                 if key >> 3 == _RAW_INPUT_FIELD:
                     header.append(view[segment:start])
                     raws.append(view[pos : pos + length])
@@ -108,11 +132,12 @@ def split_infer_request(
                 raise ValueError(f"unsupported wire type {wire} at offset {start}")
             if pos > end:
                 raise ValueError(f"field at offset {start} runs past the end ({end} bytes)")
-        header.append(view[segment:end])
-        message = service_pb2.ModelInferRequest.FromString(b"".join(header))
-    except (ValueError, IndexError, DecodeError) as exc:
+    except (ValueError, IndexError) as exc:
         raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
-    return message, raws
+    if not raws:
+        return (data if isinstance(data, bytes) else bytes(view)), raws
+    header.append(view[segment:end])
+    return b"".join(header), raws
 
 
 _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
@@ -172,7 +197,7 @@ def decode_infer_request(
                     f"input '{name}' of model '{model}' sets 'contents' while the request uses "
                     "raw_input_contents; use one or the other"
                 )
-            inputs[name] = _from_raw(raw[index], datatype, shape, name)
+            inputs[name] = from_raw(raw[index], datatype, shape, name)
             index += 1
         else:
             inputs[name] = _from_contents(tensor.contents, datatype, shape, name)
@@ -224,30 +249,78 @@ def _response_chunks(
     parameters: Mapping[str, bool | int | float | str] | None,
     shared: Mapping[str, OutputTarget] | None,
 ) -> list[bytes | memoryview]:
-    header = service_pb2.ModelInferResponse(
-        model_name=response.model_name,
-        model_version=response.model_version,
-        id=response.id,
-    )
-    for key, value in {**response.parameters, **(parameters or {})}.items():
-        _set_parameter(header.parameters[key], key, value)
     raws: list[bytes | memoryview] = []
+    outputs: list[tuple[str, str, tuple[int, ...]]] = []
     for name, value in response.outputs.items():
         target = shared.get(name) if shared else None
         if target is not None:
             written, shape = target.write(name, value)
-            header.outputs.add(name=name, datatype=written.value, shape=shape)
+            outputs.append((name, written.value, tuple(shape)))
             raws.append(b"")
             continue
         array = np.asarray(value)
         datatype = _datatype_of(array, name)
-        header.outputs.add(name=name, datatype=datatype.value, shape=array.shape)
+        outputs.append((name, datatype.value, array.shape))
         raws.append(wire_bytes(array, datatype))
-    chunks: list[bytes | memoryview] = [header.SerializeToString()]
+    chunks = _header_chunks(response, parameters, outputs)
     for raw in raws:
         chunks.append(_RAW_OUTPUT_TAG + _varint(len(raw)))
         chunks.append(raw)
     return chunks
+
+
+def _header_chunks(
+    response: InferenceResponse,
+    parameters: Mapping[str, bool | int | float | str] | None,
+    outputs: list[tuple[str, str, tuple[int, ...]]],
+) -> list[bytes | memoryview]:
+    """The serialized ``ModelInferResponse`` fields before the raw outputs.
+
+    Without parameters the header is the same bytes protobuf writes, put together from
+    pieces serialized once and remembered (model and version; the output descriptions) and
+    the id, the one field that differs from request to request.
+    """
+    if response.parameters or parameters:
+        header = service_pb2.ModelInferResponse(
+            model_name=response.model_name,
+            model_version=response.model_version,
+            id=response.id,
+        )
+        for key, value in {**response.parameters, **(parameters or {})}.items():
+            _set_parameter(header.parameters[key], key, value)
+        for name, datatype, shape in outputs:
+            header.outputs.add(name=name, datatype=datatype, shape=shape)
+        return [header.SerializeToString()]
+    model = (response.model_name, response.model_version)
+    prefix = _MODEL_FIELDS.get(model)
+    if prefix is None:
+        message = service_pb2.ModelInferResponse(model_name=model[0], model_version=model[1])
+        prefix = _remember(_MODEL_FIELDS, model, message.SerializeToString())
+    described = tuple(outputs)
+    tail = _OUTPUT_FIELDS.get(described)
+    if tail is None:
+        message = service_pb2.ModelInferResponse()
+        for name, datatype, shape in outputs:
+            message.outputs.add(name=name, datatype=datatype, shape=shape)
+        tail = _remember(_OUTPUT_FIELDS, described, message.SerializeToString())
+    if not response.id:
+        return [prefix, tail]
+    id_bytes = response.id.encode()
+    return [prefix, _ID_TAG + _varint(len(id_bytes)), id_bytes, tail]
+
+
+_ID_TAG = bytes([3 << 3 | 2])  # ModelInferResponse.id
+_MODEL_FIELDS: dict[tuple[str, str], bytes] = {}
+_OUTPUT_FIELDS: dict[tuple[tuple[str, str, tuple[int, ...]], ...], bytes] = {}
+_REMEMBERED = 1024
+"""Serialized header pieces kept per table; the oldest go first beyond this many."""
+
+
+def _remember(table: dict[Any, bytes], key: Any, value: bytes) -> bytes:
+    if len(table) >= _REMEMBERED:
+        del table[next(iter(table))]
+    table[key] = value
+    return value
 
 
 def _varint(value: int) -> bytes:
@@ -295,9 +368,11 @@ def _from_shared(
     return memory.read_input(name, datatype, shape, ref, model)
 
 
-def _from_raw(
+def from_raw(
     data: bytes | memoryview, datatype: DataType, shape: tuple[int, ...], name: str
 ) -> np.ndarray:
+    """Input ``name``'s raw content as an array (numeric data: a read-only view of ``data``);
+    raises :class:`InvalidInput` when its size or BYTES framing does not fit ``shape``."""
     if datatype is DataType.BYTES:
         try:
             return deserialize_bytes_tensor(data, shape)

@@ -33,6 +33,7 @@ from headrace.server.grpc.codec import (
     parameter_value,
     split_infer_request,
 )
+from headrace.server.grpc.decoder import InferRequestDecoder
 from headrace.server.grpc.messages import (
     cuda_status_response,
     model_metadata_response,
@@ -232,6 +233,7 @@ class _Servicer:
     def __init__(self, core: InferenceServer, stream_window: int) -> None:
         self._core = core
         self._stream_window = stream_window
+        self._decoder = InferRequestDecoder(core.shared_memory)
 
     # --- health and metadata ---------------------------------------------------------------
 
@@ -274,9 +276,8 @@ class _Servicer:
 
     @_rpc
     async def ModelInfer(self, request: bytes, context: Any) -> bytes:
-        memory = self._core.shared_memory
-        decoded = decode_infer_request(*split_infer_request(request), memory)
-        shared = memory.output_targets(decoded.outputs)
+        decoded = self._decoder.decode(request)
+        shared = self._core.shared_memory.output_targets(decoded.outputs)
         result = await self._core.infer(decoded, endpoint="ModelInfer RPC")
         return encode_infer_response(result, shared=shared)
 

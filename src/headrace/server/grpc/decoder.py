@@ -1,0 +1,115 @@
+"""Unary ``ModelInfer`` requests decoded with a memo of their headers.
+
+Clients repeat themselves: perf_analyzer and most pipelines send the same model, input
+names, datatypes, shapes and parameters in every request, and only the tensor bytes change.
+Everything of a serialized ``ModelInferRequest`` but its ``raw_input_contents`` is its
+*header*; parsing and checking that header through protobuf costs more than wrapping the
+tensors of a small request. :class:`InferRequestDecoder` keeps what a header decoded to (the
+checked input specs and the request without its inputs) keyed by the header's bytes, and
+replays it: per request only the raw contents are checked and wrapped, with the same checks
+and error texts as :func:`~headrace.server.grpc.codec.decode_infer_request`.
+
+Only headers whose inputs all arrive in ``raw_input_contents`` (none in shared memory, none in
+typed ``contents``) are kept; other requests, and headers whose decoding failed, take the full
+path every time. At most ``capacity`` headers are kept, the oldest dropped first. The decoder
+belongs to one event loop thread (the gRPC frontend's).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import service_pb2
+
+from headrace.errors import InvalidInput
+from headrace.server.grpc.codec import decode_infer_request, from_raw, scan_infer_request
+from headrace.server.memory import SharedMemoryRegistry
+from headrace.types import DataType, InferenceRequest
+
+__all__ = ["InferRequestDecoder"]
+
+_MAX_HEADER_BYTES = 4096
+"""Longer headers (many inputs or parameters) are decoded in full, not kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One raw input of a decoded header; ``dtype`` and ``nbytes`` are None for BYTES."""
+
+    name: str
+    datatype: DataType
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+    nbytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A decoded header: its raw inputs in order, and the request without its inputs."""
+
+    inputs: tuple[_Input, ...]
+    request: InferenceRequest
+
+
+class InferRequestDecoder:
+    """Decodes serialized ``ModelInferRequest`` messages, replaying headers seen before."""
+
+    def __init__(self, memory: SharedMemoryRegistry | None, capacity: int = 256) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must not be negative, got {capacity}")
+        self._memory = memory
+        self._capacity = capacity
+        self._plans: dict[bytes, _Plan] = {}
+
+    def decode(self, data: bytes | memoryview) -> InferenceRequest:
+        """The request ``data`` carries; raises :class:`InvalidInput` as the full decoding does."""
+        header, raws = scan_infer_request(data)
+        plan = self._plans.get(header)
+        if plan is None or len(raws) != len(plan.inputs):
+            return self._decode(header, raws)
+        inputs: dict[str, np.ndarray] = {}
+        for spec, raw in zip(plan.inputs, raws):
+            if spec.nbytes is not None and len(raw) == spec.nbytes:
+                inputs[spec.name] = np.frombuffer(raw, spec.dtype).reshape(spec.shape)
+            else:  # BYTES, or a size that does not fit: the full check says what is wrong
+                inputs[spec.name] = from_raw(raw, spec.datatype, spec.shape, spec.name)
+        return plan.request.with_inputs(inputs)
+
+    def _decode(self, header: bytes, raws: list[memoryview]) -> InferenceRequest:
+        try:
+            message = service_pb2.ModelInferRequest.FromString(header)
+        except DecodeError as exc:
+            raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
+        request = decode_infer_request(message, raws, self._memory)
+        if self._capacity and len(header) <= _MAX_HEADER_BYTES:
+            plan = _plan(message, request, len(raws))
+            if plan is not None:
+                if len(self._plans) >= self._capacity:
+                    del self._plans[next(iter(self._plans))]
+                self._plans[header] = plan
+        return request
+
+
+def _plan(
+    message: service_pb2.ModelInferRequest, request: InferenceRequest, raw_count: int
+) -> _Plan | None:
+    """What to replay for ``message``'s header, or None when it cannot be replayed."""
+    tensors = message.inputs
+    if not tensors or raw_count != len(tensors):
+        return None  # typed contents or shared memory: decoded in full each time
+    specs = []
+    for tensor in tensors:
+        if "shared_memory_region" in tensor.parameters:
+            return None
+        datatype = DataType(tensor.datatype)
+        shape = tuple(tensor.shape)
+        if datatype is DataType.BYTES:
+            specs.append(_Input(tensor.name, datatype, shape, None, None))
+        else:
+            dtype = datatype.numpy_dtype
+            nbytes = math.prod(shape) * dtype.itemsize
+            specs.append(_Input(tensor.name, datatype, shape, dtype, nbytes))
+    return _Plan(tuple(specs), request.with_inputs({}))
