@@ -26,89 +26,25 @@ Where they differ on purpose, a rule of :data:`verdicts.SEQUENCE_RULES` checks b
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tritonclient.http as httpclient
 from sequence_client import outputs, scenario, sequence_repository
 from serve_process import start_server
+from triton_process import TRITON_MISSING, triton_server
 from verdicts import DIFFERS, ON_PURPOSE, SEQUENCE_RULES, classify
 
-TOOL = Path(__file__).resolve().parents[3] / "shared" / "tools" / "tritonserver"
-READY = Path.home() / ".cache" / "headrace-tools" / "tritonserver" / "dist" / ".ready"
-START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
-
-pytestmark = pytest.mark.skipif(
-    not (TOOL.is_file() and READY.is_file()), reason="the tritonserver tool is not installed"
-)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free right now. Triton cannot bind port 0 and report it, so this races with other
-    processes; ``triton`` retries with new ports when Triton dies at startup."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _ready(url: str) -> bool:
-    client = httpclient.InferenceServerClient(url, connection_timeout=2.0)
-    try:
-        return bool(client.is_server_ready())
-    except Exception:  # refused while Triton is still loading its models
-        return False
-    finally:
-        client.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+pytestmark = pytest.mark.skipif(TRITON_MISSING, reason="the tritonserver tool is not installed")
 
 
 @pytest.fixture
 def triton(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Triton serving the sequence models: its HTTP and gRPC addresses."""
     repository = sequence_repository(tmp_path / "triton-repo")
-    for attempt in range(3):
-        http, grpc, metrics = _free_ports(3)
-        log = tmp_path / f"triton-{attempt}.log"
-        with open(log, "wb") as out:
-            command = [str(TOOL), str(repository), str(http), str(grpc), str(metrics)]
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        url = f"127.0.0.1:{http}"
-        try:
-            while process.poll() is None and not _ready(url):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"tritonserver not ready in {START_TIMEOUT_S}s:\n{log.read_text()}")
-                try:
-                    process.wait(0.2)
-                except subprocess.TimeoutExpired:
-                    pass
-            if process.poll() is None:
-                yield url, f"127.0.0.1:{grpc}"
-                return
-        finally:
-            _stop(process)
-    pytest.fail(f"tritonserver did not start:\n{log.read_text()[-4000:]}")
+    with triton_server(repository, tmp_path) as server:
+        yield server.http_url, server.grpc_url
 
 
 def test_headrace_and_triton_answer_the_sequence_client_alike(
