@@ -164,10 +164,10 @@ def test_pool_refuses_what_the_cluster_lacks_and_maps_worker_errors(
 def test_the_context_travels_to_an_actor_through_cloudpickle(mlp_context: BackendContext) -> None:
     import pickle
 
-    from headrace.engine.ray_workers import _ShippedContext
+    from headrace.backends.base import ShippedContext
 
     cloudpickle = pytest.importorskip("ray.cloudpickle")
-    shipped = pickle.loads(cloudpickle.dumps(_ShippedContext.of(mlp_context)))
+    shipped = pickle.loads(cloudpickle.dumps(ShippedContext.of(mlp_context)))
     assert shipped.unpack() == mlp_context
 
 

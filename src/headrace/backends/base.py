@@ -60,6 +60,30 @@ class BackendContext:
     instance_name: str = ""
 
 
+@dataclass(frozen=True)
+class ShippedContext:
+    """A BackendContext as it crosses to another process (a worker process, a Ray actor).
+
+    The generated ``ModelConfig`` class says its module is ``model_config_pb2``, which
+    cloudpickle cannot import by that name, so the configuration travels as its bytes.
+    """
+
+    values: dict[str, Any]
+    config: bytes
+
+    @classmethod
+    def of(cls, context: BackendContext) -> ShippedContext:
+        values = {name: getattr(context, name) for name in context.__dataclass_fields__}
+        config = values.pop("config")
+        return cls(values, config.SerializeToString())
+
+    def unpack(self) -> BackendContext:
+        from tritonclient.grpc import model_config_pb2
+
+        config = model_config_pb2.ModelConfig.FromString(self.config)
+        return BackendContext(config=config, **self.values)
+
+
 class Backend(ABC):
     """One loaded model version, executed by one engine instance."""
 

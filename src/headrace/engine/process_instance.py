@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from headrace.backends.base import BackendContext, BackendFactory, RequestResult
+from headrace.backends.base import BackendContext, BackendFactory, RequestResult, ShippedContext
 from headrace.engine.instance import Request, TimedRequests
-from headrace.engine.process_worker import ItemMessage, PortableError, ShippedContext
-from headrace.engine.shared_tensors import SharedBuffer, pack, packed_size, unpack
+from headrace.engine.process_worker import ItemMessage, PortableError
+from headrace.engine.shared_tensors import OutputRing, SharedBuffer, pack, packed_size, unpack
 from headrace.engine.stats import StageTimes
 from headrace.errors import HeadraceError, InternalError, InvalidConfig, Unavailable
 from headrace.types import WorkItem
@@ -113,11 +113,11 @@ class _Worker:
         self.conn = conn
         self.control = control
         self.pid = pid
-        self.ring: SharedBuffer | None = None
+        self.ring: OutputRing | None = None  # the server reads it and moves its read mark
         self.arena: SharedBuffer | None = None
 
     def close(self) -> None:
-        for buffer in (self.arena, self.ring):
+        for buffer in (self.arena, self.ring.buffer if self.ring is not None else None):
             if buffer is not None:
                 buffer.close()
         self.conn.close()
@@ -164,10 +164,11 @@ class ProcessInstance:
     def submit_requests_timed(self, requests: Sequence[Request]) -> Future[TimedRequests]:
         future: Future[TimedRequests] = Future()
         items = [r if isinstance(r, WorkItem) else WorkItem(dict(r)) for r in requests]
-        if sum(packed_size(item.inputs) for item in items) <= _SEND_HERE_BYTES:
-            self._send_batch(items, future)
+        sizes = [packed_size(item.inputs) for item in items]
+        if sum(sizes) <= _SEND_HERE_BYTES:
+            self._send_batch(items, sizes, future)
         else:  # copying many megabytes would hold up the caller (the event loop)
-            self._sender.submit(self._send_batch, items, future)
+            self._sender.submit(self._send_batch, items, sizes, future)
         return future
 
     def run_requests_now(self, requests: Sequence[Request]) -> TimedRequests:
@@ -216,9 +217,9 @@ class ProcessInstance:
         worker = _Worker(process, conn, Connection(control.detach()), process.pid)
         try:
             conn.send((list(sys.path), _pickled(self._factory, self._shipped, self.name)))
-            worker.ring = SharedBuffer(self._ring_bytes)
+            worker.ring = OutputRing(SharedBuffer(self._ring_bytes))
             conn.send(self._ring_bytes)
-            send_handle(conn, worker.ring.fd, worker.pid)
+            send_handle(conn, worker.ring.buffer.fd, worker.pid)
             while not conn.poll(0.2):
                 if process.poll() is not None:
                     raise EOFError
@@ -243,7 +244,9 @@ class ProcessInstance:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _send_batch(self, items: list[WorkItem], future: Future[TimedRequests]) -> None:
+    def _send_batch(
+        self, items: list[WorkItem], sizes: list[int], future: Future[TimedRequests]
+    ) -> None:
         """On the sender thread: inputs into the arena, the batch's description to the worker."""
         keys = [next(_KEYS) for _ in items]
         with self._lock:
@@ -259,11 +262,11 @@ class ProcessInstance:
             future.set_result(_failed(items, error))
             return
         try:
-            arena = self._arena_for(worker, sum(packed_size(item.inputs) for item in items))
+            arena = self._arena_for(worker, sum(sizes))
             messages, offset = [], 0
-            for key, item in zip(keys, items):
+            for key, item, size in zip(keys, items, sizes):
                 messages.append(_item_message(key, item, pack(item.inputs, arena, offset)))
-                offset += packed_size(item.inputs)
+                offset += size
             worker.conn.send(("batch", batch.id, messages))
         except (OSError, ValueError) as exc:
             _log.debug("sending a batch to a worker failed: %s", exc)  # the reader reports it
@@ -386,12 +389,13 @@ class ProcessInstance:
 
     @staticmethod
     def _copy_out(worker: _Worker, packed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return unpack(packed, worker.ring, copy=True)
+        assert worker.ring is not None
+        return unpack(packed, worker.ring.buffer, copy=True)
 
     @staticmethod
     def _release(worker: _Worker, mark: int) -> None:
         assert worker.ring is not None
-        np.ndarray((1,), dtype=np.uint64, buffer=worker.ring.bytes, offset=0)[0] = mark
+        worker.ring.release(mark)
 
     # -- failure ----------------------------------------------------------------------------
 

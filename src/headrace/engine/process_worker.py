@@ -25,15 +25,13 @@ import pickle
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from headrace.backends.base import BackendContext, BackendFactory, RequestResult
-from headrace.config import ModelConfig
+from headrace.backends.base import BackendFactory, RequestResult, ShippedContext
 from headrace.engine.shared_tensors import (
     OutputRing,
     Packed,
@@ -45,24 +43,7 @@ from headrace.engine.shared_tensors import (
 from headrace.errors import HeadraceError, ModelExecutionError
 from headrace.types import Outputs, WorkItem
 
-__all__ = ["ItemMessage", "PortableError", "ShippedContext", "worker_main"]
-
-
-@dataclass(frozen=True, slots=True)
-class ShippedContext:
-    """A BackendContext as it crosses to the worker: the config as its serialized bytes."""
-
-    values: dict[str, Any]
-    config: bytes
-
-    @classmethod
-    def of(cls, context: BackendContext) -> ShippedContext:
-        values = {name: getattr(context, name) for name in context.__dataclass_fields__}
-        config = values.pop("config")
-        return cls(values, config.SerializeToString())
-
-    def unpack(self) -> BackendContext:
-        return BackendContext(config=ModelConfig.FromString(self.config), **self.values)
+__all__ = ["ItemMessage", "PortableError", "worker_main"]
 
 
 class PortableError(NamedTuple):
@@ -110,14 +91,15 @@ class Outbox:
 
     def send(self, head: tuple[Any, ...], arrays: Sequence[Mapping[str, np.ndarray]]) -> None:
         """Send ``head + (packed arrays, ring mark)``; arrays too large for the ring go pickled."""
-        size = sum(packed_size(group) for group in arrays)
+        sizes = [packed_size(group) for group in arrays]
+        size = sum(sizes)
         with self._ring.lock:
             if size and self._ring.fits(size):
                 offset, mark = self._ring.allocate(size)
                 packed = []
-                for group in arrays:
+                for group, group_size in zip(arrays, sizes):
                     packed.append(pack(group, self._ring.buffer, offset))
-                    offset += packed_size(group)
+                    offset += group_size
             else:
                 packed, mark = [dict(group) for group in arrays], 0
             self._conn.send((*head, packed, mark))

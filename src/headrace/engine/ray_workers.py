@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from headrace.backends.base import BackendContext, BackendFactory
-from headrace.config import ModelConfig
+from headrace.backends.base import BackendContext, BackendFactory, ShippedContext
 from headrace.engine.instance import ModelInstance, Request, TimedRequests
 from headrace.engine.pipeline import Preprocess
 from headrace.errors import (
@@ -151,29 +150,10 @@ class InstanceWorker:
         return self._instance
 
 
-@dataclass(frozen=True)
-class _ShippedContext:
-    """A BackendContext as Ray can pickle it. The generated ``ModelConfig`` class says its
-    module is ``model_config_pb2``, which cloudpickle cannot import by that name, so the
-    configuration travels as its serialized bytes."""
-
-    values: dict[str, Any]
-    config: bytes
-
-    @classmethod
-    def of(cls, context: BackendContext) -> _ShippedContext:
-        values = {f.name: getattr(context, f.name) for f in dataclasses.fields(context)}
-        config = values.pop("config")
-        return cls(values, config.SerializeToString())
-
-    def unpack(self) -> BackendContext:
-        return BackendContext(config=ModelConfig.FromString(self.config), **self.values)
-
-
 class _RayInstanceWorker(InstanceWorker):
     """What :class:`RayWorkerPool` makes actors of: an InstanceWorker given a shipped context."""
 
-    def __init__(self, factory: BackendFactory, shipped: _ShippedContext, **options: Any) -> None:
+    def __init__(self, factory: BackendFactory, shipped: ShippedContext, **options: Any) -> None:
         super().__init__(factory, shipped.unpack(), **options)
 
 
@@ -222,7 +202,7 @@ class RayWorkerPool:
         self.workers = [
             remote.options(num_cpus=1, num_gpus=num_gpus_per_worker).remote(
                 factory,
-                _ShippedContext.of(
+                ShippedContext.of(
                     dataclasses.replace(context, device=device, instance_name=f"{name}_{index}")
                 ),
                 index=index,
@@ -377,7 +357,7 @@ class RayExecutor:
                 )
                 actor = remote.options(num_cpus=1, num_gpus=self.num_gpus if on_gpu else 0).remote(
                     factory,
-                    _ShippedContext.of(context),
+                    ShippedContext.of(context),
                     index=index,
                     num_buffers=options.num_buffers,
                     pin_memory=options.pin_memory,
