@@ -875,6 +875,14 @@ CLAIMS: tuple[Claim | Row, ...] = (
     _cache_row(
         "| triton | 4 | 130, 29.9 / 40.4 | 1,983, 1.9 / 4.5 | 15.3 [13.0-17.9] |", "triton", 4
     ),
+    # gc_pause.json
+    Claim(BENCH, "71.9-77.4 ms over 5 runs", "gc_pause.json", "collect_ms.2[*]"),
+    Claim(
+        BENCH,
+        "0.000-0.004 ms once they are frozen",
+        "gc_pause.json",
+        "full_collect_after_freeze_ms[*]",
+    ),
     # frontend_ceiling.json
     Claim(
         BENCH,

@@ -2,8 +2,8 @@
 
 Loaded models bring hundreds of thousands of long-lived objects (torch, onnxruntime, the
 models' own modules), and CPython's oldest-generation collection walks every one of them:
-about 190 ms on this project's 2-core machine with torch and onnxruntime imported, a pause
-that every request in flight waits through. Once the models are loaded nothing that exists is
+72-77 ms on this project's 2-core machine with torch and onnxruntime imported
+(``benchmarks/gc_pause.py``), a pause that every request in flight waits through. Once the models are loaded nothing that exists is
 garbage for long, so :func:`refreeze` collects once and moves what is left into the permanent
 generation (``gc.freeze``), which later collections skip: they then walk only what was made
 since. Unfreezing first, on each change, lets an unloaded model's cycles be freed.
