@@ -28,7 +28,6 @@ path's latency over each shared memory path's, round by round) and a rich table.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -38,7 +37,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "serve_models"))
 
+import report  # noqa: E402
 import servers  # noqa: E402
 
 PROTOCOLS = ("http", "grpc")
@@ -255,8 +254,6 @@ def main(argv: list[str] | None = None) -> int:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from headrace.bench.machine import machine_info
-
     started = time.monotonic()
     x = np.random.default_rng(0).random(args.mib * 2**20 // 4, dtype=np.float32)
     regions = Regions(x.nbytes)
@@ -307,19 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(records)
-    document = {
-        "benchmark": "shared_memory",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - started, 1),
-        "command": " ".join(["python", "benchmarks/shared_memory.py", *(argv or sys.argv[1:])]),
-        "error": error,
-        "machine": machine_info(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
-        "summary": summary,
-        "records": records,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    report.write_document(
+        args.out,
+        "shared_memory",
+        argv if argv is not None else sys.argv[1:],
+        args,
+        started=started,
+        error=error,
+        summary=summary,
+        records=records,
+    )
     print_table(summary, args.mib, args.rounds)
     print(f"results: {args.out}" + (f" (kept {workdir})" if args.keep else ""))
     return 1 if error or not all(r["checked"] for r in records) else 0

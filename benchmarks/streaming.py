@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
-import json
 import os
 import statistics
 import sys
@@ -58,7 +57,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +65,7 @@ EXAMPLE = HERE.parent / "examples" / "streaming_cleaner"
 sys.path.insert(0, str(HERE / "serve_models"))
 sys.path.insert(0, str(EXAMPLE))
 
+import report  # noqa: E402
 import servers  # noqa: E402
 
 SYSTEMS = ("headrace", "triton", "headrace-onnx", "headrace-in-server")
@@ -501,7 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     from strain import record_archive
     from stream_load import warm_up
 
-    from headrace.bench.machine import machine_info
     from headrace.repository.examples import STREAM_CHANNELS, STREAM_UPDATE
 
     started = time.monotonic()
@@ -548,19 +546,16 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(records)
-    document = {
-        "benchmark": "streaming",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - started, 1),
-        "command": " ".join(["python", "benchmarks/streaming.py", *(argv or sys.argv[1:])]),
-        "error": error,
-        "machine": machine_info(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
-        "summary": summary,
-        "records": records,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    report.write_document(
+        args.out,
+        "streaming",
+        argv if argv is not None else sys.argv[1:],
+        args,
+        started=started,
+        error=error,
+        summary=summary,
+        records=records,
+    )
     print_table(summary, args.systems, f"streaming_detector, medians of {args.rounds} rounds")
     print(f"results: {args.out}" + (f" (kept {workdir})" if args.keep else ""))
     failed = error or any(r["errors"] for r in records)

@@ -192,3 +192,42 @@ def rich_table(rows: list[dict[str, Any]], title: str) -> Any:
     for row in rows:
         table.add_row(*_cells(row))
     return table
+
+
+def write_document(
+    path: Any,
+    benchmark: str,
+    argv: list[str],
+    args: Any,
+    *,
+    started: float,
+    error: str | None,
+    summary: Any,
+    records: list[dict[str, Any]],
+) -> None:
+    """Write a benchmark's result file: what ran, on which machine, its summary and records.
+
+    ``started`` is the run's ``time.monotonic()`` at its start; ``args``' ``out`` and ``keep``
+    are left out of the settings (where the file goes is not a setting of the measurement).
+    """
+    import json
+    import time
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from headrace.bench.machine import machine_info
+
+    document = {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "command": " ".join(["python", f"benchmarks/{benchmark}.py", *argv]),
+        "error": error,
+        "machine": machine_info(),
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "keep")},
+        "summary": summary,
+        "records": records,
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(document, indent=1, default=str) + "\n")
