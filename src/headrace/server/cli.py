@@ -23,7 +23,10 @@ from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 
-__all__ = ["register", "serve"]
+__all__ = ["DEFAULT_GIL_SWITCH_INTERVAL_US", "register", "serve"]
+
+#: CPython's own default (5 ms).
+DEFAULT_GIL_SWITCH_INTERVAL_US = 5000.0
 
 
 def register(subparsers: Any) -> None:
@@ -104,6 +107,15 @@ def register(subparsers: Any) -> None:
         "no model caches)",
     )
     parser.add_argument(
+        "--gil-switch-interval-us",
+        type=float,
+        default=DEFAULT_GIL_SWITCH_INTERVAL_US,
+        metavar="US",
+        help="how long one Python thread may hold the GIL while another waits for it: a "
+        "worker thread back from a model waits up to this for the event loop to let go "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
     parser.set_defaults(func=serve)
@@ -111,6 +123,10 @@ def register(subparsers: Any) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until a signal; returns the exit code."""
+    if args.gil_switch_interval_us <= 0:
+        print("headrace: error: --gil-switch-interval-us must be positive", file=sys.stderr)
+        return 2
+    sys.setswitchinterval(args.gil_switch_interval_us / 1e6)
     cache_bytes = parse_cache_config(args.cache_config)
     core = InferenceServer(
         args.repository,
