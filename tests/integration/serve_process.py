@@ -168,8 +168,11 @@ def write_fp16_identity(
     (model_dir / "1" / "model.py").write_text(_IDENTITY_MODEL_PY, encoding="utf-8")
 
 
-def start_server(repository: Path, workdir: Path, extra_args: Sequence[str] = ()) -> ServeProcess:
-    """Start ``headrace serve`` on free ports and return once it is ready."""
+def start_server(
+    repository: Path, workdir: Path, extra_args: Sequence[str] = (), *, ready: bool = True
+) -> ServeProcess:
+    """Start ``headrace serve`` on free ports and return once it is ready (or, with
+    ``ready=False``, once it is live: a server that is not ready on purpose)."""
     ports_file = workdir / "ports.json"
     log_path = workdir / "serve.log"
     command = [
@@ -194,7 +197,7 @@ def start_server(repository: Path, workdir: Path, extra_args: Sequence[str] = ()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     server = ServeProcess(process=process, repository=repository, log_path=log_path)
     try:
-        _wait_ready(server, ports_file, time.monotonic() + START_TIMEOUT_S)
+        _wait_ready(server, ports_file, time.monotonic() + START_TIMEOUT_S, ready)
     except BaseException:
         if process.poll() is None:
             process.kill()
@@ -203,23 +206,24 @@ def start_server(repository: Path, workdir: Path, extra_args: Sequence[str] = ()
     return server
 
 
-def _wait_ready(server: ServeProcess, ports_file: Path, deadline: float) -> None:
+def _wait_ready(server: ServeProcess, ports_file: Path, deadline: float, ready: bool) -> None:
     import tritonclient.http as httpclient
 
     while not ports_file.exists():
         _wait_step(server, deadline, "write its ports file")
     server.ports = {key: int(value) for key, value in json.loads(ports_file.read_text()).items()}
     client = httpclient.InferenceServerClient(server.http_url, connection_timeout=5.0)
+    what = "report ready" if ready else "report live"
     try:
-        while not _answers_ready(client):
-            _wait_step(server, deadline, "report ready")
+        while not _answers(client, "is_server_ready" if ready else "is_server_live"):
+            _wait_step(server, deadline, what)
     finally:
         client.close()
 
 
-def _answers_ready(client: object) -> bool:
+def _answers(client: object, check: str) -> bool:
     try:
-        return bool(client.is_server_ready())  # type: ignore[attr-defined]
+        return bool(getattr(client, check)())
     except Exception:  # refused or reset while the server is still opening its doors
         return False
 

@@ -68,9 +68,9 @@ def test_validation_errors_reach_the_caller_and_count_as_failures() -> None:
             InvalidInput, match=r"input 'x' has shape \[3, 5\], model 'scale' expects \[-1, 4\]"
         ):
             await server.infer(InferenceRequest("scale", {"x": bad}))
-        with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
+        with pytest.raises(ModelNotFound, match="Request for unknown model: 'nope' is not found"):
             await server.infer(InferenceRequest("nope", {"x": _x()}))
-        with pytest.raises(ModelNotFound, match="model 'scale' has no version '2'"):
+        with pytest.raises(ModelNotFound, match="'scale' version 2 is not found"):
             await server.infer(InferenceRequest("scale", {"x": _x()}, model_version="2"))
         (stats,) = server.statistics("scale")
         assert stats.fail.count == 1 and stats.success.count == 0
@@ -132,8 +132,10 @@ def test_unload_drains_in_flight_then_refuses() -> None:
         await asyncio.to_thread(started.wait, 10)
         unloading = asyncio.create_task(server.unload_model("scale"))
         await asyncio.sleep(0)  # let the unload start: it must stop routing at once
-        with pytest.raises(ModelNotReady, match="model 'scale' has no available versions"):
+        with pytest.raises(ModelNotFound, match="model: 'scale' has no available versions"):
             await server.infer(InferenceRequest("scale", {"x": _x(1)}))
+        with pytest.raises(ModelNotReady, match="'scale' version 1 is not at ready state"):
+            await server.infer(InferenceRequest("scale", {"x": _x(1)}, model_version="1"))
         assert not unloading.done()
         gate.set()
         response = await in_flight
@@ -274,7 +276,7 @@ def test_broken_repository_model_is_unavailable_with_reason(tmp_path: Path) -> N
     (tmp_path / "broken" / "config.pbtxt").write_text('name: "broken"\nbackend: "python"\n')
 
     async def body() -> None:
-        server = InferenceServer(tmp_path)
+        server = InferenceServer(tmp_path, options=ServerOptions(exit_on_error=False))
         await server.start()
         index = {e.name: e for e in server.repository_index()}
         assert index["mul"].state == "READY"

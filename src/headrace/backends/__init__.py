@@ -45,11 +45,19 @@ def backend_class_for(config: ModelConfig, version_dir: str | None = None) -> ty
     name = config.backend or backend_of_platform(config.platform)
     row = backend_row(name)
     if row is None or row.implementation is None:
-        given = config.backend or config.platform
-        what = f"backend {given!r}" if given else "no backend or platform"
+        field = "backend" if config.backend or not config.platform else "platform"
+        supported = ", ".join(SUPPORTED_BACKENDS)
+        if not (config.backend or config.platform):
+            raise InvalidConfig(
+                f"model '{config.name}' names no backend or platform; supported: {supported}",
+                field=field,
+            )
+        # Triton's words for a backend it does not have, then which ones headrace has.
+        platform = f" (platform '{config.platform}')" if field == "platform" else ""
         raise InvalidConfig(
-            f"model '{config.name}' names {what}; supported: {', '.join(SUPPORTED_BACKENDS)}",
-            field="backend" if config.backend or not config.platform else "platform",
+            f"unable to find backend library for backend '{name or config.platform}' of model "
+            f"'{config.name}'{platform}; headrace serves: {supported}",
+            field=field,
         )
     target = row.implementation
     if row.variant is not None and _uses_source(row.variant, config, version_dir):

@@ -91,7 +91,8 @@ class ModelEntry:
         if self.strict_model_config:
             raise InvalidConfig(
                 "file is missing (a config.pbtxt is required with strict model config; "
-                "run with strict_model_config=False to infer it from the model file)",
+                "--strict-model-config=false, or strict_model_config=False in Python, "
+                "completes it from the model file)",
                 source=self.config_path,
             )
         return self._inferred_config()

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any
 
+from headrace.errors import InvalidConfig
 from headrace.server.app import (
     DEFAULT_MAX_BODY_BYTES,
     FrontendOptions,
@@ -22,6 +23,7 @@ from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
+from headrace.server.models.registry import StartupFailed
 
 __all__ = ["DEFAULT_GIL_SWITCH_INTERVAL_US", "register", "serve"]
 
@@ -118,7 +120,46 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
+    _add_startup_flags(parser)
     parser.set_defaults(func=serve)
+
+
+def _add_startup_flags(parser: argparse.ArgumentParser) -> None:
+    """tritonserver's flags for what a start with failing models and readiness mean."""
+    parser.add_argument(
+        "--exit-on-error",
+        type=triton_bool,
+        default=True,
+        metavar="BOOL",
+        help="a model that fails to load at start stops the server with a non-zero exit "
+        "naming the model and why; false serves the models that loaded (default true)",
+    )
+    parser.add_argument(
+        "--strict-readiness",
+        type=triton_bool,
+        default=True,
+        metavar="BOOL",
+        help="/v2/health/ready and gRPC ServerReady answer ready only while every model that "
+        "should be loaded is ready; false: ready as soon as the server is live (default true)",
+    )
+    parser.add_argument(
+        "--strict-model-config",
+        type=triton_bool,
+        default=False,
+        metavar="BOOL",
+        help="true: every model needs a complete config.pbtxt; false: a missing or partial "
+        "one is completed from the model file, as Triton 2.51's default (default false)",
+    )
+
+
+def triton_bool(text: str) -> bool:
+    """A boolean flag value as tritonserver reads one: true/false, on/off, 1/0."""
+    value = text.strip().lower()
+    if value in ("true", "on", "1"):
+        return True
+    if value in ("false", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -137,6 +178,9 @@ def serve(args: argparse.Namespace) -> int:
             run_now_below_us=args.run_now_below_us,
             python_runtime=args.python_runtime,
             response_cache_bytes=cache_bytes,
+            exit_on_error=args.exit_on_error,
+            strict_readiness=args.strict_readiness,
+            strict_model_config=args.strict_model_config,
         ),
     )
     frontends = FrontendOptions(
@@ -153,6 +197,13 @@ def serve(args: argparse.Namespace) -> int:
         run(run_until_signal(app, on_started=print_status))
     except OSError as exc:  # a port already taken, an address that cannot be bound
         print(f"headrace: error: {exc}", file=sys.stderr)
+        return 1
+    except StartupFailed as exc:  # --exit-on-error: a model failed to load at start
+        hint = "--exit-on-error=false serves the models that loaded"
+        print(f"headrace: error: {exc.message} ({hint})", file=sys.stderr)
+        return 1
+    except InvalidConfig as exc:  # the repository root is missing or unreadable
+        print(f"headrace: error: {exc.message}", file=sys.stderr)
         return 1
     return 0
 

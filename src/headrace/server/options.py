@@ -16,7 +16,12 @@ class ServerOptions:
     name: str = "headrace"
     repository_poll_secs: float = 15.0
     strict_model_config: bool = True
+    """Models need a ``config.pbtxt``; False completes a missing or partial one from the
+    model file (``--strict-model-config``; ``headrace serve`` defaults to False, as Triton)."""
     strict_readiness: bool = True
+    """Ready only while every model that should be loaded is READY; False: ready once live."""
+    exit_on_error: bool = True
+    """A model that fails to load at start fails the start (``--exit-on-error``), as Triton."""
     num_buffers: int = 2
     run_now_below_us: float = 500.0
     """Batches of an instance whose average execution time is under this run on the event

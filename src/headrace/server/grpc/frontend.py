@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import grpc
 from tritonclient.grpc import service_pb2
 
-from headrace.errors import ErrorCode, HeadraceError, InvalidInput, Unsupported
+from headrace.errors import ErrorCode, HeadraceError, InvalidInput
 from headrace.server.grpc.codec import (
     decode_infer_request,
     encode_infer_response,
@@ -42,6 +42,7 @@ from headrace.server.grpc.messages import (
     statistics_response,
     system_status_response,
 )
+from headrace.server.lacking import NO_LOGGING, NO_TRACING, lacking
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
@@ -219,9 +220,11 @@ def _rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
-def _unimplemented(rpc: str) -> Handler[Any, Any]:
+def _lacking(rpc: str, message: str) -> Handler[Any, Any]:
+    """An RPC of an extension headrace lacks, answered as a Triton built without it."""
+
     async def handler(self: Any, request: Any, context: Any) -> Any:
-        raise Unsupported(f"the {rpc} RPC is not supported by this server")
+        raise lacking(message)
 
     handler.__name__ = rpc
     return _rpc(handler)
@@ -445,8 +448,8 @@ class _Servicer:
 
     # --- extensions headrace does not serve -------------------------------------------------
 
-    TraceSetting = _unimplemented("TraceSetting")
-    LogSettings = _unimplemented("LogSettings")
+    TraceSetting = _lacking("TraceSetting", NO_TRACING)
+    LogSettings = _lacking("LogSettings", NO_LOGGING)
 
 
 class _Stream:

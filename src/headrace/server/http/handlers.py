@@ -52,6 +52,7 @@ from headrace.server.http.messages import (
     statistics_json,
 )
 from headrace.server.http.status import http_status
+from headrace.server.lacking import NO_LOGGING, NO_TRACING, lacking
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
@@ -359,6 +360,14 @@ class HttpHandlers:
     async def shm_unregister(self, call: HttpCall) -> HttpResponse:
         self._core.shared_memory.unregister(self._shm_kind(call), call.params.get("region", ""))
         return _EMPTY_JSON
+
+    # --- extensions headrace lacks: Triton's answer when it lacks them ----------------------
+
+    async def trace_setting(self, call: HttpCall) -> HttpResponse:
+        raise lacking(NO_TRACING)
+
+    async def logging(self, call: HttpCall) -> HttpResponse:
+        raise lacking(NO_LOGGING)
 
 
 async def _events(

@@ -41,6 +41,12 @@ def _table() -> tuple[Route, ...]:
         Route("POST", "/v2/repository/models/{model}/load", "load"),
         Route("POST", "/v2/repository/models/{model}/unload", "unload"),
     ]
+    for method in ("GET", "POST"):  # answered as a Triton without these extensions answers
+        routes += [
+            Route(method, "/v2/trace/setting", "trace_setting"),
+            Route(method, "/v2/models/{model}/trace/setting", "trace_setting"),
+            Route(method, "/v2/logging", "logging"),
+        ]
     for kind in ("system", "cuda"):
         base = f"/v2/{kind}sharedmemory"
         routes += [

@@ -45,6 +45,7 @@ from headrace.server.heap import refreeze
 from headrace.server.models.loading import VersionSource, load_version
 from headrace.server.models.sources import (
     ScratchDirs,
+    check_repository,
     entry_sources,
     fingerprint,
     open_repository,
@@ -54,10 +55,11 @@ from headrace.server.models.table import LoadedVersion, ModelRecord, ModelState,
 
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository
+    from headrace.repository.entry import ModelEntry
     from headrace.repository.scan import ScanReport
     from headrace.server.options import ServerOptions
 
-__all__ = ["ModelControlMode", "ModelRegistry", "dependencies"]
+__all__ = ["ModelControlMode", "ModelRegistry", "StartupFailed", "dependencies"]
 
 ModelControlMode = Literal["none", "poll", "explicit"]
 MODES = ("none", "poll", "explicit")
@@ -75,6 +77,22 @@ class _Registered:
 
     config: ModelConfig
     factory: BackendFactory
+
+
+class StartupFailed(InternalError):
+    """Models failed to load at start (with ``exit_on_error``); ``failed`` maps name to why."""
+
+    def __init__(self, failed: Mapping[str, str]) -> None:
+        self.failed = dict(failed)
+        reasons = "; ".join(_one_line(name, why) for name, why in sorted(self.failed.items()))
+        super().__init__(f"failed to load all models: {reasons}")
+
+
+def _one_line(name: str, why: str) -> str:
+    """A load failure on one line that names the model (a traceback follows the first line)."""
+    lines = [line.strip() for line in why.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "unknown reason"
+    return first if f"'{name}'" in first else f"model '{name}': {first}"
 
 
 def dependencies(config: ModelConfig) -> list[str]:
@@ -130,17 +148,30 @@ class ModelRegistry:
     # -- start and stop ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the startup models (per mode) and start polling in ``poll`` mode."""
+        """Load the startup models (per mode) and start polling in ``poll`` mode.
+
+        A repository root that is missing or unreadable is refused. With
+        ``options.exit_on_error`` a startup model that fails to load fails the start: every
+        model is unloaded again and the error names each failed model and why, as Triton's
+        ``--exit-on-error``."""
         self._stop_event = asyncio.Event()
         if self._repository is not None:
+            await asyncio.to_thread(check_repository, self._repository)
             report = await self._scan()
             if self.mode == "explicit" and "*" not in self.load_models:
                 names = list(self.load_models)
             else:
                 names = sorted(set(report.names()) | set(self._problems))
+            failed: dict[str, str] = {}
             for name in names:
                 if not self._ready(name):  # loaded already as another model's dependency
-                    await self._load_logged(name, report)
+                    why = await self._load_logged(name, report)
+                    if why is not None:
+                        failed[name] = why
+            failed = {name: why for name, why in failed.items() if not self._ready(name)}
+            if failed and self.options.exit_on_error:
+                await self.stop()
+                raise StartupFailed(failed)
         self._settle_heap_now()
         if self.mode == "poll" and self._repository is not None:
             self._poll_task = asyncio.create_task(self._poll_loop(), name="headrace-poll")
@@ -236,10 +267,27 @@ class ModelRegistry:
     # -- what the index shows ---------------------------------------------------------------
 
     def known_names(self) -> set[str]:
-        """Every model the registry knows: in the repository, registered, or loaded."""
-        names = set(self._fingerprints) | set(self._problems) | set(self._registered)
+        """Every model the registry knows: in the repository, registered, or loaded.
+
+        A local repository is listed afresh, so model directories added after the last scan
+        show (as Triton's index, in every mode); a remote one shows the last scan's names
+        (listing it would block the event loop on the network)."""
+        listed = self._listed_names()
+        names = set(self._fingerprints) | set(self._problems) if listed is None else set(listed)
+        names.update(self._registered)
         names.update(record.name for record in self.table)
         return names
+
+    def _listed_names(self) -> list[str] | None:
+        repository = self._repository
+        storage = getattr(repository, "storage", None)
+        if repository is None or storage is None or not storage.is_local:
+            return None
+        try:
+            return repository.names()
+        except OSError as exc:
+            _log.warning("listing the repository %s failed: %s", repository.path, exc)
+            return None
 
     def problem(self, name: str) -> str | None:
         """Why the repository cannot serve ``name`` (None when it can)."""
@@ -273,11 +321,14 @@ class ModelRegistry:
             self._fingerprints.setdefault(name, "")
         return report
 
-    async def _load_logged(self, name: str, report: ScanReport) -> None:
+    async def _load_logged(self, name: str, report: ScanReport) -> str | None:
+        """Load ``name``; a failure is logged and its message returned (None: loaded)."""
         try:
             await self._load(name, report=report)
         except HeadraceError as exc:
             _log.error("model '%s' failed to load: %s", name, exc.message)
+            return exc.message
+        return None
 
     def _ready(self, name: str) -> bool:
         record = self.table.get(name)
@@ -383,6 +434,8 @@ class ModelRegistry:
         if report is None:
             report = await self._scan()
         found = report.entry(name)
+        if found is None and override is not None:
+            found = await asyncio.to_thread(self._unscanned_entry, name)
         if found is None:
             why = self._problems.get(name)
             if why:
@@ -390,6 +443,14 @@ class ModelRegistry:
             raise ModelNotFound(f"unknown model '{name}': not in the repository")
         sources = await asyncio.to_thread(entry_sources, found, override)
         return sources, await asyncio.to_thread(fingerprint, found)
+
+    def _unscanned_entry(self, name: str) -> ModelEntry | None:
+        """``name``'s directory even when its own config.pbtxt is refused: a load request's
+        config override replaces that file, as in Triton (blocking)."""
+        repository = self._repository
+        if repository is None or name not in repository:
+            return None
+        return repository[name]
 
     async def _unload(self, record: ModelRecord, reason: str) -> None:
         async with record.lock:

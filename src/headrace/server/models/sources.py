@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.config import ModelConfig, config_from_json, format_config
 from headrace.config.platforms import ENSEMBLE_PLATFORM
-from headrace.errors import InvalidInput
+from headrace.errors import InvalidConfig, InvalidInput
 from headrace.server.models.loading import VersionSource
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ScratchDirs",
+    "check_repository",
     "entry_sources",
     "fingerprint",
     "load_repository_backend",
@@ -89,6 +90,29 @@ def open_repository(
     return ModelRepository(os.fspath(repository), strict_model_config=strict)
 
 
+def check_repository(repository: ModelRepository) -> None:
+    """Refuse a repository root that is missing, not a directory, or unreadable (blocking).
+
+    Triton refuses such a root at start; serving an empty model set from a typo'd path
+    would look healthy while serving nothing."""
+    storage = repository.storage
+    where = f"model repository '{repository.path}'"
+    try:
+        if not storage.exists():
+            raise InvalidConfig(f"{where} does not exist")
+        if not storage.isdir():
+            raise InvalidConfig(f"{where} is not a directory")
+        if storage.is_local:
+            os.listdir(storage.root)  # what the repository's listings would hit
+        else:
+            storage.fs.ls(storage.root, detail=False)
+    except InvalidConfig:
+        raise
+    except Exception as exc:  # PermissionError, or a remote store's own error types
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidConfig(f"{where} cannot be read: {why or type(exc).__name__}") from exc
+
+
 def load_repository_backend(context: Any) -> Any:
     """The factory for repository models: the backend the config names."""
     from headrace.backends import load_backend
@@ -115,7 +139,7 @@ def entry_sources(entry: ModelEntry, override: ModelConfig | None) -> list[Versi
             config = entry.completed_config(version, gpus=gpus)
         else:
             config = complete_config(
-                override,
+                _with_backend(override, entry, version_dir),
                 model_name=entry.name,
                 version_dir=version_dir,
                 gpus=gpus,
@@ -133,6 +157,21 @@ def entry_sources(entry: ModelEntry, override: ModelConfig | None) -> list[Versi
             )
         )
     return sources
+
+
+def _with_backend(override: ModelConfig, entry: ModelEntry, version_dir: str) -> ModelConfig:
+    """A load request's config replaces ``config.pbtxt`` whole, as in Triton 2.51 (fields it
+    leaves out are not taken from the file); without strict model config, a backend it does
+    not name comes from the model file's name, then the backend completes the rest."""
+    if entry.strict_model_config or override.platform or override.backend:
+        return override
+    from headrace.repository.complete import backend_for_files
+
+    files = os.listdir(version_dir) if os.path.isdir(version_dir) else []
+    filled = ModelConfig()
+    filled.CopyFrom(override)
+    filled.backend = backend_for_files(files, version_dir)
+    return filled
 
 
 def _backend_name(config: ModelConfig, version_dir: str) -> str:

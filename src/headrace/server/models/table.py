@@ -130,21 +130,31 @@ class ModelTable:
         self._records.pop(name, None)
 
     def resolve(self, name: str, version: str = "") -> LoadedVersion:
-        """The version a request for ``name``/``version`` goes to ("" = highest serving one)."""
+        """The version a request for ``name``/``version`` goes to ("" = highest serving one).
+
+        Errors are Triton's, word for word before headrace's detail: a model with no serving
+        version (never loaded, unloaded, failed) is not found (404 / NOT_FOUND); a named
+        version of such a model is not ready (503 / UNAVAILABLE)."""
         record = self._records.get(name)
         if record is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise ModelNotFound(f"Request for unknown model: '{name}' is not found")
         if not version:
             if record.highest is None:
-                raise ModelNotReady(_not_ready(record))
+                raise ModelNotFound(
+                    f"Request for unknown model: '{name}' has no available versions{_why(record)}"
+                )
             return record.highest
         loaded = record.by_label.get(version)
         if loaded is not None:
             return loaded
         if record.highest is None:
-            raise ModelNotReady(_not_ready(record))
+            raise ModelNotReady(
+                f"Request for unknown model: '{name}' version {version} is not at ready state"
+                f"{_why(record)}"
+            )
         raise ModelNotFound(
-            f"model '{name}' has no version '{version}'; serving {sorted(record.versions)}"
+            f"Request for unknown model: '{name}' version {version} is not found "
+            f"(serving versions {sorted(record.versions)})"
         )
 
     def loaded(self) -> Iterator[LoadedVersion]:
@@ -153,6 +163,7 @@ class ModelTable:
             yield from record.versions.values()
 
 
-def _not_ready(record: ModelRecord) -> str:
+def _why(record: ModelRecord) -> str:
+    """Headrace's detail after Triton's phrase: the model's state and reason."""
     why = f": {record.reason}" if record.reason else ""
-    return f"model '{record.name}' has no available versions ({record.state}{why})"
+    return f" ({record.state}{why})"
