@@ -22,6 +22,7 @@ from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
+from headrace.server.security_cli import add_security_arguments, security_options
 
 __all__ = ["register", "serve"]
 
@@ -106,6 +107,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
+    add_security_arguments(parser)
     parser.set_defaults(func=serve)
 
 
@@ -131,6 +133,7 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         ports_file=args.ports_file,
         http_server=args.http_server,
+        security=security_options(args),
     )
     app = ServerApp(core, frontends)
     try:

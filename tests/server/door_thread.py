@@ -1,0 +1,42 @@
+"""A :class:`ServerApp` on its own loop in a background thread, for tests that drive it with
+the synchronous ``tritonclient`` (the security tests: restricted APIs, TLS, slow clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from headrace.server.app import FrontendOptions, ServerApp
+from headrace.server.core import InferenceServer
+
+__all__ = ["serving"]
+
+TIMEOUT_S = 60.0
+
+
+@contextmanager
+def serving(
+    make_core: Callable[[], InferenceServer], options: FrontendOptions
+) -> Iterator[ServerApp]:
+    """Start ``ServerApp(make_core(), options)`` on a thread's loop; stop it when the block ends."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="door-thread", daemon=True)
+    thread.start()
+
+    async def start() -> ServerApp:
+        app = ServerApp(make_core(), options)
+        await app.start()
+        return app
+
+    try:
+        app = asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT_S)
+        try:
+            yield app
+        finally:
+            asyncio.run_coroutine_threadsafe(app.stop(), loop).result(TIMEOUT_S)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(TIMEOUT_S)
+        loop.close()
