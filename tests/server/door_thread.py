@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from headrace.server.app import FrontendOptions, ServerApp
@@ -18,16 +18,20 @@ TIMEOUT_S = 60.0
 
 @contextmanager
 def serving(
-    make_core: Callable[[], InferenceServer], options: FrontendOptions
+    options: FrontendOptions,
+    setup: Callable[[InferenceServer], Awaitable[None]] | None = None,
 ) -> Iterator[ServerApp]:
-    """Start ``ServerApp(make_core(), options)`` on a thread's loop; stop it when the block ends."""
+    """Start a ``ServerApp`` with ``options`` on a thread's loop (``setup`` runs on its core
+    once it has started); stop it when the block ends."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="door-thread", daemon=True)
     thread.start()
 
     async def start() -> ServerApp:
-        app = ServerApp(make_core(), options)
+        app = ServerApp(InferenceServer(), options)
         await app.start()
+        if setup is not None:
+            await setup(app.core)
         return app
 
     try:

@@ -125,3 +125,40 @@ def test_open_model_control_beyond_loopback_is_warned() -> None:
         grpc_restricted=parse_restricted(["model-repository:k=v"], "f", "protocol"),
     )
     assert guarded.exposure_warnings("0.0.0.0", "explicit") == []
+
+
+def test_serve_flags_become_security_options() -> None:
+    import argparse
+
+    from headrace.server.security_cli import add_security_arguments, security_options
+
+    parser = argparse.ArgumentParser()
+    add_security_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--http-restricted-api=statistics:k=v",
+            "--grpc-restricted-protocol=inference:g=w",
+            "--metrics-restricted=m=x",
+            "--metrics-address=127.0.0.1",
+            "--grpc-use-ssl-mutual",
+            "--grpc-server-cert=c.pem",
+            "--grpc-server-key=k.pem",
+            "--grpc-root-cert=ca.pem",
+            "--http-ssl-cert=h.pem",
+            "--http-ssl-key=hk.pem",
+            "--http-header-timeout=2.5",
+            "--http-body-timeout=7",
+            "--grpc-max-concurrent-streams=64",
+        ]
+    )
+    options = security_options(args)
+    assert options.http_restricted.groups == {"statistics": Restriction("k", "v")}
+    assert options.grpc_restricted.groups == {
+        "inference": Restriction("triton-grpc-protocol-g", "w")
+    }
+    assert options.metrics_restricted == Restriction("m", "x")
+    assert options.metrics_address == "127.0.0.1"
+    assert options.grpc_tls.enabled and options.grpc_tls.mutual
+    assert (options.http_tls.cert, options.http_tls.key) == ("h.pem", "hk.pem")
+    assert (options.http_header_timeout_s, options.http_body_timeout_s) == (2.5, 7.0)
+    assert options.grpc_max_concurrent_streams == 64
