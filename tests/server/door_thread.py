@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from headrace.server.app import FrontendOptions, ServerApp
 from headrace.server.core import InferenceServer
@@ -20,15 +21,16 @@ TIMEOUT_S = 60.0
 def serving(
     options: FrontendOptions,
     setup: Callable[[InferenceServer], Awaitable[None]] | None = None,
+    **core: Any,
 ) -> Iterator[ServerApp]:
-    """Start a ``ServerApp`` with ``options`` on a thread's loop (``setup`` runs on its core
-    once it has started); stop it when the block ends."""
+    """Start a ``ServerApp`` with ``options`` on a thread's loop, its core built with
+    ``core`` (``setup`` runs on it once started); stop it when the block ends."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="door-thread", daemon=True)
     thread.start()
 
     async def start() -> ServerApp:
-        app = ServerApp(InferenceServer(), options)
+        app = ServerApp(InferenceServer(**core), options)
         await app.start()
         if setup is not None:
             await setup(app.core)
