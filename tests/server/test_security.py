@@ -162,3 +162,18 @@ def test_serve_flags_become_security_options() -> None:
     assert (options.http_tls.cert, options.http_tls.key) == ("h.pem", "hk.pem")
     assert (options.http_header_timeout_s, options.http_body_timeout_s) == (2.5, 7.0)
     assert options.grpc_max_concurrent_streams == 64
+
+
+@pytest.mark.parametrize(
+    ("flags", "use_ssl"),
+    [([], False), (["--grpc-use-ssl"], True), (["--grpc-use-ssl=true"], True),
+     (["--grpc-use-ssl=false"], False), (["--grpc-use-ssl", "0"], False)],
+)  # fmt: skip
+def test_grpc_use_ssl_takes_tritons_boolean_forms(flags: list[str], use_ssl: bool) -> None:
+    import argparse
+
+    from headrace.server.security_cli import add_security_arguments
+
+    parser = argparse.ArgumentParser()
+    add_security_arguments(parser)
+    assert parser.parse_args(flags).grpc_use_ssl is use_ssl

@@ -139,3 +139,48 @@ def test_missing_or_half_tls_settings_are_refused_with_their_flags(tmp_path: Pat
         HttpTls(cert=missing, key=missing).check()
     with pytest.raises(InvalidConfig, match=r"--grpc-server-key .*missing\.pem: cannot read it"):
         GrpcTls(use_ssl=True, server_cert=missing, server_key=missing).credentials()
+
+
+def test_headrace_serve_takes_tritons_tls_flags(tmp_path: Path, certs: Certificates) -> None:
+    """The flags as a Triton command line writes them reach both doors of a real process."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ports_file = tmp_path / "ports.json"
+    command = [
+        sys.executable, "-m", "headrace.cli", "serve", str(tmp_path / "repo"),
+        "--http-port=0", "--grpc-port=0", "--no-metrics", f"--ports-file={ports_file}",
+        "--grpc-use-ssl=true", f"--grpc-server-cert={certs.server_cert}",
+        f"--grpc-server-key={certs.server_key}",
+        f"--http-ssl-cert={certs.server_cert}", f"--http-ssl-key={certs.server_key}",
+    ]  # fmt: skip
+    (tmp_path / "repo").mkdir()
+    env = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # blocks until the server reports it is serving
+            if "headrace: serving on" in line:
+                break
+        ports = json.loads(ports_file.read_text())
+        grpc = grpcclient.InferenceServerClient(
+            f"127.0.0.1:{ports['grpc']}", ssl=True, root_certificates=str(certs.ca)
+        )
+        http = httpclient.InferenceServerClient(
+            f"127.0.0.1:{ports['http']}", ssl=True, ssl_options={"ca_certs": str(certs.ca)}
+        )
+        try:
+            assert grpc.is_server_ready()
+            assert http.is_server_ready()
+        finally:
+            grpc.close()
+            http.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

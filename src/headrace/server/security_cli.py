@@ -61,13 +61,23 @@ def add_security_arguments(parser: Any) -> None:
         "(default: --host)",
     )
     group.add_argument(
-        "--grpc-use-ssl", action="store_true", help="serve gRPC over TLS (default off)"
+        "--grpc-use-ssl",
+        type=_triton_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="serve gRPC over TLS; alone or =true, as tritonserver takes it (default false)",
     )
     group.add_argument(
         "--grpc-use-ssl-mutual",
-        action="store_true",
+        type=_triton_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
         help="serve gRPC over TLS and require client certificates signed by --grpc-root-cert "
-        "(default off)",
+        "(default false)",
     )
     group.add_argument("--grpc-server-cert", default="", help="PEM server certificate for gRPC")
     group.add_argument("--grpc-server-key", default="", help="PEM private key for gRPC")
@@ -100,6 +110,16 @@ def add_security_arguments(parser: Any) -> None:
         metavar="N",
         help="calls in flight on one gRPC connection; more wait (default %(default)s)",
     )
+
+
+def _triton_bool(text: str) -> bool:
+    """A boolean value as tritonserver reads one (``--grpc-use-ssl=true``)."""
+    value = text.strip().lower()
+    if value in ("true", "on", "1"):
+        return True
+    if value in ("false", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def security_options(args: argparse.Namespace) -> SecurityOptions:
