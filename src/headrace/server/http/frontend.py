@@ -72,7 +72,7 @@ class HttpFrontend:
         aiohttp has no header read timeout (``header_timeout_s`` is taken and not used)."""
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
-        self._restricted = restricted or RestrictedApis()
+        self._restricted = restricted if restricted else None  # None: the hot path skips it
         self._tls = tls
         self._body_timeout = body_timeout_s
         self._web = require("aiohttp.web", "serve")
@@ -195,7 +195,7 @@ class HttpFrontend:
 
         @web.middleware
         async def errors(request: Any, handler: Any) -> Any:
-            if restricted:
+            if restricted is not None:
                 refused = refusal(restricted, request.path, request.headers)
                 if refused is not None:
                     return self._response(refused)

@@ -85,7 +85,7 @@ class GranianHttpFrontend:
         self._http1 = require("granian.http", EXTRA).HTTP1Settings(
             header_read_timeout=max(1, round(header_timeout_s * 1000))
         )
-        self._restricted = restricted or RestrictedApis()
+        self._restricted = restricted if restricted else None  # None: the hot path skips it
         self._tls = tls
         self._body_timeout = body_timeout_s
         self._native = require("granian._granian", EXTRA)
@@ -218,7 +218,7 @@ class GranianHttpFrontend:
 
     async def _answer(self, scope: Any, proto: Any) -> None:
         path = scope.path
-        if self._restricted:
+        if self._restricted is not None:
             refused = refusal(self._restricted, path, scope.headers)
             if refused is not None:
                 self._send(proto, refused)
