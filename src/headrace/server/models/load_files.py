@@ -2,8 +2,8 @@
 
 A load request may carry a model's files (Triton's model repository extension). They are
 written only inside a fresh private directory for that model, so each path must be a plain
-relative one: no absolute path, no ``..``, no empty or ``.`` segment, no backslash or NUL, not
-too long or too deep. Counts and sizes are bounded, and every error names the offending key in
+relative one: no absolute path, no ``..``, no empty or ``.`` segment, no backslash or control
+character, not too long or too deep. Counts and sizes are bounded, and every error names the offending key in
 a clear sentence (never an ``OSError: File name too long`` from deep inside ``open``). The
 files are created with ``O_EXCL | O_NOFOLLOW`` in directories this module made, so nothing can
 be written through a symbolic link either.
@@ -93,8 +93,8 @@ def _segments(name: str, key: str) -> list[str]:
         )
     if len(relative) > MAX_PATH_CHARS:
         raise InvalidInput(f"{where}: the path is longer than {MAX_PATH_CHARS} characters")
-    if any(c in relative for c in _FORBIDDEN):
-        raise InvalidInput(f"{where}: the path holds a backslash or NUL character")
+    if any(c in relative for c in _FORBIDDEN) or any(ord(c) < 32 for c in relative):
+        raise InvalidInput(f"{where}: the path holds a backslash or a control character")
     if relative.startswith("/"):
         raise InvalidInput(
             f"{where} is an absolute path; paths are relative to the model directory"
