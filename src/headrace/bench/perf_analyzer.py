@@ -397,7 +397,7 @@ def _check_input_data(input_data: str | os.PathLike[str] | None) -> None:
 
 
 def _run_bounded(command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - the perf_analyzer the user named
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -183,7 +183,7 @@ class ProcessInstance:
         if drain and batch is not None:
             try:
                 batch.future.result(timeout=60)
-            except Exception:
+            except Exception:  # noqa: S110 - the batch's own caller sees its error
                 pass
         worker = self._worker
         try:
@@ -205,7 +205,7 @@ class ProcessInstance:
         control, their_control = socket.socketpair()
         fds = [theirs.fileno(), their_control.fileno()]
         try:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "headrace.engine.process_worker", *map(str, fds)],
                 pass_fds=fds,
                 env=_worker_environment(),

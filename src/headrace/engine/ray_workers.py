@@ -251,7 +251,7 @@ class RayWorkerPool:
         workers, self.workers = self.workers, []
         try:
             self._ray.get([w.close.remote() for w in workers])
-        except Exception:  # an actor that died has nothing left to close
+        except Exception:  # noqa: S110 - an actor that died has nothing left to close
             pass
         for worker in workers:
             self._ray.kill(worker)
@@ -309,7 +309,7 @@ class RayInstance:
         """Close the actor's instance (draining it), then end the actor."""
         try:
             self._ray.get(self._actor.close.remote())
-        except Exception:  # an actor that died has nothing left to close
+        except Exception:  # noqa: S110 - an actor that died has nothing left to close
             pass
         self._ray.kill(self._actor)
 

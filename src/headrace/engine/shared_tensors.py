@@ -87,7 +87,8 @@ def _anonymous_file(size: int) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("headrace-tensors", os.MFD_CLOEXEC)
     else:  # pragma: no cover - platforms without memfd: an unlinked temporary file
-        directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        # An unlinked file in shared memory, not a named temporary path: nothing to guess.
+        directory = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
         with tempfile.TemporaryFile(dir=directory) as handle:
             fd = os.dup(handle.fileno())
     os.ftruncate(fd, size)

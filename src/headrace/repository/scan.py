@@ -15,6 +15,7 @@ entry: the server loads the steps first and refuses the ensemble itself, naming 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from headrace.config.ensemble_rules import check_ensemble_steps
@@ -87,6 +88,9 @@ def scan_repository(
 
 def scan_model(entry: ModelEntry) -> tuple[ModelEntry | None, list[RepositoryProblem]]:
     """Check one model; the entry is None when it cannot be served at all."""
+    escape = _escapes_repository(entry)
+    if escape:
+        return None, [RepositoryProblem(entry.name, entry.path, "", escape)]
     problems: list[RepositoryProblem] = []
     available = entry.available_versions()
     if not available:
@@ -164,6 +168,24 @@ def _ensemble_problems(entries: list[ModelEntry]) -> list[RepositoryProblem]:
                 RepositoryProblem(entry.name, source, "", f"{type(exc).__name__}: {exc}")
             )
     return problems
+
+
+def _escapes_repository(entry: ModelEntry) -> str:
+    """Why a local model directory is refused: one that resolves outside the repository
+    (whoever can write the repository must not reach the rest of the disk through it); empty
+    when it stays inside. The listing already skips symbolic links to directories (fsspec
+    calls them ``other``); this holds the line for any name handed in another way."""
+    storage = entry.storage
+    if not storage.is_local:
+        return ""
+    root = os.path.realpath(storage.root)
+    real = os.path.realpath(storage.full(entry.name))
+    if real == root or not real.startswith(root.rstrip(os.sep) + os.sep):
+        return (
+            f"the model directory is a symbolic link to {real}, outside the repository "
+            f"{root}; refused (copy the model into the repository instead)"
+        )
+    return ""
 
 
 def _problem(model: str, exc: HeadraceError, default_path: str) -> RepositoryProblem:

@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from headrace.errors import InvalidConfig
@@ -22,6 +22,7 @@ from headrace.files import atomic_write_bytes
 from headrace.server.core import InferenceServer
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS, make_http_frontend
 from headrace.server.metrics import DEFAULT_METRICS_PORT, MetricsEndpoint, ServerMetrics
+from headrace.server.security import SecurityOptions
 
 __all__ = ["FrontendOptions", "ServerApp", "run_until_signal"]
 
@@ -42,6 +43,8 @@ class FrontendOptions:
     ports_file: str = ""
     http_server: str = DEFAULT_HTTP_SERVER
     """What carries the HTTP door: ``aiohttp`` or ``granian`` (``--http-server``)."""
+    security: SecurityOptions = field(default_factory=SecurityOptions)
+    """Restricted APIs, TLS, timeouts and stream bounds (:mod:`headrace.server.security`)."""
 
     def __post_init__(self) -> None:
         for label in ("http_port", "grpc_port", "metrics_port"):
@@ -77,6 +80,8 @@ class ServerApp:
 
     async def start(self) -> None:
         """Load models, then open every enabled door; raises (after closing) if one fails."""
+        for warning in self.options.security.exposure_warnings(self.options.host, self.core.mode):
+            _log.warning("%s", warning)
         await self.core.start()
         try:
             for label, door in self._make_doors():
@@ -107,12 +112,19 @@ class ServerApp:
 
     def _make_doors(self) -> list[tuple[str, _Door]]:
         options = self.options
+        security = options.security
         doors: list[tuple[str, _Door]] = []
         if options.metrics_port is not None:
             metrics = ServerMetrics(
                 self.core.metric_samples, gpu=options.gpu_metrics, cache=self.core.cache_report
             )
-            doors.append(("metrics", MetricsEndpoint(metrics, options.host, options.metrics_port)))
+            endpoint = MetricsEndpoint(
+                metrics,
+                security.metrics_address or options.host,
+                options.metrics_port,
+                restriction=security.metrics_restricted,
+            )
+            doors.append(("metrics", endpoint))
         if options.http_port is not None:
             http = make_http_frontend(
                 options.http_server,
@@ -120,6 +132,10 @@ class ServerApp:
                 options.host,
                 options.http_port,
                 max_body_bytes=options.max_body_bytes,
+                restricted=security.http_restricted,
+                tls=security.http_tls,
+                header_timeout_s=security.http_header_timeout_s,
+                body_timeout_s=security.http_body_timeout_s,
             )
             doors.append(("http", http))
         if options.grpc_port is not None:
@@ -133,6 +149,9 @@ class ServerApp:
                         options.host,
                         options.grpc_port,
                         max_message_bytes=options.max_body_bytes,
+                        restricted=security.grpc_restricted,
+                        tls=security.grpc_tls,
+                        max_concurrent_streams=security.grpc_max_concurrent_streams,
                     ),
                 )
             )

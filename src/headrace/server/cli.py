@@ -24,6 +24,7 @@ from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 from headrace.server.models.registry import StartupFailed
+from headrace.server.security_cli import add_security_arguments, security_options
 
 __all__ = ["DEFAULT_GIL_SWITCH_INTERVAL_US", "register", "serve"]
 
@@ -121,6 +122,7 @@ def register(subparsers: Any) -> None:
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
     _add_startup_flags(parser)
+    add_security_arguments(parser)
     parser.set_defaults(func=serve)
 
 
@@ -191,6 +193,7 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         ports_file=args.ports_file,
         http_server=args.http_server,
+        security=security_options(args),
     )
     app = ServerApp(core, frontends)
     try:

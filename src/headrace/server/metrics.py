@@ -13,6 +13,7 @@ refreshes them every few seconds). GPU gauges (``nv_gpu_*``, labelled
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,6 +23,7 @@ from typing import Any
 from headrace.errors import require
 from headrace.scheduling.response_cache import CacheReport
 from headrace.server.reports import ModelStatistics
+from headrace.server.security import Restriction
 
 __all__ = ["DEFAULT_METRICS_PORT", "MetricsEndpoint", "ServerMetrics", "VersionSample"]
 
@@ -278,10 +280,19 @@ class _GpuProbe:
 class MetricsEndpoint:
     """Serves ``GET /metrics`` on its own port with aiohttp; port 0 binds any free port."""
 
-    def __init__(self, metrics: ServerMetrics, host: str = "127.0.0.1", port: int = 8002) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        host: str = "127.0.0.1",
+        port: int = 8002,
+        restriction: Restriction | None = None,
+    ) -> None:
+        """``restriction``: a header and value every scrape must carry (``--metrics-restricted``),
+        refused with 403 as the HTTP door refuses a restricted API."""
         self.metrics = metrics
         self.host = host
         self.port = port
+        self._restriction = restriction
         self._runner: Any = None
 
     async def start(self) -> None:
@@ -303,6 +314,12 @@ class MetricsEndpoint:
 
     async def _handle(self, request: Any) -> Any:
         web = require("aiohttp.web", "serve")
+        restriction = self._restriction
+        if restriction is not None and not restriction.allows(
+            request.headers.get(restriction.header)
+        ):
+            message = f"This API is restricted, expecting header '{restriction.header}'"
+            return web.Response(status=403, text=json.dumps({"error": message}))
         return web.Response(
             body=self.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -42,10 +42,13 @@ from headrace.server.grpc.messages import (
     statistics_response,
     system_status_response,
 )
+from headrace.server.grpc.restricted import RestrictedInterceptor
 from headrace.server.lacking import NO_LOGGING, NO_TRACING, lacking
+from headrace.server.security import DEFAULT_GRPC_MAX_STREAMS, RestrictedApis
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
+    from headrace.server.tls import GrpcTls
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GRPC_STATUS", "GrpcFrontend", "grpc_status"]
 
@@ -99,9 +102,14 @@ class GrpcFrontend:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         stream_window: int = 256,
         reuse_port: bool = False,
+        restricted: RestrictedApis | None = None,
+        tls: GrpcTls | None = None,
+        max_concurrent_streams: int = DEFAULT_GRPC_MAX_STREAMS,
     ) -> None:
         """``reuse_port`` lets several processes bind the same port (SO_REUSEPORT) and the
-        kernel spread connections among them; otherwise a taken port is an error."""
+        kernel spread connections among them; otherwise a taken port is an error.
+        ``restricted``: API groups that need a key; ``tls``: Triton's gRPC TLS settings;
+        ``max_concurrent_streams``: calls in flight on one connection (more wait)."""
         if not 0 < max_message_bytes <= DEFAULT_MAX_MESSAGE_BYTES:
             raise ValueError(
                 f"max_message_bytes must be in (0, {DEFAULT_MAX_MESSAGE_BYTES}], "
@@ -115,6 +123,9 @@ class GrpcFrontend:
         self._max_message = max_message_bytes
         self._stream_window = stream_window
         self._reuse_port = reuse_port
+        self._restricted = restricted or RestrictedApis()
+        self._tls = tls
+        self._max_streams = max_concurrent_streams
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
 
@@ -134,14 +145,18 @@ class GrpcFrontend:
         """Bind and start serving on the running loop; returns once the port accepts calls."""
         if self._server is not None:
             raise RuntimeError("GrpcFrontend is already started")
+        credentials = self._tls.credentials() if self._tls is not None else None
+        interceptors = [RestrictedInterceptor(self._restricted)] if self._restricted else []
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
+                ("grpc.max_concurrent_streams", self._max_streams),
                 ("grpc.max_send_message_length", self._max_message),
                 ("grpc.max_receive_message_length", self._max_message),
                 ("grpc.so_reuseport", int(self._reuse_port)),
                 ("grpc.server.max_pending_requests", _MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
-            ]
+            ],
         )
         handlers = _method_handlers(_Servicer(self._core, self._stream_window))
         server.add_generic_rpc_handlers(
@@ -150,7 +165,10 @@ class GrpcFrontend:
         server.add_registered_method_handlers(_SERVICE.full_name, handlers)
         address = f"{self._host}:{self._requested_port}"
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(f"gRPC frontend cannot bind {address}: {exc}") from exc
         if port == 0:

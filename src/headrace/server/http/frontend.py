@@ -13,6 +13,7 @@ the queue. Model control is shielded from that and always runs to its end.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,12 +29,20 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import ROUTES
+from headrace.server.security import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    RestrictedApis,
+    body_timeout,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from headrace.server.core import InferenceServer
+    from headrace.server.tls import HttpTls
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpFrontend"]
 
@@ -53,10 +62,19 @@ class HttpFrontend:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         shutdown_timeout_s: float = 30.0,
         reuse_port: bool = False,
+        restricted: RestrictedApis | None = None,
+        tls: HttpTls | None = None,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
-        """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`."""
+        """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`; the others as
+        for :class:`~headrace.server.http.granian_frontend.GranianHttpFrontend`, except that
+        aiohttp has no header read timeout (``header_timeout_s`` is taken and not used)."""
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self._restricted = restricted if restricted else None  # None: the hot path skips it
+        self._tls = tls
+        self._body_timeout = body_timeout_s
         self._web = require("aiohttp.web", "serve")
         self._handlers = HttpHandlers(core, max_body_bytes)
         self._host = host
@@ -105,6 +123,7 @@ class HttpFrontend:
             self._requested_port,
             reuse_address=True,
             reuse_port=self._reuse_port or None,
+            ssl_context=self._tls.context() if self._tls is not None else None,
         )
         try:
             await site.start()
@@ -126,13 +145,16 @@ class HttpFrontend:
         """An aiohttp handler calling ``handler`` with the request as an :class:`HttpCall`."""
         too_large_error = self._web.HTTPRequestEntityTooLarge
         limit = self._max_body
+        timeout = self._body_timeout
 
         async def handle(request: web.Request) -> web.StreamResponse:
             async def read() -> bytes:
                 try:
-                    return await request.read()
+                    return await asyncio.wait_for(request.read(), timeout)
                 except too_large_error:
                     raise InvalidInput(too_large(limit, request.content_length)) from None
+                except asyncio.TimeoutError:
+                    raise InvalidInput(body_timeout(timeout)) from None
 
             call = HttpCall(request.path, request.match_info, request.headers, read)
             response = await handler(call)
@@ -169,8 +191,14 @@ class HttpFrontend:
         web = self._web
         payload_error = require("aiohttp.web_protocol", "serve").RequestPayloadError
 
+        restricted = self._restricted
+
         @web.middleware
         async def errors(request: Any, handler: Any) -> Any:
+            if restricted is not None:
+                refused = refusal(restricted, request.path, request.headers)
+                if refused is not None:
+                    return self._response(refused)
             try:
                 return await handler(request)
             except HeadraceError as exc:

@@ -36,10 +36,18 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
+from headrace.server.security import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    RestrictedApis,
+    body_timeout,
+)
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
+    from headrace.server.tls import HttpTls
 
 __all__ = ["EXTRA", "GranianHttpFrontend"]
 
@@ -63,9 +71,23 @@ class GranianHttpFrontend:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         shutdown_timeout_s: float = 30.0,
         reuse_port: bool = False,
+        restricted: RestrictedApis | None = None,
+        tls: HttpTls | None = None,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
+        """``restricted``: API groups that need a key (:mod:`headrace.server.security`);
+        ``tls``: serve HTTPS; a client slower than ``header_timeout_s`` to send its headers
+        loses its connection (granian's HTTP/1 ``header_read_timeout``), one slower than
+        ``body_timeout_s`` to send its body gets a 400."""
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+        self._http1 = require("granian.http", EXTRA).HTTP1Settings(
+            header_read_timeout=max(1, round(header_timeout_s * 1000))
+        )
+        self._restricted = restricted if restricted else None  # None: the hot path skips it
+        self._tls = tls
+        self._body_timeout = body_timeout_s
         self._native = require("granian._granian", EXTRA)
         self._futures = require("granian._futures", EXTRA)
         rsgi = require("granian.rsgi", EXTRA)
@@ -105,16 +127,19 @@ class GranianHttpFrontend:
             raise RuntimeError("GranianHttpFrontend is already started")
         native, futures = self._native, self._futures
         loop = asyncio.get_running_loop()
+        tls = self._tls_args()
         sock = self._bind()
         port = int(sock.getsockname()[1])
         holder = native.SocketHolder(sock.detach(), False, _BACKLOG)
         try:
             # As granian.server.embed builds it: worker id, (spec, socket), runtime threads 1,
             # runtime blocking threads 512, Python blocking threads 1 (idle 30 s), backpressure,
-            # HTTP/1 and /2 ("auto") with default settings, no websockets, no static files, no TLS.
+            # HTTP/1 (our header timeout) and /2 ("auto", default settings), no websockets, no
+            # static files, TLS (enabled, cert, key, key password, min protocol, CA, CRL,
+            # client verification), no metrics.
             worker = native.RSGIWorker(
-                1, (None, holder), None, 1, 512, 1, 30, _BACKLOG, "auto", None, None, False,
-                None, False, None, None, None, "tls1.3", None, [], False, (None, None),
+                1, (None, holder), None, 1, 512, 1, 30, _BACKLOG, "auto", self._http1, None,
+                False, None, *tls, (None, None),
             )  # fmt: skip
         except TypeError as exc:
             raise Unsupported(
@@ -138,6 +163,13 @@ class GranianHttpFrontend:
         self._signal.add_cb(finished)
         worker.serve_async(scheduler, loop, self._signal)
         self._worker, self._port, self._done = worker, port, done
+
+    def _tls_args(self) -> tuple[Any, ...]:
+        """granian's TLS arguments; the files are checked here so a bad one fails the start."""
+        if self._tls is None or not self._tls.enabled:
+            return (False, None, None, None, "tls1.3", None, [], False)
+        self._tls.check()
+        return (True, self._tls.cert, self._tls.key, None, "tls1.2", None, [], False)
 
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -186,6 +218,11 @@ class GranianHttpFrontend:
 
     async def _answer(self, scope: Any, proto: Any) -> None:
         path = scope.path
+        if self._restricted is not None:
+            refused = refusal(self._restricted, path, scope.headers)
+            if refused is not None:
+                self._send(proto, refused)
+                return
         try:
             handler, params = self._router.match(scope.method, path)
         except RouteError as exc:
@@ -245,6 +282,12 @@ class GranianHttpFrontend:
     async def _read(self, proto: Any, headers: Any) -> bytes:
         """The raw body; without a Content-Length it is read in chunks up to the limit (the
         handlers refuse a declared length over it before reading)."""
+        try:
+            return await asyncio.wait_for(self._read_all(proto, headers), self._body_timeout)
+        except asyncio.TimeoutError:
+            raise InvalidInput(body_timeout(self._body_timeout)) from None
+
+    async def _read_all(self, proto: Any, headers: Any) -> bytes:
         if headers.get("content-length") is not None:
             return bytes(await proto())
         parts: list[bytes] = []

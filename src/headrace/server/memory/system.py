@@ -21,7 +21,7 @@ from headrace.errors import InvalidInput
 
 __all__ = ["SHM_DIRECTORY", "SystemRegion"]
 
-SHM_DIRECTORY = "/dev/shm"
+SHM_DIRECTORY = "/dev/shm"  # noqa: S108 - where shm_open names live, not a temp file
 """Where Linux keeps POSIX shared memory objects; ``shm_open(KEY)`` opens ``/dev/shm/KEY``."""
 
 

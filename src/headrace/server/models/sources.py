@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from headrace.config import ModelConfig, config_from_json, format_config
 from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import InvalidConfig, InvalidInput
+from headrace.server.models.load_files import check_files, write_files
 from headrace.server.models.loading import VersionSource
 
 if TYPE_CHECKING:
@@ -47,24 +48,23 @@ class ScratchDirs:
         from headrace.repository.entry import ModelEntry
         from headrace.repository.storage import Storage
 
+        checked = check_files(name, files)  # before anything is written
         root = tempfile.mkdtemp(prefix="headrace-load-")
         model_dir = os.path.join(root, name)
-        for key, data in files.items():
-            relative = key.removeprefix("file:")
-            target = os.path.normpath(os.path.join(model_dir, relative))
-            if not target.startswith(model_dir + os.sep):
-                shutil.rmtree(root, ignore_errors=True)
-                raise InvalidInput(
-                    f"load file '{key}' of model '{name}' escapes the model directory"
-                )
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as handle:
-                handle.write(data)
         config = override if override is not None else ModelConfig(name=name)
         if not config.name:
             config.name = name
-        with open(os.path.join(model_dir, "config.pbtxt"), "w", encoding="utf-8") as handle:
-            handle.write(format_config(config))
+        try:
+            os.mkdir(model_dir, 0o700)
+            write_files(model_dir, checked)
+            with open(os.path.join(model_dir, "config.pbtxt"), "w", encoding="utf-8") as handle:
+                handle.write(format_config(config))
+        except OSError as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            raise InvalidInput(
+                f"the files of the load request of model '{name}' cannot be written: "
+                f"{exc.strerror or exc}"
+            ) from exc
         self.drop(name)
         self._roots[name] = root
         return ModelEntry(Storage(root), name)
