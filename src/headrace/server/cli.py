@@ -21,6 +21,7 @@ from headrace.server.app import (
 )
 from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
+from headrace.server.flags import triton_bool
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 from headrace.server.models.registry import StartupFailed
@@ -152,16 +153,6 @@ def _add_startup_flags(parser: argparse.ArgumentParser) -> None:
         help="true: every model needs a complete config.pbtxt; false: a missing or partial "
         "one is completed from the model file, as Triton 2.51's default (default false)",
     )
-
-
-def triton_bool(text: str) -> bool:
-    """A boolean flag value as tritonserver reads one: true/false, on/off, 1/0."""
-    value = text.strip().lower()
-    if value in ("true", "on", "1"):
-        return True
-    if value in ("false", "off", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from headrace.server.flags import triton_bool
 from headrace.server.security import (
     API_GROUPS,
     DEFAULT_BODY_TIMEOUT_S,
@@ -62,7 +63,7 @@ def add_security_arguments(parser: Any) -> None:
     )
     group.add_argument(
         "--grpc-use-ssl",
-        type=_triton_bool,
+        type=triton_bool,
         nargs="?",
         const=True,
         default=False,
@@ -71,7 +72,7 @@ def add_security_arguments(parser: Any) -> None:
     )
     group.add_argument(
         "--grpc-use-ssl-mutual",
-        type=_triton_bool,
+        type=triton_bool,
         nargs="?",
         const=True,
         default=False,
@@ -110,16 +111,6 @@ def add_security_arguments(parser: Any) -> None:
         metavar="N",
         help="calls in flight on one gRPC connection; more wait (default %(default)s)",
     )
-
-
-def _triton_bool(text: str) -> bool:
-    """A boolean value as tritonserver reads one (``--grpc-use-ssl=true``)."""
-    value = text.strip().lower()
-    if value in ("true", "on", "1"):
-        return True
-    if value in ("false", "off", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def security_options(args: argparse.Namespace) -> SecurityOptions:
