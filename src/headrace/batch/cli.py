@@ -46,7 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (holds manifest.json)")
     parser.add_argument("--model-version", type=int, default=None, help="default: newest served")
     run = parser.add_argument_group("execution")
-    run.add_argument("--batch-size", type=int, default=256)
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="rows per model call; 0 = 256, or the model's max_batch_size when smaller (default 0)",
+    )
     run.add_argument(
         "--shard-size", type=int, default=0, help="rows per output shard (default 64 batches)"
     )
@@ -151,13 +156,39 @@ def run_command(argv: list[str]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    summary = run_from_args(args)
+    try:
+        summary = run_from_args(args)
+    except KeyboardInterrupt:
+        print(f"headrace: interrupted; {_saved(args.out)}", file=sys.stderr)
+        return 130
+    if summary.rows == 0 and summary.shards_skipped and not summary.shards_written:
+        print(
+            f"already complete: all {summary.shards_skipped} shards of this job are in "
+            f"{summary.out_dir}; nothing to do (pass --overwrite to compute them again)"
+        )
+        return 0
     print(
         f"{summary.rows} rows in {summary.seconds:.2f}s ({summary.rows_per_second:,.0f} rows/s); "
         f"{summary.shards_written} shards written, {summary.shards_skipped} already done, "
         f"{summary.instances} model instances -> {summary.out_dir}"
     )
     return 0
+
+
+def _saved(out_dir: str) -> str:
+    """How far an interrupted job got, and how to go on."""
+    from headrace.batch.manifest import Manifest
+
+    try:
+        manifest = Manifest.load(out_dir)
+    except InvalidInput:
+        manifest = None
+    done = (
+        f"{len(manifest.shards)} of {manifest.num_shards} shards are saved in {out_dir}"
+        if manifest is not None
+        else "no shard was saved"
+    )
+    return f"{done}; run the same command again to resume"
 
 
 def _names(text: str) -> tuple[str, ...]:
