@@ -44,8 +44,11 @@ def test_examples_create_then_check_lists_every_model_valid(
     pytest.importorskip("onnxruntime")
     target = tmp_path / "examples"
     assert main(["examples", "create", str(target)]) == 0
-    assert main(["examples", "create", str(target)]) == 1  # not empty, no --force
-    assert "--force" in capsys.readouterr().err
+    assert main(["examples", "create", str(target)]) == 0  # the README's command, run twice
+    assert "reused the 10 example models" in capsys.readouterr().out
+    (target / "notes.txt").write_text("mine")
+    assert main(["examples", "create", str(target)]) == 1  # something else there, no --force
+    assert "notes.txt is not an example file" in capsys.readouterr().err
     assert main(["examples", "create", str(target), "--force"]) == 0
     capsys.readouterr()
 

@@ -43,8 +43,14 @@ def register(subparsers: Any) -> None:
     examples = subparsers.add_parser("examples", help="the examples model repository")
     ex_sub = examples.add_subparsers(dest="examples_command", metavar="ACTION", required=True)
     create = ex_sub.add_parser("create", help="write the example models into DIR")
-    create.add_argument("directory", metavar="DIR")
-    create.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    create.add_argument(
+        "directory",
+        metavar="DIR",
+        help="where to write them; a DIR that already holds exactly the examples is reused",
+    )
+    create.add_argument(
+        "--force", action="store_true", help="replace whatever DIR holds with the examples"
+    )
     create.set_defaults(func=_create_examples)
 
 
@@ -63,10 +69,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _create_examples(args: argparse.Namespace) -> int:
-    from headrace.repository.examples import create_examples_repository
+    from headrace.repository.examples import create_examples_repository, holds_anything
 
+    reused = not args.force and holds_anything(ModelRepository(args.directory))
     repo = create_examples_repository(args.directory, force=args.force)
-    print(f"created {len(repo.names())} example models in {repo.path}: {', '.join(repo.names())}")
+    done = "reused the" if reused else "created"
+    print(f"{done} {len(repo.names())} example models in {repo.path}: {', '.join(repo.names())}")
     return 0
 
 
