@@ -163,3 +163,35 @@ def test_model_study_places_the_models_instance_group(
     args = parser.parse_args([*common, "--instances=3", f"--out={out}"])
     assert args.func(args) == 0
     assert [r["instances"] for r in json.loads(out.read_text())["results"]] == [3, 3]
+
+
+def test_without_out_a_new_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from headrace.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipeline_cpu.json").write_text("recorded")  # never replaced silently
+    argv = [
+        "bench", "pipeline", "--batch-size=2", "--input-shape=4", "--num-iterations=2",
+        "--warmup-iterations=0", "--num-buffers=1", "--cpu-delay-ms=0", "--device=cpu",
+        "--no-plot",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "results: pipeline_cpu-2.json" in printed and "results: pipeline_cpu-3.json" in printed
+    assert (tmp_path / "pipeline_cpu.json").read_text() == "recorded"
+    assert json.loads((tmp_path / "pipeline_cpu-3.json").read_text())["study"] == "pipeline"
+
+
+def test_a_gpu_that_is_not_there_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from headrace.cli import main
+    from headrace.devices import gpu_count
+
+    if gpu_count():
+        pytest.skip("a GPU is present")
+    for device in ("cuda", "cuda:0"):
+        assert main(["bench", "pipeline", f"--device={device}", "--no-plot"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no GPU" in err and "Traceback" not in err

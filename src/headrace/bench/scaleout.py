@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -255,6 +254,7 @@ def run_scaleout_command(args: argparse.Namespace, study: PipelineStudyConfig) -
     """``headrace bench pipeline`` with ``--workers-backend ray``, ``--gpus N`` or
     ``--scaleout``: sweep workers 1, 2, 4 ... ``--num-workers`` (or ``--gpus``)."""
     from headrace.bench.pipeline_report import write_json
+    from headrace.bench.result_files import result_path
 
     gpus = args.gpus
     backend = "ray" if gpus else args.workers_backend
@@ -271,7 +271,7 @@ def run_scaleout_command(args: argparse.Namespace, study: PipelineStudyConfig) -
     results = run_scaleout(config)
     kind = "gpu" if on_gpu else "cpu"
     print_scaleout_table(results, f"scale-out on {kind}, {backend} workers")
-    out = args.out or os.path.join("benchmarks", "results", f"pipeline_scaleout_{kind}.json")
+    out = args.out or result_path(args, f"pipeline_scaleout_{kind}")
     write_json(out, scaleout_document(config, results))
     print(f"results: {out}")
     return 0
