@@ -29,14 +29,15 @@ def register(subparsers: Any) -> None:
         "--strict-model-config",
         choices=("true", "false"),
         default="true",
-        help="as Triton's flag: 'false' lets models without config.pbtxt be auto-completed",
+        help="as Triton's flag: 'false' lets models without config.pbtxt be auto-completed "
+        "(default %(default)s)",
     )
     check.add_argument(
         "--storage-option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an fsspec storage option (repeatable), e.g. anon=true",
+        help="an fsspec storage option (repeatable), e.g. anon=true (default: none)",
     )
     check.set_defaults(func=_check)
 

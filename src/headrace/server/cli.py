@@ -36,10 +36,23 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("repository", metavar="REPO", help="model repository: a path or fsspec URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (0: any free port)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port)")
     parser.add_argument(
-        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="metrics port (0: any)"
+        "--http-port",
+        type=int,
+        default=8000,
+        help="HTTP port; 0 binds any free port (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=8001,
+        help="gRPC port; 0 binds any free port (default %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help="metrics port; 0 binds any free port (default %(default)s)",
     )
     parser.add_argument("--no-http", action="store_true", help="do not open the HTTP endpoint")
     parser.add_argument("--no-grpc", action="store_true", help="do not open the gRPC endpoint")
@@ -49,14 +62,14 @@ def register(subparsers: Any) -> None:
         choices=("none", "poll", "explicit"),
         default="none",
         help="none: load all at start; poll: also follow repository changes; "
-        "explicit: load only --load-model at start, then on request",
+        "explicit: load only --load-model at start, then on request (default %(default)s)",
     )
     parser.add_argument(
         "--load-model",
         action="append",
         default=[],
         metavar="NAME",
-        help="with explicit mode: a model to load at start (repeat; '*' for all)",
+        help="with explicit mode: a model to load at start (repeat; '*' for all; default: none)",
     )
     parser.add_argument(
         "--repository-poll-secs",
@@ -104,7 +117,9 @@ def register(subparsers: Any) -> None:
         "no model caches)",
     )
     parser.add_argument(
-        "--ports-file", default="", help="write the bound ports here as JSON once serving"
+        "--ports-file",
+        default="",
+        help="write the bound ports here as JSON once serving (default: no file)",
     )
     parser.set_defaults(func=serve)
 
