@@ -48,7 +48,7 @@ def test_study_runs_every_case_with_bounds_from_the_sequential_run() -> None:
 
 
 def test_invalid_study_settings_name_the_field() -> None:
-    with pytest.raises(InvalidInput, match="invalid num_buffers"):
+    with pytest.raises(InvalidInput, match="invalid --num-buffers"):
         run_study(PipelineStudyConfig(num_buffers=(0, 2), device="cpu"))
 
 

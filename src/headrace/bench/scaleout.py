@@ -97,7 +97,7 @@ class ScaleoutResult:
 def worker_counts(num_workers: int) -> tuple[int, ...]:
     """1, 2, 4, ... below ``num_workers``, then ``num_workers`` itself."""
     if num_workers < 1:
-        raise InvalidInput(f"num_workers must be at least 1, got {num_workers}")
+        raise InvalidInput(f"--num-workers must be at least 1, got {num_workers}")
     counts = [1]
     while counts[-1] * 2 < num_workers:
         counts.append(counts[-1] * 2)

@@ -56,7 +56,7 @@ class HttpFrontend:
     ) -> None:
         """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`."""
         if max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
         self._web = require("aiohttp.web", "serve")
         self._handlers = HttpHandlers(core, max_body_bytes)
         self._host = host

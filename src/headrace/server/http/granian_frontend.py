@@ -65,7 +65,7 @@ class GranianHttpFrontend:
         reuse_port: bool = False,
     ) -> None:
         if max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
         self._native = require("granian._granian", EXTRA)
         self._futures = require("granian._futures", EXTRA)
         rsgi = require("granian.rsgi", EXTRA)
