@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from headrace.bench.machine import machine_info
-from headrace.bench.pipeline import PipelineStudyConfig, run_study
+from headrace.bench.pipeline import CaseResult, PipelineStudyConfig, run_study
 from headrace.bench.workload import MatmulBackend, matmul_context
 from headrace.errors import InvalidInput
 
@@ -195,3 +195,38 @@ def test_a_gpu_that_is_not_there_is_one_line(capsys: pytest.CaptureFixture[str])
         assert main(["bench", "pipeline", f"--device={device}", "--no-plot"]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "no GPU" in err and "Traceback" not in err
+
+
+def _case(delay: float, buffers: int, instances: int = 1) -> CaseResult:
+    stages = {"stage": 10.02, "h2d": 0.51, "compute": 4.23, "d2h": 0.48}
+    return CaseResult(
+        cpu_delay_ms=delay,
+        num_buffers=buffers,
+        batches=200,
+        elapsed_s=1.5,
+        batches_per_s=12345.6,
+        items_per_s=3160473.6,
+        stage_mean_ms=stages,
+        speedup=12.34,
+        ideal_batches_per_s=23456.7,
+        sequential_bound_batches_per_s=12345.6,
+        instances=instances,
+        devices=("cuda:0",),
+    )
+
+
+@pytest.mark.parametrize("instances", [1, 16])
+def test_tables_fit_80_columns(instances: int) -> None:
+    from headrace.bench.pipeline_report import results_table
+    from headrace.bench.scaleout import ScaleoutResult, scaleout_table
+    from narrow_terminal import assert_fits
+
+    cases = [_case(d, b, instances) for d in (0.0, 12.5) for b in (1, 2, 16)]
+    text = assert_fits(results_table(cases, "cuda:0, cuda:1, decode preprocessing"))
+    assert "16-way" in text and f"{instances} instance" in text
+    scaled = [
+        ScaleoutResult(12.5, w, b, 200, 1.5, 1234.5, 3.1e5, [617.3] * w, [], 12.34, 0.99)
+        for w in (1, 2, 4)
+        for b in (1, 16)
+    ]
+    assert_fits(scaleout_table(scaled, "scale-out on gpu, ray workers"))

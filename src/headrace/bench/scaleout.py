@@ -38,6 +38,7 @@ __all__ = [
     "run_scaleout",
     "run_scaleout_command",
     "scaleout_document",
+    "scaleout_table",
     "worker_counts",
 ]
 
@@ -215,6 +216,12 @@ def print_scaleout_table(
 ) -> None:
     """Batches/s per (workers, buffers), vertical speedup and horizontal efficiency."""
     from rich.console import Console
+
+    (console or Console()).print(scaleout_table(results, title))
+
+
+def scaleout_table(results: Sequence[ScaleoutResult], title: str) -> Any:
+    """The scale-out table (fits an 80-column terminal)."""
     from rich.table import Table
 
     table = Table(title=title)
@@ -233,7 +240,7 @@ def print_scaleout_table(
             f"{100 * case.scaling_efficiency:.0f}%",
         )
     table.caption = "efficiency: batches/s / (workers x batches/s of 1 worker, same buffers)"
-    (console or Console()).print(table)
+    return table
 
 
 def scaleout_document(config: ScaleoutConfig, results: Sequence[ScaleoutResult]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from headrace.repository.scan import ScanReport
 from headrace.repository.version_policy import policy_text
 from headrace.types import DataType
 
-__all__ = ["register", "render_report"]
+__all__ = ["models_table", "register", "render_report", "tensors_table"]
 
 
 def register(subparsers: Any) -> None:
@@ -80,31 +80,44 @@ def _create_examples(args: argparse.Namespace) -> int:
 
 
 def render_report(repo: ModelRepository, report: ScanReport) -> None:
-    """Print the models table and the problems list with rich."""
+    """Print the models and tensors tables and the problems list with rich."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False)
-    table = Table(title=f"model repository {repo.path}")
-    for column in (
-        "model",
-        "versions",
-        "backend/platform",
-        "max_batch_size",
-        "inputs",
-        "outputs",
-        "status",
-    ):
-        table.add_column(column, overflow="fold")
-    for name in repo.names():
-        table.add_row(*_row(repo, report, name))
-    console.print(table)
+    console.print(models_table(repo, report))
+    console.print(tensors_table(report))
     if report.problems:
         console.print(f"{len(report.problems)} problem(s):", style="bold red")
         for problem in report.problems:
             console.print(f"  {problem}", markup=False, soft_wrap=True)
     else:
         console.print(f"{len(report.entries)} model(s), no problems", style="green")
+
+
+def models_table(repo: ModelRepository, report: ScanReport) -> Any:
+    """One row per model directory, valid or not. Tensors have a table of their own, so that
+    both fit an 80-column terminal without cutting words."""
+    from rich.table import Table
+
+    table = Table(title=f"model repository {repo.path}")
+    for column in ("model", "versions", "backend", "max batch", "status"):
+        table.add_column(column, overflow="fold")
+    for name in repo.names():
+        table.add_row(*_row(repo, report, name))
+    return table
+
+
+def tensors_table(report: ScanReport) -> Any:
+    """The inputs and outputs of every valid model, one tensor a line."""
+    from rich.table import Table
+
+    table = Table(title="tensors")
+    for column in ("model", "inputs", "outputs"):
+        table.add_column(column, overflow="fold")
+    for entry in report.entries:
+        config = entry.completed_config()
+        table.add_row(entry.name, _tensors(config.input), _tensors(config.output))
+    return table
 
 
 def _row(repo: ModelRepository, report: ScanReport, name: str) -> list[str]:
@@ -114,21 +127,13 @@ def _row(repo: ModelRepository, report: ScanReport, name: str) -> list[str]:
         raw = _readable_config(repo, name)
         present = _versions(repo[name].available_versions())
         backend = (raw.backend or raw.platform) if raw is not None else "?"
-        return [name, present, backend or "?", "", "", "", "INVALID"]
+        return [name, present, backend or "?", "", "INVALID"]
     config = entry.completed_config()
     policy = config.version_policy if config.HasField("version_policy") else None
     served = f"{_versions(entry.versions())} ({policy_text(policy)})"
     backend = config.backend or config.platform
     status = "OK" if not problems else "WARN"
-    return [
-        name,
-        served,
-        backend,
-        str(config.max_batch_size),
-        _tensors(config.input),
-        _tensors(config.output),
-        status,
-    ]
+    return [name, served, backend, str(config.max_batch_size), status]
 
 
 def _readable_config(repo: ModelRepository, name: str) -> model_config_pb2.ModelConfig | None:
@@ -144,7 +149,7 @@ def _versions(versions: list[int]) -> str:
 
 def _tensors(tensors: Any) -> str:
     names = model_config_pb2.DataType.Name
-    return ", ".join(
+    return "\n".join(
         f"{t.name} {DataType.from_name(names(t.data_type)).value} {list(t.dims)}" for t in tensors
     )
 

@@ -23,7 +23,7 @@ from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 
-__all__ = ["register", "serve"]
+__all__ = ["register", "serve", "status_table"]
 
 
 def register(subparsers: Any) -> None:
@@ -159,19 +159,25 @@ def serve(args: argparse.Namespace) -> int:
 def print_status(app: ServerApp) -> None:
     """A table of the models (name, version, backend, status) and the bound ports, on stderr."""
     from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(status_table(app.core))
+    ports = ", ".join(f"{label} {app.options.host}:{port}" for label, port in app.ports.items())
+    console.print(f"headrace: serving on {ports}", highlight=False, soft_wrap=True)
+
+
+def status_table(core: InferenceServer) -> Any:
+    """Name, version, backend and status of every model (a reason wraps within its column)."""
     from rich.table import Table
 
-    backends = {(lv.name, str(lv.version)): lv.backend for lv in app.core.loaded_versions()}
+    backends = {(lv.name, str(lv.version)): lv.backend for lv in core.loaded_versions()}
     table = Table(title="models")
     for column in ("name", "version", "backend", "status"):
         table.add_column(column)
-    for entry in app.core.repository_index():
+    for entry in core.repository_index():
         status = entry.state or "NOT LOADED"
         if entry.reason:
             status = f"{status}: {entry.reason}"
         backend = backends.get((entry.name, entry.version), "")
         table.add_row(entry.name, entry.version, backend, status)
-    console = Console(stderr=True)
-    console.print(table)
-    ports = ", ".join(f"{label} {app.options.host}:{port}" for label, port in app.ports.items())
-    console.print(f"headrace: serving on {ports}", highlight=False, soft_wrap=True)
+    return table
