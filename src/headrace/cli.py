@@ -5,6 +5,10 @@ Subcommands live with the code they drive. Each module in :data:`PLUGINS` expose
 ``parser.set_defaults(func=handler)`` where ``handler(args: argparse.Namespace) -> int`` returns
 the exit code. A plugin module that does not exist yet is skipped; any other import error is
 raised, so a broken plugin is never hidden. Logging is configured here and nowhere else.
+
+Once registered, every subcommand gets ``-v`` after its name too, and help and descriptions
+lose their reST markup (they are often module docstrings). ``tests/test_cli.py`` holds every
+option to one rule: help text that says the default of anything that takes a value.
 """
 
 from __future__ import annotations
