@@ -89,8 +89,11 @@ def test_preprocess_hook_and_column_mapping(model, tmp_path) -> None:
     np.testing.assert_allclose(
         load_results(out).outputs["y"], direct(module, 2 * x), rtol=1e-5, atol=1e-6
     )
-    with pytest.raises(InvalidInput, match="needs column 'x'"):
-        run_local(_job(path, str(tmp_path / "in.parquet"), str(tmp_path / "o2")))
+    # One column and a one-input model: no --map needed.
+    run_local(_job(path, str(tmp_path / "in.parquet"), str(tmp_path / "o2")))
+    np.testing.assert_allclose(
+        load_results(str(tmp_path / "o2")).outputs["y"], direct(module, x), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_errors_name_the_problem(model, data, tmp_path) -> None:
@@ -143,7 +146,7 @@ def test_cli_runs_a_bare_onnx_file_over_seeds(model, tmp_path, capsys) -> None:
     result = load_results(str(out))
     np.testing.assert_allclose(result.outputs["y"], direct(module, expected), rtol=1e-5, atol=1e-6)
     assert main(argv) == 0
-    assert "4 already done" in capsys.readouterr().out
+    assert "already complete: all 4 shards" in capsys.readouterr().out
     assert main(["run", onnx_file, "seeds:10", "--out", str(out), "--quiet"]) == 1
 
 
@@ -158,7 +161,7 @@ def test_run_command_uses_the_run_parser_alone(model, data, tmp_path) -> None:
         load_results(str(tmp_path / "o")).outputs["y"], direct(module, x), rtol=1e-5, atol=1e-6
     )
     args = build_parser().parse_args([path, source, "--out", "o", "--num-buffers", "3"])
-    assert (args.model, args.num_buffers, args.batch_size) == (path, 3, 256)
+    assert (args.model, args.num_buffers, args.batch_size) == (path, 3, 0)
     with pytest.raises(InvalidInput, match="starting with 'run'"):
         run_command(["serve", path])
 

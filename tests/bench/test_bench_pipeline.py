@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from headrace.bench.machine import machine_info
-from headrace.bench.pipeline import PipelineStudyConfig, run_study
+from headrace.bench.pipeline import CaseResult, PipelineStudyConfig, run_study
 from headrace.bench.workload import MatmulBackend, matmul_context
 from headrace.errors import InvalidInput
 
@@ -48,7 +48,7 @@ def test_study_runs_every_case_with_bounds_from_the_sequential_run() -> None:
 
 
 def test_invalid_study_settings_name_the_field() -> None:
-    with pytest.raises(InvalidInput, match="invalid num_buffers"):
+    with pytest.raises(InvalidInput, match="invalid --num-buffers"):
         run_study(PipelineStudyConfig(num_buffers=(0, 2), device="cpu"))
 
 
@@ -163,3 +163,70 @@ def test_model_study_places_the_models_instance_group(
     args = parser.parse_args([*common, "--instances=3", f"--out={out}"])
     assert args.func(args) == 0
     assert [r["instances"] for r in json.loads(out.read_text())["results"]] == [3, 3]
+
+
+def test_without_out_a_new_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from headrace.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipeline_cpu.json").write_text("recorded")  # never replaced silently
+    argv = [
+        "bench", "pipeline", "--batch-size=2", "--input-shape=4", "--num-iterations=2",
+        "--warmup-iterations=0", "--num-buffers=1", "--cpu-delay-ms=0", "--device=cpu",
+        "--no-plot",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "results: pipeline_cpu-2.json" in printed and "results: pipeline_cpu-3.json" in printed
+    assert (tmp_path / "pipeline_cpu.json").read_text() == "recorded"
+    assert json.loads((tmp_path / "pipeline_cpu-3.json").read_text())["study"] == "pipeline"
+
+
+def test_a_gpu_that_is_not_there_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from headrace.cli import main
+    from headrace.devices import gpu_count
+
+    if gpu_count():
+        pytest.skip("a GPU is present")
+    for device in ("cuda", "cuda:0"):
+        assert main(["bench", "pipeline", f"--device={device}", "--no-plot"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no GPU" in err and "Traceback" not in err
+
+
+def _case(delay: float, buffers: int, instances: int = 1) -> CaseResult:
+    stages = {"stage": 10.02, "h2d": 0.51, "compute": 4.23, "d2h": 0.48}
+    return CaseResult(
+        cpu_delay_ms=delay,
+        num_buffers=buffers,
+        batches=200,
+        elapsed_s=1.5,
+        batches_per_s=12345.6,
+        items_per_s=3160473.6,
+        stage_mean_ms=stages,
+        speedup=12.34,
+        ideal_batches_per_s=23456.7,
+        sequential_bound_batches_per_s=12345.6,
+        instances=instances,
+        devices=("cuda:0",),
+    )
+
+
+@pytest.mark.parametrize("instances", [1, 16])
+def test_tables_fit_80_columns(instances: int) -> None:
+    from headrace.bench.pipeline_report import results_table
+    from headrace.bench.scaleout import ScaleoutResult, scaleout_table
+    from narrow_terminal import assert_fits
+
+    cases = [_case(d, b, instances) for d in (0.0, 12.5) for b in (1, 2, 16)]
+    text = assert_fits(results_table(cases, "cuda:0, cuda:1, decode preprocessing"))
+    assert "16-way" in text and f"{instances} instance" in text
+    scaled = [
+        ScaleoutResult(12.5, w, b, 200, 1.5, 1234.5, 3.1e5, [617.3] * w, [], 12.34, 0.99)
+        for w in (1, 2, 4)
+        for b in (1, 16)
+    ]
+    assert_fits(scaleout_table(scaled, "scale-out on gpu, ray workers"))

@@ -27,7 +27,7 @@ def test_every_kind_passes_the_batch_through_and_none_without_delay(kind: str) -
 def test_an_unknown_kind_names_the_flag_and_the_choices() -> None:
     with pytest.raises(InvalidInput, match=r"--preprocess 'busy' is not one of sleep, spin"):
         cpu_stage("busy", 1.0)
-    with pytest.raises(InvalidInput, match="invalid preprocess 'busy'"):
+    with pytest.raises(InvalidInput, match="invalid --preprocess 'busy'"):
         PipelineStudyConfig(preprocess="busy").validate()
 
 

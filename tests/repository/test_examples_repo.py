@@ -85,7 +85,29 @@ def test_torch_examples_match_the_seeded_modules(examples: ModelRepository) -> N
 def test_existing_directory_needs_force(tmp_path: Path) -> None:
     target = tmp_path / "repo"
     (target / "old_model").mkdir(parents=True)
-    with pytest.raises(InvalidConfig, match="not empty"):
+    with pytest.raises(InvalidConfig, match=r"not empty .*\(no \.headrace-examples\.json"):
         create_examples_repository(target)
     repo = create_examples_repository(target, force=True)
     assert "old_model" not in repo and sorted(repo.names()) == sorted(EXAMPLE_MODELS)
+
+
+def test_an_unchanged_examples_tree_is_reused_and_a_changed_one_refused(tmp_path: Path) -> None:
+    target = tmp_path / "repo"
+    create_examples_repository(target)
+    config = target / "mlp" / "config.pbtxt"
+    written = config.stat().st_mtime_ns
+    (target / "simple" / "1" / "__pycache__").mkdir()  # serving may leave byte code: ignored
+    (target / "simple" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"x")
+    again = create_examples_repository(target)
+    assert sorted(again.names()) == sorted(EXAMPLE_MODELS)
+    assert config.stat().st_mtime_ns == written  # reused, not rewritten
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidConfig, match=r"notes\.txt is not an example file.*--force"):
+        create_examples_repository(target)
+    (target / "notes.txt").unlink()
+    config.write_text(config.read_text() + "# edited\n")
+    with pytest.raises(InvalidConfig, match=r"mlp/config\.pbtxt was changed"):
+        create_examples_repository(target)
+    (target / "mlp" / "1" / "model.onnx").unlink()
+    with pytest.raises(InvalidConfig, match=r"mlp/1/model\.onnx is missing"):
+        create_examples_repository(target)

@@ -44,15 +44,18 @@ def test_examples_create_then_check_lists_every_model_valid(
     pytest.importorskip("onnxruntime")
     target = tmp_path / "examples"
     assert main(["examples", "create", str(target)]) == 0
-    assert main(["examples", "create", str(target)]) == 1  # not empty, no --force
-    assert "--force" in capsys.readouterr().err
+    assert main(["examples", "create", str(target)]) == 0  # the README's command, run twice
+    assert "reused the 10 example models" in capsys.readouterr().out
+    (target / "notes.txt").write_text("mine")
+    assert main(["examples", "create", str(target)]) == 1  # something else there, no --force
+    assert "notes.txt is not an example file" in capsys.readouterr().err
     assert main(["examples", "create", str(target), "--force"]) == 0
     capsys.readouterr()
 
     assert main(["repo", "check", str(target)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("│")]
-    assert len(rows) == len(EXAMPLE_MODELS)
+    assert len([row for row in rows if row.split("│")[-2].strip() == "OK"]) == len(EXAMPLE_MODELS)
     for name in EXAMPLE_MODELS:
         row = next(r for r in rows if r.split("│")[1].strip() == name)
         assert row.split("│")[-2].strip() == "OK"
@@ -132,3 +135,20 @@ def test_plugins_register_and_only_absent_modules_are_skipped(
     assert args.func(args) == 7
     with pytest.raises(ModuleNotFoundError, match="hr_dependency_that_is_not_there"):
         build_parser(["hr_broken_plugin"])
+
+
+def test_check_tables_fit_80_columns(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from headrace.repository import ModelRepository
+    from headrace.repository.cli import models_table, tensors_table
+    from headrace.repository.examples import create_examples_repository
+    from narrow_terminal import assert_fits
+
+    repo = create_examples_repository(tmp_path / "a_rather_long_repository_directory_name")
+    (tmp_path / "a_rather_long_repository_directory_name" / "broken_model").mkdir()
+    repo = ModelRepository(repo.path)
+    report = repo.scan()
+    text = assert_fits(models_table(repo, report))
+    assert "streaming_detector" in text and "INVALID" in text
+    assert "probability FP32 [1]" in assert_fits(tensors_table(report))

@@ -146,5 +146,5 @@ def test_a_probe_that_shows_a_slow_batch_waits_an_interval_before_the_next(
 
 
 def test_a_negative_threshold_is_refused() -> None:
-    with pytest.raises(InvalidConfig, match="run_now_below_us"):
+    with pytest.raises(InvalidConfig, match="--run-now-below-us must not be negative"):
         make_pool(make_config(8), run_now_below_us=-1)

@@ -21,6 +21,7 @@ from server_fakes import (
 
 from headrace.errors import (
     InternalError,
+    InvalidConfig,
     InvalidInput,
     ModelExecutionError,
     ModelNotFound,
@@ -156,11 +157,22 @@ def test_load_and_unload_are_refused_outside_explicit_mode(tmp_path: Path) -> No
     async def body() -> None:
         server = InferenceServer(tmp_path)
         await server.start()
-        with pytest.raises(Unsupported, match="model control mode 'none'"):
+        with pytest.raises(Unsupported, match=r"model control mode 'none'.*--model-control-mode"):
             await server.load_model("anything")
         await server.stop()
 
     run(body)
+
+
+def test_option_errors_name_the_flags(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig, match="--model-control-mode must be one of none, poll"):
+        InferenceServer(tmp_path, model_control_mode="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfig, match="--load-model '\\*' must be given alone"):
+        InferenceServer(tmp_path, model_control_mode="explicit", load_models=["*", "a"])
+    with pytest.raises(InvalidConfig, match="--repository-poll-secs must be positive"):
+        ServerOptions(repository_poll_secs=0)
+    with pytest.raises(InvalidConfig, match="--run-now-below-us must not be negative"):
+        ServerOptions(run_now_below_us=-1)
 
 
 def test_repository_versions_route_by_version(tmp_path: Path) -> None:

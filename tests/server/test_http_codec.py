@@ -334,7 +334,7 @@ def test_decompress_bounds_and_errors() -> None:
     data = b"abc" * 100
     assert decompress(gzip.compress(data), "gzip", 1000) == data
     assert decompress(zlib.compress(data), "deflate", 1000) == data
-    with pytest.raises(InvalidInput, match="exceeds the limit of 100 bytes"):
+    with pytest.raises(InvalidInput, match=r"exceeds the limit of 100 bytes \(--max-body-bytes\)"):
         decompress(gzip.compress(data), "gzip", 100)
     with pytest.raises(InvalidInput, match="failed to decompress"):
         decompress(b"not gzip", "gzip", 1000)

@@ -43,10 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``headrace run``'s arguments and handler, on ``parser``."""
     parser.add_argument("model", metavar="MODEL", help="REPO/NAME model directory or a .onnx file")
     parser.add_argument("data", metavar="DATA", help="input file, folder or seeds:START:STOP")
-    parser.add_argument("--out", required=True, help="output folder (holds manifest.json)")
-    parser.add_argument("--model-version", type=int, default=None, help="default: newest served")
+    parser.add_argument(
+        "--out", required=True, help="output folder (holds manifest.json); required"
+    )
+    parser.add_argument(
+        "--model-version",
+        type=int,
+        default=None,
+        help="the version to run (default: the newest served)",
+    )
     run = parser.add_argument_group("execution")
-    run.add_argument("--batch-size", type=int, default=256)
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="rows per model call; 0 = 256, or the model's max_batch_size when smaller (default 0)",
+    )
     run.add_argument(
         "--shard-size", type=int, default=0, help="rows per output shard (default 64 batches)"
     )
@@ -56,36 +68,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="model instances (local) or actors (Ray); 0 = the model's instance_group (default 0)",
     )
-    run.add_argument("--num-buffers", type=int, default=2, help="batches in flight per instance")
+    run.add_argument(
+        "--num-buffers",
+        type=int,
+        default=2,
+        help="batches in flight per instance (default %(default)s)",
+    )
     run.add_argument(
         "--device",
         default="",
         help="auto, cpu, cuda (round-robin over GPUs) or cuda:N; '' = the model's "
         "instance_group (default '')",
     )
-    run.add_argument("--readers", type=int, default=2, help="reader threads")
+    run.add_argument("--readers", type=int, default=2, help="reader threads (default %(default)s)")
     data = parser.add_argument_group("input")
-    data.add_argument("--columns", default="", help="comma-separated columns to read")
-    data.add_argument("--image-size", default="", help="resize images to HxW, e.g. 224x224")
-    data.add_argument("--decode-threads", type=int, default=4, help="image decoding threads")
+    data.add_argument(
+        "--columns", default="", help="comma-separated columns to read (default: all)"
+    )
+    data.add_argument(
+        "--image-size", default="", help="resize images to HxW, e.g. 224x224 (default: as stored)"
+    )
+    data.add_argument(
+        "--decode-threads", type=int, default=4, help="image decoding threads (default %(default)s)"
+    )
     data.add_argument(
         "--map",
         action="append",
         default=[],
         metavar="INPUT=COLUMN",
-        help="feed COLUMN to model input INPUT (repeatable)",
+        help="feed COLUMN to model input INPUT (repeatable; default: inputs take the columns "
+        "of their names, and a one-input model a batch's only column)",
     )
     data.add_argument(
         "--preprocess",
         default="",
         metavar="MODULE:FUNCTION",
-        help="per-batch hook: dict of arrays in, dict of arrays out",
+        help="per-batch hook: dict of arrays in, dict of arrays out (default: none)",
     )
     output = parser.add_argument_group("output")
-    output.add_argument("--format", default="parquet", choices=("parquet", "npy", "images"))
-    output.add_argument("--outputs", default="", help="comma-separated outputs to keep")
     output.add_argument(
-        "--value-range", default="0,1", help="float range mapped to 0..255 for images"
+        "--format",
+        default="parquet",
+        choices=("parquet", "npy", "images"),
+        help="how results are stored (default %(default)s)",
+    )
+    output.add_argument(
+        "--outputs", default="", help="comma-separated outputs to keep (default: all)"
+    )
+    output.add_argument(
+        "--value-range",
+        default="0,1",
+        help="float range mapped to 0..255 for images (default %(default)s)",
     )
     output.add_argument(
         "--overwrite", action="store_true", help="replace a different job's results"
@@ -93,9 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     ray = parser.add_argument_group("ray")
     ray.add_argument("--ray", action="store_true", help="run as a Ray Data pipeline on a local Ray")
-    ray.add_argument("--ray-address", default="", help="auto or ray://host:10001 (implies --ray)")
     ray.add_argument(
-        "--num-gpus", type=float, default=0.0, help="GPUs per actor (fractions allowed)"
+        "--ray-address",
+        default="",
+        help="auto or ray://host:10001 (implies --ray; default: a local Ray)",
+    )
+    ray.add_argument(
+        "--num-gpus", type=float, default=0.0, help="GPUs per actor, fractions allowed (default 0)"
     )
     ray.add_argument("--num-cpus", type=int, default=0, help="CPUs for a local Ray (default: all)")
     parser.set_defaults(func=_run)
@@ -151,13 +188,39 @@ def run_command(argv: list[str]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    summary = run_from_args(args)
+    try:
+        summary = run_from_args(args)
+    except KeyboardInterrupt:
+        print(f"headrace: interrupted; {_saved(args.out)}", file=sys.stderr)
+        return 130
+    if summary.rows == 0 and summary.shards_skipped and not summary.shards_written:
+        print(
+            f"already complete: all {summary.shards_skipped} shards of this job are in "
+            f"{summary.out_dir}; nothing to do (pass --overwrite to compute them again)"
+        )
+        return 0
     print(
         f"{summary.rows} rows in {summary.seconds:.2f}s ({summary.rows_per_second:,.0f} rows/s); "
         f"{summary.shards_written} shards written, {summary.shards_skipped} already done, "
         f"{summary.instances} model instances -> {summary.out_dir}"
     )
     return 0
+
+
+def _saved(out_dir: str) -> str:
+    """How far an interrupted job got, and how to go on."""
+    from headrace.batch.manifest import Manifest
+
+    try:
+        manifest = Manifest.load(out_dir)
+    except InvalidInput:
+        manifest = None
+    done = (
+        f"{len(manifest.shards)} of {manifest.num_shards} shards are saved in {out_dir}"
+        if manifest is not None
+        else "no shard was saved"
+    )
+    return f"{done}; run the same command again to resume"
 
 
 def _names(text: str) -> tuple[str, ...]:

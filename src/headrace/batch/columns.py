@@ -3,8 +3,9 @@
 A batch's columns pass, in order, through the optional hook (``--preprocess module:function``
 or ``path/to/file.py:function``; it takes and returns a ``dict[str, np.ndarray]`` with the
 same number of rows), then ``--map INPUT=COLUMN`` renames, then each model input is taken by
-name, cast to the input's data type and, when only the row layout differs (a flat list of
-64 values for a ``[8, 8]`` input), reshaped. Anything else is refused with both shapes named.
+name (a model with one input takes a batch's only column whatever its name, so a plain
+``.npy`` file feeds a one-input model), cast to the input's data type and, when only the row
+layout differs (a flat list of 64 values for a ``[8, 8]`` input), reshaped. Anything else is refused with both shapes named.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class InputMapper:
 
     def _convert(self, spec: TensorSpec, columns: Mapping[str, Any], rows: int) -> np.ndarray:
         column = self.rename.get(spec.name, spec.name)
+        if column not in columns and self._takes_only_column(spec, columns):
+            column = next(iter(columns))
         if column not in columns:
             raise InvalidInput(
                 f"model input '{spec.name}' needs column {column!r}; the batch has "
@@ -115,6 +118,10 @@ class InputMapper:
             f"column {column!r} rows have shape {list(array.shape[1:])}, "
             f"model input '{spec.name}' expects {list(spec.dims)}"
         )
+
+    def _takes_only_column(self, spec: TensorSpec, columns: Mapping[str, Any]) -> bool:
+        """One model input, one column, no ``--map`` for it: they belong together."""
+        return len(self.inputs) == 1 and len(columns) == 1 and spec.name not in self.rename
 
 
 def _cast(array: np.ndarray, datatype: DataType, column: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from headrace.batch.columns import InputMapper, load_hook
 from headrace.batch.dataset import DataSpec, Reader
@@ -17,7 +17,12 @@ from headrace.batch.manifest import Fingerprint, Manifest
 from headrace.batch.readers import open_reader
 from headrace.batch.writers import ShardWriter, make_writer
 from headrace.errors import InvalidInput
-from headrace.repository.resolve import ModelSource, ResolvedModel, resolve_model
+from headrace.repository.resolve import (
+    DEFAULT_BATCH_SIZE,
+    ModelSource,
+    ResolvedModel,
+    resolve_model,
+)
 from headrace.types import TensorSpec
 
 __all__ = ["Job", "JobOptions", "Prepared", "make_mapper", "prepare"]
@@ -27,10 +32,12 @@ __all__ = ["Job", "JobOptions", "Prepared", "make_mapper", "prepare"]
 class JobOptions:
     """How a job runs. ``shard_size`` 0 means 64 batches per shard; ``outputs`` () means all.
 
+    ``batch_size`` 0 takes :data:`~headrace.repository.resolve.DEFAULT_BATCH_SIZE`, or the
+    model's ``max_batch_size`` when that is smaller (:func:`prepare` fills it in).
     ``instances`` 0 and ``device`` "" take the model's ``instance_group``, as serving does.
     """
 
-    batch_size: int = 256
+    batch_size: int = 0
     shard_size: int = 0
     instances: int = 0
     num_buffers: int = 2
@@ -50,12 +57,12 @@ class JobOptions:
 
     def check(self) -> None:
         """Refuse nonsensical numbers, naming the option."""
-        for name in ("batch_size", "num_buffers", "readers"):
+        for name in ("num_buffers", "readers"):
             if getattr(self, name) < 1:
                 raise InvalidInput(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
-        for name in ("shard_size", "instances"):
+        for name in ("batch_size", "shard_size", "instances"):
             if getattr(self, name) < 0:
                 raise InvalidInput(
                     f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
@@ -96,11 +103,17 @@ def make_mapper(options: JobOptions, inputs: Sequence[TensorSpec]) -> InputMappe
 
 
 def prepare(job: Job) -> Prepared:
-    """Resolve, open and check everything; the manifest says which shards remain."""
-    options = job.options
-    options.check()
-    model = resolve_model(job.model, options.batch_size)
+    """Resolve, open and check everything; the manifest says which shards remain.
+
+    The returned ``Prepared.job`` has its batch size filled in; runners use that one.
+    """
+    job.options.check()
+    model = resolve_model(job.model, job.options.batch_size)
     try:
+        if not job.options.batch_size:
+            size = min(DEFAULT_BATCH_SIZE, model.config.max_batch_size)
+            job = replace(job, options=replace(job.options, batch_size=size))
+        options = job.options
         reader = open_reader(job.data)
         outputs = _selected_outputs(model, options.outputs)
         mapper = make_mapper(options, model.inputs)

@@ -4,7 +4,8 @@
 (temp file, fsync, rename) after every shard, so after a crash or ``kill -9`` it lists exactly
 the shards whose files were completely written. It also holds the job's fingerprint, one
 digest each for the model, the input and the options that shape the output; rerunning with
-any of them changed is refused unless the caller asks to overwrite.
+any of them changed is refused unless the caller asks to overwrite, or no shard is finished
+yet (a run that failed before writing anything does not block the corrected command).
 """
 
 from __future__ import annotations
@@ -163,12 +164,14 @@ class Manifest:
             if not changed:
                 existing.remove_stale_temporaries()
                 return existing
-            if not overwrite:
+            # A job that finished no shard (it failed at its first batch) has nothing to lose.
+            if not overwrite and existing.shards:
                 raise InvalidInput(
                     f"{out_dir!r} holds results of a different job (changed: {', '.join(changed)}); "
                     "pass --overwrite to replace them or choose another --out"
                 )
             existing.remove_files()
+            existing.remove_stale_temporaries()
         os.makedirs(out_dir, exist_ok=True)
         fresh.save()
         return fresh

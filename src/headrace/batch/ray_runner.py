@@ -54,6 +54,7 @@ def run_ray(job: Job, ray_options: RayOptions | None = None) -> RunSummary:
     ray_options = ray_options or RayOptions()
     started = time.monotonic()
     prepared = prepare(job)
+    job = prepared.job  # with its batch size filled in
     try:
         manifest = prepared.manifest
         pending = manifest.pending()

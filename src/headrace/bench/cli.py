@@ -7,11 +7,10 @@ import os
 from typing import Any
 
 from headrace.bench.preprocess import PREPROCESS_KINDS
+from headrace.bench.result_files import result_path
 from headrace.errors import InvalidInput
 
-__all__ = ["register", "run_pipeline_command"]
-
-DEFAULT_RESULTS_DIR = os.path.join("benchmarks", "results")
+__all__ = ["check_device", "register", "run_pipeline_command"]
 
 
 def register(subparsers: Any) -> None:
@@ -123,7 +122,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default="",
-        help="result JSON (default benchmarks/results/pipeline[_MODEL]_<cpu or gpu>.json)",
+        help="result JSON, replaced if it exists (default: a new pipeline[_MODEL]_<cpu or "
+        "gpu>[-N].json in the working directory, never one that exists)",
     )
     parser.add_argument(
         "--no-plot", dest="plot", action="store_false", help="skip the plot (default: plot)"
@@ -140,6 +140,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         write_json,
     )
 
+    check_device(args.device)
     if args.torch_threads > 0:
         import torch
 
@@ -176,7 +177,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     on_gpu = any(d.startswith("cuda") for case in results for d in case.devices)
     kind = "gpu" if on_gpu or device.startswith("cuda") else "cpu"
     stem = f"pipeline_{os.path.basename(args.model.rstrip('/'))}" if args.model else "pipeline"
-    out = args.out or os.path.join(DEFAULT_RESULTS_DIR, f"{stem}_{kind}.json")
+    out = args.out or result_path(args, f"{stem}_{kind}")
     write_json(out, results_document(config, device, results))
     print(f"results: {out}")
     if args.plot:
@@ -185,6 +186,19 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         )
         print(f"plot: {plot}" if plot else "plot skipped: matplotlib is not installed")
     return 0
+
+
+def check_device(device: str) -> None:
+    """Refuse a GPU that is not there in one line, before anything starts."""
+    from headrace.devices import available_gpus, resolve_device
+
+    concrete = resolve_device(device)  # 'cuda' without a GPU is refused here
+    if concrete.startswith("cuda:"):
+        gpus = available_gpus()
+        index = concrete.partition(":")[2]
+        if not index.isdigit() or int(index) not in gpus:
+            seen = f"GPUs {list(gpus)}" if gpus else "no GPU"
+            raise InvalidInput(f"--device {device}: torch sees {seen}")
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

@@ -81,7 +81,8 @@ class PipelineStudyConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise InvalidInput(f"pipeline study: invalid {name} {getattr(self, name)!r}")
+                flag = "cpu-delay-ms" if name == "cpu_delays_ms" else name.replace("_", "-")
+                raise InvalidInput(f"pipeline study: invalid --{flag} {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

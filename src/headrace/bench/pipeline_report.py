@@ -12,29 +12,38 @@ from headrace.bench.machine import machine_info
 from headrace.bench.pipeline import CaseResult, PipelineStudyConfig
 from headrace.files import atomic_write_bytes
 
-__all__ = ["plot_results", "print_table", "results_document", "write_json"]
+__all__ = ["plot_results", "print_table", "results_document", "results_table", "write_json"]
 
 
 def print_table(results: Sequence[CaseResult], device: str, console: Any = None) -> None:
+    """Print :func:`results_table`."""
+    from rich.console import Console
+
+    (console or Console()).print(results_table(results, device))
+
+
+def results_table(results: Sequence[CaseResult], device: str) -> Any:
     """Batches/s, speedup and bounds per case, grouped by CPU delay.
 
     ``ideal`` is the slowest stage alone (perfect overlap), ``seq. bound`` the sum of the
-    stages (no overlap); see :mod:`headrace.bench.pipeline` for how stages are measured.
+    stages (no overlap); see :mod:`headrace.bench.pipeline` for how stages are measured. The
+    mode names the buffer count (sequential, double, N-way) and the instance count goes in
+    the title, so the table fits an 80-column terminal.
     """
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"pipeline study on {device}")
-    columns = ("delay ms", "instances", "buffers", "mode", "batches/s", "speedup", "ideal")
-    for column in (*columns, "seq. bound"):
+    counts = sorted({case.instances for case in results})  # one, as a study drives them
+    title = f"pipeline study on {device}"
+    if counts:
+        title += f", {', '.join(map(str, counts))} instance{'s' if counts != [1] else ''}"
+    table = Table(title=title)
+    for column in ("delay ms", "mode", "batches/s", "speedup", "ideal", "seq. bound"):
         table.add_column(column, justify="right")
     table.add_column("% of ideal", justify="right")
     for case in results:
         share = case.batches_per_s / case.ideal_batches_per_s if case.ideal_batches_per_s else 0
         table.add_row(
             f"{case.cpu_delay_ms:g}",
-            str(case.instances),
-            str(case.num_buffers),
             case.label,
             f"{case.batches_per_s:.1f}",
             f"{case.speedup:.2f}x",
@@ -48,7 +57,7 @@ def print_table(results: Sequence[CaseResult], device: str, console: Any = None)
         for case in results
         if case.num_buffers == min(c.num_buffers for c in results)
     )
-    (console or Console()).print(table)
+    return table
 
 
 def results_document(

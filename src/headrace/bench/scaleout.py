@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ __all__ = [
     "run_scaleout",
     "run_scaleout_command",
     "scaleout_document",
+    "scaleout_table",
     "worker_counts",
 ]
 
@@ -98,7 +98,7 @@ class ScaleoutResult:
 def worker_counts(num_workers: int) -> tuple[int, ...]:
     """1, 2, 4, ... below ``num_workers``, then ``num_workers`` itself."""
     if num_workers < 1:
-        raise InvalidInput(f"num_workers must be at least 1, got {num_workers}")
+        raise InvalidInput(f"--num-workers must be at least 1, got {num_workers}")
     counts = [1]
     while counts[-1] * 2 < num_workers:
         counts.append(counts[-1] * 2)
@@ -216,6 +216,12 @@ def print_scaleout_table(
 ) -> None:
     """Batches/s per (workers, buffers), vertical speedup and horizontal efficiency."""
     from rich.console import Console
+
+    (console or Console()).print(scaleout_table(results, title))
+
+
+def scaleout_table(results: Sequence[ScaleoutResult], title: str) -> Any:
+    """The scale-out table (fits an 80-column terminal)."""
     from rich.table import Table
 
     table = Table(title=title)
@@ -234,7 +240,7 @@ def print_scaleout_table(
             f"{100 * case.scaling_efficiency:.0f}%",
         )
     table.caption = "efficiency: batches/s / (workers x batches/s of 1 worker, same buffers)"
-    (console or Console()).print(table)
+    return table
 
 
 def scaleout_document(config: ScaleoutConfig, results: Sequence[ScaleoutResult]) -> dict[str, Any]:
@@ -255,6 +261,7 @@ def run_scaleout_command(args: argparse.Namespace, study: PipelineStudyConfig) -
     """``headrace bench pipeline`` with ``--workers-backend ray``, ``--gpus N`` or
     ``--scaleout``: sweep workers 1, 2, 4 ... ``--num-workers`` (or ``--gpus``)."""
     from headrace.bench.pipeline_report import write_json
+    from headrace.bench.result_files import result_path
 
     gpus = args.gpus
     backend = "ray" if gpus else args.workers_backend
@@ -271,7 +278,7 @@ def run_scaleout_command(args: argparse.Namespace, study: PipelineStudyConfig) -
     results = run_scaleout(config)
     kind = "gpu" if on_gpu else "cpu"
     print_scaleout_table(results, f"scale-out on {kind}, {backend} workers")
-    out = args.out or os.path.join("benchmarks", "results", f"pipeline_scaleout_{kind}.json")
+    out = args.out or result_path(args, f"pipeline_scaleout_{kind}")
     write_json(out, scaleout_document(config, results))
     print(f"results: {out}")
     return 0

@@ -16,7 +16,7 @@ from headrace.repository.scan import ScanReport
 from headrace.repository.version_policy import policy_text
 from headrace.types import DataType
 
-__all__ = ["register", "render_report"]
+__all__ = ["models_table", "register", "render_report", "tensors_table"]
 
 
 def register(subparsers: Any) -> None:
@@ -29,22 +29,29 @@ def register(subparsers: Any) -> None:
         "--strict-model-config",
         choices=("true", "false"),
         default="true",
-        help="as Triton's flag: 'false' lets models without config.pbtxt be auto-completed",
+        help="as Triton's flag: 'false' lets models without config.pbtxt be auto-completed "
+        "(default %(default)s)",
     )
     check.add_argument(
         "--storage-option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an fsspec storage option (repeatable), e.g. anon=true",
+        help="an fsspec storage option (repeatable), e.g. anon=true (default: none)",
     )
     check.set_defaults(func=_check)
 
     examples = subparsers.add_parser("examples", help="the examples model repository")
     ex_sub = examples.add_subparsers(dest="examples_command", metavar="ACTION", required=True)
     create = ex_sub.add_parser("create", help="write the example models into DIR")
-    create.add_argument("directory", metavar="DIR")
-    create.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    create.add_argument(
+        "directory",
+        metavar="DIR",
+        help="where to write them; a DIR that already holds exactly the examples is reused",
+    )
+    create.add_argument(
+        "--force", action="store_true", help="replace whatever DIR holds with the examples"
+    )
     create.set_defaults(func=_create_examples)
 
 
@@ -63,39 +70,54 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _create_examples(args: argparse.Namespace) -> int:
-    from headrace.repository.examples import create_examples_repository
+    from headrace.repository.examples import create_examples_repository, holds_anything
 
+    reused = not args.force and holds_anything(ModelRepository(args.directory))
     repo = create_examples_repository(args.directory, force=args.force)
-    print(f"created {len(repo.names())} example models in {repo.path}: {', '.join(repo.names())}")
+    done = "reused the" if reused else "created"
+    print(f"{done} {len(repo.names())} example models in {repo.path}: {', '.join(repo.names())}")
     return 0
 
 
 def render_report(repo: ModelRepository, report: ScanReport) -> None:
-    """Print the models table and the problems list with rich."""
+    """Print the models and tensors tables and the problems list with rich."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False)
-    table = Table(title=f"model repository {repo.path}")
-    for column in (
-        "model",
-        "versions",
-        "backend/platform",
-        "max_batch_size",
-        "inputs",
-        "outputs",
-        "status",
-    ):
-        table.add_column(column, overflow="fold")
-    for name in repo.names():
-        table.add_row(*_row(repo, report, name))
-    console.print(table)
+    console.print(models_table(repo, report))
+    console.print(tensors_table(report))
     if report.problems:
         console.print(f"{len(report.problems)} problem(s):", style="bold red")
         for problem in report.problems:
             console.print(f"  {problem}", markup=False, soft_wrap=True)
     else:
         console.print(f"{len(report.entries)} model(s), no problems", style="green")
+
+
+def models_table(repo: ModelRepository, report: ScanReport) -> Any:
+    """One row per model directory, valid or not. Tensors have a table of their own, so that
+    both fit an 80-column terminal without cutting words."""
+    from rich.table import Table
+
+    table = Table(title=f"model repository {repo.path}")
+    for column in ("model", "versions", "backend", "max batch", "status"):
+        table.add_column(column, overflow="fold")
+    for name in repo.names():
+        table.add_row(*_row(repo, report, name))
+    return table
+
+
+def tensors_table(report: ScanReport) -> Any:
+    """The inputs and outputs of every valid model, one tensor a line."""
+    from rich.table import Table
+
+    table = Table(title="tensors")
+    for column in ("model", "inputs", "outputs"):
+        table.add_column(column, overflow="fold")
+    for entry in report.entries:
+        config = entry.completed_config()
+        table.add_row(entry.name, _tensors(config.input), _tensors(config.output))
+    return table
 
 
 def _row(repo: ModelRepository, report: ScanReport, name: str) -> list[str]:
@@ -105,21 +127,13 @@ def _row(repo: ModelRepository, report: ScanReport, name: str) -> list[str]:
         raw = _readable_config(repo, name)
         present = _versions(repo[name].available_versions())
         backend = (raw.backend or raw.platform) if raw is not None else "?"
-        return [name, present, backend or "?", "", "", "", "INVALID"]
+        return [name, present, backend or "?", "", "INVALID"]
     config = entry.completed_config()
     policy = config.version_policy if config.HasField("version_policy") else None
     served = f"{_versions(entry.versions())} ({policy_text(policy)})"
     backend = config.backend or config.platform
     status = "OK" if not problems else "WARN"
-    return [
-        name,
-        served,
-        backend,
-        str(config.max_batch_size),
-        _tensors(config.input),
-        _tensors(config.output),
-        status,
-    ]
+    return [name, served, backend, str(config.max_batch_size), status]
 
 
 def _readable_config(repo: ModelRepository, name: str) -> model_config_pb2.ModelConfig | None:
@@ -135,7 +149,7 @@ def _versions(versions: list[int]) -> str:
 
 def _tensors(tensors: Any) -> str:
     names = model_config_pb2.DataType.Name
-    return ", ".join(
+    return "\n".join(
         f"{t.name} {DataType.from_name(names(t.data_type)).value} {list(t.dims)}" for t in tensors
     )
 

@@ -22,7 +22,12 @@ fixed seeds in a few seconds; nothing is downloaded.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
+import posixpath
+import sys
 from typing import Any
 
 from headrace.errors import InvalidConfig
@@ -31,7 +36,7 @@ from headrace.repository.example_sources import ADD_SUB_MODEL, IDENTITY_MODEL
 from headrace.repository.export_bridge import ExportFormat
 from headrace.types import DataType
 
-__all__ = ["EXAMPLE_MODELS", "create_examples_repository"]
+__all__ = ["EXAMPLE_MODELS", "MARKER", "create_examples_repository", "holds_anything"]
 
 EXAMPLE_MODELS = (
     "identity_bytes",
@@ -57,22 +62,93 @@ STREAM_DETECTOR_SEED = 3
 _BATCH = 64  # max_batch_size of the torch examples
 
 
+#: Written last by :func:`create_examples_repository`: what it wrote, so a rerun can tell an
+#: unchanged examples tree (reused) from anything else (refused). Hidden, so not a model.
+MARKER = ".headrace-examples.json"
+
+
 def create_examples_repository(
     path: str | os.PathLike[str], *, force: bool = False
 ) -> ModelRepository:
-    """Write every example model under ``path``; ``force`` replaces an existing repository."""
+    """Write every example model under ``path``.
+
+    A directory that already holds the examples as this version of headrace wrote them,
+    unchanged, is reused as it is, so the README's first command can run twice; anything
+    else there is refused unless ``force`` (``--force``) replaces it.
+    """
     repo = ModelRepository(path)
-    if repo.storage.exists() and (repo.names() or repo.storage.list_files()):
+    if holds_anything(repo):
         if not force:
+            difference = _difference_from_written(repo)
+            if difference is None:
+                return repo
             raise InvalidConfig(
-                f"{repo.path!r} is not empty; pass force=True (--force) to replace it"
+                f"{repo.path!r} is not empty and does not hold the unchanged example models "
+                f"({difference}); pass --force to replace what it holds, or choose an empty or "
+                "new directory"
             )
         repo.delete()
     repo.storage.makedirs()
     _python_models(repo)
     _torch_models(repo)
     _streaming_pipeline(repo)
+    record = {"recipe": _recipe(), "files": _digests(repo)}
+    repo.storage.write_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), MARKER)
     return repo
+
+
+def holds_anything(repo: ModelRepository) -> bool:
+    """Whether the repository's directory exists with something visible in it."""
+    return repo.storage.exists() and bool(repo.names() or repo.storage.list_files())
+
+
+def _difference_from_written(repo: ModelRepository) -> str | None:
+    """How ``repo`` differs from the examples this headrace writes, or None when it does not."""
+    if not repo.storage.isfile(MARKER):
+        return f"no {MARKER}: not written by 'headrace examples create', or interrupted"
+    try:
+        record = json.loads(repo.storage.read_bytes(MARKER))
+        recipe, expected = record["recipe"], dict(record["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"unreadable {MARKER}: {exc}"
+    if recipe != _recipe():
+        return "written by another version of headrace"
+    found = _digests(repo)
+    for name in sorted(set(expected) | set(found)):
+        if name not in found:
+            return f"{name} is missing"
+        if name not in expected:
+            return f"{name} is not an example file"
+        if found[name] != expected[name]:
+            return f"{name} was changed"
+    return None
+
+
+def _recipe() -> str:
+    """A digest of the code that builds the examples: new code, new examples."""
+    from headrace.repository import example_models, example_sources, snapshotter
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], example_models, example_sources, snapshotter):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+def _digests(repo: ModelRepository) -> dict[str, str]:
+    """sha256 of every file under the root by '/'-separated relative name; hidden names and
+    ``__pycache__`` are left out (serving python models may leave byte code behind)."""
+    storage = repo.storage
+    root = storage.full()
+    digests: dict[str, str] = {}
+    for name, info in storage.fs.find(root, detail=True).items():
+        relative = posixpath.relpath(str(name), root)
+        parts = relative.split("/")
+        if info.get("type") == "directory" or any(
+            part.startswith(".") or part == "__pycache__" for part in parts
+        ):
+            continue
+        digests[relative] = hashlib.sha256(storage.read_bytes(*parts)).hexdigest()
+    return digests
 
 
 def _python_models(repo: ModelRepository) -> None:

@@ -28,7 +28,10 @@ from headrace.errors import InvalidConfig, InvalidInput
 from headrace.repository.api import ModelRepository
 from headrace.types import TensorSpec
 
-__all__ = ["ModelSource", "ResolvedModel", "resolve_model"]
+__all__ = ["DEFAULT_BATCH_SIZE", "ModelSource", "ResolvedModel", "resolve_model"]
+
+#: The batch size when none is asked for (0): this, or the model's max_batch_size if smaller.
+DEFAULT_BATCH_SIZE = 256
 
 _FILE_BACKENDS = {".onnx": "onnxruntime"}
 
@@ -105,7 +108,11 @@ class ResolvedModel:
 
 
 def resolve_model(source: ModelSource, batch_size: int) -> ResolvedModel:
-    """Find, complete and check the model; the batch size must fit its ``max_batch_size``."""
+    """Find, complete and check the model; the batch size must fit its ``max_batch_size``.
+
+    ``batch_size`` 0 asks for no particular size: any batching model is accepted (a bare
+    model file gets ``max_batch_size`` :data:`DEFAULT_BATCH_SIZE`).
+    """
     path = os.path.abspath(source.path.rstrip("/"))
     scratch = None
     if os.path.isfile(path):
@@ -140,7 +147,8 @@ def _repository_for_file(path: str, batch_size: int) -> tuple[str, str]:
     os.makedirs(version_dir)
     os.symlink(path, os.path.join(version_dir, f"model{suffix}"))
     with open(os.path.join(scratch, name, "config.pbtxt"), "w", encoding="utf-8") as handle:
-        handle.write(f'backend: "{backend}"\nmax_batch_size: {batch_size}\n')
+        limit = batch_size or DEFAULT_BATCH_SIZE
+        handle.write(f'backend: "{backend}"\nmax_batch_size: {limit}\n')
     return os.path.join(scratch, name), scratch
 
 

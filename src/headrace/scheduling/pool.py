@@ -135,7 +135,7 @@ class InstancePool:
         if depth is not None and depth < 1:
             raise InvalidConfig(f"pool depth must be at least 1, got {depth}")
         if run_now_below_us < 0:
-            raise InvalidConfig(f"run_now_below_us must not be negative, got {run_now_below_us}")
+            raise InvalidConfig(f"--run-now-below-us must not be negative, got {run_now_below_us}")
         self._members = [
             _Member(
                 instance=instance,

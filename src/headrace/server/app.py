@@ -52,7 +52,7 @@ class FrontendOptions:
             if port is not None and not 0 <= port <= 65535:
                 raise InvalidConfig(f"{label} must be between 0 and 65535, got {port}")
         if self.max_body_bytes <= 0:
-            raise InvalidConfig(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+            raise InvalidConfig(f"--max-body-bytes must be positive, got {self.max_body_bytes}")
         if self.http_server not in HTTP_SERVERS:
             raise InvalidConfig(
                 f"--http-server must be one of {', '.join(HTTP_SERVERS)}, got {self.http_server!r}"

@@ -27,7 +27,7 @@ from headrace.server.metrics import DEFAULT_METRICS_PORT
 from headrace.server.models.registry import StartupFailed
 from headrace.server.security_cli import add_security_arguments, security_options
 
-__all__ = ["DEFAULT_GIL_SWITCH_INTERVAL_US", "register", "serve"]
+__all__ = ["DEFAULT_GIL_SWITCH_INTERVAL_US", "register", "serve", "status_table"]
 
 #: CPython's own default (5 ms).
 DEFAULT_GIL_SWITCH_INTERVAL_US = 5000.0
@@ -43,10 +43,23 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("repository", metavar="REPO", help="model repository: a path or fsspec URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (0: any free port)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port)")
     parser.add_argument(
-        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="metrics port (0: any)"
+        "--http-port",
+        type=int,
+        default=8000,
+        help="HTTP port; 0 binds any free port (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=8001,
+        help="gRPC port; 0 binds any free port (default %(default)s)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=DEFAULT_METRICS_PORT,
+        help="metrics port; 0 binds any free port (default %(default)s)",
     )
     parser.add_argument("--no-http", action="store_true", help="do not open the HTTP endpoint")
     parser.add_argument("--no-grpc", action="store_true", help="do not open the gRPC endpoint")
@@ -56,14 +69,14 @@ def register(subparsers: Any) -> None:
         choices=("none", "poll", "explicit"),
         default="none",
         help="none: load all at start; poll: also follow repository changes; "
-        "explicit: load only --load-model at start, then on request",
+        "explicit: load only --load-model at start, then on request (default %(default)s)",
     )
     parser.add_argument(
         "--load-model",
         action="append",
         default=[],
         metavar="NAME",
-        help="with explicit mode: a model to load at start (repeat; '*' for all)",
+        help="with explicit mode: a model to load at start (repeat; '*' for all; default: none)",
     )
     parser.add_argument(
         "--repository-poll-secs",
@@ -120,7 +133,9 @@ def register(subparsers: Any) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
-        "--ports-file", default="", help="write the bound ports here as JSON once serving"
+        "--ports-file",
+        default="",
+        help="write the bound ports here as JSON once serving (default: no file)",
     )
     _add_startup_flags(parser)
     add_security_arguments(parser)
@@ -205,19 +220,25 @@ def serve(args: argparse.Namespace) -> int:
 def print_status(app: ServerApp) -> None:
     """A table of the models (name, version, backend, status) and the bound ports, on stderr."""
     from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(status_table(app.core))
+    ports = ", ".join(f"{label} {app.options.host}:{port}" for label, port in app.ports.items())
+    console.print(f"headrace: serving on {ports}", highlight=False, soft_wrap=True)
+
+
+def status_table(core: InferenceServer) -> Any:
+    """Name, version, backend and status of every model (a reason wraps within its column)."""
     from rich.table import Table
 
-    backends = {(lv.name, str(lv.version)): lv.backend for lv in app.core.loaded_versions()}
+    backends = {(lv.name, str(lv.version)): lv.backend for lv in core.loaded_versions()}
     table = Table(title="models")
     for column in ("name", "version", "backend", "status"):
         table.add_column(column)
-    for entry in app.core.repository_index():
+    for entry in core.repository_index():
         status = entry.state or "NOT LOADED"
         if entry.reason:
             status = f"{status}: {entry.reason}"
         backend = backends.get((entry.name, entry.version), "")
         table.add_row(entry.name, entry.version, backend, status)
-    console = Console(stderr=True)
-    console.print(table)
-    ports = ", ".join(f"{label} {app.options.host}:{port}" for label, port in app.ports.items())
-    console.print(f"headrace: serving on {ports}", highlight=False, soft_wrap=True)
+    return table

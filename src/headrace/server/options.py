@@ -39,7 +39,7 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
             raise InvalidConfig(
-                f"repository_poll_secs must be positive, got {self.repository_poll_secs}"
+                f"--repository-poll-secs must be positive, got {self.repository_poll_secs}"
             )
         if self.num_buffers < 1:
             raise InvalidConfig(f"num_buffers must be at least 1, got {self.num_buffers}")
@@ -49,9 +49,9 @@ class ServerOptions:
             )
         if self.response_cache_bytes < 0:
             raise InvalidConfig(
-                f"response_cache_bytes must not be negative, got {self.response_cache_bytes}"
+                f"the --cache-config size must not be negative, got {self.response_cache_bytes}"
             )
         if self.run_now_below_us < 0:
             raise InvalidConfig(
-                f"run_now_below_us must not be negative, got {self.run_now_below_us}"
+                f"--run-now-below-us must not be negative, got {self.run_now_below_us}"
             )

@@ -34,7 +34,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise InvalidInput(f"failed to decompress the {encoding} request body: {exc}") from exc
     if len(out) > limit:
         raise InvalidInput(
-            f"decompressed request body exceeds the limit of {limit} bytes (max_body_bytes)"
+            f"decompressed request body exceeds the limit of {limit} bytes (--max-body-bytes)"
         )
     if not inflater.eof:
         raise InvalidInput(f"truncated {encoding} request body: the stream does not end")

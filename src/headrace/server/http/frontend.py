@@ -71,7 +71,7 @@ class HttpFrontend:
         for :class:`~headrace.server.http.granian_frontend.GranianHttpFrontend`, except that
         aiohttp has no header read timeout (``header_timeout_s`` is taken and not used)."""
         if max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
         self._restricted = restricted if restricted else None  # None: the hot path skips it
         self._tls = tls
         self._body_timeout = body_timeout_s

@@ -81,7 +81,7 @@ class GranianHttpFrontend:
         loses its connection (granian's HTTP/1 ``header_read_timeout``), one slower than
         ``body_timeout_s`` to send its body gets a 400."""
         if max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
+            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
         self._http1 = require("granian.http", EXTRA).HTTP1Settings(
             header_read_timeout=max(1, round(header_timeout_s * 1000))
         )

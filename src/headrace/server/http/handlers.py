@@ -142,7 +142,7 @@ def error_response(exc: BaseException, what: str = "") -> HttpResponse:
 def too_large(limit: int, size: int | None) -> str:
     """The words for a body over ``--max-body-bytes``, whichever server noticed it."""
     seen = f"of {size} bytes " if size is not None else ""
-    return f"request body {seen}exceeds the limit of {limit} bytes (HttpFrontend max_body_bytes)"
+    return f"request body {seen}exceeds the limit of {limit} bytes (--max-body-bytes)"
 
 
 _EMPTY_JSON = HttpResponse(200, b"", JSON)

@@ -118,12 +118,14 @@ class ModelRegistry:
         options: ServerOptions,
     ) -> None:
         if mode not in MODES:
-            raise InvalidConfig(f"model_control_mode must be one of {list(MODES)}, got {mode!r}")
+            raise InvalidConfig(
+                f"--model-control-mode must be one of {', '.join(MODES)}, got {mode!r}"
+            )
         self.options = options
         self.mode: ModelControlMode = mode
         self.load_models = tuple(load_models)
         if "*" in self.load_models and len(self.load_models) > 1:
-            raise InvalidConfig("load_models '*' must be given alone")
+            raise InvalidConfig("--load-model '*' must be given alone")
         self._repository = open_repository(repository, options.strict_model_config)
         self.table = ModelTable()
         self.cache = (
@@ -301,7 +303,7 @@ class ModelRegistry:
         if self.mode == "none":
             raise Unsupported(
                 f"explicit model {action} is not allowed in model control mode 'none'; "
-                "start the server with model_control_mode='explicit'"
+                "start the server with --model-control-mode explicit"
             )
 
     def _dependents(self, name: str) -> list[str]:
