@@ -80,15 +80,23 @@ def add_security_arguments(parser: Any) -> None:
         help="serve gRPC over TLS and require client certificates signed by --grpc-root-cert "
         "(default false)",
     )
-    group.add_argument("--grpc-server-cert", default="", help="PEM server certificate for gRPC")
-    group.add_argument("--grpc-server-key", default="", help="PEM private key for gRPC")
     group.add_argument(
-        "--grpc-root-cert", default="", help="PEM CA certificate clients are checked against"
+        "--grpc-server-cert", default="", help="PEM server certificate for gRPC (default: none)"
+    )
+    group.add_argument(
+        "--grpc-server-key", default="", help="PEM private key for gRPC (default: none)"
+    )
+    group.add_argument(
+        "--grpc-root-cert",
+        default="",
+        help="PEM CA certificate clients are checked against (default: none)",
     )
     group.add_argument(
         "--http-ssl-cert", default="", help="PEM certificate (chain): serve HTTPS (default off)"
     )
-    group.add_argument("--http-ssl-key", default="", help="PEM private key for HTTPS")
+    group.add_argument(
+        "--http-ssl-key", default="", help="PEM private key for HTTPS (default: none)"
+    )
     group.add_argument(
         "--http-header-timeout",
         type=float,
