@@ -59,6 +59,9 @@ class HeadraceError(Exception):
     """Base of every error headrace raises on purpose."""
 
     code: ErrorCode = ErrorCode.INTERNAL
+    answered: bool = False
+    """True when a model answered its request with this error (a response carrying it): the
+    request ran, so the model's statistics count it a success, as Triton's do."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -373,7 +373,8 @@ def test_a_failing_request_fails_alone_and_the_sequence_goes_on() -> None:
     finally:
         pool.close()
     assert [ok for ok, _, _ in stats.requests] == [True, False, False, True]
-    assert stats.batches == [1, 1, 1]  # the batch that failed as a whole has no timings
+    # executions in which every request failed add no batch statistics, as in Triton
+    assert stats.batches == [1, 1]
 
 
 def test_queue_bound_and_drain_refuse_with_unavailable() -> None:
@@ -449,7 +450,8 @@ def test_stats_count_every_request_and_batch() -> None:
         run(main())
     finally:
         pool.close()
-    assert [ok for ok, _, _ in stats.requests] == [True, False, True]
+    # the refused request (no start on an unknown sequence) counts nowhere, as in Triton
+    assert [ok for ok, _, _ in stats.requests] == [True, True]
     assert stats.batches == [1, 1]
 
 

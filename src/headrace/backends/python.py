@@ -185,7 +185,9 @@ class TritonPythonBackend(Backend):
         if response.has_error():
             error = response.error()
             kind = _ERRORS_BY_CODE.get(_error_code(error), ModelExecutionError)
-            return kind(_error_message(error))
+            answered = kind(_error_message(error))
+            answered.answered = True
+            return answered
         wanted = set(item.requested_outputs or ())
         outputs: Outputs = {}
         for tensor in response.output_tensors():

@@ -47,15 +47,17 @@ __all__ = ["ItemMessage", "PortableError", "worker_main"]
 
 
 class PortableError(NamedTuple):
-    """An error as it crosses between the processes: its headrace class name and message."""
+    """An error as it crosses between the processes: its headrace class name, message and
+    whether the model answered with it (``HeadraceError.answered``)."""
 
     kind: str
     message: str
+    answered: bool = False
 
     @classmethod
     def of(cls, error: BaseException) -> PortableError:
         if isinstance(error, HeadraceError):
-            return cls(type(error).__name__, error.message)
+            return cls(type(error).__name__, error.message, error.answered)
         return cls("ModelExecutionError", f"{type(error).__name__}: {error}")
 
     def rebuild(self) -> HeadraceError:
@@ -64,7 +66,9 @@ class PortableError(NamedTuple):
         kind = getattr(errors, self.kind, None)
         if not (isinstance(kind, type) and issubclass(kind, HeadraceError)):
             kind = ModelExecutionError
-        return kind(self.message)
+        error = kind(self.message)
+        error.answered = self.answered
+        return error
 
 
 class ItemMessage(NamedTuple):

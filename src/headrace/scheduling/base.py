@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,20 @@ from headrace.engine.stats import StatsSink
 from headrace.scheduling.sinks import FutureSink
 from headrace.types import Outputs, WorkItem
 
-__all__ = ["Scheduler", "StatsSink"]
+__all__ = ["Scheduler", "StatsSink", "batch_ran", "ran"]
+
+
+def ran(value: Any) -> bool:
+    """Whether a request's result counts as a success in its model's statistics: outputs, an
+    answer through its sink (None), or an error the model answered with (Triton counts a
+    python model's error response so: the request ran)."""
+    return not isinstance(value, BaseException) or getattr(value, "answered", False)
+
+
+def batch_ran(results: Sequence[Any]) -> bool:
+    """Whether an execution counts in the model's batch statistics: one that failed for every
+    request (the model raised) adds no execution and no inferences, as in Triton."""
+    return any(ran(value) for value in results)
 
 
 class Scheduler(ABC):

@@ -27,7 +27,7 @@ from headrace.errors import (
     ModelExecutionError,
     Unavailable,
 )
-from headrace.scheduling.base import Scheduler, StatsSink
+from headrace.scheduling.base import Scheduler, StatsSink, batch_ran, ran
 from headrace.scheduling.pool import BatchOutcome, InstancePool
 from headrace.scheduling.queue_policy import QueuedRequest
 from headrace.types import WorkItem
@@ -121,6 +121,8 @@ class QueueingScheduler(Scheduler):
                 raise Unavailable(f"model '{self.name}' is shutting down; request refused")
             ticket = QueuedRequest(item, self._request_size(item.inputs), start_ns)
             self._push(ticket, item.priority, item.timeout_us, start_ns)
+        except InvalidInput:
+            raise  # refused before queueing: Triton counts no request
         except HeadraceError:
             self._record_request(False, 0, start_ns, time.monotonic_ns())
             raise
@@ -192,8 +194,8 @@ class QueueingScheduler(Scheduler):
     ) -> None:
         self._batches_in_flight -= 1
         result = outcome.result()
-        if result.times is not None:  # a batch that failed as a whole adds no batch stats
-            self._stats.record_batch(
+        if result.times is not None and batch_ran(result.results):
+            self._stats.record_batch(  # a batch that failed as a whole adds no batch stats
                 batch_size=sum(item.batch_size for item in batch),
                 compute_input_ns=result.times.compute_input_ns,
                 compute_infer_ns=result.times.compute_infer_ns,
@@ -211,8 +213,7 @@ class QueueingScheduler(Scheduler):
         end_ns: int,
     ) -> None:
         """Answer one request (None: the backend answered through its sink) and count it out."""
-        success = not isinstance(value, BaseException)
-        self._record_request(success, dispatch_ns - ticket.enqueue_ns, ticket.enqueue_ns, end_ns)
+        self._record_request(ran(value), dispatch_ns - ticket.enqueue_ns, ticket.enqueue_ns, end_ns)
         if not ticket.settled:  # _settle, inline: this runs for every request
             ticket.settled = True
             self._pending -= 1

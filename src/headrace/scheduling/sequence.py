@@ -47,7 +47,7 @@ from headrace.errors import (
     Unavailable,
     Unsupported,
 )
-from headrace.scheduling.base import Scheduler, StatsSink
+from headrace.scheduling.base import Scheduler, StatsSink, batch_ran, ran
 from headrace.scheduling.dispatch import NullStats
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
 from headrace.scheduling.sequence_inputs import SequenceInputs
@@ -127,6 +127,8 @@ class SequenceBatcher(Scheduler):
             if self._draining:
                 raise Unavailable(f"model '{self.name}' is shutting down; request refused")
             ticket = self._accept(item, start_ns)
+        except InvalidInput:
+            raise  # a request the sequence batcher refuses: Triton counts none
         except HeadraceError:
             self._stats.record_request(
                 success=False, queue_ns=0, total_ns=time.monotonic_ns() - start_ns
@@ -272,8 +274,8 @@ class SequenceBatcher(Scheduler):
     ) -> None:
         self._batches_in_flight -= 1
         result = outcome.result()
-        if result.times is not None:  # a batch that failed as a whole adds no batch stats
-            self._stats.record_batch(
+        if result.times is not None and batch_ran(result.results):
+            self._stats.record_batch(  # a batch that failed as a whole adds no batch stats
                 batch_size=len(tickets),
                 compute_input_ns=result.times.compute_input_ns,
                 compute_infer_ns=result.times.compute_infer_ns,
@@ -295,9 +297,8 @@ class SequenceBatcher(Scheduler):
         self, ticket: SequenceTicket, value: RequestResult, dispatch_ns: int, end_ns: int
     ) -> None:
         """Answer one request (None: the model answered through its sink) and count it."""
-        success = not isinstance(value, BaseException)
         self._stats.record_request(
-            success=success,
+            success=ran(value),
             queue_ns=max(0, dispatch_ns - ticket.enqueue_ns),
             total_ns=max(0, end_ns - ticket.enqueue_ns),
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,6 +154,9 @@ class InferenceServer:
         sink = FutureSink(asyncio.get_running_loop())
         try:
             ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
+        except BaseException as exc:
+            raise self._failed(loaded, exc, queued=False) from None
+        try:
             outputs = await sink.future
         except asyncio.CancelledError:
             loaded.scheduler.withdraw(ticket)
@@ -183,7 +185,7 @@ class InferenceServer:
         try:
             ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
         except BaseException as exc:
-            raise self._failed(loaded, exc) from None
+            raise self._failed(loaded, exc, queued=False) from None
         finished = False
         try:
             async for sent in sink.responses():
@@ -210,21 +212,22 @@ class InferenceServer:
         """The serving version ``request`` goes to, with the request validated against it."""
         if self._stopping:
             raise Unavailable("server is shutting down; no new requests are accepted")
-        start_ns = time.monotonic_ns()
         loaded = self._table.resolve(request.model_name, request.model_version)
-        try:
-            validate_request(request, loaded.signature)
-        except InvalidInput:
-            loaded.stats.record_request(
-                success=False, queue_ns=0, total_ns=time.monotonic_ns() - start_ns
-            )
-            loaded.stats.record_failure_reason("OTHER")
-            raise
+        validate_request(request, loaded.signature)  # a refused request counts nowhere (Triton)
         return loaded
 
-    def _failed(self, loaded: LoadedVersion, exc: BaseException) -> BaseException:
-        """Count a failed request and return the error to raise (internal ones wrapped)."""
-        loaded.stats.record_failure_reason(_failure_reason(exc))
+    def _failed(
+        self, loaded: LoadedVersion, exc: BaseException, *, queued: bool = True
+    ) -> BaseException:
+        """Count a failed request and return the error to raise (internal ones wrapped).
+
+        Neither a request refused before it was queued (``queued`` False, InvalidInput: the
+        sequence batcher's and the batch size's refusals) nor an error the model answered
+        with counts as a failure, as in the model's statistics
+        (:func:`headrace.scheduling.base.ran`)."""
+        refused = queued is False and isinstance(exc, InvalidInput)
+        if not refused and not getattr(exc, "answered", False):
+            loaded.stats.record_failure_reason(_failure_reason(exc))
         if isinstance(exc, HeadraceError) or not isinstance(exc, Exception):
             return exc
         error = InternalError(
