@@ -107,7 +107,7 @@ RULES = {
     "sequences": verdicts.SEQUENCE_RULES,
     "generate": verdicts.generate_rules(),
     "streams": verdicts.STREAM_RULES,
-    "statistics": {},
+    "statistics": verdicts.STATISTICS_RULES,
 }
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "REASONS",
     "SAME",
     "SEQUENCE_RULES",
+    "STATISTICS_RULES",
     "STREAM_RULES",
     "Rule",
     "Verdict",
@@ -216,4 +217,32 @@ def _mixed(ours: Any, theirs: Any) -> bool:
 STREAM_RULES: dict[str, Rule] = {
     "plain requests on one stream": Rule("own words", _stream_words),
     "one stream mixing decoupled and plain models": Rule("mixed stream", _mixed),
+}
+
+
+# --- statistics (stateful_vs_triton._statistics) ---------------------------------------------
+
+
+def _one_more_run(ours: Any, theirs: Any) -> bool:
+    """Triton ran one request headrace refused (uncounted, as Triton counts refusals)."""
+    return bool(
+        theirs["inference_count"] == ours["inference_count"] + 1
+        and theirs["success"] == ours["success"] + 1
+        and theirs["fail"] == ours["fail"]
+    )
+
+
+def _all_refused_by_triton(ours: Any, theirs: Any) -> bool:
+    """Triton failed every request of the model; headrace served them."""
+    return bool(
+        theirs["inference_count"] == theirs["success"] == 0
+        and theirs["fail"] > 0
+        and ours["fail"] == 0
+        and ours["success"] == ours["inference_count"] > 0
+    )
+
+
+STATISTICS_RULES = {
+    "seq_controls": Rule("string id, uint64 CORRID", _one_more_run),
+    "seq_corrid": Rule("string CORRID", _all_refused_by_triton),
 }
