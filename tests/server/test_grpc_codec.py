@@ -198,6 +198,16 @@ def test_element_counts_past_64_bits_are_refused(datatype: str, needs: int) -> N
         decode_infer_request(message)
 
 
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+def test_empty_shapes_numpy_cannot_describe_are_refused(datatype: str) -> None:
+    """Found by tests/server/test_grpc_fuzz.py: [0, 2**62] holds no data, so an empty raw
+    content matched it, and numpy's reshape raised ``array is too big`` (an INTERNAL)."""
+    message = _request(("x", datatype, [0, 2**62]))
+    message.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput, match=r"input 'x' has shape \[0, 4611686018427387904\]"):
+        decode_infer_request(message)
+
+
 def test_fp16_contents_and_out_of_range_ints_are_refused() -> None:
     message = _request(("x", "FP16", [1]))
     message.inputs[0].contents.fp32_contents.append(1.0)

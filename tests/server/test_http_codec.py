@@ -461,3 +461,16 @@ def test_element_counts_past_64_bits_are_refused(
     header = json.dumps({"inputs": [entry]}).encode()
     with pytest.raises(InvalidInput, match=r"needs (18446744073709551616|73786976294838206464)"):
         decode_infer_request("m", "", header, len(header))
+
+
+@pytest.mark.parametrize("form", ["binary", "json"])
+def test_empty_shapes_numpy_cannot_describe_are_refused(form: str) -> None:
+    """The HTTP side of what tests/server/test_grpc_fuzz.py found over gRPC."""
+    entry: dict = {"name": "x", "datatype": "FP32", "shape": [0, 2**62]}
+    if form == "json":
+        entry["data"] = []
+    else:
+        entry["parameters"] = {"binary_data_size": 0}
+    header = json.dumps({"inputs": [entry]}).encode()
+    with pytest.raises(InvalidInput, match="its dimensions multiply to 18446744073709551616 bytes"):
+        decode_infer_request("m", "", header, len(header))

@@ -30,6 +30,7 @@ from headrace.server.parameters import (
     check_passthrough_key,
     reserved_option,
 )
+from headrace.server.shapes import check_shape
 from headrace.types import (
     DataType,
     InferenceRequest,
@@ -189,6 +190,7 @@ def decode_infer_request(
             raise InvalidInput(f"input '{name}' appears more than once for model '{model}'")
         datatype = _datatype(tensor.datatype, name)
         shape = _shape(tensor.shape, name)
+        check_shape(name, shape, datatype)
         if name in shared:
             inputs[name] = _from_shared(tensor, datatype, shape, model, memory)
         elif raw:

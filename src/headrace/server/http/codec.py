@@ -27,6 +27,7 @@ from headrace.server.parameters import (
     check_passthrough_key,
     reserved_option,
 )
+from headrace.server.shapes import check_shape
 from headrace.types import (
     DataType,
     InferenceRequest,
@@ -277,6 +278,7 @@ def _decode_input(
             f"input '{name}' has invalid datatype {brief(item.get('datatype'))}"
         ) from None
     shape = _shape_of(item.get("shape"), name)
+    check_shape(name, shape, datatype)
     params = item.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput(f"'parameters' of input '{name}' must be a JSON object")
