@@ -188,13 +188,13 @@ def test_requested_outputs_asked_twice_are_answered_once_as_first_asked() -> Non
 
 
 @pytest.mark.parametrize(
-    ("datatype", "needs"), [("FP32", 4 * 2**64), ("BYTES", 2**64)], ids=["FP32", "BYTES"]
+    ("datatype", "span"), [("FP32", 4 * 2**64), ("BYTES", 8 * 2**64)], ids=["FP32", "BYTES"]
 )
-def test_element_counts_past_64_bits_are_refused(datatype: str, needs: int) -> None:
+def test_element_counts_past_64_bits_are_refused(datatype: str, span: int) -> None:
     """2**32 x 2**32 elements wrap to 0 in 64-bit arithmetic, which an empty buffer matches."""
     message = _request(("x", datatype, [2**32, 2**32]))
     message.raw_input_contents.append(b"")
-    with pytest.raises(InvalidInput, match=f"needs {needs}"):
+    with pytest.raises(InvalidInput, match=f"its dimensions multiply to {span} bytes"):
         decode_infer_request(message)
 
 
