@@ -24,6 +24,8 @@ Messages name the offending value: ``input 'x' has shape [3, 5], model 'mlp' exp
 from __future__ import annotations
 
 import enum
+import reprlib
+from typing import Any
 
 __all__ = [
     "AlreadyExists",
@@ -40,6 +42,7 @@ __all__ = [
     "NotFound",
     "Unavailable",
     "Unsupported",
+    "brief",
 ]
 
 
@@ -145,3 +148,15 @@ def require(module: str, extra: str):  # type: ignore[no-untyped-def]
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependency(module, extra) from exc
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel = 3
+_BRIEF.maxlist = _BRIEF.maxdict = 6
+_BRIEF.maxstring = _BRIEF.maxother = _BRIEF.maxlong = 60
+
+
+def brief(value: Any) -> str:
+    """A short ``repr`` of a client's value for an error message: a 60 MB list or a list
+    nested a thousand deep is named by its start, never echoed whole or recursed into."""
+    return _BRIEF.repr(value)

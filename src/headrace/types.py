@@ -7,6 +7,7 @@ engine and the backends never see HTTP, gRPC or protobuf.
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -222,7 +223,7 @@ def deserialize_bytes_tensor(
     out = np.empty(len(items), dtype=np.object_)
     out[:] = items
     if shape is not None:
-        count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+        count = math.prod(shape)  # exact: numpy's int64 product wraps on huge shapes
         if count != len(items):
             raise ValueError(
                 f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}"

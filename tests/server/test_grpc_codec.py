@@ -159,6 +159,55 @@ def test_decode_errors_name_the_input(build, match: str) -> None:  # type: ignor
         decode_infer_request(message)
 
 
+@pytest.mark.parametrize("empty", [False, True])
+def test_raw_and_typed_contents_together_are_refused_as_triton_does(empty: bool) -> None:
+    message = _request(("x", "FP32", [2]), ("y", "FP32", [2]))
+    message.raw_input_contents.extend([b"\0" * 8, b"\0" * 8])
+    if empty:  # an empty contents message is still set, and Triton refuses it alike
+        message.inputs[1].contents.SetInParent()
+    else:
+        message.inputs[1].contents.fp32_contents.extend([1.0, 2.0])
+    with pytest.raises(InvalidInput) as caught:
+        decode_infer_request(message)
+    assert caught.value.message.startswith(
+        "contents field must not be specified when using raw_input_contents for 'y' for model 'm'"
+    )
+
+
+def test_requested_outputs_asked_twice_are_answered_once_as_first_asked() -> None:
+    message = _request(("x", "FP32", [1]))
+    message.raw_input_contents.append(b"\0" * 4)
+    for name in ("y", "z", "y"):
+        message.outputs.add(name=name)
+    message.outputs[0].parameters["tag"].string_param = "first"
+    request = decode_infer_request(message)
+    assert [(o.name, dict(o.parameters)) for o in request.outputs or ()] == [
+        ("y", {"tag": "first"}),
+        ("z", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "span"), [("FP32", 4 * 2**64), ("BYTES", 8 * 2**64)], ids=["FP32", "BYTES"]
+)
+def test_element_counts_past_64_bits_are_refused(datatype: str, span: int) -> None:
+    """2**32 x 2**32 elements wrap to 0 in 64-bit arithmetic, which an empty buffer matches."""
+    message = _request(("x", datatype, [2**32, 2**32]))
+    message.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput, match=f"its dimensions multiply to {span} bytes"):
+        decode_infer_request(message)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+def test_empty_shapes_numpy_cannot_describe_are_refused(datatype: str) -> None:
+    """Found by tests/server/test_grpc_fuzz.py: [0, 2**62] holds no data, so an empty raw
+    content matched it, and numpy's reshape raised ``array is too big`` (an INTERNAL)."""
+    message = _request(("x", datatype, [0, 2**62]))
+    message.raw_input_contents.append(b"")
+    with pytest.raises(InvalidInput, match=r"input 'x' has shape \[0, 4611686018427387904\]"):
+        decode_infer_request(message)
+
+
 def test_fp16_contents_and_out_of_range_ints_are_refused() -> None:
     message = _request(("x", "FP16", [1]))
     message.inputs[0].contents.fp32_contents.append(1.0)

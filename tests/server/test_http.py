@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import socket
 import struct
 import threading
 from collections.abc import Iterator
@@ -430,7 +431,7 @@ def _binary_request(declared: int, actual: int, header_len: int | None = None) -
     ("body", "headers", "status", "fragment"),
     [
         (b'{"inputs": [', {}, 400, "failed to parse the request JSON"),
-        (b"", {}, 400, "failed to parse the request JSON"),
+        (b"", {}, 400, "Raw request must only have 1 input (found 1) to be deduced but got 2"),
         (*_binary_request(16, 8), 400, "expecting 8 additional bytes for model 'addsub'"),
         (*_binary_request(16, 20), 400, "unexpected additional input data"),
         (*_binary_request(12, 12), 400, "needs 16"),
@@ -438,7 +439,7 @@ def _binary_request(declared: int, actual: int, header_len: int | None = None) -
         (b"{}", {"Inference-Header-Content-Length": "abc"}, 400, "Unable to parse"),
         (b"garbage", {"Content-Encoding": "gzip"}, 400, "failed to decompress"),
         (b"x", {"Content-Encoding": "br"}, 501, "Unsupported compression type"),
-        (b"\0" * 10, {"Inference-Header-Content-Length": "0"}, 400, "exactly one input"),
+        (b"\0" * 10, {"Inference-Header-Content-Length": "0"}, 400, "2 inputs in 'addsub'"),
         (b"x" * ((1 << 20) + 1), {}, 400, "exceeds the limit of 1048576 bytes"),
         (
             gzip.compress(b" " * ((1 << 20) + 10)),
@@ -493,6 +494,93 @@ def test_chunked_bodies_are_read_and_bounded(served: Any) -> None:
     assert status == 400
     error = json.loads(raw)["error"]
     assert error == "request body exceeds the limit of 1048576 bytes (--max-body-bytes)"
+    _check_still_serving(url)
+
+
+def _raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as raw bytes on a fresh connection and read one response (the server
+    may answer, and stop reading, before the request is all sent)."""
+    host, port = url.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reader = sock.makefile("rb")
+        response = http.client.HTTPResponse(sock)
+        response.fp = reader
+        response.begin()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+def _chunked(path: str, chunks: list[bytes], headers: dict[str, str], end: bool = True) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked"]
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks)
+    return head + body + (b"0\r\n\r\n" if end else b"")
+
+
+def test_chunked_binary_compressed_and_control_bodies(served: Any) -> None:
+    """Bodies sent with Transfer-Encoding: chunked, in raw bytes: binary tensors whose JSON
+    header is cut across chunks, a gzip body, a control endpoint; as Triton 2.51 takes them."""
+    url = served[0].url
+    body, headers = _binary_request(16, 16)
+    body = body[:-16] + np.arange(4, dtype=np.float32).tobytes()
+    request = _chunked("/v2/models/addsub/infer", [body[:7], body[7:50], body[50:]], headers)
+    status, _, raw = _raw_exchange(url, request)
+    assert status == 200
+    out = {o["name"]: o for o in json.loads(raw)["outputs"]}
+    assert out["OUTPUT0"]["data"] == [1.0, 2.0, 3.0, 4.0]
+    packed = gzip.compress(_good_json_request())
+    request = _chunked(
+        "/v2/models/addsub/infer", [packed[:5], packed[5:]], {"Content-Encoding": "gzip"}
+    )
+    status, _, raw = _raw_exchange(url, request)
+    assert status == 200 and json.loads(raw)["model_name"] == "addsub"
+    request = _chunked("/v2/repository/index", [b'{"ready"', b": true}"], {})
+    status, _, raw = _raw_exchange(url, request)
+    assert status == 200 and json.loads(raw)[0]["name"] == "addsub"
+    _check_still_serving(url)
+
+
+def test_chunked_body_limit_is_enforced_while_reading(served: Any) -> None:
+    """Past --max-body-bytes the server answers at once: the body never ends here (no last
+    chunk), so an answer proves it stopped reading rather than buffering to the end."""
+    url = served[0].url
+    request = _chunked("/v2/models/addsub/infer", [b" " * (1 << 19)] * 3, {}, end=False)
+    status, _, raw = _raw_exchange(url, request)
+    assert status == 400
+    assert json.loads(raw)["error"].startswith("request body exceeds the limit of 1048576 bytes")
+    _check_still_serving(url)
+
+
+def test_empty_body_is_a_raw_request_as_triton_reads_it(served: Any) -> None:
+    server, core = served
+    server.loop.call_soon_threadsafe(core.gate.set)  # 'gate' answers at once from now on
+    status, _, raw = _post(server.url, "/v2/models/gate/infer", b"")
+    assert status == 400  # gate's FP32 [1] needs 4 bytes
+    assert json.loads(raw)["error"].startswith(
+        "input byte size mismatch for input 'X' for model 'gate'. Expected 4, got 0"
+    )
+    status, _, raw = _post(server.url, "/v2/models/echo/infer", b"")
+    assert status == 400  # BYTES dims [-1]: Triton wants dims [1] for a raw BYTES input
+    error = json.loads(raw)["error"]
+    assert error.startswith("For BYTE datatype raw input 'IN', the model must have input shape [1]")
+
+
+def test_deeply_nested_json_bodies_get_a_400(served: Any) -> None:
+    url = served[0].url
+    for depth in (1000, 100_000):
+        nested = b"[" * depth + b"]" * depth
+        for path, body in (
+            ("/v2/models/addsub/infer", b'{"inputs": ' + nested + b"}"),
+            ("/v2/repository/index", b'{"ready": ' + nested + b"}"),
+            ("/v2/repository/models/addsub/load", b'{"parameters": ' + nested + b"}"),
+        ):
+            status, _, raw = _post(url, path, body)
+            assert status == 400, (path, depth, raw[:200])
+            assert len(json.loads(raw)["error"]) < 400
     _check_still_serving(url)
 
 

@@ -19,6 +19,7 @@ from headrace.errors import (
     ModelNotReady,
     Unsupported,
 )
+from headrace.server.http import codec
 from headrace.server.http.body import accepted_encoding, compress, decompress
 from headrace.server.http.codec import (
     DecodedRequest,
@@ -273,8 +274,100 @@ def test_raw_request_deduces_shape_from_the_model() -> None:
     text = TensorSpec("t", DataType.BYTES, (1,))
     decoded = decode_raw_request("m", "", b"payload", text, batched=False)
     assert list(decoded.request.inputs["t"]) == [b"payload"] and decoded.binary_default
-    with pytest.raises(InvalidInput, match="not a multiple"):
+    with pytest.raises(InvalidInput, match=r"input byte size mismatch .* Expected 32, got 3"):
         decode_raw_request("m", "", b"\0" * 3, spec, batched=False)
+
+
+# Triton 2.51's answers to the same raw binary requests (python-backend models with these dims).
+@pytest.mark.parametrize(
+    ("datatype", "dims", "batched", "size", "shape"),
+    [
+        (DataType.FP32, (4,), False, 16, (4,)),
+        (DataType.FP32, (2, 2), True, 16, (1, 2, 2)),
+        (DataType.FP32, (2, -1), False, 32, (2, 4)),
+        (DataType.FP32, (-1,), False, 0, (0,)),
+        (DataType.BYTES, (1,), True, 2, (1, 1)),
+        (DataType.BYTES, (1, 1), False, 2, (1, 1)),
+        (DataType.BYTES, (1,), True, 0, (1, 1)),
+    ],
+)
+def test_raw_request_shape_is_deduced_as_triton_does(
+    datatype: DataType, dims: tuple[int, ...], batched: bool, size: int, shape: tuple[int, ...]
+) -> None:
+    spec = TensorSpec("IN", datatype, dims)
+    request = decode_raw_request("m", "", b"\1" * size, spec, batched).request
+    assert request.inputs["IN"].shape == shape
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dims", "batched", "size", "message"),
+    [
+        (DataType.FP32, (4,), False, 8, "input byte size mismatch for input 'IN' for model "
+         "'m'. Expected 16, got 8"),
+        (DataType.FP32, (2, 2), True, 32, "Expected 16, got 32"),
+        (DataType.FP32, (2, -1), False, 12, "Expected 8, got 12"),
+        (DataType.FP32, (-1,), False, 13, "Expected 12, got 13"),
+        (DataType.FP32, (-1, -1), False, 16, "The shape of the raw input 'IN' can not be "
+         "deduced because there are more than one variable-sized dimension"),
+        (DataType.BYTES, (-1,), False, 2, "For BYTE datatype raw input 'IN', the model must "
+         "have input shape [1]"),
+        (DataType.BYTES, (-1,), True, 2, "must have input shape [1]"),
+        (DataType.BYTES, (2,), False, 2, "must have input shape [1]"),
+    ],
+)  # fmt: skip
+def test_raw_request_refused_with_tritons_words(
+    datatype: DataType, dims: tuple[int, ...], batched: bool, size: int, message: str
+) -> None:
+    spec = TensorSpec("IN", datatype, dims)
+    with pytest.raises(InvalidInput) as caught:
+        decode_raw_request("m", "", b"\1" * size, spec, batched)
+    assert caught.value.message.startswith(message) or message in caught.value.message
+
+
+def test_requested_outputs_asked_twice_are_answered_once_as_first_asked() -> None:
+    header = {
+        "inputs": [],
+        "outputs": [
+            {"name": "y", "parameters": {"binary_data": True}},
+            {"name": "z"},
+            {"name": "y", "parameters": {"binary_data": False}},
+        ],
+    }
+    decoded = decode_infer_request("m", "", json.dumps(header).encode(), None)
+    assert [o.name for o in decoded.request.outputs or ()] == ["y", "z"]
+    assert decoded.wants_binary("y")
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": ' + _nested(1000) + b"}",
+        b'{"inputs": [' + _nested(999) + b"]}",
+        b'{"id": ' + _nested(1000) + b', "inputs": []}',
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": ' + _nested(1000) + b"}]}",
+        b'{"inputs": [], "outputs": [' + _nested(999) + b"]}",
+        b'{"inputs": [{"name": ' + _nested(1000) + b"}]}",
+        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": '
+        + _nested(1000)
+        + b"}]}",
+        b'{"inputs": ' + _nested(100_000) + b"}",
+    ],
+    ids=["inputs", "entry", "id", "shape", "outputs", "name", "data", "deeper-than-parser"],
+)
+@pytest.mark.parametrize("parser", ["orjson", "rapidjson"])
+def test_deeply_nested_json_is_refused_not_a_recursion_error(
+    body: bytes, parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if parser == "rapidjson":
+        monkeypatch.setattr(codec, "_orjson", None)
+        monkeypatch.setattr(codec, "_rapidjson", pytest.importorskip("rapidjson"), raising=False)
+    with pytest.raises(InvalidInput) as caught:
+        decode_infer_request("m", "", body, None)
+    assert len(caught.value.message) < 400
 
 
 def _decode_response(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
@@ -345,3 +438,40 @@ def test_decompress_bounds_and_errors() -> None:
     assert accepted_encoding("gzip;q=0.5, deflate") == "deflate"
     assert accepted_encoding(None) == "identity"
     assert gzip.decompress(compress(data, "gzip")) == data
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "parameters"),
+    [
+        ("FP32", [2**62], {"binary_data_size": 0}),  # 2**62 x 4 bytes wraps to 0 in 64 bits
+        ("BYTES", [2**32, 2**32], {"binary_data_size": 0}),
+        ("BYTES", [2**32, 2**32], None),
+    ],
+    ids=["fp32-binary", "bytes-binary", "bytes-json"],
+)
+def test_element_counts_past_64_bits_are_refused(
+    datatype: str, shape: list[int], parameters: dict | None
+) -> None:
+    """Triton 2.51's python backend dies on the first (its stub is "not healthy")."""
+    entry: dict = {"name": "x", "datatype": datatype, "shape": shape}
+    if parameters is None:
+        entry["data"] = []
+    else:
+        entry["parameters"] = parameters
+    header = json.dumps({"inputs": [entry]}).encode()
+    span = r"(18446744073709551616|147573952589676412928)"  # 2**64 FP32 bytes, 2**64 objects
+    with pytest.raises(InvalidInput, match=f"its dimensions multiply to {span} bytes"):
+        decode_infer_request("m", "", header, len(header))
+
+
+@pytest.mark.parametrize("form", ["binary", "json"])
+def test_empty_shapes_numpy_cannot_describe_are_refused(form: str) -> None:
+    """The HTTP side of what tests/server/test_grpc_fuzz.py found over gRPC."""
+    entry: dict = {"name": "x", "datatype": "FP32", "shape": [0, 2**62]}
+    if form == "json":
+        entry["data"] = []
+    else:
+        entry["parameters"] = {"binary_data_size": 0}
+    header = json.dumps({"inputs": [entry]}).encode()
+    with pytest.raises(InvalidInput, match="its dimensions multiply to 18446744073709551616 bytes"):
+        decode_infer_request("m", "", header, len(header))

@@ -114,3 +114,23 @@ def test_unload_dependents_unloads_the_models_that_use_it(tmp_path: Path) -> Non
         await server.stop()
 
     run(body)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "nests too deeply"),
+        ("[" + "1," * 100_000 + "1]", "must be a JSON object, got '[1,1,1,"),
+    ],
+    ids=["lists", "objects", "long-list"],
+)
+def test_load_config_overrides_nested_or_long_are_refused_briefly(text: str, message: str) -> None:
+    """The config of a load request is JSON inside JSON; Python's parser recursed into a
+    RecursionError (a 500) on deep nesting, and a refusal quoted the whole text."""
+    from headrace.errors import InvalidInput
+    from headrace.server.models.sources import parse_override
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_override("m", text)
+    assert message in caught.value.message and len(caught.value.message) < 200

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from headrace.errors import InvalidInput
+from headrace.errors import InvalidInput, brief
 
 __all__ = ["RESERVED_PARAMETERS", "check_passthrough_key", "reserved_option"]
 
@@ -21,14 +21,14 @@ def reserved_option(options: dict[str, Any], key: str, value: Any) -> None:
     """Validate one reserved parameter and store it under its InferenceRequest field name."""
     if key == "sequence_id":
         if not isinstance(value, int | str) or isinstance(value, bool):
-            raise InvalidInput(f"Unable to parse 'sequence_id': got {value!r}")
+            raise InvalidInput(f"Unable to parse 'sequence_id': got {brief(value)}")
         options["sequence_id"] = value
     elif key in ("priority", "timeout"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InvalidInput(f"Unable to parse '{key}': got {value!r}")
+            raise InvalidInput(f"Unable to parse '{key}': got {brief(value)}")
         options["priority" if key == "priority" else "timeout_us"] = value
     elif not isinstance(value, bool):
-        raise InvalidInput(f"Unable to parse '{key}': expected a bool, got {value!r}")
+        raise InvalidInput(f"Unable to parse '{key}': expected a bool, got {brief(value)}")
     else:
         options[key] = value
 

@@ -30,6 +30,7 @@ from headrace.server.parameters import (
     check_passthrough_key,
     reserved_option,
 )
+from headrace.server.shapes import check_shape
 from headrace.types import (
     DataType,
     InferenceRequest,
@@ -189,13 +190,14 @@ def decode_infer_request(
             raise InvalidInput(f"input '{name}' appears more than once for model '{model}'")
         datatype = _datatype(tensor.datatype, name)
         shape = _shape(tensor.shape, name)
+        check_shape(name, shape, datatype)
         if name in shared:
             inputs[name] = _from_shared(tensor, datatype, shape, model, memory)
         elif raw:
             if tensor.HasField("contents"):
                 raise InvalidInput(
-                    f"input '{name}' of model '{model}' sets 'contents' while the request uses "
-                    "raw_input_contents; use one or the other"
+                    f"contents field must not be specified when using raw_input_contents for "
+                    f"'{name}' for model '{model}' (send each input's data in one of the two)"
                 )
             inputs[name] = from_raw(raw[index], datatype, shape, name)
             index += 1
@@ -463,6 +465,8 @@ def _requested_outputs(outputs: Any) -> tuple[RequestedOutput, ...] | None:
                 "this server; request the raw output tensor instead"
             )
         SharedMemoryRef.from_parameters(params)  # refuses ill-typed values before the run
+        if any(seen.name == output.name for seen in requested):
+            continue  # asked twice: Triton 2.51 answers it once, as the first asked for it
         requested.append(RequestedOutput(output.name, params))
     return tuple(requested)
 

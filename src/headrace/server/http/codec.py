@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from headrace.errors import InvalidInput
+from headrace.errors import InvalidInput, brief
 from headrace.server.memory import OutputTarget, SharedMemoryRef, SharedMemoryRegistry
 from headrace.server.parameters import (
     RESERVED_PARAMETERS,
     check_passthrough_key,
     reserved_option,
 )
+from headrace.server.shapes import check_shape
 from headrace.types import (
     DataType,
     InferenceRequest,
@@ -54,16 +55,21 @@ __all__ = [
     "json_data",
     "json_dumps",
     "json_loads",
+    "raw_shape",
 ]
 
 
 def json_loads(data: bytes | memoryview | str) -> Any:
-    """Parse JSON; raises ``ValueError`` on malformed text."""
+    """Parse JSON; raises ``ValueError`` on malformed text, and on text nested deeper than the
+    parser goes (orjson: 1024 levels; python-rapidjson raises ``RecursionError`` there)."""
     if _orjson is not None:
         return _orjson.loads(data)
     if isinstance(data, memoryview):
         data = bytes(data)
-    return _rapidjson.loads(data)
+    try:
+        return _rapidjson.loads(data)
+    except RecursionError as exc:
+        raise ValueError(f"depth limit exceeded: {exc}") from None
 
 
 def json_dumps(obj: Any) -> bytes:
@@ -125,7 +131,7 @@ def decode_infer_request(
         )
     request_id = header.get("id", "")
     if not isinstance(request_id, str):
-        raise InvalidInput(f"Unable to parse 'id': expected a string, got {request_id!r}")
+        raise InvalidInput(f"Unable to parse 'id': expected a string, got {brief(request_id)}")
     options, binary_default = _request_options(header.get("parameters"))
     outputs, binary_outputs = _requested_outputs(header.get("outputs"))
     request = InferenceRequest(
@@ -144,34 +150,56 @@ def decode_raw_request(
 ) -> DecodedRequest:
     """Decode a raw binary request: the whole body is the data of the model's single input.
 
-    Shapes are deduced as Triton does: a BYTES input gets one element; a fixed-shape input
-    gets its configured shape; otherwise a flat vector. Batched models get batch size 1.
-    All outputs come back binary.
+    The shape is deduced as Triton deduces it (:func:`raw_shape`); batched models get batch
+    size 1. All outputs come back binary.
     """
-    dtype = spec.datatype
-    prefix: tuple[int, ...] = (1,) if batched else ()
+    shape = raw_shape(model_name, len(body), spec, batched)
     array: np.ndarray
-    if dtype is DataType.BYTES:
-        element = np.empty(1, dtype=np.object_)
-        element[0] = bytes(body)
-        array = element.reshape((*prefix, 1))
+    if spec.datatype is DataType.BYTES:
+        array = np.empty(1, dtype=np.object_)
+        array[0] = bytes(body)
+        array = array.reshape(shape)
     else:
-        itemsize = dtype.numpy_dtype.itemsize
-        if len(body) % itemsize:
-            raise InvalidInput(
-                f"raw binary input '{spec.name}' of model '{model_name}' has {len(body)} bytes, "
-                f"not a multiple of the {dtype.value} element size {itemsize}"
-            )
-        flat = np.frombuffer(body, dtype=dtype.numpy_dtype)
-        fixed = spec.dims and all(d >= 0 for d in spec.dims)
-        if fixed and math.prod(spec.dims) == flat.size:
-            array = flat.reshape((*prefix, *spec.dims))
-        else:
-            array = flat.reshape((*prefix, flat.size))
+        array = np.frombuffer(body, dtype=spec.datatype.numpy_dtype).reshape(shape)
     request = InferenceRequest(
         model_name=model_name, model_version=model_version, inputs={spec.name: array}
     )
     return DecodedRequest(request, binary_default=True)
+
+
+def raw_shape(model_name: str, size: int, spec: TensorSpec, batched: bool) -> tuple[int, ...]:
+    """The shape of a raw binary input of ``size`` bytes, by Triton's rule: the model's dims
+    (after a batch dimension of 1 when it batches), their one variable-size dimension, if any,
+    filled from the size; a BYTES input must have exactly one element (dims ``[1]``), the
+    whole body. Raises :class:`InvalidInput` with Triton's words otherwise."""
+    dims = list(spec.dims)
+    variable = [i for i, d in enumerate(dims) if d < 0]
+    if len(variable) > 1:
+        raise InvalidInput(
+            f"The shape of the raw input '{spec.name}' can not be deduced because there are "
+            f"more than one variable-sized dimension (model '{model_name}' has dims {dims})"
+        )
+    fixed = math.prod(d for d in dims if d >= 0)
+    prefix = [1] if batched else []
+    if spec.datatype is DataType.BYTES:
+        if variable or fixed != 1:
+            raise InvalidInput(
+                f"For BYTE datatype raw input '{spec.name}', the model must have input shape "
+                f"[1] (model '{model_name}' has dims {dims})"
+            )
+        return tuple(prefix + dims)
+    itemsize = spec.datatype.numpy_dtype.itemsize
+    if variable:
+        row = fixed * itemsize
+        dims[variable[0]] = size // row if row else 0
+    expected = math.prod(dims) * itemsize
+    if expected != size:
+        raise InvalidInput(
+            f"input byte size mismatch for input '{spec.name}' for model '{model_name}'. "
+            f"Expected {expected}, got {size} (a raw binary request of {spec.datatype.value} "
+            f"dims {list(spec.dims)})"
+        )
+    return tuple(prefix + dims)
 
 
 def encode_infer_response(
@@ -239,17 +267,18 @@ def _decode_input(
 ) -> tuple[str, np.ndarray, int]:
     """One ``$request_input``; returns name, array and the binary bytes it consumed."""
     if not isinstance(item, dict):
-        raise InvalidInput(f"each entry of 'inputs' must be a JSON object, got {item!r}")
+        raise InvalidInput(f"each entry of 'inputs' must be a JSON object, got {brief(item)}")
     name = item.get("name")
     if not isinstance(name, str):
-        raise InvalidInput(f"Unable to parse 'name' of an input: got {name!r}")
+        raise InvalidInput(f"Unable to parse 'name' of an input: got {brief(name)}")
     try:
         datatype = DataType.from_name(str(item.get("datatype")))
     except ValueError:
         raise InvalidInput(
-            f"input '{name}' has invalid datatype {item.get('datatype')!r}"
+            f"input '{name}' has invalid datatype {brief(item.get('datatype'))}"
         ) from None
     shape = _shape_of(item.get("shape"), name)
+    check_shape(name, shape, datatype)
     params = item.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput(f"'parameters' of input '{name}' must be a JSON object")
@@ -270,7 +299,9 @@ def _decode_input(
         return name, _from_json(item["data"], datatype, shape, name), 0
     size = params["binary_data_size"]
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise InvalidInput(f"Unable to parse 'binary_data_size' of input '{name}': got {size!r}")
+        raise InvalidInput(
+            f"Unable to parse 'binary_data_size' of input '{name}': got {brief(size)}"
+        )
     available = len(view) - offset
     if size > available:
         raise InvalidInput(
@@ -286,7 +317,7 @@ def _shape_of(value: Any, name: str) -> tuple[int, ...]:
     ):
         raise InvalidInput(
             f"Unable to parse 'shape' of input '{name}': expected non-negative integers, "
-            f"got {value!r}"
+            f"got {brief(value)}"
         )
     return tuple(value)
 
@@ -361,7 +392,7 @@ def _flatten_strings(data: list[Any], name: str) -> list[bytes]:
             if not isinstance(item, str):
                 raise InvalidInput(
                     f"Unable to parse 'data' of BYTES input '{name}': expected strings, "
-                    f"got {item!r}"
+                    f"got {brief(item)}"
                 )
             out.append(item.encode("utf-8"))
         else:
@@ -374,7 +405,7 @@ def _request_options(params: Any) -> tuple[dict[str, Any], bool]:
     if params is None:
         return {}, False
     if not isinstance(params, dict):
-        raise InvalidInput(f"request 'parameters' must be a JSON object, got {params!r}")
+        raise InvalidInput(f"request 'parameters' must be a JSON object, got {brief(params)}")
     options: dict[str, Any] = {}
     passthrough: dict[str, Any] = {}
     for key, value in params.items():
@@ -406,7 +437,7 @@ def _requested_outputs(
     binary: dict[str, bool] = {}
     for item in outputs_json:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidInput(f"Unable to parse 'name' of a requested output: got {item!r}")
+            raise InvalidInput(f"Unable to parse 'name' of a requested output: got {brief(item)}")
         name = item["name"]
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
@@ -418,12 +449,14 @@ def _requested_outputs(
             )
         if SharedMemoryRef.from_parameters(params) is not None and params.get("binary_data"):
             raise InvalidInput("Output can't set both 'shared_memory_region' and 'binary_data'")
+        if "binary_data" in params and not isinstance(params["binary_data"], bool):
+            raise InvalidInput(
+                f"Unable to parse 'binary_data' of output '{name}': "
+                f"got {brief(params['binary_data'])}"
+            )
+        if any(seen.name == name for seen in requested):
+            continue  # asked twice: Triton 2.51 answers it once, as the first asked for it
         if "binary_data" in params:
-            if not isinstance(params["binary_data"], bool):
-                raise InvalidInput(
-                    f"Unable to parse 'binary_data' of output '{name}': "
-                    f"got {params['binary_data']!r}"
-                )
             binary[name] = params["binary_data"]
         requested.append(RequestedOutput(name, params))
     return tuple(requested), binary

@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from headrace.errors import HeadraceError, InvalidInput
+from headrace.errors import HeadraceError, InvalidInput, brief
 from headrace.server.http.body import accepted_encoding, compress, decompress
 from headrace.server.http.codec import (
     DecodedRequest,
@@ -227,13 +227,16 @@ class HttpHandlers:
         raw_length = call.headers.get(_HEADER_LENGTH_KEY)
         memory = self._core.shared_memory
         if raw_length is None:
-            decoded = decode_infer_request(model, version, body, None, memory)
+            if body:
+                decoded = decode_infer_request(model, version, body, None, memory)
+            else:  # Triton reads an empty body without the header as a raw binary request
+                decoded = self._decode_raw(model, version, body)
         else:
             try:
                 header_length = int(raw_length)
             except ValueError:
                 raise InvalidInput(
-                    f"Unable to parse {HEADER_LENGTH}, got: {raw_length!r}"
+                    f"Unable to parse {HEADER_LENGTH}, got: {brief(raw_length)}"
                 ) from None
             if header_length == 0:
                 decoded = self._decode_raw(model, version, body)
@@ -255,8 +258,10 @@ class HttpHandlers:
         meta = self._core.model_metadata(model, version)
         if len(meta.inputs) != 1:
             raise InvalidInput(
-                f"raw binary request (Inference-Header-Content-Length: 0) needs a model with "
-                f"exactly one input; model '{model}' has {len(meta.inputs)}"
+                f"Raw request must only have 1 input (found 1) to be deduced but got "
+                f"{len(meta.inputs)} inputs in '{model}' model configuration (a raw binary "
+                f"request: {HEADER_LENGTH}: 0, or an empty body, is the data of a model's "
+                "only input)"
             )
         return decode_raw_request(model, version, body, meta.inputs[0], meta.batched)
 
@@ -289,19 +294,19 @@ class HttpHandlers:
     async def repository_index(self, call: HttpCall) -> HttpResponse:
         ready = (await self._json_body(call)).get("ready", False)
         if not isinstance(ready, bool):
-            raise InvalidInput(f"Unable to parse 'ready': expected a boolean, got {ready!r}")
+            raise InvalidInput(f"Unable to parse 'ready': expected a boolean, got {brief(ready)}")
         return _json(repository_index_json(self._core.repository_index(ready)))
 
     async def load(self, call: HttpCall) -> HttpResponse:
         model = call.params["model"]
         params = (await self._json_body(call)).get("parameters") or {}
         if not isinstance(params, dict):
-            raise InvalidInput(f"load 'parameters' must be a JSON object, got {params!r}")
+            raise InvalidInput(f"load 'parameters' must be a JSON object, got {brief(params)}")
         config: str | None = None
         files: dict[str, bytes] = {}
         for key, value in params.items():
             if not isinstance(value, str):
-                raise InvalidInput(f"load parameter '{key}' must be a string, got {value!r}")
+                raise InvalidInput(f"load parameter '{key}' must be a string, got {brief(value)}")
             if key == "config":
                 config = value
             elif key.startswith("file:"):
@@ -326,10 +331,10 @@ class HttpHandlers:
         model = call.params["model"]
         params = (await self._json_body(call)).get("parameters") or {}
         if not isinstance(params, dict):
-            raise InvalidInput(f"unload 'parameters' must be a JSON object, got {params!r}")
+            raise InvalidInput(f"unload 'parameters' must be a JSON object, got {brief(params)}")
         dependents = params.get("unload_dependents", False)
         if not isinstance(dependents, bool):
-            raise InvalidInput(f"Unable to parse 'unload_dependents': got {dependents!r}")
+            raise InvalidInput(f"Unable to parse 'unload_dependents': got {brief(dependents)}")
         await asyncio.shield(self._core.unload_model(model, unload_dependents=dependents))
         return _EMPTY_JSON
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from headrace.errors import InvalidInput
+from headrace.errors import InvalidInput, brief
 
 if TYPE_CHECKING:
     from headrace.server.memory import RegionStatus
@@ -51,7 +51,7 @@ class CudaRegistration:
         if not isinstance(encoded, str):
             raise InvalidInput(
                 "'raw_handle' must be a JSON object {\"b64\": …} holding a base64 encoded "
-                f"cudaIpcMemHandle_t, got {handle!r}"
+                f"cudaIpcMemHandle_t, got {brief(handle)}"
             )
         try:
             raw = base64.b64decode(encoded, validate=True)
@@ -68,7 +68,7 @@ def _count(body: dict[str, Any], key: str, default: int | None = None) -> int:
         raise InvalidInput(f"Shared memory register request has no '{key}' field")
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidInput(
-            f"Unable to parse '{key}': expected a non-negative integer, got {value!r}"
+            f"Unable to parse '{key}': expected a non-negative integer, got {brief(value)}"
         )
     return value
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.errors import InvalidInput
+from headrace.errors import InvalidInput, brief
 
 __all__ = ["SHARED_MEMORY_PARAMETERS", "SharedMemoryRef"]
 
@@ -39,7 +39,7 @@ class SharedMemoryRef:
         region = params["shared_memory_region"]
         if not isinstance(region, str):
             raise InvalidInput(
-                f"Unable to parse 'shared_memory_region': expected a string, got {region!r}"
+                f"Unable to parse 'shared_memory_region': expected a string, got {brief(region)}"
             )
         return cls(
             region,
@@ -52,6 +52,6 @@ def _non_negative(params: Mapping[str, Any], key: str) -> int:
     value = params.get(key, 0)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidInput(
-            f"Unable to parse '{key}': expected a non-negative integer, got {value!r}"
+            f"Unable to parse '{key}': expected a non-negative integer, got {brief(value)}"
         )
     return value

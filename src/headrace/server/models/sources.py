@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.config import ModelConfig, config_from_json, format_config
 from headrace.config.platforms import ENSEMBLE_PLATFORM
-from headrace.errors import InvalidConfig, InvalidInput
+from headrace.errors import InvalidConfig, InvalidInput, brief
 from headrace.server.models.load_files import check_files, write_files
 from headrace.server.models.loading import VersionSource
 
@@ -191,8 +191,12 @@ def parse_override(name: str, text: str) -> ModelConfig:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"load config for model '{name}' is not valid JSON: {exc}") from exc
+    except RecursionError:  # Python's parser recurses once per level of nesting
+        raise InvalidInput(f"load config for model '{name}' nests too deeply") from None
     if not isinstance(data, dict):
-        raise InvalidInput(f"load config for model '{name}' must be a JSON object, got {text!r}")
+        raise InvalidInput(
+            f"load config for model '{name}' must be a JSON object, got {brief(text)}"
+        )
     config = config_from_json(data)
     if config.name and config.name != name:
         raise InvalidInput(f"load config names model '{config.name}', the request loads '{name}'")
