@@ -280,7 +280,7 @@ def test_health_metadata_config_and_ready(client: Any, served: Any) -> None:
     assert client.is_model_ready("addsub") and client.is_model_ready("addsub", "1")
     assert not client.is_model_ready("addsub", "2") and not client.is_model_ready("nope")
     meta = client.get_server_metadata()
-    assert meta["name"] == "headrace" and "binary_tensor_data" in meta["extensions"]
+    assert meta["name"] == "triton" and "binary_tensor_data" in meta["extensions"]
     model = client.get_model_metadata("addsub")
     assert model["versions"] == ["1"] and model["platform"] == "python"
     assert model["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}
@@ -433,7 +433,7 @@ def _binary_request(declared: int, actual: int, header_len: int | None = None) -
         (b"", {}, 400, "failed to parse the request JSON"),
         (*_binary_request(16, 8), 400, "expecting 8 additional bytes for model 'addsub'"),
         (*_binary_request(16, 20), 400, "unexpected additional input data"),
-        (*_binary_request(12, 12), 400, "needs 16"),
+        (*_binary_request(12, 12), 400, "Expected 16, got 12"),
         (*_binary_request(16, 16, header_len=10_000), 400, "inference header size"),
         (b"{}", {"Inference-Header-Content-Length": "abc"}, 400, "Unable to parse"),
         (b"garbage", {"Content-Encoding": "gzip"}, 400, "failed to decompress"),

@@ -16,13 +16,13 @@ from types import MappingProxyType
 from typing import Any
 
 from headrace.config import ModelConfig, output_specs
-from headrace.errors import ModelNotFound, ModelNotReady
+from headrace.errors import ModelNotFound
 from headrace.scheduling.base import Scheduler
 from headrace.server.statistics import VersionStatistics
 from headrace.server.validation import Signature
 from headrace.types import TensorSpec
 
-__all__ = ["LoadedVersion", "ModelRecord", "ModelState", "ModelTable"]
+__all__ = ["LoadedVersion", "ModelRecord", "ModelState", "ModelTable", "unknown_model"]
 
 _log = logging.getLogger(__name__)
 
@@ -133,18 +133,18 @@ class ModelTable:
         """The version a request for ``name``/``version`` goes to ("" = highest serving one)."""
         record = self._records.get(name)
         if record is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise ModelNotFound(unknown_model(name))
         if not version:
             if record.highest is None:
-                raise ModelNotReady(_not_ready(record))
+                raise ModelNotFound(_not_ready(record))
             return record.highest
         loaded = record.by_label.get(version)
         if loaded is not None:
             return loaded
         if record.highest is None:
-            raise ModelNotReady(_not_ready(record))
+            raise ModelNotFound(_not_ready(record))
         raise ModelNotFound(
-            f"model '{name}' has no version '{version}'; serving {sorted(record.versions)}"
+            f"{unknown_model(name, version)}; serving versions {sorted(record.versions)}"
         )
 
     def loaded(self) -> Iterator[LoadedVersion]:
@@ -153,6 +153,16 @@ class ModelTable:
             yield from record.versions.values()
 
 
+def unknown_model(name: str, version: str = "") -> str:
+    """Triton's words for a model (or model version) it does not serve."""
+    which = f"'{name}' version {version}" if version else f"'{name}'"
+    return f"Request for unknown model: {which} is not found"
+
+
 def _not_ready(record: ModelRecord) -> str:
+    """Triton's words (NOT_FOUND, HTTP 404) for a known model with no version serving."""
     why = f": {record.reason}" if record.reason else ""
-    return f"model '{record.name}' has no available versions ({record.state}{why})"
+    return (
+        f"Request for unknown model: '{record.name}' has no available versions "
+        f"({record.state}{why})"
+    )
