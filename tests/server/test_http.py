@@ -280,7 +280,7 @@ def test_health_metadata_config_and_ready(client: Any, served: Any) -> None:
     assert client.is_model_ready("addsub") and client.is_model_ready("addsub", "1")
     assert not client.is_model_ready("addsub", "2") and not client.is_model_ready("nope")
     meta = client.get_server_metadata()
-    assert meta["name"] == "triton" and "binary_tensor_data" in meta["extensions"]
+    assert meta["name"] == "headrace" and "binary_tensor_data" in meta["extensions"]
     model = client.get_model_metadata("addsub")
     assert model["versions"] == ["1"] and model["platform"] == "python"
     assert model["inputs"][0] == {"name": "INPUT0", "datatype": "FP32", "shape": [-1, 4]}
