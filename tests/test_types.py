@@ -54,9 +54,9 @@ def test_bytes_round_trip_with_empty_and_non_ascii_elements() -> None:
 
 def test_truncated_bytes_buffers_name_the_offset() -> None:
     encoded = serialize_bytes_tensor([b"abcd"])
-    with pytest.raises(ValueError, match="offset 0"):
+    with pytest.raises(ValueError, match="incomplete string data at offset 0"):
         deserialize_bytes_tensor(encoded[:-1])
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(ValueError, match="incomplete string length indicator at offset 8"):
         deserialize_bytes_tensor(encoded + b"\x01\x00")
     with pytest.raises(ValueError, match="shape"):
         deserialize_bytes_tensor(encoded, shape=(2,))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DETACHED",
+    "BytesFramingError",
     "DataType",
     "InferenceRequest",
     "InferenceResponse",
@@ -196,6 +197,27 @@ def wire_bytes(array: np.ndarray, datatype: DataType) -> bytes | memoryview:
     return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
+class BytesFramingError(ValueError):
+    """A BYTES wire buffer that does not frame: an element's 4-byte length (``length`` None) or
+    its data (``length`` declared) runs past the end with ``available`` bytes left, or the
+    element ``count`` is not the ``expected`` one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        length: int | None = None,
+        available: int = 0,
+        count: int = 0,
+        expected: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.length = length
+        self.available = available
+        self.count = count
+        self.expected = expected
+
+
 def deserialize_bytes_tensor(
     buffer: bytes | memoryview, shape: Sequence[int] | None = None
 ) -> np.ndarray:
@@ -210,13 +232,19 @@ def deserialize_bytes_tensor(
     end = len(view)
     while offset < end:
         if offset + 4 > end:
-            raise ValueError(f"truncated BYTES element length at offset {offset}")
+            raise BytesFramingError(
+                f"incomplete string length indicator at offset {offset}, expecting 4 bytes "
+                f"but only {end - offset} bytes available",
+                available=end - offset,
+            )
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > end:
-            raise ValueError(
-                f"BYTES element at offset {offset - 4} declares {length} bytes, "
-                f"only {end - offset} remain"
+            raise BytesFramingError(
+                f"incomplete string data at offset {offset - 4}, expecting string of length "
+                f"{length} but only {end - offset} bytes available",
+                length=length,
+                available=end - offset,
             )
         items.append(bytes(view[offset : offset + length]))
         offset += length
@@ -225,8 +253,10 @@ def deserialize_bytes_tensor(
     if shape is not None:
         count = math.prod(shape)  # exact: numpy's int64 product wraps on huge shapes
         if count != len(items):
-            raise ValueError(
-                f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}"
+            raise BytesFramingError(
+                f"BYTES buffer holds {len(items)} elements, shape {list(shape)} needs {count}",
+                count=len(items),
+                expected=count,
             )
         return out.reshape(tuple(shape))
     return out

@@ -217,3 +217,12 @@ def test_platform_without_ensemble_scheduling_is_refused() -> None:
     text = BASE.replace('backend: "onnxruntime"', 'platform: "ensemble"')
     with pytest.raises(InvalidConfig, match="ensemble_scheduling"):
         check(text)
+
+
+def test_a_python_model_may_list_no_tensors_as_triton_loads_it() -> None:
+    # NVIDIA's simple_http_model_control.py reloads a model with {"max_batch_size": "16"} only.
+    config = hc.parse_config('name: "m"\nbackend: "python"\nmax_batch_size: 16\n', SOURCE)
+    hc.validate_config(config, SOURCE)
+    config.backend, config.platform = "onnxruntime", "onnxruntime_onnx"
+    with pytest.raises(InvalidConfig, match=r"input: a model needs at least one input"):
+        hc.validate_config(config, SOURCE)

@@ -131,7 +131,10 @@ def test_a_request_in_the_reshape_shape_is_refused(
 ) -> None:
     client = _client(client_module, server)
     x = np.zeros((1, 1, 2, 3), dtype=np.float32)  # the model's shape, not the protocol's
-    with pytest.raises(InferenceServerException, match=r"input 'X' has shape \[1, 1, 2, 3\]"):
+    with pytest.raises(
+        InferenceServerException,
+        match=r"input 'X' for model 'rank4'. Expected \[-1,2,3\], got \[1,1,2,3\]",
+    ):
         client.infer("rank4", [_input(client_module, "X", x, "FP32")])
 
 

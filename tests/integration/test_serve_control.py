@@ -21,8 +21,8 @@ from serve_process import ServeProcess, examples_repository, onnx_reference, sta
 from tritonclient.utils import InferenceServerException
 
 STATUS = {  # the status tritonclient reports for an error, by protocol
-    "http": {"not_found": "404", "unavailable": "503"},
-    "grpc": {"not_found": "StatusCode.NOT_FOUND", "unavailable": "StatusCode.UNAVAILABLE"},
+    "http": {"not_found": "404", "internal": "500"},
+    "grpc": {"not_found": "StatusCode.NOT_FOUND", "internal": "StatusCode.INTERNAL"},
 }
 
 
@@ -163,8 +163,10 @@ def test_load_of_unknown_model_is_refused(flavour: tuple[str, Any]) -> None:
     protocol, client = flavour
     with pytest.raises(InferenceServerException) as caught:
         client.load_model("no_such_model")
-    assert caught.value.status() == STATUS[protocol]["not_found"]
-    assert "no_such_model" in caught.value.message()
+    assert caught.value.status() == STATUS[protocol]["internal"]  # Triton's status and words
+    assert caught.value.message().startswith(
+        "failed to load 'no_such_model', failed to poll from model repository"
+    )
     assert not client.is_model_ready("no_such_model")
     assert_simple_serves(protocol, client)
 

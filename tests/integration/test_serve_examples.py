@@ -169,7 +169,7 @@ def test_health_and_metadata(flavour: tuple[ModuleType, Any], server: ServeProce
     assert not client.is_model_ready("no_such_model")
 
     meta = as_dict(client.get_server_metadata())
-    assert meta["name"] == "headrace"
+    assert meta["name"] == "triton"
     assert meta["version"] == headrace.__version__
     assert {"binary_tensor_data", "model_repository", "statistics"} <= set(meta["extensions"])
 

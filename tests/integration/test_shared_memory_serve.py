@@ -253,7 +253,7 @@ def _bad_calls(module: Any, client: Any, key: str) -> list[tuple[str, str, Any]]
             lambda: client.register_system_shared_memory("in", key, 64),
         ),
         (
-            "bad",
+            "internal",  # Triton answers a key it cannot open with INTERNAL (HTTP 500)
             f"Unable to open shared memory region: '{missing}'",
             lambda: client.register_system_shared_memory("m", missing, 64),
         ),
@@ -312,9 +312,10 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(
     http.register_system_shared_memory("in", key, 64)
     http.register_system_shared_memory("out", key, 32, offset=32)
     codes = {
-        httpclient: {"bad": "400", "missing": "404", "taken": "400"},
+        httpclient: {"bad": "400", "missing": "404", "taken": "400", "internal": "500"},
         grpcclient: {
             "bad": "StatusCode.INVALID_ARGUMENT",
+            "internal": "StatusCode.INTERNAL",
             "missing": "StatusCode.NOT_FOUND",
             "taken": "StatusCode.ALREADY_EXISTS",
         },

@@ -66,7 +66,9 @@ def test_infer_errors_and_strings() -> None:
         assert out["out"].tolist() == [[b"AB"], [b"CD"]]
         with pytest.raises(ModelNotFound):
             server.infer("nope", {"text": np.array([["x"]])})
-        with pytest.raises(InvalidInput, match="batch size 5, model 'upper' accepts at most 4"):
+        with pytest.raises(
+            InvalidInput, match="batch-size must be <= 4 for 'upper'; input 'text' has 5"
+        ):
             server.infer("upper", {"text": np.array([["x"]] * 5)})
         # Binding after start registers at once; unbatched models take whole tensors.
         server.bind(

@@ -139,8 +139,14 @@ def test_parameters_map_to_request_fields_and_pass_through() -> None:
     ("build", "match"),
     [
         (lambda m: m.raw_input_contents.extend([b"\0" * 16, b"\0" * 16]), "1 inputs but 2 raw"),
-        (lambda m: m.raw_input_contents.append(b"\0" * 12), "input 'x' has 12 bytes"),
-        (lambda m: m.inputs[0].contents.fp32_contents.extend([1.0] * 3), "input 'x' has 3 elem"),
+        (
+            lambda m: m.raw_input_contents.append(b"\0" * 12),
+            "byte size mismatch for input 'x' for model 'm'. Expected 16, got 12",
+        ),
+        (
+            lambda m: m.inputs[0].contents.fp32_contents.extend([1.0] * 3),
+            r"Expected 16, got 12 \(3 values in 'fp32_contents'",
+        ),
         (lambda m: m.inputs[0].contents.int_contents.extend([1] * 4), "expects 'fp32_contents'"),
         (
             lambda m: (
@@ -149,7 +155,20 @@ def test_parameters_map_to_request_fields_and_pass_through() -> None:
             ),
             "reserved for Triton",
         ),
-        (lambda m: setattr(m.inputs[0], "datatype", "FP8"), "invalid datatype 'FP8'"),
+        (  # Triton's words, which NVIDIA's grpc_explicit_int_content_client.py matches; they
+            # come first even when the raw contents are short of one per input
+            lambda m: (
+                m.inputs[0].contents.fp32_contents.extend([0.0] * 4),
+                m.raw_input_contents.append(b"\0" * 8),
+                m.inputs.add(name="z", datatype="FP32", shape=[1]),
+            ),
+            "^contents field must not be specified when using raw_input_contents for 'x' for "
+            "model 'm'$",
+        ),
+        (
+            lambda m: setattr(m.inputs[0], "datatype", "FP8"),
+            "inference input 'x' data-type is '<invalid>': 'FP8'",
+        ),
     ],
 )
 def test_decode_errors_name_the_input(build, match: str) -> None:  # type: ignore[no-untyped-def]

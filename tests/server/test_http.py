@@ -434,7 +434,7 @@ def _binary_request(declared: int, actual: int, header_len: int | None = None) -
         (b"", {}, 400, "Raw request must only have 1 input (found 1) to be deduced but got 2"),
         (*_binary_request(16, 8), 400, "expecting 8 additional bytes for model 'addsub'"),
         (*_binary_request(16, 20), 400, "unexpected additional input data"),
-        (*_binary_request(12, 12), 400, "needs 16"),
+        (*_binary_request(12, 12), 400, "Expected 16, got 12"),
         (*_binary_request(16, 16, header_len=10_000), 400, "inference header size"),
         (b"{}", {"Inference-Header-Content-Length": "abc"}, 400, "Unable to parse"),
         (b"garbage", {"Content-Encoding": "gzip"}, 400, "failed to decompress"),

@@ -173,7 +173,7 @@ def test_parameters_map_to_request_fields_and_pass_through() -> None:
         (
             {"inputs": [{"name": "x", "shape": [1], "datatype": "NOPE", "data": [1]}]},
             b"",
-            "invalid datatype 'NOPE'",
+            "invalid datatype for input x: 'NOPE'",
         ),
         (
             {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32"}]},
@@ -220,7 +220,7 @@ def test_parameters_map_to_request_fields_and_pass_through() -> None:
                 ]
             },
             b"\0" * 4,
-            "has 4 bytes of binary data, shape [2] of INT32 needs 8",
+            "input byte size mismatch for input 'x' for model 'm'. Expected 8, got 4",
         ),
         (
             {

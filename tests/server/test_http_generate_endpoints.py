@@ -152,8 +152,8 @@ def test_an_error_response_first_sets_400(served: Served) -> None:
 @pytest.mark.parametrize(
     ("model", "body", "status", "words"),
     [
-        ("missing", {"X": 7}, 404, "unknown model: 'missing'"),
-        ("request_meta/versions/2", {"X": 7}, 404, "version 2 is not found"),
+        ("missing", {"X": 7}, 404, "Request for unknown model: 'missing' is not found"),
+        ("request_meta/versions/2", {"X": 7}, 404, "'request_meta' version 2 is not found"),
         ("request_meta", {}, 400, "missing required input(s) ['X']"),
         ("request_meta", {"X": [7, 8]}, 400, "can not convert input 'X'"),
         ("request_meta", b"not json", 400, "failed to parse the request JSON"),

@@ -37,6 +37,16 @@ def x(rows: int, cols: int = 64, dtype: type = np.float32) -> np.ndarray:
     return np.zeros((rows, cols), dtype=dtype)
 
 
+TAG = "[request id: <id_unknown>] "
+NOTE = (
+    " NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to "
+    "be prepended to each input shape. If you want to specify the full shape including the batch "
+    "dim in your input dims config, try setting max_batch_size to zero. See the model "
+    "configuration docs for more info on max_batch_size."
+)
+"""Triton 2.51's words (docs/errors.md): the request id prefix and the note on batching."""
+
+
 def test_valid_requests_pass() -> None:
     validate_request(_request(x=x(3)), MLP)
     validate_request(_request(x=x(8), mask=np.ones((8, 5), bool), outputs=("h",)), MLP)
@@ -47,31 +57,49 @@ def test_valid_requests_pass() -> None:
 @pytest.mark.parametrize(
     ("inputs", "outputs", "message"),
     [
-        ({"x": x(3, 5)}, None, "input 'x' has shape [3, 5], model 'mlp' expects [-1, 64]"),
+        (
+            {"x": x(3, 5)},
+            None,
+            f"{TAG}unexpected shape for input 'x' for model 'mlp'. Expected [-1,64], got [3,5].{NOTE}",
+        ),
         (
             {"x": np.zeros(64, np.float32)},
             None,
-            "input 'x' has shape [64], model 'mlp' expects [-1, 64]",
+            f"{TAG}unexpected shape for input 'x' for model 'mlp'. Expected [-1,64], got [64].{NOTE}",
         ),
         (
             {"x": x(2, dtype=np.float64)},
             None,
-            "input 'x' has datatype FP64, model 'mlp' expects FP32",
+            f"{TAG}inference input 'x' data-type is 'FP64', but model 'mlp' expects 'FP32'",
         ),
-        ({}, None, "model 'mlp' is missing required input(s) ['x']; got []"),
+        (
+            {},
+            None,
+            f"{TAG}expected number of inputs between 1 and 2 but got 0 inputs for model 'mlp'. "
+            "Got input(s) [], but missing required input(s) ['x']. "
+            "Please provide all required input(s).",
+        ),
         (
             {"x": x(2), "y": x(2)},
             None,
-            "unexpected input 'y' for model 'mlp'; it expects ['mask', 'x']",
+            "unexpected inference input 'y' for model 'mlp'; the model's inputs are ['x','mask']",
         ),
         ({"x": x(0)}, None, "input 'x' has batch size 0, model 'mlp' needs at least 1"),
-        ({"x": x(9)}, None, "input 'x' has batch size 9, model 'mlp' accepts at most 8"),
+        (
+            {"x": x(9)},
+            None,
+            f"{TAG}inference request batch-size must be <= 8 for 'mlp'; input 'x' has 9",
+        ),
         (
             {"x": x(2), "mask": np.ones((3, 1), bool)},
             None,
             "inputs of model 'mlp' have differing batch sizes: 'x' has 2, 'mask' has 3",
         ),
-        ({"x": x(2)}, ("q",), "unknown output 'q' requested from model 'mlp'; it has ['p', 'h']"),
+        (
+            {"x": x(2)},
+            ("q",),
+            "unexpected inference output 'q' for model 'mlp'; the model's outputs are ['p','h']",
+        ),
     ],
 )
 def test_invalid_requests_name_the_problem(
@@ -84,7 +112,8 @@ def test_invalid_requests_name_the_problem(
 
 def test_unbatched_model_checks_full_shape_and_bytes_dtype() -> None:
     with pytest.raises(
-        InvalidInput, match=r"input 's' has shape \[1, 2\], model 'flat' expects \[2\]"
+        InvalidInput,
+        match=r"unexpected shape for input 's' for model 'flat'. Expected \[2\], got \[1,2\]\.$",
     ):
         validate_request(
             _request(
@@ -93,7 +122,8 @@ def test_unbatched_model_checks_full_shape_and_bytes_dtype() -> None:
             FLAT,
         )
     with pytest.raises(
-        InvalidInput, match="input 's' has datatype INT32, model 'flat' expects BYTES"
+        InvalidInput,
+        match="inference input 's' data-type is 'INT32', but model 'flat' expects 'BYTES'",
     ):
         validate_request(
             _request("flat", s=np.zeros(2, np.int32), n=np.zeros((1, 3), np.int64)), FLAT
@@ -133,3 +163,21 @@ def test_inputs_a_sequence_batcher_fills_are_not_asked_of_clients_nor_taken() ->
             validate_request(InferenceRequest("acc", {"INPUT": one, name: one}), signature)
     plain = Signature.for_config("mlp", model_config_pb2.ModelConfig(name="mlp"))
     assert plain.server_filled == frozenset()
+
+
+def test_request_id_tags_the_words_as_triton_does() -> None:
+    request = InferenceRequest("mlp", {"x": x(2, dtype=np.float64)}, id="req-7")
+    with pytest.raises(InvalidInput) as info:
+        validate_request(request, MLP)
+    assert info.value.message.startswith("[request id: req-7] inference input 'x' data-type")
+
+
+def test_too_many_inputs_name_the_unexpected_one_after_triton_words() -> None:
+    request = _request(x=x(2), mask=np.ones((2, 5), bool), y=x(2))
+    with pytest.raises(InvalidInput) as info:
+        validate_request(request, MLP)
+    assert info.value.message == (
+        f"{TAG}expected number of inputs between 1 and 2 but got 3 inputs for model 'mlp'. "
+        "Got input(s) ['x','mask','y'], but unexpected input(s) ['y']; the model's inputs are "
+        "['x','mask']"
+    )

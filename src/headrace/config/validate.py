@@ -46,8 +46,14 @@ def validate_config(config: ModelConfig, source: str = "") -> None:
     if config.max_batch_size < 0:
         check.fail("max_batch_size", f"must be >= 0, got {config.max_batch_size}")
     batched = config.max_batch_size > 0
-    _check_tensors(check, "input", config.input, batched, config.platform)
-    _check_tensors(check, "output", config.output, batched, config.platform)
+    # Triton 2.51 loads a python-backend model that lists no inputs or outputs (its model.py
+    # decides at run time; NVIDIA's simple_http_model_control.py reloads one so); the other
+    # backends need their tensors declared or auto-completed.
+    declared = config.backend != "python"
+    if declared or config.input:
+        _check_tensors(check, "input", config.input, batched, config.platform)
+    if declared or config.output:
+        _check_tensors(check, "output", config.output, batched, config.platform)
     _check_version_policy(check, config)
     _check_dynamic_batching(check, config)
     _check_sequence_batching(check, config)

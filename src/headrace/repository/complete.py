@@ -108,8 +108,14 @@ def complete_config(
             source=source,
             field="name",
         )
-    cfg.platform_backend(completed, source)
     files = os.listdir(version_dir) if os.path.isdir(version_dir) else []
+    if not completed.platform and not completed.backend and not completed.ensemble_scheduling.step:
+        # As Triton: a config (a load request's override too) that names neither takes the
+        # backend its model file implies; with no such file the check below refuses it.
+        implied = [row.name for row in BACKENDS if row.implied_by and row.implied_by in files]
+        if implied:
+            completed.backend = implied[0]
+    cfg.platform_backend(completed, source)
     check_model_files(completed, files, version_dir)
     if completed.platform != ENSEMBLE_PLATFORM:
         backend_class_for(completed, version_dir).autocomplete(completed, version_dir)

@@ -26,7 +26,9 @@ from headrace.config import ModelConfig, output_specs
 from headrace.errors import (
     HeadraceError,
     InternalError,
+    InvalidConfig,
     InvalidInput,
+    MissingDependency,
     ModelNotFound,
     Unavailable,
     Unsupported,
@@ -290,11 +292,17 @@ class InferenceServer:
         """Statistics of every serving version, of one model, or of one model version."""
         if not name:
             return [loaded.stats.snapshot() for loaded in self._sorted_loaded()]
+        unavailable = f"requested model '{name}' is not available"  # Triton's words (400)
         if version:
-            return [self.models.route(name, version).stats.snapshot()]
+            try:
+                return [self.models.route(name, version).stats.snapshot()]
+            except ModelNotFound as exc:
+                raise InvalidInput(
+                    f"requested model version is not available for model '{name}': {exc.message}"
+                ) from exc
         record = self.models.table.get(name)
         if record is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise InvalidInput(unavailable)
         return [record.versions[v].stats.snapshot() for v in sorted(record.versions)]
 
     def metric_samples(self) -> list[VersionSample]:
@@ -347,8 +355,22 @@ class InferenceServer:
     async def load_model(
         self, name: str, config: str | None = None, files: dict[str, bytes] | None = None
     ) -> None:
-        """Load or reload; a failed reload keeps the old version serving."""
-        await self.models.load(name, config, files)
+        """Load or reload; a failed reload keeps the old version serving.
+
+        A model that fails as it is built is refused in Triton's words (INVALID_ARGUMENT,
+        HTTP 400): ``load failed for model 'NAME': ...``; see ModelRegistry.load for the rest.
+        """
+        try:
+            await self.models.load(name, config, files)
+        except (InvalidConfig, InternalError, Unsupported, MissingDependency) as exc:
+            if exc.message.startswith(f"failed to load '{name}', "):
+                raise
+            text = f"load failed for model '{name}': " + exc.message.removeprefix(
+                f"model '{name}' failed to load: "
+            )
+            if isinstance(exc, InvalidConfig):
+                raise InvalidConfig(text) from exc
+            raise InvalidInput(text) from exc
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
         """Stop routing to ``name``, drain its accepted requests, then unload it."""

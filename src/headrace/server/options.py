@@ -13,7 +13,9 @@ __all__ = ["ServerOptions"]
 class ServerOptions:
     """Server-wide settings (the mode and startup models are constructor arguments)."""
 
-    name: str = "headrace"
+    name: str = "triton"
+    """The server metadata's name: Triton's, because Triton's clients check it (NVIDIA's
+    example programs exit 1 on any other); the version field says headrace's version."""
     repository_poll_secs: float = 15.0
     strict_model_config: bool = True
     """Models need a ``config.pbtxt``; False completes a missing or partial one from the

@@ -2,8 +2,9 @@
 
 Runs on the hot path for every request, so the model's expectations are compiled once per
 loaded version into a :class:`Signature` and each check is a dict lookup or a tuple compare.
-Messages name the offending value and what the model expects, e.g.
-``input 'x' has shape [3, 5], model 'mlp' expects [-1, 64]``.
+Messages are Triton 2.51's words for the same mistake (clients match on them; see
+docs/errors.md), with headrace's detail after them where Triton's words leave it out: those
+Triton gives with the request's id keep its ``[request id: ...]`` prefix (:func:`request_tag`).
 
 Inputs that a sequence batcher fills (``sequence_batching`` control inputs and implicit state
 inputs) are never asked of clients, even where the configuration also lists them as inputs,
@@ -20,9 +21,17 @@ import numpy as np
 
 from headrace.config import input_specs, output_specs
 from headrace.errors import InvalidInput
-from headrace.types import DataType, InferenceRequest, TensorSpec
+from headrace.types import BytesFramingError, DataType, InferenceRequest, TensorSpec
 
-__all__ = ["Signature", "validate_request"]
+__all__ = [
+    "Signature",
+    "byte_size_error",
+    "bytes_framing_error",
+    "dims_text",
+    "request_tag",
+    "shape_error",
+    "validate_request",
+]
 
 
 @dataclass(frozen=True)
@@ -73,20 +82,81 @@ class Signature:
         return self.max_batch_size > 0
 
 
+_BATCH_NOTE = (
+    " NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension "
+    "to be prepended to each input shape. If you want to specify the full shape including the "
+    "batch dim in your input dims config, try setting max_batch_size to zero. See the model "
+    "configuration docs for more info on max_batch_size."
+)
+
+
+def request_tag(request_id: str) -> str:
+    """Triton's prefix of a request's validation errors: ``[request id: ID] ``."""
+    return f"[request id: {request_id or '<id_unknown>'}] "
+
+
+def dims_text(shape: Iterable[int]) -> str:
+    """A shape as Triton writes it in messages: ``[-1,16]``."""
+    return "[" + ",".join(str(int(d)) for d in shape) + "]"
+
+
+def _names_text(names: Iterable[str]) -> str:
+    return "[" + ",".join(f"'{name}'" for name in names) + "]"
+
+
+def shape_error(
+    request_id: str, name: str, model: str, expected: Any, got: Any, batched: bool
+) -> str:
+    """Triton's words for an input whose shape does not fit the model's."""
+    return (
+        f"{request_tag(request_id)}unexpected shape for input '{name}' for model '{model}'. "
+        f"Expected {dims_text(expected)}, got {dims_text(got)}.{_BATCH_NOTE if batched else ''}"
+    )
+
+
+def byte_size_error(request_id: str, name: str, model: str, expected: int, got: int) -> str:
+    """Triton's words for raw tensor bytes whose size does not fit the shape and datatype."""
+    return (
+        f"{request_tag(request_id)}input byte size mismatch for input '{name}' for model "
+        f"'{model}'. Expected {expected}, got {got}"
+    )
+
+
+def bytes_framing_error(error: BytesFramingError, request_id: str, name: str, model: str) -> str:
+    """Triton's words for a BYTES buffer that does not frame (see :class:`BytesFramingError`)."""
+    if error.expected is not None:
+        return (
+            f"{request_tag(request_id)}expected {error.expected} string elements for inference "
+            f"input '{name}' for model '{model}', got {error.count}"
+        )
+    what = "string length indicator" if error.length is None else "string data"
+    length = "4 bytes" if error.length is None else f"string of length {error.length}"
+    return (
+        f"incomplete {what} for inference input '{name}', expecting {length} but only "
+        f"{error.available} bytes available"
+    )
+
+
 def validate_request(request: InferenceRequest, signature: Signature) -> None:
     """Raise :class:`InvalidInput` naming the first problem of ``request``; return if valid."""
     inputs = request.inputs
-    _check_names(inputs, signature)
+    _check_names(request, signature)
     batch_name = ""
     batch_size = -1
     for name, array in inputs.items():
         spec = signature.inputs[name]
-        _check_dtype(name, array, spec, signature)
+        _check_dtype(request.id, name, array, spec, signature)
         shape = array.shape
         if not spec.accepts(shape, signature.batched):
             raise InvalidInput(
-                f"input '{name}' has shape {list(shape)}, model '{signature.model}' "
-                f"expects {list(spec.shape(signature.batched))}"
+                shape_error(
+                    request.id,
+                    name,
+                    signature.model,
+                    spec.shape(signature.batched),
+                    shape,
+                    signature.batched,
+                )
             )
         if signature.batched:
             size = shape[0]
@@ -98,32 +168,64 @@ def validate_request(request: InferenceRequest, signature: Signature) -> None:
                     f"'{batch_name}' has {batch_size}, '{name}' has {size}"
                 )
     if signature.batched and batch_size >= 0:
-        _check_batch_size(batch_name, batch_size, signature)
+        _check_batch_size(request.id, batch_name, batch_size, signature)
     if request.outputs is not None:
         _check_outputs(request, signature)
 
 
-def _check_names(inputs: Mapping[str, np.ndarray], signature: Signature) -> None:
+def _check_names(request: InferenceRequest, signature: Signature) -> None:
+    inputs = request.inputs
+    model = signature.model
     for name in inputs:
         if name in signature.server_filled:
             raise InvalidInput(
-                f"input '{name}' of model '{signature.model}' is a sequence control or state "
+                f"input '{name}' of model '{model}' is a sequence control or state "
                 "input, which the server fills; do not send it"
             )
+    count, expected, required = len(inputs), len(signature.inputs), len(signature.required)
+    if count > expected or count < required:
+        missing = [
+            name for name in signature.inputs if name in signature.required and name not in inputs
+        ]
+        unexpected = [name for name in inputs if name not in signature.inputs]
+        if expected == required:
+            counts = f"expected {expected} inputs but got {count} inputs for model '{model}'. "
+        else:
+            counts = (
+                f"expected number of inputs between {required} and {expected} but got {count} "
+                f"inputs for model '{model}'. "
+            )
+        got = f"Got input(s) {_names_text(inputs)}, but "
+        if unexpected:
+            why = (
+                f"unexpected input(s) {_names_text(unexpected)}; the model's inputs are "
+                f"{_names_text(signature.inputs)}"
+            )
+        else:
+            why = (
+                f"missing required input(s) {_names_text(missing)}. "
+                "Please provide all required input(s)."
+            )
+        raise InvalidInput(f"{request_tag(request.id)}{counts}{got}{why}")
+    for name in inputs:
         if name not in signature.inputs:
             raise InvalidInput(
-                f"unexpected input '{name}' for model '{signature.model}'; "
-                f"it expects {sorted(signature.inputs)}"
+                f"unexpected inference input '{name}' for model '{model}'; "
+                f"the model's inputs are {_names_text(signature.inputs)}"
             )
     if not signature.required.issubset(inputs.keys()):
-        missing = sorted(signature.required.difference(inputs.keys()))
+        missing = [
+            name for name in signature.inputs if name in signature.required and name not in inputs
+        ]
         raise InvalidInput(
-            f"model '{signature.model}' is missing required input(s) {missing}; "
-            f"got {sorted(inputs)}"
+            f"{request_tag(request.id)}missing required input(s) {_names_text(missing)} for "
+            f"model '{model}'; got {_names_text(inputs)}"
         )
 
 
-def _check_dtype(name: str, array: np.ndarray, spec: TensorSpec, signature: Signature) -> None:
+def _check_dtype(
+    request_id: str, name: str, array: np.ndarray, spec: TensorSpec, signature: Signature
+) -> None:
     if not isinstance(array, np.ndarray):
         raise InvalidInput(
             f"input '{name}' of model '{signature.model}' is a {type(array).__name__}, "
@@ -136,20 +238,20 @@ def _check_dtype(name: str, array: np.ndarray, spec: TensorSpec, signature: Sign
     except ValueError:
         got = str(array.dtype)
     raise InvalidInput(
-        f"input '{name}' has datatype {got}, model '{signature.model}' "
-        f"expects {spec.datatype.value}"
+        f"{request_tag(request_id)}inference input '{name}' data-type is '{got}', but model "
+        f"'{signature.model}' expects '{spec.datatype.value}'"
     )
 
 
-def _check_batch_size(name: str, size: int, signature: Signature) -> None:
+def _check_batch_size(request_id: str, name: str, size: int, signature: Signature) -> None:
     if size == 0:
         raise InvalidInput(
             f"input '{name}' has batch size 0, model '{signature.model}' needs at least 1"
         )
     if size > signature.max_batch_size:
         raise InvalidInput(
-            f"input '{name}' has batch size {size}, model '{signature.model}' accepts at most "
-            f"{signature.max_batch_size}"
+            f"{request_tag(request_id)}inference request batch-size must be <= "
+            f"{signature.max_batch_size} for '{signature.model}'; input '{name}' has {size}"
         )
 
 
@@ -157,6 +259,6 @@ def _check_outputs(request: InferenceRequest, signature: Signature) -> None:
     for output in request.outputs or ():
         if output.name not in signature.outputs:
             raise InvalidInput(
-                f"unknown output '{output.name}' requested from model '{signature.model}'; "
-                f"it has {list(signature.outputs)}"
+                f"unexpected inference output '{output.name}' for model '{signature.model}'; "
+                f"the model's outputs are {_names_text(signature.outputs)}"
             )

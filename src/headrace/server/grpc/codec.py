@@ -31,7 +31,14 @@ from headrace.server.parameters import (
     reserved_option,
 )
 from headrace.server.shapes import check_shape
+from headrace.server.validation import (
+    byte_size_error,
+    bytes_framing_error,
+    dims_text,
+    request_tag,
+)
 from headrace.types import (
+    BytesFramingError,
     DataType,
     InferenceRequest,
     InferenceResponse,
@@ -176,6 +183,12 @@ def decode_infer_request(
     raw = message.raw_input_contents if raw_contents is None else raw_contents
     tensors = message.inputs
     shared = {t.name for t in tensors if "shared_memory_region" in t.parameters}
+    for tensor in tensors if raw else ():
+        if tensor.name not in shared and tensor.HasField("contents"):
+            raise InvalidInput(  # Triton's words (its example clients match them), checked first
+                f"contents field must not be specified when using raw_input_contents for "
+                f"'{tensor.name}' for model '{model}'"
+            )
     if raw and len(raw) != len(tensors) - len(shared):
         where = " outside shared memory" if shared else ""
         raise InvalidInput(
@@ -188,21 +201,16 @@ def decode_infer_request(
         name = tensor.name
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once for model '{model}'")
-        datatype = _datatype(tensor.datatype, name)
-        shape = _shape(tensor.shape, name)
+        datatype = _datatype(tensor.datatype, name, message.id)
+        shape = _shape(tensor.shape, name, model, message.id)
         check_shape(name, shape, datatype)
         if name in shared:
             inputs[name] = _from_shared(tensor, datatype, shape, model, memory)
         elif raw:
-            if tensor.HasField("contents"):
-                raise InvalidInput(
-                    f"contents field must not be specified when using raw_input_contents for "
-                    f"'{name}' for model '{model}' (send each input's data in one of the two)"
-                )
-            inputs[name] = from_raw(raw[index], datatype, shape, name)
+            inputs[name] = from_raw(raw[index], datatype, shape, name, model, message.id)
             index += 1
         else:
-            inputs[name] = _from_contents(tensor.contents, datatype, shape, name)
+            inputs[name] = _from_contents(tensor.contents, datatype, shape, name, model, message.id)
     options = _request_options(message.parameters, model)
     return InferenceRequest(
         model_name=model,
@@ -334,18 +342,22 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _datatype(name: str, tensor: str) -> DataType:
+def _datatype(name: str, tensor: str, request_id: str) -> DataType:
     found = _DATATYPES.get(name)
     if found is None:
-        raise InvalidInput(f"input '{tensor}' has invalid datatype {name!r}")
+        raise InvalidInput(
+            f"{request_tag(request_id)}inference input '{tensor}' data-type is '<invalid>': "
+            f"{name!r} is not a datatype of the KServe v2 protocol"
+        )
     return found
 
 
-def _shape(dims: Any, name: str) -> tuple[int, ...]:
+def _shape(dims: Any, name: str, model: str, request_id: str) -> tuple[int, ...]:
     shape = tuple(dims)
     if any(d < 0 for d in shape):
         raise InvalidInput(
-            f"input '{name}' has shape {list(shape)}; dimensions must be non-negative"
+            f"{request_tag(request_id)}unexpected shape for input '{name}' for model "
+            f"'{model}'. Got {dims_text(shape)}: dimensions must not be negative"
         )
     return shape
 
@@ -371,22 +383,24 @@ def _from_shared(
 
 
 def from_raw(
-    data: bytes | memoryview, datatype: DataType, shape: tuple[int, ...], name: str
+    data: bytes | memoryview,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    name: str,
+    model: str = "",
+    request_id: str = "",
 ) -> np.ndarray:
     """Input ``name``'s raw content as an array (numeric data: a read-only view of ``data``);
     raises :class:`InvalidInput` when its size or BYTES framing does not fit ``shape``."""
     if datatype is DataType.BYTES:
         try:
             return deserialize_bytes_tensor(data, shape)
-        except ValueError as exc:
-            raise InvalidInput(f"input '{name}': {exc}") from exc
+        except BytesFramingError as exc:
+            raise InvalidInput(bytes_framing_error(exc, request_id, name, model)) from exc
     dtype = datatype.numpy_dtype
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise InvalidInput(
-            f"input '{name}' has {len(data)} bytes of raw content, shape {list(shape)} of "
-            f"{datatype.value} needs {expected}"
-        )
+        raise InvalidInput(byte_size_error(request_id, name, model, expected, len(data)))
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
@@ -395,6 +409,8 @@ def _from_contents(
     datatype: DataType,
     shape: tuple[int, ...],
     name: str,
+    model: str,
+    request_id: str,
 ) -> np.ndarray:
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
@@ -410,9 +426,15 @@ def _from_contents(
     values = getattr(contents, field)
     count = math.prod(shape)
     if len(values) != count:
+        if datatype is DataType.BYTES:
+            raise InvalidInput(
+                f"{request_tag(request_id)}expected {count} string elements for inference "
+                f"input '{name}' for model '{model}', got {len(values)}"
+            )
+        itemsize = datatype.numpy_dtype.itemsize
         raise InvalidInput(
-            f"input '{name}' has {len(values)} elements in '{field}', shape {list(shape)} "
-            f"needs {count}"
+            byte_size_error(request_id, name, model, count * itemsize, len(values) * itemsize)
+            + f" ({len(values)} values in '{field}' for shape {dims_text(shape)})"
         )
     if datatype is DataType.BYTES:
         array = np.empty(count, dtype=np.object_)

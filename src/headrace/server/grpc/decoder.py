@@ -75,7 +75,14 @@ class InferRequestDecoder:
             if spec.nbytes is not None and len(raw) == spec.nbytes:
                 inputs[spec.name] = np.frombuffer(raw, spec.dtype).reshape(spec.shape)
             else:  # BYTES, or a size that does not fit: the full check says what is wrong
-                inputs[spec.name] = from_raw(raw, spec.datatype, spec.shape, spec.name)
+                inputs[spec.name] = from_raw(
+                    raw,
+                    spec.datatype,
+                    spec.shape,
+                    spec.name,
+                    plan.request.model_name,
+                    plan.request.id,
+                )
         return plan.request.with_inputs(inputs)
 
     def _decode(self, header: bytes, raws: list[memoryview]) -> InferenceRequest:

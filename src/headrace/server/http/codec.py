@@ -28,7 +28,9 @@ from headrace.server.parameters import (
     reserved_option,
 )
 from headrace.server.shapes import check_shape
+from headrace.server.validation import byte_size_error, bytes_framing_error, dims_text
 from headrace.types import (
+    BytesFramingError,
     DataType,
     InferenceRequest,
     InferenceResponse,
@@ -113,13 +115,21 @@ def decode_infer_request(
             f"inference header size should be in range (0, {size}), got: {header_length}"
         )
     header = _loads_object(view[:header_length], "request JSON")
-    inputs_json = header.get("inputs")
+    request_id = header.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidInput(f"Unable to parse 'id': expected a string, got {brief(request_id)}")
+    if "inputs" not in header:
+        raise InvalidInput(
+            "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
+        )
+    inputs_json = header["inputs"]
     if not isinstance(inputs_json, list):
         raise InvalidInput("Unable to parse 'inputs': expected a JSON array")
     offset = header_length
     inputs: dict[str, np.ndarray] = {}
+    where = _Where(model_name, request_id)
     for item in inputs_json:
-        name, array, used = _decode_input(item, view, offset, model_name, memory)
+        name, array, used = _decode_input(item, view, offset, where, memory)
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears more than once for model '{model_name}'")
         inputs[name] = array
@@ -129,9 +139,6 @@ def decode_infer_request(
             f"unexpected additional input data for model '{model_name}': "
             f"{size - offset} bytes after the last binary input"
         )
-    request_id = header.get("id", "")
-    if not isinstance(request_id, str):
-        raise InvalidInput(f"Unable to parse 'id': expected a string, got {brief(request_id)}")
     options, binary_default = _request_options(header.get("parameters"))
     outputs, binary_outputs = _requested_outputs(header.get("outputs"))
     request = InferenceRequest(
@@ -249,20 +256,32 @@ def encode_infer_response(
 
 
 def _loads_object(data: memoryview, what: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object; refused in Triton's words (its JSON buffer)."""
     try:
         parsed = json_loads(data)
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"failed to parse the {what}: {exc}") from exc
+        raise InvalidInput(f"failed to parse the {what} buffer: {exc}") from exc
     if not isinstance(parsed, dict):
-        raise InvalidInput(f"the {what} must be a JSON object, got {type(parsed).__name__}")
+        raise InvalidInput(
+            f"failed to parse the {what} buffer: the {what} must be a JSON object, "
+            f"got {type(parsed).__name__}"
+        )
     return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """The model and request an input belongs to, for Triton's words in errors."""
+
+    model: str
+    request_id: str
 
 
 def _decode_input(
     item: Any,
     view: memoryview,
     offset: int,
-    model_name: str,
+    where: _Where,
     memory: SharedMemoryRegistry | None,
 ) -> tuple[str, np.ndarray, int]:
     """One ``$request_input``; returns name, array and the binary bytes it consumed."""
@@ -275,7 +294,8 @@ def _decode_input(
         datatype = DataType.from_name(str(item.get("datatype")))
     except ValueError:
         raise InvalidInput(
-            f"input '{name}' has invalid datatype {brief(item.get('datatype'))}"
+            f"invalid datatype for input {name}: {brief(item.get('datatype'))} is not a datatype "
+            "of the KServe v2 protocol"
         ) from None
     shape = _shape_of(item.get("shape"), name)
     check_shape(name, shape, datatype)
@@ -294,7 +314,7 @@ def _decode_input(
         ref = SharedMemoryRef.from_parameters(params)
         if memory is None or ref is None:
             raise InvalidInput(f"input '{name}': shared memory inputs are not supported here")
-        return name, memory.read_input(name, datatype, shape, ref, model_name), 0
+        return name, memory.read_input(name, datatype, shape, ref, where.model), 0
     if has_data:
         return name, _from_json(item["data"], datatype, shape, name), 0
     size = params["binary_data_size"]
@@ -306,9 +326,9 @@ def _decode_input(
     if size > available:
         raise InvalidInput(
             f"unexpected size for input '{name}', expecting {size - available} additional "
-            f"bytes for model '{model_name}'"
+            f"bytes for model '{where.model}'"
         )
-    return name, _from_binary(view[offset : offset + size], datatype, shape, name), size
+    return name, _from_binary(view[offset : offset + size], datatype, shape, name, where), size
 
 
 def _shape_of(value: Any, name: str) -> tuple[int, ...]:
@@ -316,29 +336,37 @@ def _shape_of(value: Any, name: str) -> tuple[int, ...]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
         raise InvalidInput(
-            f"Unable to parse 'shape' of input '{name}': expected non-negative integers, "
+            f"Unable to parse 'shape': input '{name}' needs a list of non-negative integers, "
             f"got {brief(value)}"
         )
     return tuple(value)
 
 
 def _from_binary(
-    chunk: memoryview, datatype: DataType, shape: tuple[int, ...], name: str
+    chunk: memoryview, datatype: DataType, shape: tuple[int, ...], name: str, where: _Where
 ) -> np.ndarray:
     count = math.prod(shape)
     if datatype is DataType.BYTES:
         try:
             return deserialize_bytes_tensor(chunk, shape)
-        except ValueError as exc:
-            raise InvalidInput(f"input '{name}': {exc}") from exc
+        except BytesFramingError as exc:
+            raise InvalidInput(
+                bytes_framing_error(exc, where.request_id, name, where.model)
+            ) from exc
     dtype = datatype.numpy_dtype
     expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise InvalidInput(
-            f"input '{name}' has {len(chunk)} bytes of binary data, shape {list(shape)} of "
-            f"{datatype.value} needs {expected}"
+            byte_size_error(where.request_id, name, where.model, expected, len(chunk))
         )
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def _data_count_error(name: str, got: int, shape: tuple[int, ...]) -> str:
+    return (
+        "Unable to parse 'data': Shape does not match true shape of 'data' field; input "
+        f"'{name}' has {got} values, shape {dims_text(shape)} needs {math.prod(shape)}"
+    )
 
 
 _JSON_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
@@ -356,28 +384,22 @@ def _from_json(data: Any, datatype: DataType, shape: tuple[int, ...], name: str)
     if datatype is DataType.BYTES:
         flat = _flatten_strings(data, name)
         if len(flat) != count:
-            raise InvalidInput(
-                f"input '{name}' has {len(flat)} elements in 'data', shape {list(shape)} "
-                f"needs {count}"
-            )
+            raise InvalidInput(_data_count_error(name, len(flat), shape))
         array = np.empty(count, dtype=np.object_)
         array[:] = flat
         return array.reshape(shape)
     try:
         parsed = np.array(data)
     except ValueError as exc:
-        raise InvalidInput(f"Unable to parse 'data' of input '{name}': {exc}") from exc
+        raise InvalidInput(f"Unable to parse 'data': input '{name}': {exc}") from exc
     target = datatype.numpy_dtype
     if parsed.size and parsed.dtype.kind not in _JSON_KINDS[target.kind]:
         raise InvalidInput(
-            f"Unable to parse 'data' of input '{name}': values of kind "
-            f"{parsed.dtype.name} do not fit {datatype.value}"
+            f"Unable to parse 'data': values of kind {parsed.dtype.name} in input '{name}' "
+            f"do not fit {datatype.value}"
         )
     if parsed.size != count:
-        raise InvalidInput(
-            f"input '{name}' has {parsed.size} elements in 'data', shape {list(shape)} "
-            f"needs {count}"
-        )
+        raise InvalidInput(_data_count_error(name, parsed.size, shape))
     return parsed.astype(target, copy=False).reshape(shape)
 
 

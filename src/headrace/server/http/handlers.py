@@ -181,7 +181,7 @@ class HttpHandlers:
         try:
             parsed = json_loads(body)
         except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"failed to parse the request JSON: {exc}") from exc
+            raise InvalidInput(f"failed to parse the request JSON buffer: {exc}") from exc
         if not isinstance(parsed, dict):
             raise InvalidInput(f"the request JSON must be an object, got {type(parsed).__name__}")
         return parsed

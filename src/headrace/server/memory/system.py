@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from headrace.errors import InvalidInput
+from headrace.errors import InternalError, InvalidInput
 
 __all__ = ["SHM_DIRECTORY", "SystemRegion"]
 
@@ -49,7 +49,8 @@ class SystemRegion:
             fd = os.open(path, os.O_RDWR)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise InvalidInput(f"Unable to open shared memory region: '{key}' ({reason})") from exc
+            # INTERNAL (HTTP 500), as Triton answers a key it cannot open.
+            raise InternalError(f"Unable to open shared memory region: '{key}' ({reason})") from exc
         try:
             size = os.fstat(fd).st_size
             if byte_size <= 0:

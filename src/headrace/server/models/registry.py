@@ -38,7 +38,7 @@ from headrace.errors import (
     InvalidConfig,
     InvalidInput,
     ModelNotFound,
-    Unsupported,
+    Unavailable,
 )
 from headrace.scheduling.response_cache import ResponseCache
 from headrace.server.heap import refreeze
@@ -67,6 +67,8 @@ UNLOADED = "unloaded"
 _log = logging.getLogger(__name__)
 
 _HEAP_SETTLE_S = 1.0
+_POLL_FAILED = "failed to poll from model repository"
+"""Triton's words for a load that failed before a model was built (unknown, bad override)."""
 """After a load or unload, how long the model set must stay unchanged before the heap is
 collected and frozen again (one pause of a few hundred ms, not one per model of a burst)."""
 
@@ -205,12 +207,22 @@ class ModelRegistry:
     async def load(
         self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
     ) -> None:
-        """Load or reload; a failed reload keeps the old version serving."""
+        """Load or reload; a failed reload keeps the old version serving.
+
+        A name the repository lacks or an override that does not parse fails in Triton's
+        words, ``failed to load 'NAME', failed to poll from model repository: ...``
+        (:class:`InternalError`); a model that fails as it is built raises its own error."""
         self._check_control("load")
-        override = parse_override(name, config) if config is not None else None
-        if files and override is None:
-            raise InvalidInput(f"loading model '{name}' from files needs a config override too")
-        await self._load(name, override=override, files=files or None)
+        try:
+            override = parse_override(name, config) if config is not None else None
+            if files and override is None:
+                raise InvalidInput(f"loading model '{name}' from files needs a config override too")
+        except (InvalidInput, InvalidConfig) as exc:
+            raise InternalError(f"failed to load '{name}', {_POLL_FAILED}: {exc.message}") from exc
+        try:
+            await self._load(name, override=override, files=files or None)
+        except ModelNotFound as exc:
+            raise InternalError(f"failed to load '{name}', {_POLL_FAILED}: {exc.message}") from exc
 
     async def unload(self, name: str, unload_dependents: bool = False) -> None:
         """Stop routing to ``name``, drain its accepted requests, then unload it (and, with
@@ -218,9 +230,7 @@ class ModelRegistry:
         self._check_control("unload")
         record = self.table.get(name)
         if record is None:
-            if name in self._fingerprints or name in self._problems or name in self._registered:
-                return  # known but not loaded: nothing to do, as Triton
-            raise ModelNotFound(f"unknown model '{name}'")
+            return  # not loaded (or not even in the repository): nothing to do, as Triton
         if unload_dependents:
             for dependent in self._dependents(name):
                 other = self.table.get(dependent)
@@ -298,12 +308,12 @@ class ModelRegistry:
     # -- internals --------------------------------------------------------------------------
 
     def _check_control(self, action: str) -> None:
-        if self.mode == "poll":
-            raise Unsupported(f"explicit model {action} is not allowed if polling is enabled")
-        if self.mode == "none":
-            raise Unsupported(
-                f"explicit model {action} is not allowed in model control mode 'none'; "
-                "start the server with --model-control-mode explicit"
+        if self.mode in ("poll", "none"):
+            # Triton's words, whichever of the two modes refuses (UNAVAILABLE, HTTP 503).
+            raise Unavailable(
+                f"explicit model load / unload is not allowed if polling is enabled; this "
+                f"{action} is refused in --model-control-mode {self.mode}, start the server "
+                "with --model-control-mode explicit to load and unload models on request"
             )
 
     def _dependents(self, name: str) -> list[str]:
