@@ -85,6 +85,7 @@ def _command(system: str, repository: Path, mode: str, ports_file: Path) -> list
         command += ["--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
         command += ["--metrics-port", "0", "--ports-file", str(ports_file)]
         command += ["--model-control-mode", mode]
+        command += ["--exit-on-error=false"]  # as for Triton below: ``broken`` fails to load
         if mode == "explicit":
             command += [arg for m in error_cases.LOADED for arg in ("--load-model", m)]
         return command

@@ -21,8 +21,12 @@ from serve_process import ServeProcess, examples_repository, onnx_reference, sta
 from tritonclient.utils import InferenceServerException
 
 STATUS = {  # the status tritonclient reports for an error, by protocol
-    "http": {"not_found": "404", "internal": "500"},
-    "grpc": {"not_found": "StatusCode.NOT_FOUND", "internal": "StatusCode.INTERNAL"},
+    "http": {"not_found": "404", "internal": "500", "unavailable": "503"},
+    "grpc": {
+        "not_found": "StatusCode.NOT_FOUND",
+        "internal": "StatusCode.INTERNAL",
+        "unavailable": "StatusCode.UNAVAILABLE",
+    },
 }
 
 

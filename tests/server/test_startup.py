@@ -202,7 +202,7 @@ def test_a_partial_override_replaces_the_config_and_completes_from_the_model_fil
     run(body)
 
 
-def test_with_strict_model_config_a_partial_override_must_name_its_backend(
+def test_with_strict_model_config_a_partial_override_takes_its_files_backend(
     tmp_path: Path,
 ) -> None:
     write_python_model(tmp_path, "mul", {1: 10})
@@ -210,8 +210,10 @@ def test_with_strict_model_config_a_partial_override_must_name_its_backend(
     async def body() -> None:
         server = InferenceServer(tmp_path, model_control_mode="explicit")
         await server.start()
-        with pytest.raises(InvalidConfig, match="must specify 'platform' or 'backend'"):
-            await server.load_model("mul", config=json.dumps({"max_batch_size": 2}))
+        # as Triton 2.51: the backend comes from the model file (model.py), nothing else
+        await server.load_model("mul", config=json.dumps({"max_batch_size": 2}))
+        (loaded,) = server.loaded_versions()
+        assert (loaded.name, loaded.backend) == ("mul", "python")
         await server.stop()
 
     run(body)
