@@ -174,11 +174,14 @@ class ServerApp:
             unfinished = self.core.in_flight
         await asyncio.gather(*stops)
         self.ports.clear()
-        unloaded = True
-        try:
-            await asyncio.wait_for(self.core.stop(), max(deadline - time.monotonic(), _UNLOAD_S))
-        except asyncio.TimeoutError:
-            unloaded = False
+        # Not wait_for: cancelling an unload that joins a hung model's thread would wait for it.
+        unloading = asyncio.ensure_future(self.core.stop())
+        done, _ = await asyncio.wait(
+            {unloading}, timeout=max(deadline - time.monotonic(), _UNLOAD_S)
+        )
+        unloaded = unloading in done
+        if not unloaded:
+            unloading.cancel()
         self._stopped.set()
         report = DrainReport(in_flight, unfinished, time.monotonic() - began, timeout, unloaded)
         (_log.info if report.complete else _log.warning)("%s", report.describe())

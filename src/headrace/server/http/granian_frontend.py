@@ -48,6 +48,7 @@ EXTRA = "serve"
 
 _log = logging.getLogger(__name__)
 _BACKLOG = 1024
+_CUT_OFF = "server is shutting down: the exit timeout expired before this request finished"
 
 
 class GranianHttpFrontend:
@@ -83,6 +84,7 @@ class GranianHttpFrontend:
         self._done: asyncio.Future[None] | None = None
         self._inflight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cut_off = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -171,6 +173,7 @@ class GranianHttpFrontend:
                 self._inflight,
                 grace,
             )
+            self._cut_off = True
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -224,6 +227,9 @@ class GranianHttpFrontend:
             else:
                 await self._stream(proto, response)
         except asyncio.CancelledError:
+            if self._cut_off:  # stop() gave up on it: answer, rather than drop the connection
+                self._send(proto, error_json(503, _CUT_OFF))
+                return
             if not disconnected.done():
                 raise
             # the client went away: the core has withdrawn the request, nobody to answer
