@@ -3,7 +3,8 @@
 Start order: models load first (the core), then the doors open (metrics, HTTP, gRPC), so a
 client that can connect finds the models ready. Stopping drains, within one budget
 (``--exit-timeout-secs``, as tritonserver's flag): the core refuses new requests and every door
-closes its listening socket at once, so new connections are refused from that moment; the
+closes its listening socket at once (gRPC's closes on gRPC's own thread, milliseconds later;
+new calls on its open connections are refused meanwhile), so new connections are refused; the
 requests already accepted run to their end; then the core unloads the models. What is still
 running when the budget is spent is cancelled and the :class:`DrainReport` says so.
 :func:`run_until_signal` does all that on SIGTERM or SIGINT.
