@@ -44,8 +44,12 @@ class Outcome:
 Sender = Callable[[float], Awaitable[float]]
 
 
-async def make_sender(protocol: str, url: str, model: str) -> tuple[Sender, Callable[[], Any]]:
-    """An async ``send(value) -> echoed value`` over ``protocol`` and its ``close``."""
+async def make_sender(
+    protocol: str, url: str, model: str, batched: bool = False
+) -> tuple[Sender, Callable[[], Any]]:
+    """An async ``send(value) -> echoed value`` over ``protocol`` and its ``close``; the
+    input is FP32 ``[1]``, or ``[1, 1]`` for a ``batched`` model (``max_batch_size`` > 0)."""
+    shape = [1, 1] if batched else [1]
     if protocol == "http":
         import tritonclient.http.aio as client_module
     else:
@@ -53,8 +57,8 @@ async def make_sender(protocol: str, url: str, model: str) -> tuple[Sender, Call
     client = client_module.InferenceServerClient(url)
 
     async def send(value: float) -> float:
-        x = client_module.InferInput("X", [1, 1], "FP32")
-        x.set_data_from_numpy(np.array([[value]], np.float32))
+        x = client_module.InferInput("X", shape, "FP32")
+        x.set_data_from_numpy(np.full(shape, value, np.float32))
         result = await client.infer(model, [x])
         return float(result.as_numpy("Y").reshape(-1)[0])
 

@@ -115,7 +115,7 @@ def summarize_load(outcomes: list[load.Outcome], sending_s: float) -> dict[str, 
 
 
 async def sustainable_rate(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    send, close = await load.make_sender("http", url, MODEL)
+    send, close = await load.make_sender("http", url, MODEL, batched=True)
     try:
         outcomes, seconds = await load.closed_loop(
             send, args.concurrency, args.warm_seconds, args.max_requests, args.delay_ms
@@ -132,7 +132,7 @@ async def sustainable_rate(url: str, args: argparse.Namespace) -> dict[str, Any]
 
 
 async def overload(url: str, protocol: str, rate: float, args: argparse.Namespace) -> Any:
-    send, close = await load.make_sender(protocol, url, MODEL)
+    send, close = await load.make_sender(protocol, url, MODEL, batched=True)
     try:
         return await load.open_loop(
             send, rate, args.seconds, args.max_requests, args.answer_seconds, args.delay_ms
