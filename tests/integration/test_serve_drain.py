@@ -163,9 +163,7 @@ def test_an_open_grpc_stream_gets_its_answers_then_ends(repo: Path, tmp_path: Pa
         server.stop()
 
 
-def test_a_drain_past_the_exit_timeout_cancels_and_still_exits(
-    repo: Path, tmp_path: Path
-) -> None:
+def test_a_drain_past_the_exit_timeout_cancels_and_still_exits(repo: Path, tmp_path: Path) -> None:
     server = start_server(
         repo, tmp_path, ["--python-runtime", "in-server", "--exit-timeout-secs", "1"]
     )
