@@ -310,6 +310,8 @@ _QUIET = "serve_overhead_quiet.json"
 _AFTER = "serve_overhead_compute_after_threads.json"
 _LIGHT_HTTP = "summary[model~=identity_python,mlp_python][protocol=http]"
 _CLOSED = "summary[mode=closed]"
+_OVER = "reliability/overload.json"
+_FAULTS = "reliability/faults.json"
 
 CLAIMS: tuple[Claim | Row, ...] = (
     # pipeline_cpu.json: the study with sleeping preprocessing
@@ -988,6 +990,23 @@ CLAIMS: tuple[Claim | Row, ...] = (
     _scaleout_row("| 5 ms | 1 | 3 | 27.7 | 27.8 | 100 % |", 5.0, 1, 3),
     _scaleout_row("| 5 ms | 2 | 1 | 29.9 | 15.0 / 15.0 | 62 % |", 5.0, 2, 1),
     _scaleout_row("| 5 ms | 2 | 3 | 33.3 | 16.8 / 16.7 | 60 % |", 5.0, 2, 3),
+    # reliability/overload.json and faults.json
+    Claim(BENCH, "| headrace | 89.6-90.5%", _OVER, "records[system=headrace].refused_fraction*100"),
+    Claim(BENCH, "2.4 / 8.2-491.1 |", _OVER, "records[system=headrace].refused_p99_ms"),
+    Claim(
+        BENCH, "| 80.0-99.4% |", _OVER, "records[system=headrace].refused_under_10ms_fraction*100"
+    ),
+    Claim(BENCH, "| 23.0-25.3 |", _OVER, "records[system=headrace].answered_per_s"),
+    Claim(BENCH, "| 1.7-2.4 |", _OVER, "records[system=headrace].rss_growth_mb"),
+    Claim(BENCH, "| triton | 97.5-97.8%", _OVER, "records[system=triton].refused_fraction*100"),
+    Claim(BENCH, "1.2 / 7.9-95.6 |", _OVER, "records[system=triton].refused_p99_ms"),
+    Claim(BENCH, "| 3.5-4.0 |", _OVER, "records[system=triton].answered_per_s"),
+    Claim(BENCH, "after 509.9-510.8 ms", _FAULTS, "records[*].faults.hang.ms"),
+    Claim(BENCH, "after 205.95-211.03 ms", _FAULTS, "records[*].faults.behind_hang[*].ms"),
+    Claim(BENCH, "exit code after 20.87-31.05 ms", _FAULTS, "records[*].faults.die.ms"),
+    Claim(BENCH, "again 0.902-1.222 s later", _FAULTS, "records[*].faults.die_recovery_s"),
+    Claim(BENCH, "drained in 2.88-2.89 s", _FAULTS, "records[*].drain.drain_s"),
+    Claim(BENCH, "221-223 requests in flight", _FAULTS, "records[*].drain.in_flight_at_signal"),
 )
 
 

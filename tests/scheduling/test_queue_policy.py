@@ -76,3 +76,17 @@ def test_reject_returns_late_requests() -> None:
         assert queues.next_deadline_ns() == 60_000
     finally:
         loop.close()
+
+
+def test_a_full_queue_names_the_model_and_its_limit() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queues = PriorityQueues(default_policy=QueuePolicy(max_queue_size=1), model="mlp")
+        queues.push(item(loop), 0, 0, now_ns=0)
+        with pytest.raises(Unavailable) as refused:
+            queues.push(item(loop), 0, 0, now_ns=0)
+    finally:
+        loop.close()
+    assert str(refused.value) == (
+        "queue of model 'mlp' is full (1 requests queued, max_queue_size); request refused"
+    )

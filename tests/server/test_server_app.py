@@ -12,9 +12,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from server_fakes import run, scale_config, scale_factory, write_python_model
 
-from headrace.server.app import FrontendOptions, ServerApp
+from headrace.errors import InvalidConfig
+from headrace.server.app import DrainReport, FrontendOptions, ServerApp
 from headrace.server.core import InferenceServer
 
 
@@ -62,6 +64,57 @@ def test_stop_drains_in_flight_requests(tmp_path: Path) -> None:
         return result
 
     np.testing.assert_allclose(run(body), np.full((1, 4), 2, np.float32))
+
+
+@pytest.mark.parametrize("http_server", ["granian", "aiohttp"])
+def test_stop_reports_the_drain_and_cuts_it_off_at_the_exit_timeout(
+    http_server: str,
+) -> None:
+    gate, started = threading.Event(), threading.Event()
+
+    async def body() -> tuple[DrainReport, BaseException | np.ndarray]:
+        core = InferenceServer()
+        options = FrontendOptions(
+            http_port=0,
+            grpc_port=None,
+            metrics_port=None,
+            http_server=http_server,
+            exit_timeout_s=0.2,
+        )
+        app = ServerApp(core, options)
+        await app.start()
+        await core.register_model(
+            "scale", scale_factory(gate=gate, started=started), scale_config()
+        )
+        x = np.ones((1, 4), np.float32)
+        call = asyncio.ensure_future(
+            asyncio.to_thread(_http_infer, app.ports["http"], "scale", "x", x, "FP32")
+        )
+        await asyncio.to_thread(started.wait, 10)
+        closed: list[int] = []
+        try:
+            report = await app.stop(on_closed=closed.append)
+        finally:
+            gate.set()
+        assert closed == [1]
+        try:
+            answer: BaseException | np.ndarray = await call
+        except Exception as exc:
+            answer = exc
+        return report, answer
+
+    report, answer = run(body)
+    assert (report.in_flight, report.unfinished, report.timeout_s) == (1, 1, 0.2)
+    assert not report.complete
+    assert report.describe().startswith(
+        "exit timeout expired (--exit-timeout-secs 0.2) with 1 of 1 requests still in flight"
+    )
+    assert isinstance(answer, Exception)  # cut off: 503 (granian) or a dropped connection
+
+
+def test_a_negative_exit_timeout_names_the_flag() -> None:
+    with pytest.raises(InvalidConfig, match="--exit-timeout-secs must not be negative, got -1"):
+        FrontendOptions(exit_timeout_s=-1)
 
 
 def test_headrace_serve_process_serves_and_exits_zero_on_sigterm(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from headrace.config.platforms import ENSEMBLE_PLATFORM
 from headrace.errors import InvalidConfig
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.default import DefaultScheduler
-from headrace.scheduling.dispatch import NullStats, QueueingScheduler
+from headrace.scheduling.dispatch import NullStats, QueueingScheduler, execution_timeout_ms
 from headrace.scheduling.dynamic import DynamicBatcher
 from headrace.scheduling.ensemble import EnsembleScheduler
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
@@ -69,8 +69,14 @@ def make_scheduler(
         raise InvalidConfig(f"model '{config.name}' has no instances to schedule on")
     if config.HasField("sequence_batching"):
         return SequenceBatcher(config, pool, stats, model_dir=model_dir)
+    queueing: QueueingScheduler
     if config.HasField("dynamic_batching"):
-        return DynamicBatcher(config, pool, stats, source=source)
-    return DefaultScheduler(
-        pool, stats, name=config.name, max_batch_size=int(config.max_batch_size)
-    )
+        queueing = DynamicBatcher(config, pool, stats, source=source)
+    else:
+        queueing = DefaultScheduler(
+            pool, stats, name=config.name, max_batch_size=int(config.max_batch_size)
+        )
+    queueing.execution_timeout_ms = execution_timeout_ms(config)
+    if queueing.execution_timeout_ms:
+        pool.keep_off_the_loop()
+    return queueing

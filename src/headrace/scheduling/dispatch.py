@@ -6,6 +6,13 @@ cross), the pending count, draining, statistics, and an event-driven pump. The p
 ``call_soon``, so requests arriving in the same loop iteration can share a batch) whenever a
 request arrives, an instance frees a slot, or a timer set with ``call_at`` for the next queue
 deadline or batching delay fires. Nothing polls.
+
+A model may bound how long a batch runs (``HEADRACE_EXECUTION_TIMEOUT_MS`` in its config's
+``parameters``; Triton's timeouts bound only the queue): past it, the batch's requests fail
+with DeadlineExceeded (503 / UNAVAILABLE) naming the model, so a hung model's callers get an
+answer. Python cannot stop the model's thread, so its instance stays busy until it returns;
+the requests queued behind it are bounded by the queue policy (``max_queue_size``,
+``default_timeout_microseconds``) as in Triton.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +31,7 @@ from headrace.errors import (
     DeadlineExceeded,
     HeadraceError,
     InternalError,
+    InvalidConfig,
     InvalidInput,
     ModelExecutionError,
     Unavailable,
@@ -32,7 +41,27 @@ from headrace.scheduling.pool import BatchOutcome, InstancePool
 from headrace.scheduling.queue_policy import QueuedRequest
 from headrace.types import WorkItem
 
-__all__ = ["NullStats", "QueueingScheduler"]
+__all__ = ["EXECUTION_TIMEOUT_PARAMETER", "NullStats", "QueueingScheduler", "execution_timeout_ms"]
+
+EXECUTION_TIMEOUT_PARAMETER = "HEADRACE_EXECUTION_TIMEOUT_MS"
+"""The model config parameter that bounds how long one batch may run (milliseconds)."""
+
+
+def execution_timeout_ms(config: Any) -> int:
+    """The model's ``HEADRACE_EXECUTION_TIMEOUT_MS`` parameter; 0 (none) when absent."""
+    if EXECUTION_TIMEOUT_PARAMETER not in config.parameters:
+        return 0
+    text = config.parameters[EXECUTION_TIMEOUT_PARAMETER].string_value.strip()
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidConfig(
+            f"parameter {EXECUTION_TIMEOUT_PARAMETER} of model '{config.name}' must be a "
+            f"whole number of milliseconds (0: none), got '{text}'"
+        )
+    return value
 
 
 class NullStats:
@@ -67,6 +96,8 @@ class QueueingScheduler(Scheduler):
         self._stats: StatsSink = stats if stats is not None else NullStats()
         self.name = name
         self.max_batch_size = max_batch_size
+        self.execution_timeout_ms = 0
+        """How long a batch may run before its requests fail (0: as long as it takes)."""
         self._pending = 0
         self._batches_in_flight = 0
         self._draining = False
@@ -187,12 +218,35 @@ class QueueingScheduler(Scheduler):
             return
         self._batches_in_flight += 1
         outcome = self._pool.execute(lease, [ticket.item for ticket in batch])
-        outcome.add_done_callback(partial(self._finish_batch, batch, now_ns))
+        timer = None
+        if self.execution_timeout_ms and self._loop is not None:
+            timer = self._loop.call_later(
+                self.execution_timeout_ms / 1000, self._overdue, batch, now_ns
+            )
+        outcome.add_done_callback(partial(self._finish_batch, batch, now_ns, timer))
+
+    def _overdue(self, batch: list[QueuedRequest], dispatch_ns: int) -> None:
+        """The batch ran past the execution timeout: fail its requests now."""
+        error = DeadlineExceeded(
+            f"model '{self.name}' did not finish a batch within {self.execution_timeout_ms} ms "
+            f"({EXECUTION_TIMEOUT_PARAMETER}); its requests fail, the instance stays busy "
+            "until the model returns"
+        )
+        now_ns = time.monotonic_ns()
+        for ticket in batch:
+            if not ticket.settled:
+                self._resolve(ticket, error, dispatch_ns, now_ns)
 
     def _finish_batch(
-        self, batch: list[QueuedRequest], dispatch_ns: int, outcome: asyncio.Future[BatchOutcome]
+        self,
+        batch: list[QueuedRequest],
+        dispatch_ns: int,
+        timer: asyncio.TimerHandle | None,
+        outcome: asyncio.Future[BatchOutcome],
     ) -> None:
         self._batches_in_flight -= 1
+        if timer is not None:
+            timer.cancel()
         result = outcome.result()
         if result.times is not None and batch_ran(result.results):
             self._stats.record_batch(  # a batch that failed as a whole adds no batch stats
@@ -202,7 +256,8 @@ class QueueingScheduler(Scheduler):
                 compute_output_ns=result.times.compute_output_ns,
             )
         for item, value in zip(batch, result.results):
-            self._resolve(item, value, dispatch_ns, time.monotonic_ns())
+            if not item.settled:  # settled here only when the execution timeout failed it
+                self._resolve(item, value, dispatch_ns, time.monotonic_ns())
         self._check_idle()
 
     def _resolve(

@@ -56,6 +56,7 @@ class DynamicBatcher(QueueingScheduler):
                 for level, policy in settings.priority_queue_policy.items()
             },
             source=source,
+            model=config.name,
         )
         self._hold_until_ns: int | None = None
 

@@ -151,6 +151,11 @@ class InstancePool:
     def __len__(self) -> int:
         return len(self._members)
 
+    def keep_off_the_loop(self) -> None:
+        """Never run a batch on the loop thread: for a model whose batches are timed (a
+        batch that hangs there would stop the loop, and the timer that ends it)."""
+        self._run_now_below_ns = 0.0
+
     @property
     def instances(self) -> list[Executor]:
         return [member.instance for member in self._members]

@@ -115,6 +115,7 @@ class PriorityQueues:
         default_policy: QueuePolicy | None = None,
         level_policies: Mapping[int, QueuePolicy] | None = None,
         source: str = "",
+        model: str = "",
     ) -> None:
         if levels < 0:
             raise InvalidConfig(
@@ -137,6 +138,7 @@ class PriorityQueues:
                     source=source,
                     field="dynamic_batching.priority_queue_policy",
                 )
+        self._model = model or source
         self.levels = levels
         self.default_level = default_level if levels else 0
         keys = range(1, levels + 1) if levels else range(1)
@@ -160,8 +162,10 @@ class PriorityQueues:
         level = self._levels[item.level]
         limit = level.policy.max_queue_size
         if limit and level.size >= limit:
+            where = f" at priority level {item.level}" if self.levels else ""
             raise Unavailable(
-                f"queue of priority level {item.level} is full ({limit} requests queued)"
+                f"queue of model '{self._model}' is full ({limit} requests queued{where}, "
+                "max_queue_size); request refused"
             )
         timeout = level.policy.timeout_us(timeout_us)
         if timeout:

@@ -1,19 +1,24 @@
 """``headrace serve REPO``: serve a model repository over HTTP, gRPC and Prometheus metrics.
 
 The flags follow ``tritonserver``'s names where they overlap. On SIGTERM or SIGINT the server
-stops accepting, drains in-flight requests and exits 0. Port 0 binds a free port; the bound
-ports are printed and, with ``--ports-file``, written there as JSON.
+stops accepting at once on every port, lets the requests in flight finish (up to
+--exit-timeout-secs) and exits 0; past that timeout it cancels them and exits 1, as tritonserver
+does. Port 0 binds a free port; the bound ports are printed and, with --ports-file, written
+there as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from headrace.errors import InvalidConfig
 from headrace.server.app import (
+    DEFAULT_EXIT_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
+    DrainReport,
     FrontendOptions,
     ServerApp,
     run,
@@ -133,6 +138,14 @@ def register(subparsers: Any) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        default=DEFAULT_EXIT_TIMEOUT_S,
+        metavar="SECS",
+        help="on SIGTERM or SIGINT, how long the requests in flight may take to finish before "
+        "they are cancelled and the server exits 1 (default %(default)g)",
+    )
+    parser.add_argument(
         "--ports-file",
         default="",
         help="write the bound ports here as JSON once serving (default: no file)",
@@ -200,10 +213,11 @@ def serve(args: argparse.Namespace) -> int:
         ports_file=args.ports_file,
         http_server=args.http_server,
         security=security_options(args),
+        exit_timeout_s=args.exit_timeout_secs,
     )
     app = ServerApp(core, frontends)
     try:
-        run(run_until_signal(app, on_started=print_status))
+        report = run(run_until_signal(app, on_started=print_status, on_closed=print_draining))
     except OSError as exc:  # a port already taken, an address that cannot be bound
         print(f"headrace: error: {exc}", file=sys.stderr)
         return 1
@@ -214,7 +228,27 @@ def serve(args: argparse.Namespace) -> int:
     except InvalidConfig as exc:  # the repository root is missing or unreadable
         print(f"headrace: error: {exc.message}", file=sys.stderr)
         return 1
-    return 0
+    return exit_after_drain(report)
+
+
+def print_draining(in_flight: int) -> None:
+    """The first line of a shutdown: the doors are closed, what is left to finish."""
+    print(
+        f"headrace: stopping: new connections refused; draining {in_flight} requests in flight",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def exit_after_drain(report: DrainReport) -> int:
+    """Say how the drain went; 0 when complete. Past the exit timeout a model's thread may
+    still run (Python cannot stop it), so the process ends at once with 1, as tritonserver."""
+    if report.complete:
+        print(f"headrace: {report.describe()}; exiting", file=sys.stderr, flush=True)
+        return 0
+    print(f"headrace: error: {report.describe()}; exiting", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def print_status(app: ServerApp) -> None:

@@ -103,6 +103,9 @@ class InferenceServer:
         """The shared memory regions clients registered; the doors read and write through it."""
         self._started = False
         self._stopping = False
+        self._stopped = False
+        self._in_flight = 0
+        self._drained = asyncio.Event()
 
     @property
     def mode(self) -> ModelControlMode:
@@ -121,11 +124,32 @@ class InferenceServer:
         await self.models.start()
         self._started = True
 
+    def stop_accepting(self) -> None:
+        """Refuse new requests from now on (Unavailable); accepted ones run on. The first
+        step of a shutdown, taken at once on a signal, before the doors drain."""
+        self._stopping = True
+
+    @property
+    def in_flight(self) -> int:
+        """Inference requests accepted and not yet answered (both doors, streams included)."""
+        return self._in_flight
+
+    async def wait_drained(self) -> None:
+        """Return once no inference request is in flight (after :meth:`stop_accepting`)."""
+        if self._in_flight:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _done_one(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._drained.set()
+
     async def stop(self) -> None:
         """Refuse new requests, drain every model's accepted ones, and unload everything."""
-        if self._stopping:
+        if self._stopped:
             return
-        self._stopping = True
+        self._stopped = self._stopping = True
         await self.models.stop()
         self.shared_memory.clear()
 
@@ -154,6 +178,7 @@ class InferenceServer:
                 f"{endpoint} doesn't support models with decoupled transaction policy"
             )
         sink = FutureSink(asyncio.get_running_loop())
+        self._in_flight += 1
         try:
             ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
         except BaseException as exc:
@@ -166,6 +191,8 @@ class InferenceServer:
             raise
         except BaseException as exc:
             raise self._failed(loaded, exc) from None
+        finally:
+            self._done_one()
         return InferenceResponse(
             model_name=loaded.name,
             model_version=loaded.label,
@@ -189,6 +216,7 @@ class InferenceServer:
         except BaseException as exc:
             raise self._failed(loaded, exc, queued=False) from None
         finished = False
+        self._in_flight += 1
         try:
             async for sent in sink.responses():
                 finished = sent.final
@@ -205,6 +233,8 @@ class InferenceServer:
                 loaded.scheduler.withdraw(ticket)
                 loaded.stats.record_failure_reason("CANCELED")
             raise
+        finally:
+            self._done_one()
 
     def is_decoupled(self, name: str, version: str = "") -> bool:
         """Whether the model answers a request with any number of responses (decoupled)."""

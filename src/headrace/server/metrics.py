@@ -307,10 +307,11 @@ class MetricsEndpoint:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Close the port; a scrape is quick, so ``grace_s`` is only for the door protocol."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def _handle(self, request: Any) -> Any:
         web = require("aiohttp.web", "serve")

@@ -105,11 +105,13 @@ class GrpcFrontend:
         restricted: RestrictedApis | None = None,
         tls: GrpcTls | None = None,
         max_concurrent_streams: int = DEFAULT_GRPC_MAX_STREAMS,
+        shutdown_timeout_s: float = 30.0,
     ) -> None:
         """``reuse_port`` lets several processes bind the same port (SO_REUSEPORT) and the
         kernel spread connections among them; otherwise a taken port is an error.
         ``restricted``: API groups that need a key; ``tls``: Triton's gRPC TLS settings;
-        ``max_concurrent_streams``: calls in flight on one connection (more wait)."""
+        ``max_concurrent_streams``: calls in flight on one connection (more wait);
+        ``shutdown_timeout_s``: how long :meth:`stop` waits for calls in flight by default."""
         if not 0 < max_message_bytes <= DEFAULT_MAX_MESSAGE_BYTES:
             raise ValueError(
                 f"max_message_bytes must be in (0, {DEFAULT_MAX_MESSAGE_BYTES}], "
@@ -126,7 +128,9 @@ class GrpcFrontend:
         self._restricted = restricted or RestrictedApis()
         self._tls = tls
         self._max_streams = max_concurrent_streams
+        self._shutdown_timeout = shutdown_timeout_s
         self._server: grpc.aio.Server | None = None
+        self._servicer: _Servicer | None = None
         self._port: int | None = None
 
     @property
@@ -158,7 +162,8 @@ class GrpcFrontend:
                 ("grpc.server.max_pending_requests_hard_limit", _MAX_PENDING_CALLS),
             ],
         )
-        handlers = _method_handlers(_Servicer(self._core, self._stream_window))
+        servicer = _Servicer(self._core, self._stream_window)
+        handlers = _method_handlers(servicer)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),)
         )
@@ -174,13 +179,21 @@ class GrpcFrontend:
         if port == 0:
             raise OSError(f"gRPC frontend cannot bind {address}")
         await server.start()
-        self._server, self._port = server, port
+        self._server, self._servicer, self._port = server, servicer, port
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Refuse new calls, give in-flight ones ``grace`` seconds, then cancel the rest."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new calls and connections at once, end the open streams once their
+        requests in flight are answered, give the calls in flight up to ``grace_s`` (default:
+        the shutdown timeout), then cancel the rest."""
         server, self._server = self._server, None
-        if server is not None:
-            await server.stop(grace)
+        if server is None:
+            return
+        stopping = asyncio.ensure_future(
+            server.stop(self._shutdown_timeout if grace_s is None else grace_s)
+        )
+        if self._servicer is not None:
+            self._servicer.stop_streams()
+        await stopping
 
 
 _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -255,6 +268,15 @@ class _Servicer:
         self._core = core
         self._stream_window = stream_window
         self._decoder = InferRequestDecoder(core.shared_memory)
+        self._streams: set[_Stream] = set()
+        self._stopping = False
+
+    def stop_streams(self) -> None:
+        """Stop reading every open stream (and any opened from now on); each ends once the
+        requests it has read are answered."""
+        self._stopping = True
+        for stream in list(self._streams):
+            stream.stop_reading()
 
     # --- health and metadata ---------------------------------------------------------------
 
@@ -314,6 +336,10 @@ class _Servicer:
         """
         stream = _Stream(self, self._stream_window)
         reader = asyncio.create_task(stream.read(request_iterator))
+        stream.reader = reader
+        self._streams.add(stream)
+        if self._stopping:
+            stream.stop_reading()
         try:
             while (outgoing := await stream.out.get()) is not None:
                 if isinstance(outgoing, asyncio.Task):
@@ -324,6 +350,7 @@ class _Servicer:
                     yield outgoing
             await reader  # surfaces a broken request stream as the call's error
         finally:
+            self._streams.discard(stream)
             reader.cancel()
             stream.cancel()
 
@@ -484,12 +511,18 @@ class _Stream:
         self.window = asyncio.Semaphore(window)
         self.out: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.reader: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def read(self, request_iterator: AsyncIterator[bytes]) -> None:
         try:
             async for data in request_iterator:
                 await self.window.acquire()
                 self._start(data)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # the server is stopping: read no more, answer what was read, end the stream
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -513,6 +546,12 @@ class _Stream:
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self.window.release()
+
+    def stop_reading(self) -> None:
+        """End the stream once the requests read so far are answered (server stopping)."""
+        if not self._closing and self.reader is not None:
+            self._closing = True
+            self.reader.cancel()
 
     def cancel(self) -> None:
         for task in list(self._tasks):

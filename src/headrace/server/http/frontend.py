@@ -133,11 +133,21 @@ class HttpFrontend:
         self._runner = runner
         self._port = int(runner.addresses[0][1])
 
-    async def stop(self) -> None:
-        """Stop accepting connections, let in-flight requests finish, then close."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Close the listening socket at once (before the first await), let in-flight
+        requests finish up to ``grace_s`` (default: the shutdown timeout), cancel the rest,
+        then close. Idle keep-alive connections close now, busy ones after their request."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        if runner is None:
+            return
+        for site in list(runner.sites):
+            await site.stop()  # closes the listener without suspending
+        server = runner.server
+        if server is not None:
+            server.pre_shutdown()
+            grace = self._shutdown_timeout if grace_s is None else grace_s
+            await server.shutdown(grace)
+        await runner.cleanup()
 
     # --- the adapter ---------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ EXTRA = "serve"
 
 _log = logging.getLogger(__name__)
 _BACKLOG = 1024
+_CUT_OFF = "server is shutting down: the exit timeout expired before this request finished"
 
 
 class GranianHttpFrontend:
@@ -104,6 +105,8 @@ class GranianHttpFrontend:
         self._worker: Any = None
         self._done: asyncio.Future[None] | None = None
         self._inflight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cut_off = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -185,22 +188,31 @@ class GranianHttpFrontend:
             raise
         return sock
 
-    async def stop(self) -> None:
-        """Close the listening socket, let in-flight requests finish (up to the shutdown
-        timeout), then let the worker go."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Close the listening socket at once (before the first await), let in-flight
+        requests finish up to ``grace_s`` (default: the shutdown timeout), cancel the rest,
+        then let the worker go."""
         signal, self._signal = self._signal, None
         if signal is None or self._done is None:
             return
         signal.set()
+        grace = self._shutdown_timeout if grace_s is None else grace_s
         try:
-            await asyncio.wait_for(self._idle.wait(), self._shutdown_timeout)
-            await asyncio.wait_for(asyncio.shield(self._done), self._shutdown_timeout)
+            await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
             _log.warning(
-                "HTTP: %d requests still running after %.0f s; stopping without them",
+                "HTTP: %d requests still running after %.1f s; cancelling them",
                 self._inflight,
-                self._shutdown_timeout,
+                grace,
             )
+            self._cut_off = True
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), max(grace, 1.0))
+        except asyncio.TimeoutError:
+            _log.warning("HTTP: granian's worker did not end; stopping without it")
         self._worker = None
 
     # --- one request -----------------------------------------------------------------------
@@ -209,9 +221,13 @@ class GranianHttpFrontend:
         """granian's callback for one request, run as a task on the loop."""
         self._inflight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             await self._answer(scope, proto)
         finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
@@ -248,6 +264,9 @@ class GranianHttpFrontend:
             else:
                 await self._stream(proto, response)
         except asyncio.CancelledError:
+            if self._cut_off:  # stop() gave up on it: answer, rather than drop the connection
+                self._send(proto, error_json(503, _CUT_OFF))
+                return
             if not disconnected.done():
                 raise
             # the client went away: the core has withdrawn the request, nobody to answer
