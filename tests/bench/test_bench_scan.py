@@ -128,6 +128,8 @@ def test_scan_command_writes_json_with_machine_monitor_and_plot(tmp_path: Path) 
     assert main([*args, "--device", "cpu", "--monitor", "--out", str(out)]) == 0
     document = json.loads(out.read_text())
     assert document["study"] == "scan" and document["machine"]["cpu_model"]
+    assert document["command"][:4] == ["headrace", "bench", "scan", str(model)]
+    assert "--monitor" in document["command"]
     assert document["options"] == {"batch_sizes": [1, 2], "trials": 3, "warmup": 1, "seed": 0}
     assert document["targets"] == [
         {"model": "tiny", "mode": "direct", "device": "cpu", "server": None}
@@ -160,3 +162,24 @@ def test_urls_and_result_paths(tmp_path: Path) -> None:
     assert free_path(str(first)) == str(tmp_path / "r_2.json")
     (tmp_path / "r_2.json").write_text("{}")
     assert free_path(str(first)) == str(tmp_path / "r_3.json")
+
+
+@pytest.mark.gpu
+def test_direct_scan_on_cuda_synchronizes_and_reports_the_device(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    from headrace.repository import ModelRepository
+
+    repo = ModelRepository(tmp_path / "repo")
+    entry = repo.add("tiny_ts", max_batch_size=8)
+    entry.export_version(
+        torch.nn.Linear(4, 3),
+        input_shapes={"x": (None, 4)},
+        output_names=["y"],
+        format="torchscript",
+    )
+    with direct_target(str(tmp_path / "repo" / "tiny_ts"), 8, device="cuda") as target:
+        assert target.device.startswith("cuda")
+        points = run_scan([target], ScanOptions((1, 8), trials=3, warmup=1))
+    assert [p.batch_size for p in points] == [1, 8] and all(p.throughput_mean > 0 for p in points)

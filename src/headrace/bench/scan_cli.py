@@ -153,7 +153,7 @@ def run_scan_command(args: argparse.Namespace) -> int:
         targets,
         options,
         points,
-        command=["headrace", *sys.argv[1:]] if sys.argv else [],
+        command=_command_line(args),
         monitor=monitor.as_dict() if monitor else None,
     )
     write_json(out, document)
@@ -162,6 +162,23 @@ def run_scan_command(args: argparse.Namespace) -> int:
         plot = plot_scan(os.path.splitext(out)[0] + ".png", points, title)
         print(f"plot: {plot}" if plot else "plot skipped: matplotlib is not installed")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The study's command with every option spelled out (defaults included)."""
+    words = ["headrace", "bench", "scan", *args.models]
+    if args.repository:
+        words += ["--repository", args.repository]
+    for url in args.url:
+        words += ["--url", url]
+    if args.url:
+        words += ["--protocol", args.protocol] + (["--direct"] if args.direct else [])
+    words += ["--batch-sizes", ",".join(map(str, args.batch_sizes))]
+    words += ["--trials", str(args.trials), "--warmup", str(args.warmup)]
+    words += ["--device", args.device, "--torch-threads", str(args.torch_threads)]
+    if args.model_version is not None:
+        words += ["--model-version", str(args.model_version)]
+    return words + (["--monitor"] if args.monitor else [])
 
 
 def _open_targets(
