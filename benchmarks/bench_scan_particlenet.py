@@ -12,6 +12,11 @@ It builds the examples repository, serves its two ``particlenet`` models with
 
 so the six targets (2 models x direct/HTTP/gRPC) take turns at each batch size. The server is
 stopped with SIGTERM afterwards. Extra arguments after ``--`` go to ``bench scan``.
+
+``--torch-threads`` (default 1) sets ``OMP_NUM_THREADS`` for the server and the scan alike:
+on this shared 2-core machine under load, TorchScript ParticleNet batches of 4-16 ran about ten
+times slower with 2 intra-op threads than with 1, the OpenMP threads waiting on each other at
+every barrier. onnxruntime keeps its own pool.
 """
 
 from __future__ import annotations
@@ -43,8 +48,17 @@ def main() -> int:
         help="result JSON (default benchmarks/results/bench_scan_particlenet_cpu.json, "
         "never replacing a file)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads, server and direct scan alike (OMP_NUM_THREADS); "
+        "0 = torch's default (default 1)",
+    )
     parser.add_argument("scan_args", nargs="*", help="more `bench scan` arguments, after --")
     args = parser.parse_args()
+    if args.torch_threads > 0:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # the server and the scan
     with tempfile.TemporaryDirectory() as scratch:
         examples = Path(scratch) / "examples"
         repo = Path(scratch) / "repo"
@@ -72,6 +86,7 @@ def main() -> int:
                 "--batch-sizes",
                 args.batch_sizes,
                 "--monitor",
+                *(["--torch-threads", str(args.torch_threads)] if args.torch_threads else []),
                 *(["--out", args.out] if args.out else []),
                 *args.scan_args,
             ]
