@@ -93,7 +93,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default="",
         help="result JSON, replaced if it exists (default benchmarks/results/"
-        "bench_scan_MODEL_<cpu or gpu>.json, never replacing a file: _2, _3… are added)",
+        "bench_scan_MODEL_<cpu, gpu or served>.json, never replacing a file: _2, _3… are added)",
     )
     parser.add_argument(
         "--no-plot", dest="plot", action="store_false", help="skip the plot (default: plot)"
@@ -133,7 +133,7 @@ def run_scan_command(args: argparse.Namespace) -> int:
             _model_paths(args.models, args.repository, need=not urls or args.direct)
         )
         targets = _open_targets(stack, args, options, paths, urls)
-        kind = "gpu" if any(t.device.startswith("cuda") for t in targets) else "cpu"
+        kind = _kind(targets)
         name = os.path.basename(args.models[0].rstrip("/"))
         out = args.out or free_path(
             os.path.join("benchmarks", "results", f"bench_scan_{_stem(name)}_{kind}.json")
@@ -162,6 +162,15 @@ def run_scan_command(args: argparse.Namespace) -> int:
         plot = plot_scan(os.path.splitext(out)[0] + ".png", points, title)
         print(f"plot: {plot}" if plot else "plot skipped: matplotlib is not installed")
     return 0
+
+
+def _kind(targets: Sequence[Target]) -> str:
+    """The result name's suffix: where the direct scans ran, or ``served`` (the server's
+    device is its own business)."""
+    devices = [t.device for t in targets if t.device]
+    if not devices:
+        return "served"
+    return "gpu" if any(device.startswith("cuda") for device in devices) else "cpu"
 
 
 def _command_line(args: argparse.Namespace) -> list[str]:
