@@ -313,7 +313,33 @@ _CLOSED = "summary[mode=closed]"
 _OVER = "reliability/overload.json"
 _FAULTS = "reliability/faults.json"
 
+_SCAN = "bench_scan_particlenet_cpu.json"
+
+
 CLAIMS: tuple[Claim | Row, ...] = (
+    # bench_scan_particlenet_cpu.json: headrace bench scan, direct vs served, ONNX and TorchScript
+    Claim(
+        TOP, "ONNX ran 2,593-4,040", _SCAN, "points[model=particlenet][mode=direct].throughput_mean"
+    ),
+    Claim(
+        TOP,
+        "jets/s direct and 606-3,396 served",
+        _SCAN,
+        "points[model=particlenet][mode~=http,grpc].throughput_mean",
+    ),
+    Claim(
+        TOP,
+        "TorchScript 1,577-4,413 direct",
+        _SCAN,
+        "points[model=particlenet_torchscript][mode=direct].throughput_mean",
+    ),
+    Claim(BENCH, "p50 latency 0.38-19.12 ms", _SCAN, "points[*].latency_ms.p50"),
+    Claim(
+        TOP,
+        "534-3,640 served",
+        _SCAN,
+        "points[model=particlenet_torchscript][mode~=http,grpc].throughput_mean",
+    ),
     # pipeline_cpu.json: the study with sleeping preprocessing
     _pipeline_row(
         "| 0 ms | 227.9 | 244.7 | 247.7 | 245.6 | 247.4 | 248.5 |", "pipeline_cpu.json", 0.0

@@ -111,3 +111,42 @@ def test_an_unchanged_examples_tree_is_reused_and_a_changed_one_refused(tmp_path
     (target / "mlp" / "1" / "model.onnx").unlink()
     with pytest.raises(InvalidConfig, match=r"mlp/1/model\.onnx is missing"):
         create_examples_repository(target)
+
+
+def test_particlenet_examples_match_the_seeded_module_at_every_batch_size(
+    examples: ModelRepository,
+) -> None:
+    from headrace.repository.example_models import seeded
+    from headrace.repository.examples import PARTICLENET_SEED, particlenet_input_shapes
+    from headrace.repository.particlenet import ParticleNet
+
+    module = seeded(ParticleNet, PARTICLENET_SEED)
+    shapes = particlenet_input_shapes()
+    for batch in (1, 5):
+        rng = np.random.default_rng(batch)
+        x = {k: rng.standard_normal((batch, *s[1:])).astype(np.float32) for k, s in shapes.items()}
+        x["mask"][:, 30:] = 0.0  # padded jets: the last 20 particles are absent
+        with torch.no_grad():
+            expected = module(*(torch.from_numpy(x[k]) for k in shapes)).numpy()
+        assert expected.shape == (batch, 2)
+        np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+        for name in ("particlenet", "particlenet_torchscript"):
+            assert examples[name].completed_config().max_batch_size == 256
+            got = execute(examples[name], x)["probabilities"]
+            np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=f"{name} batch {batch}")
+
+
+def test_particlenet_ignores_padding_particles() -> None:
+    from headrace.repository.example_models import seeded
+    from headrace.repository.particlenet import ParticleNet
+
+    module = seeded(ParticleNet, 4)
+    rng = torch.Generator().manual_seed(0)
+    points, features = torch.randn(1, 50, 2, generator=rng), torch.randn(1, 50, 8, generator=rng)
+    mask = torch.ones(1, 50, 1)
+    mask[:, 25:] = 0
+    with torch.no_grad():
+        first = module(points, features, mask)
+        points[:, 25:], features[:, 25:] = 7.0, -3.0  # change only the padding
+        second = module(points, features, mask)
+    torch.testing.assert_close(first, second)

@@ -24,6 +24,23 @@ def register(subparsers: Any) -> None:
     )
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(func=run_pipeline_command)
+    _register_scan_and_monitor(commands)
+
+
+def _register_scan_and_monitor(commands: Any) -> None:
+    """``bench scan`` (throughput vs batch size) and ``bench monitor`` (the resource log)."""
+    from headrace.bench import monitor, scan_cli
+
+    scan = commands.add_parser(
+        "scan", help="throughput vs batch size, direct (a model instance) or served (--url)"
+    )
+    scan_cli.add_scan_arguments(scan)
+    scan.set_defaults(func=scan_cli.run_scan_command)
+    log = commands.add_parser(
+        "monitor", help="GPU/CPU/RAM utilisation every 0.25 s to CSV, until stopped"
+    )
+    monitor.add_arguments(log)
+    log.set_defaults(func=monitor.run_command)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:

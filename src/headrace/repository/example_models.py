@@ -1,8 +1,9 @@
 """Small torch modules behind the examples repository (imported only when torch is wanted).
 
 They match the seed workloads: a 64 -> 256 -> 128 -> 64 -> 1 sigmoid classifier, a
-64 -> 32 -> 16 -> 64 noise remover, and the two models of the streaming detector pipeline
-(a convolutional noise remover and a detector over multichannel snapshots). Weights come
+64 -> 32 -> 16 -> 64 noise remover, the two models of the streaming detector pipeline
+(a convolutional noise remover and a detector over multichannel snapshots) and the
+ParticleNet-style jet tagger the saturation studies scan (:mod:`.particlenet`). Weights come
 from a fixed seed, so every examples repository holds the same numbers.
 """
 

@@ -12,12 +12,17 @@
 | strain_cleaner   | onnxruntime  | FP32 noisy [2, 1024] -> cleaned [2, 1024]                 |
 | strain_detector  | onnxruntime  | FP32 strain [2, 1024] -> probability [1]                  |
 | streaming_detector | ensemble   | update [2, 256] -> cleaned [2, 1024], probability [1]     |
+| particlenet      | onnxruntime  | FP32 points [50, 2], features [50, 8], mask [50, 1] -> probabilities [2] |
+| particlenet_torchscript | pytorch | the same tensors, the same weights                    |
 
 The last four are the streaming detector pipeline: each client streams one second of two
 channels sampled at 256 Hz (``update``) on its own sequence; the snapshotter keeps the last
 four seconds of each stream and hands them to the cleaner, whose output goes out and on to
 the detector (see :mod:`headrace.repository.snapshotter`). Everything is built locally from
 fixed seeds in a few seconds; nothing is downloaded.
+
+The two ``particlenet`` models are the seed's jet tagger (:mod:`headrace.repository.particlenet`),
+the standard model for ``headrace bench scan``; they batch up to 256 jets.
 """
 
 from __future__ import annotations
@@ -36,13 +41,21 @@ from headrace.repository.example_sources import ADD_SUB_MODEL, IDENTITY_MODEL
 from headrace.repository.export_bridge import ExportFormat
 from headrace.types import DataType
 
-__all__ = ["EXAMPLE_MODELS", "MARKER", "create_examples_repository", "holds_anything"]
+__all__ = [
+    "EXAMPLE_MODELS",
+    "MARKER",
+    "create_examples_repository",
+    "holds_anything",
+    "particlenet_input_shapes",
+]
 
 EXAMPLE_MODELS = (
     "identity_bytes",
     "mlp",
     "mlp_torchscript",
     "noise_remover",
+    "particlenet",
+    "particlenet_torchscript",
     "python_add",
     "simple",
     "snapshotter",
@@ -60,6 +73,9 @@ STREAM_CLEANER_SEED = 2
 STREAM_DETECTOR_SEED = 3
 
 _BATCH = 64  # max_batch_size of the torch examples
+#: The seed of the ParticleNet examples (``seeded(ParticleNet, PARTICLENET_SEED)``).
+PARTICLENET_SEED = 4
+PARTICLENET_MAX_BATCH = 256
 
 
 #: Written last by :func:`create_examples_repository`: what it wrote, so a rerun can tell an
@@ -92,6 +108,7 @@ def create_examples_repository(
     _python_models(repo)
     _torch_models(repo)
     _streaming_pipeline(repo)
+    _particlenet(repo)
     record = {"recipe": _recipe(), "files": _digests(repo)}
     repo.storage.write_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), MARKER)
     return repo
@@ -227,3 +244,35 @@ def _streaming_pipeline(repo: ModelRepository) -> None:
     pipeline.add_output(cleaner.outputs["cleaned"])
     pipeline.add_output(detector.outputs["probability"])
     pipeline.export_version(None)
+
+
+def particlenet_input_shapes() -> dict[str, tuple[int | None, ...]]:
+    """The ParticleNet examples' inputs, batch first (``None``)."""
+    from headrace.repository.particlenet import COORDINATES, FEATURES, PARTICLES
+
+    return {
+        "points": (None, PARTICLES, COORDINATES),
+        "features": (None, PARTICLES, FEATURES),
+        "mask": (None, PARTICLES, 1),
+    }
+
+
+def _particlenet(repo: ModelRepository) -> None:
+    """The jet tagger as ONNX and as TorchScript, from one seeded module."""
+    from headrace.repository.example_models import seeded
+    from headrace.repository.particlenet import ParticleNet
+
+    module = seeded(ParticleNet, PARTICLENET_SEED)
+    formats: tuple[tuple[str, ExportFormat], ...] = (
+        ("particlenet", "onnx"),
+        ("particlenet_torchscript", "torchscript"),
+    )
+    for name, fmt in formats:
+        entry = repo.add(name, max_batch_size=PARTICLENET_MAX_BATCH)
+        entry.export_version(
+            module,
+            input_shapes=particlenet_input_shapes(),
+            output_names=["probabilities"],
+            format=fmt,
+        )
+        entry.config.set_dynamic_batching(max_queue_delay_us=100)
