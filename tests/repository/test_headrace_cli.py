@@ -45,7 +45,7 @@ def test_examples_create_then_check_lists_every_model_valid(
     target = tmp_path / "examples"
     assert main(["examples", "create", str(target)]) == 0
     assert main(["examples", "create", str(target)]) == 0  # the README's command, run twice
-    assert "reused the 10 example models" in capsys.readouterr().out
+    assert "reused the 12 example models" in capsys.readouterr().out
     (target / "notes.txt").write_text("mine")
     assert main(["examples", "create", str(target)]) == 1  # something else there, no --force
     assert "notes.txt is not an example file" in capsys.readouterr().err
