@@ -313,7 +313,7 @@ def test_errors_map_to_status_codes_and_the_server_keeps_serving(client: Any) ->
     assert _status(exc) == "StatusCode.INVALID_ARGUMENT" and "[1, 5]" in exc.value.message()
     _assert_scale_works(client)
     with pytest.raises(InferenceServerException) as exc:
-        client.get_trace_settings()
+        client.update_trace_settings(settings={"trace_file": "/elsewhere.json"})
     assert _status(exc) == "StatusCode.UNIMPLEMENTED"
     model_error = grpcclient.InferInput("x", [1, 4], "FP32")
     model_error.set_data_from_numpy(np.full((1, 4), 13, dtype=np.float32))

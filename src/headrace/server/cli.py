@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any
 
+from headrace.server.access_log import AccessLog
 from headrace.server.app import (
     DEFAULT_MAX_BODY_BYTES,
     FrontendOptions,
@@ -21,7 +22,9 @@ from headrace.server.app import (
 from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
+from headrace.server.log_settings import LOG_FORMATS, LogControl, LogSettings
 from headrace.server.metrics import DEFAULT_METRICS_PORT
+from headrace.server.tracing import TraceControl, parse_trace_config
 
 __all__ = ["register", "serve"]
 
@@ -106,7 +109,89 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--ports-file", default="", help="write the bound ports here as JSON once serving"
     )
+    _add_log_and_trace_options(parser)
     parser.set_defaults(func=serve)
+
+
+def _add_log_and_trace_options(parser: argparse.ArgumentParser) -> None:
+    """tritonserver's logging and tracing flags; v2/logging and v2/trace/setting change
+    them at run time."""
+    group = parser.add_argument_group("logging and tracing (as tritonserver's flags)")
+    group.add_argument(
+        "--log-verbose",
+        type=int,
+        default=None,
+        metavar="LEVEL",
+        help="verbose logging level; 0 off, 1 and up debug records (default: 1 with -vv, else 0)",
+    )
+    for severity in ("info", "warning", "error"):
+        default = "true with -v, else false" if severity == "info" else "true"
+        group.add_argument(
+            f"--log-{severity}",
+            type=_boolean,
+            default=None,
+            metavar="BOOL",
+            help=f"write {severity} records (default {default})",
+        )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="default",
+        help="log line layout: default (I1205 07:10:11.123456 PID name]) or ISO8601 "
+        "(default %(default)s)",
+    )
+    group.add_argument(
+        "--log-file",
+        default="",
+        metavar="PATH",
+        help="append the log (and --log-requests lines) to this file instead of stderr "
+        "(default: stderr)",
+    )
+    group.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="access log: one line per request with time, protocol, endpoint, model, status "
+        "and latency (default off)",
+    )
+    group.add_argument(
+        "--trace-config",
+        action="append",
+        default=[],
+        metavar="[triton,]KEY=VALUE",
+        help="request tracing: level=OFF|TIMESTAMPS|TENSORS, rate=N (every N-th request), "
+        "count=N (-1: no limit), triton,file=PATH, triton,log-frequency=N; repeat for more "
+        "(default: level=OFF, rate=1000, count=-1, no file)",
+    )
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _log_and_trace(args: argparse.Namespace, core: InferenceServer) -> LogControl:
+    """Install the log settings the flags ask for (-v as the defaults) and the trace start
+    settings on ``core``; returns the log control to close at exit."""
+    verbosity = getattr(args, "verbose", 0)
+    settings = LogSettings(
+        log_file=args.log_file,
+        log_info=verbosity >= 1 if args.log_info is None else args.log_info,
+        log_warning=True if args.log_warning is None else args.log_warning,
+        log_error=True if args.log_error is None else args.log_error,
+        log_verbose_level=max(0, verbosity - 1) if args.log_verbose is None else args.log_verbose,
+        log_format=args.log_format,
+    )
+    control = LogControl(settings)
+    control.install()
+    core.log_control = control
+    core.tracing = TraceControl(parse_trace_config(args.trace_config), known=core.knows_model)
+    if args.log_requests:
+        core.access_log = AccessLog(control.stream)
+    return control
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -123,6 +208,7 @@ def serve(args: argparse.Namespace) -> int:
             response_cache_bytes=cache_bytes,
         ),
     )
+    log_control = _log_and_trace(args, core)
     frontends = FrontendOptions(
         host=args.host,
         http_port=None if args.no_http else args.http_port,
@@ -138,6 +224,10 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # a port already taken, an address that cannot be bound
         print(f"headrace: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if core.access_log is not None:
+            core.access_log.close()
+        log_control.close()
     return 0
 
 

@@ -34,6 +34,7 @@ from headrace.errors import (
 )
 from headrace.scheduling.response_cache import CacheReport
 from headrace.scheduling.sinks import FutureSink, StreamSink
+from headrace.server.log_settings import LogControl
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.server.metrics import VersionSample
 from headrace.server.models.registry import ModelControlMode, ModelRegistry
@@ -47,11 +48,13 @@ from headrace.server.reports import (
     RepositoryIndexEntry,
     ServerMetadata,
 )
+from headrace.server.tracing import RequestTrace, TraceControl
 from headrace.server.validation import validate_request
 from headrace.types import InferenceRequest, InferenceResponse, WorkItem
 
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository
+    from headrace.server.access_log import AccessLog
 
 __all__ = [
     "BatchStatistics",
@@ -85,6 +88,9 @@ _log = logging.getLogger(__name__)
 class InferenceServer:
     """The inference core of one server process; models are the registry's."""
 
+    access_log: AccessLog | None = None
+    """With ``--log-requests``, where each door writes one line per answered request."""
+
     def __init__(
         self,
         repository: ModelRepository | str | os.PathLike[str] | None = None,
@@ -102,6 +108,10 @@ class InferenceServer:
         """The shared memory regions clients registered; the doors read and write through it."""
         self._started = False
         self._stopping = False
+        # Operability (Triton's v2/logging and v2/trace/setting, --log-requests): held here so
+        # both doors serve the same settings; ``headrace serve`` installs its own.
+        self.log_control = LogControl()
+        self.tracing = TraceControl(known=self.knows_model)
 
     @property
     def mode(self) -> ModelControlMode:
@@ -127,6 +137,7 @@ class InferenceServer:
         self._stopping = True
         await self.models.stop()
         self.shared_memory.clear()
+        self.tracing.close()
 
     def live(self) -> bool:
         return not self._stopping
@@ -153,8 +164,10 @@ class InferenceServer:
                 f"{endpoint} doesn't support models with decoupled transaction policy"
             )
         sink = FutureSink(asyncio.get_running_loop())
+        item = WorkItem.from_request(request, sink)
+        trace = self._trace(item, loaded) if self.tracing.on else None
         try:
-            ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
+            ticket = loaded.scheduler.submit(item)
             outputs = await sink.future
         except asyncio.CancelledError:
             loaded.scheduler.withdraw(ticket)
@@ -162,6 +175,9 @@ class InferenceServer:
             raise
         except BaseException as exc:
             raise self._failed(loaded, exc) from None
+        finally:
+            if trace is not None:
+                trace.end()
         return InferenceResponse(
             model_name=loaded.name,
             model_version=loaded.label,
@@ -180,9 +196,13 @@ class InferenceServer:
         """
         loaded = self._route(request)
         sink = StreamSink(asyncio.get_running_loop())
+        item = WorkItem.from_request(request, sink)
+        trace = self._trace(item, loaded) if self.tracing.on else None
         try:
-            ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
+            ticket = loaded.scheduler.submit(item)
         except BaseException as exc:
+            if trace is not None:
+                trace.end()
             raise self._failed(loaded, exc) from None
         finished = False
         try:
@@ -201,10 +221,25 @@ class InferenceServer:
                 loaded.scheduler.withdraw(ticket)
                 loaded.stats.record_failure_reason("CANCELED")
             raise
+        finally:
+            if trace is not None:
+                trace.end()
+
+    def _trace(self, item: WorkItem, loaded: LoadedVersion) -> RequestTrace | None:
+        """Sample ``item`` for tracing; a sampled item carries its trace, queued from now."""
+        trace = self.tracing.sample(loaded.name, loaded.version, item.request_id)
+        if trace is not None:
+            item.trace = trace
+            trace.stamp("QUEUE_START")
+        return trace
 
     def is_decoupled(self, name: str, version: str = "") -> bool:
         """Whether the model answers a request with any number of responses (decoupled)."""
         return self.models.route(name, version).decoupled
+
+    def knows_model(self, name: str) -> bool:
+        """Whether ``name`` is a model of this server (in its repository, registered or loaded)."""
+        return self.models.table.get(name) is not None or name in self.models.known_names()
 
     def _route(self, request: InferenceRequest) -> LoadedVersion:
         """The serving version ``request`` goes to, with the request validated against it."""

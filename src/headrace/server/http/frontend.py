@@ -14,6 +14,7 @@ the queue. Model control is shielded from that and always runs to its end.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ class HttpFrontend:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
         self._web = require("aiohttp.web", "serve")
         self._handlers = HttpHandlers(core, max_body_bytes)
+        self._core = core
         self._host = host
         self._requested_port = port
         self._max_body = max_body_bytes
@@ -165,11 +167,25 @@ class HttpFrontend:
 
     def _make_error_middleware(self) -> Any:
         """Errors become responses: the handlers' through :func:`error_response`, aiohttp's
-        own (404, 405) with their reason."""
+        own (404, 405) with their reason; with ``--log-requests``, each answer is logged."""
         web = self._web
         payload_error = require("aiohttp.web_protocol", "serve").RequestPayloadError
 
         @web.middleware
+        async def access(request: Any, handler: Any) -> Any:
+            log = self._core.access_log
+            if log is None:
+                return await errors(request, handler)
+            started = time.perf_counter()
+            status = 499  # the client went away before the answer
+            try:
+                response = await errors(request, handler)
+                status = response.status
+                return response
+            finally:
+                model = request.match_info.get("model", "")
+                log.record("http", f"{request.method} {request.path}", model, status, started)
+
         async def errors(request: Any, handler: Any) -> Any:
             try:
                 return await handler(request)
@@ -184,4 +200,4 @@ class HttpFrontend:
             except Exception as exc:
                 return self._response(error_response(exc, f"{request.method} {request.path}"))
 
-        return errors
+        return access

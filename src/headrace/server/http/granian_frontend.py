@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ class GranianHttpFrontend:
         rsgi = require("granian.rsgi", EXTRA)
         self._gone = (rsgi.ProtocolClosed, rsgi.ProtocolError, ConnectionError)
         self._handlers = HttpHandlers(core, max_body_bytes)
+        self._core = core
         self._router = Router(self._handlers)
         self._host = host
         self._requested_port = port
@@ -177,20 +179,27 @@ class GranianHttpFrontend:
         """granian's callback for one request, run as a task on the loop."""
         self._inflight += 1
         self._idle.clear()
+        log = self._core.access_log
+        started = time.perf_counter()
+        status = 499  # the client went away before the answer
         try:
-            await self._answer(scope, proto)
+            status = await self._answer(scope, proto)
         finally:
+            if log is not None:
+                model = scope.path.split("/")[3] if scope.path.startswith("/v2/models/") else ""
+                log.record("http", f"{scope.method} {scope.path}", model, status, started)
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _answer(self, scope: Any, proto: Any) -> None:
+    async def _answer(self, scope: Any, proto: Any) -> int:
+        """Answer one request; returns the status sent (499: the client went away)."""
         path = scope.path
         try:
             handler, params = self._router.match(scope.method, path)
         except RouteError as exc:
             self._send(proto, error_json(exc.status, exc.reason))
-            return
+            return exc.status
         headers = scope.headers
         task = asyncio.current_task()
         disconnected = proto.client_disconnect()
@@ -200,12 +209,14 @@ class GranianHttpFrontend:
                 task.cancel()
 
         disconnected.add_done_callback(cancel)
+        status = 499
         try:
             try:
                 call = HttpCall(path, params, headers, partial(self._read, proto, headers))
                 response = await handler(call)
             except HeadraceError as exc:
                 response = error_response(exc)
+            status = response.status
             if isinstance(response, HttpResponse):
                 self._send(proto, response)
             else:
@@ -217,9 +228,11 @@ class GranianHttpFrontend:
         except self._gone:
             pass  # the client went away mid-body or mid-stream
         except Exception as exc:
+            status = 500
             self._send(proto, error_response(exc, f"{scope.method} {path}"))
         finally:
             disconnected.remove_done_callback(cancel)
+        return status
 
     @staticmethod
     def _send(proto: Any, response: HttpResponse) -> None:
