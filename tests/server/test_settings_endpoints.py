@@ -87,6 +87,7 @@ def test_log_settings_over_both_protocols(running: tuple[Running, Path, io.Strin
     server, _, _ = running
     http = httpclient.InferenceServerClient(f"127.0.0.1:{server.app.ports['http']}")
     grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.app.ports['grpc']}")
+    assert {"logging", "trace"} <= set(http.get_server_metadata()["extensions"])
     assert http.get_log_settings() == {
         "log_file": "",
         "log_info": True,

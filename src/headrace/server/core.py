@@ -71,6 +71,7 @@ __all__ = [
 
 _EXTENSIONS = (
     "binary_tensor_data",
+    "logging",
     "model_configuration",
     "model_repository",
     "model_repository(unload_dependents)",
@@ -79,6 +80,7 @@ _EXTENSIONS = (
     "sequence",
     "statistics",
     "system_shared_memory",
+    "trace",
 )
 _CUDA_EXTENSION = "cuda_shared_memory"
 """Listed only where CUDA shared memory can be registered (a CUDA device and cuda-python)."""
