@@ -186,8 +186,8 @@ class GranianHttpFrontend:
             status = await self._answer(scope, proto)
         finally:
             if log is not None:
-                model = scope.path.split("/")[3] if scope.path.startswith("/v2/models/") else ""
-                log.record("http", f"{scope.method} {scope.path}", model, status, started)
+                path = scope.path
+                log.record("http", f"{scope.method} {path}", _model_in(path), status, started)
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
@@ -268,3 +268,11 @@ class GranianHttpFrontend:
                 raise InvalidInput(too_large(self._max_body, None))
             parts.append(chunk)
         return b"".join(parts)
+
+
+def _model_in(path: str) -> str:
+    """The model a ``/v2/models/{model}...`` path names, for the access log ("" for none)."""
+    parts = path.split("/", 4)
+    if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models" or path == "/v2/models/stats":
+        return ""
+    return parts[3]
