@@ -71,6 +71,10 @@ STATELESS = (
 UNLOADABLE = STATELESS[:6]
 """Stateless models no ensemble uses: unloaded and loaded back on odd reload turns."""
 RESPONSE_TIMEOUT_S = 30.0
+RSS_LIMIT_PCT = 5.0
+"""Resident memory may grow less than this from the first minute after warm-up to the last."""
+P99_LIMIT = 2.0
+"""A client's worst per-minute p99 after warm-up may be at most this times its median one."""
 START_TIMEOUT_S = 120.0
 
 
@@ -544,6 +548,9 @@ def summarize(
             "p99_max_over_median": round(max(values) / median, 2) if median else None,
         }
     unexpected = [e for e in errors if not e["expected"]]
+    server_rss = rss_growth(rss, "rss", warmup_minutes * 60.0)
+    tree_rss = rss_growth(rss, "tree_rss", warmup_minutes * 60.0)
+    ratios = [row["p99_max_over_median"] for row in p99.values()]
     kinds = Counter((e["client"], e["model"], e["message"][:120]) for e in unexpected)
     return {
         "requests_ok": sum(r["requests"] for r in minutes),
@@ -558,9 +565,18 @@ def summarize(
         "first_expected_errors": [e for e in errors if e["expected"]][:5],
         "reloads": len(reloads_done),
         "reloads_failed": sum(1 for r in reloads_done if r["error"]),
-        "rss_server": rss_growth(rss, "rss", warmup_minutes * 60.0),
-        "rss_tree": rss_growth(rss, "tree_rss", warmup_minutes * 60.0),
+        "rss_server": server_rss,
+        "rss_tree": tree_rss,
         "p99_after_warmup": p99,
+        "verdict": {
+            "no_unexpected_errors": not unexpected,
+            "no_failed_reloads": not any(r["error"] for r in reloads_done),
+            f"rss_growth_under_{RSS_LIMIT_PCT:g}pct": all(
+                r is not None and r["growth_pct"] < RSS_LIMIT_PCT for r in (server_rss, tree_rss)
+            ),
+            f"p99_max_over_median_at_most_{P99_LIMIT:g}": bool(ratios)
+            and all(r is not None and r <= P99_LIMIT for r in ratios),
+        },
     }
 
 
@@ -683,9 +699,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(during unloads), {summary['wrong_answers']} wrong answers; reloads {summary['reloads']} "
         f"({summary['reloads_failed']} failed); server stop {stopped}"
     )
+    console.print(f"verdict: {summary['verdict']}")
     console.print(f"wrote {args.out}")
-    failed = error is not None or summary["errors_unexpected"] or summary["reloads_failed"]
-    return 1 if failed else 0
+    return 0 if error is None and all(summary["verdict"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ def test_soak_summary(soak: ModuleType) -> None:
     assert summary["errors_expected"] == 1 and summary["errors_unexpected"] == 0
     assert summary["rss_tree"]["growth_pct"] == 0.0
     assert 0 < summary["rss_server"]["growth_pct"] < 0.2
+    assert all(summary["verdict"].values()), summary["verdict"]
+    rss[-1]["rss"] = rss[-2]["rss"] = rss[-3]["rss"] = rss[-4]["rss"] = rss[-5]["rss"] = 120 * 2**20
+    grown = soak.summarize(minutes, errors, rss, [{"error": None}], 1.0, 3.0)
+    assert grown["verdict"]["rss_growth_under_5pct"] is False
 
 
 def test_offline_check_counts_missing_and_duplicated_rows(
