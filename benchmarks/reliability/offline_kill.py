@@ -1,15 +1,17 @@
 """Offline proof: ``headrace run`` killed with SIGKILL at random points resumes to every row once.
 
-    python benchmarks/reliability/offline_kill.py                 # 20 runs, ~5 min on 2 cores
+    python benchmarks/reliability/offline_kill.py                 # 20 runs, ~8 min on 2 busy cores
     python benchmarks/reliability/offline_kill.py --runs 3 --rows 200000   # a quick look
 
 The job: the examples' ``mlp`` (ONNX, ``headrace examples create``) over a ``.npy`` of --rows
 rows of 64 features, --shard-size rows per Parquet shard. First one uninterrupted run gives
 the reference outputs and its duration T. Then each of --runs runs starts from an empty
-output folder and is killed (SIGKILL, no chance to clean up) 1 to --max-kills times, each
-attempt at a point drawn uniformly from [0, T] after its start (start-up, reading,
-computing, writing a shard, renaming it, updating the manifest, or already finished), then
-rerun with the same command until it completes. Every run is then checked: the row ids read
+output folder and is killed (SIGKILL, no chance to clean up) 1 to --max-kills times, then
+rerun with the same command until it completes. A third of the kills come at a time drawn
+from [0, T] after the attempt's start (start-up included); the others at a drawn point of
+the job's progress: 0-200 ms after the manifest first lists k shards, k drawn from every
+shard (reading, computing, writing a shard, renaming it, updating the manifest), since on a
+loaded machine start-up alone can take most of T. Every run is then checked: the row ids read
 back are exactly 0..rows-1 (none lost, none twice), the outputs equal the reference, and the
 folder holds the manifest and its shards only.
 
@@ -41,6 +43,7 @@ from serve_models.report import write_document  # noqa: E402
 
 BENCHMARK = "reliability/offline_kill"
 FEATURES = 64
+_POLL_S = 0.01  # how often an attempt looks at its process and its manifest
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,26 +91,53 @@ def phase(out: str) -> tuple[str, int]:
     return ("mid-job" if shards else "before first shard"), shards
 
 
-def attempt(cmd: list[str], kill_after: float | None, timeout: float) -> dict[str, Any]:
-    """One ``headrace run``: killed ``kill_after`` seconds in (None: left to finish)."""
+def attempt(
+    cmd: list[str], plan: dict[str, float] | None, timeout: float, out: str
+) -> dict[str, Any]:
+    """One ``headrace run``, killed as ``plan`` says (None: left to finish).
+
+    ``{"after_s": t}`` kills it ``t`` seconds after its start; ``{"after_shards": k,
+    "then_s": d}`` kills it ``d`` seconds after the manifest first lists ``k`` shards, so kills
+    spread over the job's progress however long its start-up takes on a loaded machine.
+    """
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait = timeout if kill_after is None else min(kill_after, timeout)
-    killed = False
-    try:
-        proc.wait(timeout=wait)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        killed = True
+    due = None if plan is None or "after_s" not in plan else started + plan["after_s"]
+    killed = timed_out = False
+    while True:
+        try:
+            proc.wait(timeout=_POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        waiting = due is None and plan is not None and "after_shards" in plan
+        if waiting and phase(out)[1] >= plan["after_shards"]:  # type: ignore[index]
+            due = now + plan["then_s"]  # type: ignore[index]
+        timed_out = now - started > timeout
+        if timed_out or (due is not None and now >= due):
+            proc.send_signal(signal.SIGKILL)
+            killed = not timed_out
+            break
     stdout, stderr = proc.communicate()
     return {
-        "kill_after_s": None if kill_after is None else round(kill_after, 3),
+        "plan": plan,
+        "kill_after_s": round(time.monotonic() - started, 3) if killed else None,
         "killed": killed,
+        "timed_out": timed_out,
         "returncode": proc.returncode,
         "seconds": round(time.monotonic() - started, 3),
         "stdout": stdout.strip()[-300:],
         "stderr": stderr.strip()[-300:],
     }
+
+
+def kill_plan(rng: random.Random, t_full: float, done: int, shards: int) -> dict[str, float]:
+    """A third of the kills at a time drawn over the whole run (start-up included), the rest
+    at a drawn point of what is left of the job (``done`` of ``shards`` are written)."""
+    if rng.random() < 1 / 3 or done >= shards:
+        return {"after_s": rng.uniform(0.0, t_full)}
+    return {"after_shards": rng.randint(done, shards - 1), "then_s": rng.uniform(0.0, 0.2)}
 
 
 def check(out: str, rows: int, reference: np.ndarray) -> dict[str, Any]:
@@ -147,13 +177,14 @@ def one_run(
     out = str(work / f"run{index:02d}")
     cmd = cmd_for(out)
     attempts = []
+    shards = -(-args.rows // args.shard_size)
     for _ in range(rng.randint(1, args.max_kills)):
-        record = attempt(cmd, rng.uniform(0.0, t_full), args.timeout)
-        record["phase"], record["shards_at_kill"] = phase(out)
-        attempts.append(record)
-        if not record["killed"]:
+        killed = attempt(cmd, kill_plan(rng, t_full, phase(out)[1], shards), args.timeout, out)
+        killed["phase"], killed["shards_at_kill"] = phase(out)
+        attempts.append(killed)
+        if not killed["killed"]:
             break  # it finished before its kill point: the job is complete
-    final = attempt(cmd, None, args.timeout)
+    final = attempt(cmd, None, args.timeout, out)
     attempts.append(final)
     record: dict[str, Any] = {"run": index, "attempts": attempts}
     if final["returncode"] != 0:
@@ -208,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         def cmd_for(out: str) -> list[str]:
             return command(model, str(data), out, args)
 
-        reference_run = attempt(cmd_for(str(work / "reference")), None, args.timeout)
+        reference_run = attempt(cmd_for(str(work / "reference")), None, args.timeout, "")
         if reference_run["returncode"] != 0:
             error = f"the uninterrupted run failed: {reference_run['stderr']}"
         else:

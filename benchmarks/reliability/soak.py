@@ -97,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sequence-length", type=int, default=8, help="updates per sequence (default 8)"
     )
+    p.add_argument("--note", default="", help="free text kept with the results (default none)")
     p.add_argument("--rss-secs", type=float, default=2.0, help="RSS sampling period (default 2)")
     p.add_argument("--out", type=Path, default=HERE.parent / "results/reliability/soak.json")
     args = p.parse_args(argv)
