@@ -312,6 +312,23 @@ _LIGHT_HTTP = "summary[model~=identity_python,mlp_python][protocol=http]"
 _CLOSED = "summary[mode=closed]"
 
 CLAIMS: tuple[Claim | Row, ...] = (
+    # reliability/offline_kill.json: headrace run killed with SIGKILL and resumed
+    Row(
+        BENCH,
+        "| 20 | 20 | 29 | 27 | 0 | 0 |",
+        "reliability/offline_kill.json",
+        tuple(
+            f"summary.{key}"
+            for key in (
+                "runs",
+                "runs_ok",
+                "kills",
+                "kills_mid_job",
+                "rows_missing",
+                "rows_duplicated",
+            )
+        ),
+    ),
     # pipeline_cpu.json: the study with sleeping preprocessing
     _pipeline_row(
         "| 0 ms | 227.9 | 244.7 | 247.7 | 245.6 | 247.4 | 248.5 |", "pipeline_cpu.json", 0.0
