@@ -312,6 +312,38 @@ _LIGHT_HTTP = "summary[model~=identity_python,mlp_python][protocol=http]"
 _CLOSED = "summary[mode=closed]"
 
 CLAIMS: tuple[Claim | Row, ...] = (
+    # reliability/soak.json: headrace serve under mixed traffic and reloads
+    Row(
+        BENCH,
+        "| 35696 | 0 | 5 | 19 | 0 | 4.72 |",
+        "reliability/soak.json",
+        (
+            "summary.requests_ok",
+            "summary.errors_unexpected",
+            "summary.errors_expected",
+            "summary.reloads",
+            "summary.reloads_failed",
+            "summary.rss_server.growth_pct",
+        ),
+    ),
+    Claim(
+        BENCH,
+        "p99 per minute: median 25.6-40.8 ms",
+        "reliability/soak.json",
+        "summary.p99_after_warmup[*].p99_ms_median",
+    ),
+    Claim(
+        BENCH,
+        "(worst minutes 81.9-116.8 ms)",
+        "reliability/soak.json",
+        "summary.p99_after_warmup[*].p99_ms_max",
+    ),
+    Claim(
+        BENCH,
+        "worst minute was 2.35-3.19x",
+        "reliability/soak.json",
+        "summary.p99_after_warmup[*].p99_max_over_median",
+    ),
     # reliability/offline_kill.json: headrace run killed with SIGKILL and resumed
     Row(
         BENCH,
