@@ -340,6 +340,55 @@ CLAIMS: tuple[Claim | Row, ...] = (
         _SCAN,
         "points[model=particlenet_torchscript][mode~=http,grpc].throughput_mean",
     ),
+    # reliability/soak.json: headrace serve under mixed traffic and reloads
+    Row(
+        BENCH,
+        "| 35696 | 0 | 5 | 19 | 0 | 4.72 |",
+        "reliability/soak.json",
+        (
+            "summary.requests_ok",
+            "summary.errors_unexpected",
+            "summary.errors_expected",
+            "summary.reloads",
+            "summary.reloads_failed",
+            "summary.rss_server.growth_pct",
+        ),
+    ),
+    Claim(
+        BENCH,
+        "p99 per minute: median 25.6-40.8 ms",
+        "reliability/soak.json",
+        "summary.p99_after_warmup[*].p99_ms_median",
+    ),
+    Claim(
+        BENCH,
+        "(worst minutes 81.9-116.8 ms)",
+        "reliability/soak.json",
+        "summary.p99_after_warmup[*].p99_ms_max",
+    ),
+    Claim(
+        BENCH,
+        "worst minute was 2.35-3.19x",
+        "reliability/soak.json",
+        "summary.p99_after_warmup[*].p99_max_over_median",
+    ),
+    # reliability/offline_kill.json: headrace run killed with SIGKILL and resumed
+    Row(
+        BENCH,
+        "| 20 | 20 | 29 | 27 | 0 | 0 |",
+        "reliability/offline_kill.json",
+        tuple(
+            f"summary.{key}"
+            for key in (
+                "runs",
+                "runs_ok",
+                "kills",
+                "kills_mid_job",
+                "rows_missing",
+                "rows_duplicated",
+            )
+        ),
+    ),
     # pipeline_cpu.json: the study with sleeping preprocessing
     _pipeline_row(
         "| 0 ms | 227.9 | 244.7 | 247.7 | 245.6 | 247.4 | 248.5 |", "pipeline_cpu.json", 0.0

@@ -27,6 +27,7 @@ __all__ = [
     "InferenceRequest",
     "InferenceResponse",
     "Outputs",
+    "RequestTrace",
     "RequestedOutput",
     "ResponseSink",
     "TensorSpec",
@@ -374,6 +375,14 @@ class ResponseSink(Protocol):
     def done(self) -> bool: ...
 
 
+class RequestTrace(Protocol):
+    """A sampled request's trace (``headrace.server.tracing``); schedulers stamp its batch."""
+
+    def computed(self, start_ns: int, end_ns: int) -> None:
+        """The batch the request ran in went to its instance at ``start_ns`` and came back at
+        ``end_ns`` (``time.monotonic_ns``)."""
+
+
 class _DetachedSink:
     """The sink of a work item whose results come back through the instance's future only."""
 
@@ -414,7 +423,8 @@ class WorkItem:
     through the scheduler.
 
     ``sequence_id`` of 0 or "" means no sequence; ``requested_outputs`` of None means every
-    output; ``timeout_us`` of 0 means none; ``priority`` of 0 means the model's default.
+    output; ``timeout_us`` of 0 means none; ``priority`` of 0 means the model's default;
+    ``trace`` is None unless the request was sampled for tracing.
     """
 
     __slots__ = (
@@ -428,6 +438,7 @@ class WorkItem:
         "sequence_start",
         "sink",
         "timeout_us",
+        "trace",
     )
 
     def __init__(
@@ -454,6 +465,7 @@ class WorkItem:
         self.timeout_us = timeout_us
         self.parameters = parameters
         self.requested_outputs = requested_outputs
+        self.trace: RequestTrace | None = None
 
     @classmethod
     def from_request(cls, request: InferenceRequest, sink: ResponseSink) -> WorkItem:
@@ -474,6 +486,7 @@ class WorkItem:
         item.parameters = request.parameters
         outputs = request.outputs
         item.requested_outputs = None if outputs is None else tuple(o.name for o in outputs)
+        item.trace = None
         return item
 
     def __repr__(self) -> str:

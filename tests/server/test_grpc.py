@@ -315,9 +315,8 @@ def test_errors_map_to_status_codes_and_the_server_keeps_serving(client: Any) ->
     assert _status(exc) == "StatusCode.INVALID_ARGUMENT" and "got [1,5]" in exc.value.message()
     _assert_scale_works(client)
     with pytest.raises(InferenceServerException) as exc:
-        client.get_trace_settings()  # Triton built without tracing answers so
-    assert _status(exc) == "StatusCode.UNAVAILABLE"
-    assert exc.value.message() == "the server does not support tracing"
+        client.update_trace_settings(settings={"trace_file": "/elsewhere.json"})
+    assert _status(exc) == "StatusCode.UNIMPLEMENTED"
     model_error = grpcclient.InferInput("x", [1, 4], "FP32")
     model_error.set_data_from_numpy(np.full((1, 4), 13, dtype=np.float32))
     with pytest.raises(InferenceServerException) as exc:
@@ -416,10 +415,3 @@ def test_frontends_that_reuse_the_port_share_it(served: Served) -> None:
     finally:
         served.call(second.stop(1.0))
         served.call(first.stop(1.0))
-
-
-def test_log_settings_answer_as_a_triton_without_dynamic_logging(client: Any) -> None:
-    with pytest.raises(InferenceServerException) as caught:
-        client.get_log_settings()
-    assert _status(caught) == "StatusCode.UNAVAILABLE"
-    assert caught.value.message() == "the server does not support dynamic logging"

@@ -196,6 +196,8 @@ class EndlessCore:
     """One model, ``slow``: its stream sends one response, then waits for ever; its unary
     inference waits for ever. Records how each one ended."""
 
+    access_log = None  # no --log-requests
+
     def __init__(self) -> None:
         self.ended: list[str] = []
         self.ended_event = threading.Event()

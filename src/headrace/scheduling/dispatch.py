@@ -256,6 +256,8 @@ class QueueingScheduler(Scheduler):
                 compute_output_ns=result.times.compute_output_ns,
             )
         for item, value in zip(batch, result.results):
+            if item.item.trace is not None:  # sampled for tracing: this batch's span
+                item.item.trace.computed(result.start_ns, result.end_ns)
             if not item.settled:  # settled here only when the execution timeout failed it
                 self._resolve(item, value, dispatch_ns, time.monotonic_ns())
         self._check_idle()

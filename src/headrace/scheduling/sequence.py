@@ -287,6 +287,8 @@ class SequenceBatcher(Scheduler):
                 continue  # a null request: nobody waits for it
             sequence = ticket.sequence
             sequence.running = None
+            if ticket.item.trace is not None:  # sampled for tracing: this batch's span
+                ticket.item.trace.computed(result.start_ns, result.end_ns)
             value = self._inputs.keep_state(sequence, ticket, value)
             self._resolve(ticket, value, dispatch_ns, end_ns)
             self._table.after_request(sequence, end_ns)

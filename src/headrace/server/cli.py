@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from headrace.errors import InvalidConfig
+from headrace.server.access_log import AccessLog
 from headrace.server.app import (
     DEFAULT_EXIT_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -28,9 +29,11 @@ from headrace.server.cache_config import parse_cache_config
 from headrace.server.core import InferenceServer, ServerOptions
 from headrace.server.flags import triton_bool
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
+from headrace.server.log_settings import LOG_FORMATS, LogControl, LogSettings
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 from headrace.server.models.registry import StartupFailed
 from headrace.server.security_cli import add_security_arguments, security_options
+from headrace.server.tracing import TraceControl, parse_trace_config
 
 __all__ = ["DEFAULT_GIL_SWITCH_INTERVAL_US", "register", "serve", "status_table"]
 
@@ -152,6 +155,7 @@ def register(subparsers: Any) -> None:
     )
     _add_startup_flags(parser)
     add_security_arguments(parser)
+    _add_log_and_trace_options(parser)
     parser.set_defaults(func=serve)
 
 
@@ -183,6 +187,78 @@ def _add_startup_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_log_and_trace_options(parser: argparse.ArgumentParser) -> None:
+    """tritonserver's logging and tracing flags; v2/logging and v2/trace/setting change
+    them at run time."""
+    group = parser.add_argument_group("logging and tracing (as tritonserver's flags)")
+    group.add_argument(
+        "--log-verbose",
+        type=int,
+        default=None,
+        metavar="LEVEL",
+        help="verbose logging level; 0 off, 1 and up debug records (default: 1 with -vv, else 0)",
+    )
+    for severity in ("info", "warning", "error"):
+        default = "true with -v, else false" if severity == "info" else "true"
+        group.add_argument(
+            f"--log-{severity}",
+            type=triton_bool,
+            default=None,
+            metavar="BOOL",
+            help=f"write {severity} records (default {default})",
+        )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="default",
+        help="log line layout: default (I1205 07:10:11.123456 PID name]) or ISO8601 "
+        "(default %(default)s)",
+    )
+    group.add_argument(
+        "--log-file",
+        default="",
+        metavar="PATH",
+        help="append the log (and --log-requests lines) to this file instead of stderr "
+        "(default: stderr)",
+    )
+    group.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="access log: one line per request with time, protocol, endpoint, model, status "
+        "and latency (default off)",
+    )
+    group.add_argument(
+        "--trace-config",
+        action="append",
+        default=[],
+        metavar="[triton,]KEY=VALUE",
+        help="request tracing: level=OFF|TIMESTAMPS|TENSORS, rate=N (every N-th request), "
+        "count=N (-1: no limit), triton,file=PATH, triton,log-frequency=N; repeat for more "
+        "(default: level=OFF, rate=1000, count=-1, no file)",
+    )
+
+
+def _log_and_trace(args: argparse.Namespace, core: InferenceServer) -> LogControl:
+    """Install the log settings the flags ask for (-v as the defaults) and the trace start
+    settings on ``core``; returns the log control to close at exit."""
+    verbosity = getattr(args, "verbose", 0)
+    settings = LogSettings(
+        log_file=args.log_file,
+        log_info=verbosity >= 1 if args.log_info is None else args.log_info,
+        log_warning=True if args.log_warning is None else args.log_warning,
+        log_error=True if args.log_error is None else args.log_error,
+        log_verbose_level=max(0, verbosity - 1) if args.log_verbose is None else args.log_verbose,
+        log_format=args.log_format,
+    )
+    control = LogControl(settings)
+    control.install()
+    core.log_control = control
+    core.tracing = TraceControl(parse_trace_config(args.trace_config), known=core.knows_model)
+    if args.log_requests:
+        core.access_log = AccessLog(control.stream)
+    return control
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until a signal; returns the exit code."""
     if args.gil_switch_interval_us <= 0:
@@ -204,6 +280,7 @@ def serve(args: argparse.Namespace) -> int:
             strict_model_config=args.strict_model_config,
         ),
     )
+    log_control = _log_and_trace(args, core)
     frontends = FrontendOptions(
         host=args.host,
         http_port=None if args.no_http else args.http_port,
@@ -228,6 +305,10 @@ def serve(args: argparse.Namespace) -> int:
     except InvalidConfig as exc:  # the repository root is missing or unreadable
         print(f"headrace: error: {exc.message}", file=sys.stderr)
         return 1
+    finally:
+        if core.access_log is not None:
+            core.access_log.close()
+        log_control.close()
     return exit_after_drain(report)
 
 

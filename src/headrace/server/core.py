@@ -35,6 +35,7 @@ from headrace.errors import (
 )
 from headrace.scheduling.response_cache import CacheReport
 from headrace.scheduling.sinks import FutureSink, StreamSink
+from headrace.server.log_settings import LogControl
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.server.metrics import VersionSample
 from headrace.server.models.registry import ModelControlMode, ModelRegistry
@@ -48,11 +49,13 @@ from headrace.server.reports import (
     RepositoryIndexEntry,
     ServerMetadata,
 )
+from headrace.server.tracing import RequestTrace, TraceControl
 from headrace.server.validation import validate_request
 from headrace.types import InferenceRequest, InferenceResponse, WorkItem
 
 if TYPE_CHECKING:
     from headrace.repository import ModelRepository
+    from headrace.server.access_log import AccessLog
 
 __all__ = [
     "BatchStatistics",
@@ -69,6 +72,7 @@ __all__ = [
 
 _EXTENSIONS = (
     "binary_tensor_data",
+    "logging",
     "model_configuration",
     "model_repository",
     "model_repository(unload_dependents)",
@@ -77,6 +81,7 @@ _EXTENSIONS = (
     "sequence",
     "statistics",
     "system_shared_memory",
+    "trace",
 )
 _CUDA_EXTENSION = "cuda_shared_memory"
 """Listed only where CUDA shared memory can be registered (a CUDA device and cuda-python)."""
@@ -85,6 +90,9 @@ _log = logging.getLogger(__name__)
 
 class InferenceServer:
     """The inference core of one server process; models are the registry's."""
+
+    access_log: AccessLog | None = None
+    """With ``--log-requests``, where each door writes one line per answered request."""
 
     def __init__(
         self,
@@ -106,6 +114,10 @@ class InferenceServer:
         self._stopped = False
         self._in_flight = 0
         self._drained = asyncio.Event()
+        # Operability (Triton's v2/logging and v2/trace/setting, --log-requests): held here so
+        # both doors serve the same settings; ``headrace serve`` installs its own.
+        self.log_control = LogControl()
+        self.tracing = TraceControl(known=self.knows_model)
 
     @property
     def mode(self) -> ModelControlMode:
@@ -152,6 +164,7 @@ class InferenceServer:
         self._stopped = self._stopping = True
         await self.models.stop()
         self.shared_memory.clear()
+        self.tracing.close()
 
     def live(self) -> bool:
         return not self._stopping
@@ -178,21 +191,26 @@ class InferenceServer:
                 f"{endpoint} doesn't support models with decoupled transaction policy"
             )
         sink = FutureSink(asyncio.get_running_loop())
+        item = WorkItem.from_request(request, sink)
+        trace = self._trace(item, loaded) if self.tracing.on else None
         self._in_flight += 1
         try:
-            ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
-        except BaseException as exc:
-            raise self._failed(loaded, exc, queued=False) from None
-        try:
-            outputs = await sink.future
-        except asyncio.CancelledError:
-            loaded.scheduler.withdraw(ticket)
-            loaded.stats.record_failure_reason("CANCELED")
-            raise
-        except BaseException as exc:
-            raise self._failed(loaded, exc) from None
+            try:
+                ticket = loaded.scheduler.submit(item)
+            except BaseException as exc:
+                raise self._failed(loaded, exc, queued=False) from None
+            try:
+                outputs = await sink.future
+            except asyncio.CancelledError:
+                loaded.scheduler.withdraw(ticket)
+                loaded.stats.record_failure_reason("CANCELED")
+                raise
+            except BaseException as exc:
+                raise self._failed(loaded, exc) from None
         finally:
             self._done_one()
+            if trace is not None:
+                trace.end()
         return InferenceResponse(
             model_name=loaded.name,
             model_version=loaded.label,
@@ -211,9 +229,13 @@ class InferenceServer:
         """
         loaded = self._route(request)
         sink = StreamSink(asyncio.get_running_loop())
+        item = WorkItem.from_request(request, sink)
+        trace = self._trace(item, loaded) if self.tracing.on else None
         try:
-            ticket = loaded.scheduler.submit(WorkItem.from_request(request, sink))
+            ticket = loaded.scheduler.submit(item)
         except BaseException as exc:
+            if trace is not None:
+                trace.end()
             raise self._failed(loaded, exc, queued=False) from None
         finished = False
         self._in_flight += 1
@@ -235,10 +257,24 @@ class InferenceServer:
             raise
         finally:
             self._done_one()
+            if trace is not None:
+                trace.end()
+
+    def _trace(self, item: WorkItem, loaded: LoadedVersion) -> RequestTrace | None:
+        """Sample ``item`` for tracing; a sampled item carries its trace, queued from now."""
+        trace = self.tracing.sample(loaded.name, loaded.version, item.request_id)
+        if trace is not None:
+            item.trace = trace
+            trace.stamp("QUEUE_START")
+        return trace
 
     def is_decoupled(self, name: str, version: str = "") -> bool:
         """Whether the model answers a request with any number of responses (decoupled)."""
         return self.models.route(name, version).decoupled
+
+    def knows_model(self, name: str) -> bool:
+        """Whether ``name`` is a model of this server (in its repository, registered or loaded)."""
+        return self.models.table.get(name) is not None or name in self.models.known_names()
 
     def _route(self, request: InferenceRequest) -> LoadedVersion:
         """The serving version ``request`` goes to, with the request validated against it."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -43,7 +44,6 @@ from headrace.server.grpc.messages import (
     system_status_response,
 )
 from headrace.server.grpc.restricted import RestrictedInterceptor
-from headrace.server.lacking import NO_LOGGING, NO_TRACING, lacking
 from headrace.server.security import DEFAULT_GRPC_MAX_STREAMS, RestrictedApis
 
 if TYPE_CHECKING:
@@ -230,35 +230,43 @@ def _serialize(response: Any) -> bytes:
 
 
 def _rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Map errors of a unary RPC to statuses, once, through :data:`GRPC_STATUS`."""
+    """Map errors of a unary RPC to statuses, once, through :data:`GRPC_STATUS`; with
+    ``--log-requests``, write the call's access log line."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Req, context: Any) -> Resp:
+        access = self._core.access_log
+        started = time.perf_counter()
+        status = grpc.StatusCode.OK
         try:
             return await handler(self, request, context)
         except HeadraceError as exc:
-            await context.abort(grpc_status(exc), exc.message)
+            status = grpc_status(exc)
+            await context.abort(status, exc.message)
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:
+            status = grpc.StatusCode.UNKNOWN
             raise
         except Exception as exc:
+            status = grpc.StatusCode.INTERNAL
             _log.exception("gRPC %s failed", handler.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-            )
+            await context.abort(status, f"internal error: {type(exc).__name__}: {exc}")
             raise
+        finally:
+            if access is not None:
+                access.record("grpc", handler.__name__, _model_of(request), status.name, started)
 
     return wrapper
 
 
-def _lacking(rpc: str, message: str) -> Handler[Any, Any]:
-    """An RPC of an extension headrace lacks, answered as a Triton built without it."""
-
-    async def handler(self: Any, request: Any, context: Any) -> Any:
-        raise lacking(message)
-
-    handler.__name__ = rpc
-    return _rpc(handler)
+def _model_of(request: Any) -> str:
+    """The model a request names: a message's ``name`` or ``model_name``; for a serialized
+    ``ModelInferRequest``, its first field (``model_name``, as clients write it)."""
+    if isinstance(request, bytes):
+        if len(request) > 2 and request[0] == 0x0A and request[1] < 0x80:
+            return request[2 : 2 + request[1]].decode("utf-8", "replace")
+        return ""
+    return str(getattr(request, "model_name", "") or getattr(request, "name", ""))
 
 
 class _Servicer:
@@ -359,16 +367,25 @@ class _Servicer:
     ) -> bytes | service_pb2.ModelStreamInferResponse:
         """One plain request of a stream: its response, or its error as a response."""
         memory = self._core.shared_memory
+        started = time.perf_counter()
+        status = "OK"
         try:
             decoded = decode_infer_request(message, raw, memory)
             shared = memory.output_targets(decoded.outputs)
             result = await self._core.infer(decoded)
             return encode_stream_response(result, _FINAL_TRUE, shared)
         except HeadraceError as exc:
+            status = grpc_status(exc).name
             return _stream_error(message, exc.message)
         except Exception as exc:
+            status = "INTERNAL"
             _log.exception("gRPC ModelStreamInfer request failed")
             return _stream_error(message, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if self._core.access_log is not None:
+                self._core.access_log.record(
+                    "grpc", "ModelStreamInfer", message.model_name, status, started
+                )
 
     async def _stream_decoupled(
         self,
@@ -379,6 +396,8 @@ class _Servicer:
         """One decoupled request of a stream: each response onto ``out`` as it is sent."""
         empty_final = _wants_empty_final(message)
         memory = self._core.shared_memory
+        started = time.perf_counter()
+        status = "OK"
         try:
             decoded = decode_infer_request(message, raw, memory)
             shared = memory.output_targets(decoded.outputs)
@@ -393,10 +412,17 @@ class _Servicer:
                 elif empty_final:
                     out.put_nowait(_empty_final(message))
         except HeadraceError as exc:
+            status = grpc_status(exc).name
             out.put_nowait(_stream_error(message, exc.message))
         except Exception as exc:
+            status = "INTERNAL"
             _log.exception("gRPC ModelStreamInfer request failed")
             out.put_nowait(_stream_error(message, f"internal error: {type(exc).__name__}: {exc}"))
+        finally:
+            if self._core.access_log is not None:
+                self._core.access_log.record(
+                    "grpc", "ModelStreamInfer", message.model_name, status, started
+                )
 
     # --- model repository ------------------------------------------------------------------
 
@@ -491,10 +517,36 @@ class _Servicer:
         self._core.shared_memory.unregister("cuda", request.name)
         return service_pb2.CudaSharedMemoryUnregisterResponse()
 
-    # --- extensions headrace does not serve -------------------------------------------------
+    # --- log and trace settings (Triton's LogSettings and TraceSetting RPCs) ----------------
 
-    TraceSetting = _lacking("TraceSetting", NO_TRACING)
-    LogSettings = _lacking("LogSettings", NO_LOGGING)
+    @_rpc
+    async def LogSettings(self, request: Any, context: Any) -> service_pb2.LogSettingsResponse:
+        changes = {key: _log_value(value) for key, value in request.settings.items()}
+        control = self._core.log_control
+        settings = control.update(changes) if changes else control.settings
+        response = service_pb2.LogSettingsResponse()
+        for key, value in settings.as_json().items():
+            field = response.settings[key]
+            if isinstance(value, bool):
+                field.bool_param = value
+            elif isinstance(value, int):
+                field.uint32_param = value
+            else:
+                field.string_param = value
+        return response
+
+    @_rpc
+    async def TraceSetting(self, request: Any, context: Any) -> service_pb2.TraceSettingResponse:
+        tracing = self._core.tracing
+        changes = {key: list(value.value) or None for key, value in request.settings.items()}
+        if changes:
+            settings = tracing.update(changes, request.model_name)
+        else:
+            settings = tracing.settings(request.model_name)
+        response = service_pb2.TraceSettingResponse()
+        for key, value in settings.as_json().items():
+            response.settings[key].value.extend(value if isinstance(value, list) else [value])
+        return response
 
 
 class _Stream:
@@ -565,6 +617,12 @@ class _Stream:
 _Response: TypeAlias = "bytes | service_pb2.ModelStreamInferResponse"
 _Outgoing: TypeAlias = "_Response | asyncio.Task[_Response]"
 """What a stream's writer takes next: a response, or a plain request's task to await."""
+
+
+def _log_value(value: Any) -> bool | int | str | None:
+    """A ``LogSettingsRequest`` value as plain Python; None when no field is set."""
+    kind = value.WhichOneof("parameter_choice")
+    return None if kind is None else getattr(value, kind)
 
 
 def _is_decoupled(core: InferenceServer, message: service_pb2.ModelInferRequest) -> bool:

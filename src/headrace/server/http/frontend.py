@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,7 @@ class HttpFrontend:
         self._body_timeout = body_timeout_s
         self._web = require("aiohttp.web", "serve")
         self._handlers = HttpHandlers(core, max_body_bytes)
+        self._core = core
         self._host = host
         self._requested_port = port
         self._max_body = max_body_bytes
@@ -197,13 +199,27 @@ class HttpFrontend:
 
     def _make_error_middleware(self) -> Any:
         """Errors become responses: the handlers' through :func:`error_response`, aiohttp's
-        own (404, 405) with their reason."""
+        own (404, 405) with their reason; with ``--log-requests``, each answer is logged."""
         web = self._web
         payload_error = require("aiohttp.web_protocol", "serve").RequestPayloadError
 
         restricted = self._restricted
 
         @web.middleware
+        async def access(request: Any, handler: Any) -> Any:
+            log = self._core.access_log
+            if log is None:
+                return await errors(request, handler)
+            started = time.perf_counter()
+            status = 499  # the client went away before the answer
+            try:
+                response = await errors(request, handler)
+                status = response.status
+                return response
+            finally:
+                model = request.match_info.get("model", "")
+                log.record("http", f"{request.method} {request.path}", model, status, started)
+
         async def errors(request: Any, handler: Any) -> Any:
             if restricted is not None:
                 refused = refusal(restricted, request.path, request.headers)
@@ -222,4 +238,4 @@ class HttpFrontend:
             except Exception as exc:
                 return self._response(error_response(exc, f"{request.method} {request.path}"))
 
-        return errors
+        return access

@@ -52,7 +52,7 @@ from headrace.server.http.messages import (
     statistics_json,
 )
 from headrace.server.http.status import http_status
-from headrace.server.lacking import NO_LOGGING, NO_TRACING, lacking
+from headrace.server.tracing import trace_changes_from_json
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
@@ -219,6 +219,22 @@ class HttpHandlers:
         stats = self._core.statistics(params.get("model", ""), params.get("version", ""))
         return _json(statistics_json(stats))
 
+    # --- log and trace settings (Triton's v2/logging, v2/trace/setting) ---------------------
+
+    async def log_settings(self, call: HttpCall) -> HttpResponse:
+        return _json(self._core.log_control.settings.as_json())
+
+    async def update_log_settings(self, call: HttpCall) -> HttpResponse:
+        return _json(self._core.log_control.update(await self._json_body(call)).as_json())
+
+    async def trace_settings(self, call: HttpCall) -> HttpResponse:
+        return _json(self._core.tracing.settings(call.params.get("model", "")).as_json())
+
+    async def update_trace_settings(self, call: HttpCall) -> HttpResponse:
+        changes = trace_changes_from_json(await self._json_body(call))
+        model = call.params.get("model", "")
+        return _json(self._core.tracing.update(changes, model).as_json())
+
     # --- inference -----------------------------------------------------------------------
 
     async def infer(self, call: HttpCall) -> HttpResponse:
@@ -365,14 +381,6 @@ class HttpHandlers:
     async def shm_unregister(self, call: HttpCall) -> HttpResponse:
         self._core.shared_memory.unregister(self._shm_kind(call), call.params.get("region", ""))
         return _EMPTY_JSON
-
-    # --- extensions headrace lacks: Triton's answer when it lacks them ----------------------
-
-    async def trace_setting(self, call: HttpCall) -> HttpResponse:
-        raise lacking(NO_TRACING)
-
-    async def logging(self, call: HttpCall) -> HttpResponse:
-        raise lacking(NO_LOGGING)
 
 
 async def _events(

@@ -40,13 +40,13 @@ def _table() -> tuple[Route, ...]:
         Route("POST", "/v2/repository/index", "repository_index"),
         Route("POST", "/v2/repository/models/{model}/load", "load"),
         Route("POST", "/v2/repository/models/{model}/unload", "unload"),
+        Route("GET", "/v2/logging", "log_settings"),
+        Route("POST", "/v2/logging", "update_log_settings"),
+        Route("GET", "/v2/trace/setting", "trace_settings"),
+        Route("POST", "/v2/trace/setting", "update_trace_settings"),
+        Route("GET", "/v2/models/{model}/trace/setting", "trace_settings"),
+        Route("POST", "/v2/models/{model}/trace/setting", "update_trace_settings"),
     ]
-    for method in ("GET", "POST"):  # answered as a Triton without these extensions answers
-        routes += [
-            Route(method, "/v2/trace/setting", "trace_setting"),
-            Route(method, "/v2/models/{model}/trace/setting", "trace_setting"),
-            Route(method, "/v2/logging", "logging"),
-        ]
     for kind in ("system", "cuda"):
         base = f"/v2/{kind}sharedmemory"
         routes += [
