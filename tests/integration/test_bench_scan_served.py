@@ -67,9 +67,9 @@ def test_served_and_direct_scans_of_one_model(tmp_path: Path) -> None:
     assert modes == [(m, b) for b in (1, 4) for m in ("direct", "http", "grpc")]
     servers = [t["server"] for t in document["targets"]]
     assert servers[0] is None
-    assert [(s["protocol"], s["name"]) for s in servers[1:]] == [
-        ("http", "headrace"),
-        ("grpc", "headrace"),
+    assert [(s["protocol"], s["name"]) for s in servers[1:]] == [  # Triton's name, as clients check
+        ("http", "triton"),
+        ("grpc", "triton"),
     ]
     assert all(p["throughput_mean"] > 0 and p["trials"] == 3 for p in document["points"])
 
