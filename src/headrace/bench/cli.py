@@ -25,6 +25,10 @@ def register(subparsers: Any) -> None:
     )
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(func=run_pipeline_command)
+    # bench report and bench tune (headrace.bench.report_cli, headrace.bench.tune_cli)
+    from headrace.bench.report_cli import add_report_command
+
+    add_report_command(commands)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
