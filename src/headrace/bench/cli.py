@@ -29,6 +29,9 @@ def register(subparsers: Any) -> None:
     from headrace.bench.report_cli import add_report_command
 
     add_report_command(commands)
+    from headrace.bench.tune_cli import add_tune_command
+
+    add_tune_command(commands)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
