@@ -71,16 +71,19 @@ def figures(studies: Studies) -> list[Figure]:
 
 
 def _spans(log: MonitorLog, scans: Sequence[StudyFile]) -> list[tuple[float, float, str]]:
-    """The measured stretches of each scan that named this log as its monitor."""
+    """One stretch per batch size of each scan that named this log as its monitor (its targets
+    take turns within a batch size, so that is the unit the timeline can show)."""
     spans = []
     for scan in scans:
         monitor = scan.document.get("monitor") or {}
         if Path(str(monitor.get("csv", ""))).name != log.path.name:
             continue
+        by_batch: dict[int, list[float]] = {}
         for point in scan.document.get("points", []):
             if point.get("start_time") and point.get("end_time"):
-                label = f"{point['mode']} b={point['batch_size']}"
-                spans.append((float(point["start_time"]), float(point["end_time"]), label))
+                times = by_batch.setdefault(int(point["batch_size"]), [])
+                times += [float(point["start_time"]), float(point["end_time"])]
+        spans += [(min(t), max(t), f"b={b}") for b, t in sorted(by_batch.items())]
     return spans
 
 
@@ -102,9 +105,9 @@ def render_html(studies: Studies, drawn: Sequence[Figure]) -> str:
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>headrace bench report: {_e(studies.folder.name)}</title>",
+        f"<title>headrace bench report: {_e(studies.folder.resolve().name)}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f"<h1>headrace bench report: {_e(studies.folder.name)}</h1>",
+        f"<h1>headrace bench report: {_e(studies.folder.resolve().name)}</h1>",
         f"<p>Made {created} from {len(studies.documents)} study files and "
         f"{len(studies.monitors)} monitor logs in <code>{_e(str(studies.folder))}</code>.</p>",
         "<h2>Figures</h2>",

@@ -124,8 +124,8 @@ def monitor_figure(log: MonitorLog, spans: Sequence[tuple[float, float, str]] = 
         axes.plot(x, values, lw=1.0, label=name)
     for index, (start, end, label) in enumerate(spans):
         axes.axvspan(start - origin, end - origin, color=f"C{index % 10}", alpha=0.08)
-        axes.annotate(label, (start - origin, 101), fontsize=6, rotation=90, va="bottom")
-    axes.set_ylim(0, 118 if spans else 105)
+        axes.annotate(label, (start - origin, 102), fontsize=7, va="bottom")
+    axes.set_ylim(0, 110 if spans else 105)
     axes.set_xlabel("seconds")
     axes.set_ylabel("utilisation (%)")
     axes.set_title(f"Utilisation timeline: {log.path.name}")
