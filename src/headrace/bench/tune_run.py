@@ -150,10 +150,14 @@ def _serve_and_load(
 def _load_once(
     server: TuneServer, model: str, setting: Setting, concurrency: int, measure: Measure
 ) -> Measurement:
-    count, cpu, began = server.inference_count(model), server.cpu_seconds(), time.monotonic()
+    """One load run; a failure (the generator's, or a server that stopped answering) is
+    recorded on the point and the search goes on."""
     try:
+        count, cpu, began = server.inference_count(model), server.cpu_seconds(), time.monotonic()
         throughput, p50, p99, generator = measure(server, concurrency)
-    except HeadraceError as exc:
+        inferences = server.inference_count(model) - count
+        cpu_s, wall_s = server.cpu_seconds() - cpu, time.monotonic() - began
+    except (HeadraceError, OSError) as exc:
         return Measurement(setting, concurrency, error=str(exc)[-600:])
     return Measurement(
         setting,
@@ -161,9 +165,9 @@ def _load_once(
         throughput=throughput,
         p50_ms=p50,
         p99_ms=p99,
-        inferences=server.inference_count(model) - count,
-        wall_s=time.monotonic() - began,
-        cpu_s=server.cpu_seconds() - cpu,
+        inferences=inferences,
+        wall_s=wall_s,
+        cpu_s=cpu_s,
         generator=generator,
     )
 
