@@ -107,3 +107,24 @@ def test_cli_writes_the_page_and_refuses_a_missing_folder(tmp_path: Path) -> Non
     assert (tmp_path / "r.html").exists()
     with pytest.raises(InvalidInput, match="nope"):
         read_studies(tmp_path / "nope")
+
+
+def test_the_load_vs_perf_analyzer_benchmark_file_reads_as_a_load_study(tmp_path: Path) -> None:
+    records = [
+        {"model": m, "round": 0, "generator": g, "protocol": "http", "batch_size": 1,
+         "concurrency": c, "request_rate": None, "stable": True, "throughput": 100.0 * c,
+         "p50_us": 800.0, "p90_us": 900.0, "p95_us": 950.0, "p99_us": 1000.0 * c}
+        for m in ("identity", "mlp") for g in ("headrace", "perf_analyzer") for c in (1, 4)
+    ]  # fmt: skip
+    document = {"benchmark": "bench_load_vs_perf_analyzer", "command": "python b.py --rounds 1",
+                "machine": _MACHINE, "summary": {}, "records": records}  # fmt: skip
+    (tmp_path / "bench_load_vs_perf_analyzer.json").write_text(json.dumps(document))
+    studies = read_studies(tmp_path)
+    assert len(studies.loads) == 1 and studies.loads[0].command == [
+        "python",
+        "b.py",
+        "--rounds",
+        "1",
+    ]
+    text = write_report(tmp_path).read_text()
+    assert text.count("data:image/png;base64,") == 1 and "perf_analyzer" in text

@@ -144,7 +144,7 @@ def _study_section(study: StudyFile) -> str:
     head = [f"<h2>{_e(study.kind)}: {_e(study.path.name)}</h2>"]
     if study.command:
         head.append(f"<pre>{_e(shlex.join(study.command))}</pre>")
-    for key in ("created", "method"):
+    for key in ("created", "date", "method"):
         if document.get(key):
             head.append(f"<p><b>{key}</b>: {_e(str(document[key]))}</p>")
     if study.kind == "scan":
@@ -182,44 +182,14 @@ def _load_table(document: dict[str, Any]) -> str:
     rows = []
     for r in document.get("rows", []):
         level = f"c={r['concurrency']}" if r.get("concurrency") else f"{r.get('request_rate')}/s"
+        head = [r.get("model", ""), r["generator"], r["protocol"], r["batch_size"], level]
         if r.get("throughput") is None:
-            rows.append(
-                [
-                    r["generator"],
-                    r["protocol"],
-                    r["batch_size"],
-                    level,
-                    r.get("error", "no result"),
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
+            rows.append([*head, r.get("error", "no result"), "", "", "", ""])
             continue
-        rows.append(
-            [
-                r["generator"],
-                r["protocol"],
-                r["batch_size"],
-                level,
-                _f(r["throughput"]),
-                *(_f(r.get(k, 0.0) / 1e3, 3) for k in ("p50_us", "p90_us", "p99_us")),
-                "yes" if r.get("stable") else "no",
-            ]
-        )
-    header = [
-        "generator",
-        "protocol",
-        "batch",
-        "load",
-        "infer/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "stable",
-    ]
-    return _table(header, rows)
+        latencies = (_f(r.get(k, 0.0) / 1e3, 3) for k in ("p50_us", "p90_us", "p99_us"))
+        rows.append([*head, _f(r["throughput"]), *latencies, "yes" if r.get("stable") else "no"])
+    header = ["model", "generator", "protocol", "batch", "load", "infer/s", "p50 ms", "p90 ms"]
+    return _table([*header, "p99 ms", "stable"], rows)
 
 
 def _tune_table(document: dict[str, Any]) -> str:

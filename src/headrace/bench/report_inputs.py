@@ -11,6 +11,9 @@ shape is reported. A JSON document says what it is in ``"study"``:
 - ``"bench tune"`` (``bench tune``): ``points`` with the config and its ``throughput``,
   ``p99_ms``, ``cost``; ``pareto`` and ``best`` index into them.
 
+``benchmarks/bench_load_vs_perf_analyzer.py``'s file (``"benchmark"`` of that name) is read
+as a load study: its ``records`` are ``bench load`` rows with the ``model`` beside them.
+
 A CSV whose header starts with ``Timestamp`` is a monitor log (``bench monitor``). Files that
 are neither are listed as skipped, with the reason, never silently dropped.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from headrace.errors import InvalidInput
 
 __all__ = ["MonitorLog", "Studies", "StudyFile", "read_studies"]
 
+LOAD_BENCHMARKS = ("bench_load_vs_perf_analyzer",)
 STUDY_KINDS = {"scan": "scan", "bench load": "load", "load": "load", "bench tune": "tune"}
 
 
@@ -41,7 +46,10 @@ class StudyFile:
 
     @property
     def command(self) -> list[str]:
-        return [str(word) for word in self.document.get("command") or []]
+        command = self.document.get("command") or []
+        if isinstance(command, str):  # benchmarks/ scripts record one string
+            return shlex.split(command)
+        return [str(word) for word in command]
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ def _add_json(studies: Studies, path: Path) -> None:
     except (OSError, ValueError) as exc:
         studies.skipped.append((path, f"unreadable JSON: {exc}"))
         return
+    if isinstance(document, dict) and document.get("benchmark") in LOAD_BENCHMARKS:
+        document = {**document, "study": "bench load", "rows": document.get("records", [])}
     kind = STUDY_KINDS.get(str(document.get("study"))) if isinstance(document, dict) else None
     if kind is None:
         what = document.get("study") if isinstance(document, dict) else type(document).__name__

@@ -79,7 +79,8 @@ def load_figure(loads: Sequence[StudyFile]) -> bytes:
         for row in study.document.get("rows", []):
             if row.get("throughput") is None:
                 continue  # a load level with no measurement (its error is in the table)
-            key = (tag or model, str(row["generator"]), str(row["protocol"]), row["batch_size"])
+            name = " ".join(part for part in (tag, str(row.get("model") or model)) if part)
+            key = (name, str(row["generator"]), str(row["protocol"]), row["batch_size"])
             lines.setdefault(key, []).append(row)
     for index, ((tag, generator, protocol, batch), rows) in enumerate(sorted(lines.items())):
         rows.sort(key=lambda r: r["throughput"])
