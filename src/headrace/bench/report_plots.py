@@ -68,11 +68,10 @@ def scan_figure(scans: Sequence[StudyFile]) -> bytes:
 
 
 def load_figure(loads: Sequence[StudyFile]) -> bytes:
-    """p50 and p99 latency vs throughput, one line per (generator, protocol, batch), each point
-    labelled with its concurrency (or request rate)."""
-    figure = _figure()
-    axes = figure.add_subplot()
-    lines: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+    """p99 latency vs throughput, one panel per model, one line per (generator, protocol,
+    batch), each point labelled with its concurrency (or request rate); p50 dotted when a
+    panel has few lines."""
+    panels: dict[str, dict[tuple[str, str, int], list[dict[str, Any]]]] = {}
     for study in loads:
         tag = study.path.stem if len(loads) > 1 else ""
         model = str((study.document.get("settings") or {}).get("model", ""))
@@ -80,34 +79,42 @@ def load_figure(loads: Sequence[StudyFile]) -> bytes:
             if row.get("throughput") is None:
                 continue  # a load level with no measurement (its error is in the table)
             name = " ".join(part for part in (tag, str(row.get("model") or model)) if part)
-            key = (name, str(row["generator"]), str(row["protocol"]), row["batch_size"])
-            lines.setdefault(key, []).append(row)
-    for index, ((tag, generator, protocol, batch), rows) in enumerate(sorted(lines.items())):
-        rows.sort(key=lambda r: r["throughput"])
-        colour = f"C{index % 10}"
-        label = f"{tag} {generator} {protocol} b={batch}".strip()
-        x = [r["throughput"] for r in rows]
-        axes.plot(x, [r["p99_us"] / 1e3 for r in rows], "o-", color=colour, label=f"{label} p99")
-        axes.plot(x, [r["p50_us"] / 1e3 for r in rows], "s:", color=colour, label=f"{label} p50")
-        for row in rows:
-            level = (
-                f"c={row['concurrency']}"
-                if row.get("concurrency")
-                else f"{row['request_rate']:g}/s"
+            key = (str(row["generator"]), str(row["protocol"]), int(row["batch_size"]))
+            panels.setdefault(name, {}).setdefault(key, []).append(row)
+    figure = _figure(width=10.0, height=4.2 * max(len(panels), 1))
+    for number, (name, lines) in enumerate(sorted(panels.items()), start=1):
+        axes = figure.add_subplot(max(len(panels), 1), 1, number)
+        for index, ((generator, protocol, batch), rows) in enumerate(sorted(lines.items())):
+            rows.sort(key=lambda r: (r.get("concurrency") or 0, r.get("request_rate") or 0.0))
+            colour = f"C{index % 10}"
+            label = f"{generator} {protocol} b={batch}"
+            x = [r["throughput"] for r in rows]
+            axes.plot(
+                x, [r["p99_us"] / 1e3 for r in rows], "o-", color=colour, label=f"{label} p99"
             )
-            axes.annotate(
-                level,
-                (row["throughput"], row["p99_us"] / 1e3),
-                fontsize=7,
-                textcoords="offset points",
-                xytext=(3, 4),
-            )
-    axes.set_yscale("log")
-    axes.set_xlabel("throughput (inferences/s)")
-    axes.set_ylabel("latency (ms)")
-    axes.set_title("Latency vs throughput, one point per concurrency")
-    axes.grid(True, which="both", lw=0.3)
-    axes.legend(fontsize=7)
+            if len(lines) <= 3:
+                axes.plot(
+                    x, [r["p50_us"] / 1e3 for r in rows], "s:", color=colour, label=f"{label} p50"
+                )
+            for row in rows:
+                level = (
+                    f"c={row['concurrency']}"
+                    if row.get("concurrency")
+                    else f"{row['request_rate']:g}/s"
+                )
+                axes.annotate(
+                    level,
+                    (row["throughput"], row["p99_us"] / 1e3),
+                    fontsize=6,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
+        axes.set_yscale("log")
+        axes.set_xlabel("throughput (inferences/s)")
+        axes.set_ylabel("latency (ms)")
+        axes.set_title(f"Latency vs throughput, one point per concurrency: {name}".rstrip(": "))
+        axes.grid(True, which="both", lw=0.3)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
 
 
