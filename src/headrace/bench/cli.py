@@ -25,6 +25,13 @@ def register(subparsers: Any) -> None:
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(func=run_pipeline_command)
     _register_scan_and_monitor(commands)
+    # bench report and bench tune (headrace.bench.report_cli, headrace.bench.tune_cli)
+    from headrace.bench.report_cli import add_report_command
+
+    add_report_command(commands)
+    from headrace.bench.tune_cli import add_tune_command
+
+    add_tune_command(commands)
 
 
 def _register_scan_and_monitor(commands: Any) -> None:

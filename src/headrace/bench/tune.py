@@ -1,0 +1,157 @@
+"""``bench tune``'s search space and its choice: the grid, the cost, the Pareto front, the pick.
+
+Pure logic, no server: :mod:`headrace.bench.tune_run` measures the points, this module decides.
+
+A *setting* is what goes into ``config.pbtxt`` (instance count, ``max_batch_size``, the dynamic
+batcher's ``max_queue_delay_microseconds``); a *point* is a setting measured at one client
+concurrency. A point is on the Pareto front when no other point has at least its throughput
+and at most its p99 with one of them strictly better. The chosen point is the cheapest under
+the p99 bound; ties go to the higher throughput.
+
+Costs (per million inferences, from what the server did during the measurement):
+
+- ``device-seconds-per-million``: seconds the server's device was busy. On a CPU that is the
+  CPU time of the server's process tree (user + system, children included).
+- ``instance-seconds-per-million``: wall seconds times instances, what a reservation is billed for.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from headrace.errors import InvalidInput
+
+__all__ = [
+    "COST_FUNCTIONS",
+    "Measurement",
+    "Setting",
+    "choose",
+    "cost",
+    "grid",
+    "pareto_front",
+]
+
+COST_FUNCTIONS = ("device-seconds-per-million", "instance-seconds-per-million")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The part of ``config.pbtxt`` that tune searches."""
+
+    instances: int
+    max_batch_size: int
+    max_queue_delay_us: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "instances": self.instances,
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_us": self.max_queue_delay_us,
+        }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One setting at one concurrency; ``throughput`` is None when it could not be measured."""
+
+    setting: Setting
+    concurrency: int
+    throughput: float | None = None  # inferences/s
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    inferences: int = 0  # the server's count over the measured stretch
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # the server's process tree over the same stretch
+    generator: str = ""
+    baseline: bool = False  # the model's own config
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.throughput is not None and self.p99_ms is not None and self.inferences > 0
+
+
+def grid(
+    instances: Sequence[int],
+    max_batch_sizes: Sequence[int],
+    queue_delays_us: Sequence[int],
+    baseline: Setting | None = None,
+) -> list[Setting]:
+    """Every combination, the model's own setting first (measured once even if repeated)."""
+    for label, values, least in (
+        ("--instances", instances, 1),
+        ("--max-batch-sizes", max_batch_sizes, 1),
+        ("--queue-delays-us", queue_delays_us, 0),
+    ):
+        if not values or min(values) < least:
+            raise InvalidInput(f"{label} needs values of at least {least}, got {list(values)}")
+    settings = [baseline] if baseline else []
+    for n, b, d in itertools.product(instances, max_batch_sizes, queue_delays_us):
+        setting = Setting(n, b, d)
+        if setting not in settings:
+            settings.append(setting)
+    return settings
+
+
+def cost(measurement: Measurement, function: str) -> float | None:
+    """The point's cost per million inferences under ``function`` (None if unmeasured)."""
+    if not measurement.ok:
+        return None
+    if function == "device-seconds-per-million":
+        spent = measurement.cpu_s
+    elif function == "instance-seconds-per-million":
+        spent = measurement.wall_s * measurement.setting.instances
+    else:
+        raise InvalidInput(f"--cost {function!r} is not one of {', '.join(COST_FUNCTIONS)}")
+    return spent / measurement.inferences * 1e6
+
+
+def pareto_front(points: Sequence[Measurement]) -> list[int]:
+    """Indices of the measured points that no other point beats on throughput and p99."""
+    front = []
+    for i, a in enumerate(points):
+        if not a.ok:
+            continue
+        dominated = any(
+            b.ok
+            and b.throughput >= a.throughput  # type: ignore[operator]
+            and b.p99_ms <= a.p99_ms  # type: ignore[operator]
+            and (b.throughput > a.throughput or b.p99_ms < a.p99_ms)  # type: ignore[operator]
+            for j, b in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Indices into the measurements: the cheapest and the fastest under the bound, and the
+    model's own config's fastest under the bound (None where nothing qualifies)."""
+
+    best: int | None
+    fastest: int | None
+    baseline: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "fastest": self.fastest, "baseline": self.baseline}
+
+
+def choose(points: Sequence[Measurement], p99_ms_bound: float, function: str) -> Choice:
+    """The cheapest point whose p99 is within the bound (ties: higher throughput), the
+    fastest such point, and the fastest such point of the model's own config."""
+    within = [i for i, p in enumerate(points) if p.ok and p.p99_ms <= p99_ms_bound]  # type: ignore[operator]
+
+    def fastest(indices: Sequence[int]) -> int | None:
+        return max(indices, key=lambda i: points[i].throughput or 0.0, default=None)
+
+    best = min(
+        within,
+        key=lambda i: (cost(points[i], function), -(points[i].throughput or 0.0)),
+        default=None,
+    )
+    return Choice(best, fastest(within), fastest([i for i in within if points[i].baseline]))
