@@ -326,7 +326,10 @@ class ResponseSink(Protocol):
     request could not run (final), or one response of a decoupled model is an error and more
     may follow (``final=False``). After anything final the sink ignores further calls.
     ``done`` is True from then on, and also when the receiver has gone away (its request was
-    cancelled), so work for it can be skipped.
+    cancelled), so work for it can be skipped. A stream's sink bounds what it holds for a client
+    that is not reading: ``send`` from a thread other than the receiver's may wait for room,
+    and raises :class:`~headrace.errors.Unavailable` (having failed the request) when none
+    comes in time.
     """
 
     def send(

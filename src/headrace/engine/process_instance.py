@@ -11,7 +11,9 @@ How a batch travels: the pool's thread writes the inputs into the instance's inp
 (shared memory, :mod:`headrace.engine.shared_tensors`) and sends their description; the worker
 runs the batch and sends the results, whose tensors the reader thread here copies out of the
 worker's output ring. Responses a decoupled model sends reach each request's sink the same
-way, in the order the model sent them. Cancellations travel the other way: while a request
+way, in the order the model sent them; while a stream's client is not reading, the sink makes
+this thread wait (so the pipe, and then the model's send in the worker, wait too), and when it
+gives up the request is cancelled in the worker. Cancellations travel the other way: while a request
 answered through its sink is open, the reader thread checks its sink every 50 ms and tells the
 worker when the client has gone.
 
@@ -364,8 +366,14 @@ class ProcessInstance:
         item = self._open.pop(key, None) if final else self._open.get(key)
         if final:
             self._cancelled.discard(key)
-        if item is not None:
+        if item is None:
+            return
+        try:  # waits while the client is not reading (this thread is the model's hand)
             item.sink.send(outputs, final=final, parameters=parameters)
+        except HeadraceError:  # it gave up and failed the request: tell the model it is over
+            if not final and key not in self._cancelled:
+                self._cancelled.add(key)
+                self._worker.control.send(key)
 
     def _finish_batch(
         self,
