@@ -15,6 +15,11 @@ by HTTP/2 flow control or the socket), and keeps that count near ``limit``:
   response per request in flight.
 
 The door that reads responses releases each with :meth:`release` on the loop thread.
+
+A thread that hands many requests' responses over (a worker process's reader) must not wait
+for one slow client: inside :func:`headrace.types.sending_without_waiting` its sends are counted at once and a
+full backlog calls its ``on_full`` instead, which pauses that one request at its source and
+resumes it through :meth:`StreamBacklog.when_room`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_MAX_STREAM_PENDING", "DEFAULT_STREAM_SEND_TIMEOUT_S", "StreamBacklog"]
+__all__ = [
+    "DEFAULT_MAX_STREAM_PENDING",
+    "DEFAULT_STREAM_SEND_TIMEOUT_S",
+    "StreamBacklog",
+]
 
 DEFAULT_MAX_STREAM_PENDING = 1024
 """Responses one stream may hold for a client that is not reading (``--max-stream-pending-
@@ -46,6 +55,7 @@ class StreamBacklog:
         "__weakref__",
         "_closed",
         "_cond",
+        "_on_room",
         "_waiters",
         "limit",
         "peak",
@@ -71,6 +81,20 @@ class StreamBacklog:
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._on_room: list[Callable[[], None]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.pending >= self.limit
+
+    @property
+    def overrun_message(self) -> str:
+        """Why a send that waited past ``timeout_s`` failed its request, in flags."""
+        return (
+            f"the client did not read this stream's responses: {self.limit} were pending and "
+            f"none was read for {self.timeout_s:g} s (--max-stream-pending-responses, "
+            "--stream-send-timeout); the request is failed"
+        )
 
     def add(self) -> None:
         """Count one response without waiting (loop-thread senders, the door's own)."""
@@ -108,6 +132,15 @@ class StreamBacklog:
             self._waiters.append(waiter)
             await waiter
 
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once fewer than ``limit`` are pending (at once if so now), or
+        when the backlog closes; from any thread, and it may run on any."""
+        with self._cond:
+            if self.pending >= self.limit and not self._closed:
+                self._on_room.append(callback)
+                return
+        callback()
+
     def release(self, count: int = 1) -> None:
         """``count`` responses have gone to the client's transport (or were dropped)."""
         with self._cond:
@@ -115,17 +148,21 @@ class StreamBacklog:
             if self.pending >= self.limit:
                 return
             self._cond.notify_all()
-        self._wake_loop()
+        self._wake()
 
     def close(self) -> None:
         """The stream is over: nobody waits for room any more."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._wake_loop()
+        self._wake()
 
-    def _wake_loop(self) -> None:
+    def _wake(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+        with self._cond:
+            callbacks, self._on_room = self._on_room, []
+        for callback in callbacks:
+            callback()

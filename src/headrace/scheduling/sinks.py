@@ -20,7 +20,7 @@ from typing import Any
 
 from headrace.errors import InternalError, Unavailable
 from headrace.scheduling.backlog import StreamBacklog
-from headrace.types import Outputs
+from headrace.types import Outputs, no_wait_hook
 
 __all__ = ["FutureSink", "StreamResponse", "StreamSink"]
 
@@ -142,6 +142,10 @@ class StreamSink(_LoopSink):
             return
         if threading.get_ident() == self._thread:
             self.backlog.add()  # the loop must not wait
+        elif (on_full := no_wait_hook()) is not None:
+            self.backlog.add()  # a thread that serves many requests pauses this one instead
+            if self.backlog.full and not self.done:
+                on_full(self.backlog)
         elif not self.backlog.reserve(lambda: self.done):
             self._overrun()
         self._call(self._put, StreamResponse(outputs, final, parameters))
@@ -156,12 +160,7 @@ class StreamSink(_LoopSink):
         self.backlog.wake()
 
     def _overrun(self) -> None:
-        backlog = self.backlog
-        error = Unavailable(
-            f"the client did not read this stream's responses: {backlog.limit} were pending "
-            f"and none was read for {backlog.timeout_s:g} s (--max-stream-pending-responses, "
-            "--stream-send-timeout); the request is failed"
-        )
+        error = Unavailable(self.backlog.overrun_message)
         self._gave_up = True
         self.fail(error, final=True)
         raise error
