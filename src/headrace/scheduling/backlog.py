@@ -7,14 +7,16 @@ moment it is sent until the door has handed it to its transport (whose own buffe
 by HTTP/2 flow control or the socket), and keeps that count near ``limit``:
 
 - a sender on another thread (a decoupled model answering) waits in :meth:`reserve` until the
-  client has read enough to make room, at most ``timeout_s``; past that its request fails;
+  client has read enough to make room, at most ``timeout_s`` (then its request fails);
 - the door waits in :meth:`room` before it reads a stream's next request, so a client that
   sends faster than it reads is slowed, not buffered;
 - a sender on the loop thread (a scheduler answering, an error) never waits (the loop must not
   block): it is counted with :meth:`add`, so the count may pass ``limit`` by at most one
   response per request in flight.
 
-The door that reads responses releases each with :meth:`release` on the loop thread.
+The door that reads responses releases each with :meth:`release` on the loop thread. Whoever
+waited for room goes on once the count is down to half the limit, not at the first release,
+so a fast model and a slower client trade places once per half a backlog, not per response.
 
 A thread that hands many requests' responses over (a worker process's reader) must not wait
 for one slow client: inside :func:`headrace.types.sending_without_waiting` its sends are counted at once and a
@@ -55,9 +57,11 @@ class StreamBacklog:
         "__weakref__",
         "_closed",
         "_cond",
+        "_low",
         "_on_room",
         "_waiters",
         "limit",
+        "overruns",
         "peak",
         "pending",
         "timeout_s",
@@ -74,10 +78,14 @@ class StreamBacklog:
             raise ValueError(f"a stream backlog's timeout must be positive, got {timeout_s}")
         self.limit = limit
         self.timeout_s = timeout_s
+        self._low = limit // 2
+        """Where waiters go on: a full backlog lets them go once it is down to this."""
         self.pending = 0
         """Responses sent and not yet handed to the client's transport."""
         self.peak = 0
         """The most that were ever pending at once (for tests and diagnosis)."""
+        self.overruns = 0
+        """Requests failed because a send waited past ``timeout_s`` (for tests and diagnosis)."""
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -109,13 +117,14 @@ class StreamBacklog:
         the backlog is closed or ``gone()`` (nobody reads the response anyway); :meth:`wake`
         makes a waiter check ``gone`` again.
         """
-        deadline = time.monotonic() + self.timeout_s
         with self._cond:
-            while self.pending >= self.limit and not self._closed and not gone():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
+            if self.pending >= self.limit:
+                deadline = time.monotonic() + self.timeout_s
+                while self.pending > self._low and not self._closed and not gone():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
             self.pending += 1
             self.peak = max(self.peak, self.pending)
             return True
@@ -126,15 +135,18 @@ class StreamBacklog:
             self._cond.notify_all()
 
     async def room(self) -> None:
-        """Return once fewer than ``limit`` responses are pending (or the backlog is closed)."""
-        while self.pending >= self.limit and not self._closed:
+        """Return at once while fewer than ``limit`` responses are pending; else once they
+        are down to half of it (or the backlog is closed)."""
+        if self.pending < self.limit:
+            return
+        while self.pending > self._low and not self._closed:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
 
     def when_room(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once fewer than ``limit`` are pending (at once if so now), or
-        when the backlog closes; from any thread, and it may run on any."""
+        """Call ``callback`` at once while fewer than ``limit`` are pending, else once they
+        are down to half of it or the backlog closes; from any thread, and it may run on any."""
         with self._cond:
             if self.pending >= self.limit and not self._closed:
                 self._on_room.append(callback)
@@ -145,7 +157,7 @@ class StreamBacklog:
         """``count`` responses have gone to the client's transport (or were dropped)."""
         with self._cond:
             self.pending -= count
-            if self.pending >= self.limit:
+            if self.pending > self._low:
                 return
             self._cond.notify_all()
         self._wake()

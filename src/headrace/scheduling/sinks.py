@@ -161,6 +161,7 @@ class StreamSink(_LoopSink):
 
     def _overrun(self) -> None:
         error = Unavailable(self.backlog.overrun_message)
+        self.backlog.overruns += 1  # only this sink's sending thread gets here
         self._gave_up = True
         self.fail(error, final=True)
         raise error
