@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,12 +29,15 @@ __all__ = [
     "InferenceRequest",
     "InferenceResponse",
     "Outputs",
+    "PausableBacklog",
     "RequestTrace",
     "RequestedOutput",
     "ResponseSink",
     "TensorSpec",
     "WorkItem",
     "deserialize_bytes_tensor",
+    "no_wait_hook",
+    "sending_without_waiting",
     "serialize_bytes_tensor",
     "wire_bytes",
 ]
@@ -358,7 +363,10 @@ class ResponseSink(Protocol):
     request could not run (final), or one response of a decoupled model is an error and more
     may follow (``final=False``). After anything final the sink ignores further calls.
     ``done`` is True from then on, and also when the receiver has gone away (its request was
-    cancelled), so work for it can be skipped.
+    cancelled), so work for it can be skipped. A stream's sink bounds what it holds for a client
+    that is not reading: ``send`` from a thread other than the receiver's may wait for room,
+    and raises :class:`~headrace.errors.Unavailable` (having failed the request) when none
+    comes in time.
     """
 
     def send(
@@ -381,6 +389,41 @@ class RequestTrace(Protocol):
     def computed(self, start_ns: int, end_ns: int) -> None:
         """The batch the request ran in went to its instance at ``start_ns`` and came back at
         ``end_ns`` (``time.monotonic_ns``)."""
+
+
+class PausableBacklog(Protocol):
+    """A stream's full backlog as a sender that must not wait sees it
+    (:class:`headrace.scheduling.backlog.StreamBacklog`)."""
+
+    timeout_s: float
+
+    @property
+    def overrun_message(self) -> str: ...
+
+    def when_room(self, callback: Callable[[], None]) -> None: ...
+
+
+OnFull = Callable[[PausableBacklog], None]
+_no_wait = threading.local()
+
+
+@contextmanager
+def sending_without_waiting(on_full: OnFull) -> Iterator[None]:
+    """Sends on this thread inside the block never wait for a slow client: a response that
+    fills its stream's backlog calls ``on_full(backlog)`` instead, which should pause that
+    request at its source (a thread that hands over many requests' responses, such as a
+    worker process's reader, must not stall them all for one)."""
+    previous = getattr(_no_wait, "on_full", None)
+    _no_wait.on_full = on_full
+    try:
+        yield
+    finally:
+        _no_wait.on_full = previous
+
+
+def no_wait_hook() -> OnFull | None:
+    """The ``on_full`` of the :func:`sending_without_waiting` block this thread is in."""
+    return getattr(_no_wait, "on_full", None)
 
 
 class _DetachedSink:

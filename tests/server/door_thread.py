@@ -21,6 +21,7 @@ TIMEOUT_S = 60.0
 def serving(
     options: FrontendOptions,
     setup: Callable[[InferenceServer], Awaitable[None]] | None = None,
+    /,
     **core: Any,
 ) -> Iterator[ServerApp]:
     """Start a ``ServerApp`` with ``options`` on a thread's loop, its core built with

@@ -421,7 +421,7 @@ class _ResponseSender:
             self._closed = final
         sink = self._item.sink
         if response is None:
-            sink.send(None, final=True)
+            self._send(None, final=True)
             return
         if not all(hasattr(response, m) for m in ("has_error", "output_tensors", "error")):
             raise pb_utils.TritonModelException(
@@ -431,7 +431,17 @@ class _ResponseSender:
         if isinstance(result, BaseException):
             sink.fail(result, final=final)
             return
-        sink.send(result, final=final, parameters=_response_parameters(response))
+        self._send(result, final=final, parameters=_response_parameters(response))
+
+    def _send(self, outputs: Any, **options: Any) -> None:
+        """Send through the sink, which may wait for a client that is not reading; when it
+        gives up (the request is failed) the model hears it as Triton's models do."""
+        try:
+            self._item.sink.send(outputs, **options)
+        except Unavailable as exc:
+            with _SENDER_LOCK:
+                self._closed = True
+            raise pb_utils.TritonModelException(f"Unable to send response: {exc.message}") from exc
 
     def is_cancelled(self) -> bool:
         """Whether the client went away (its stream closed or its call was cancelled)."""

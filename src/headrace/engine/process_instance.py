@@ -11,9 +11,12 @@ How a batch travels: the pool's thread writes the inputs into the instance's inp
 (shared memory, :mod:`headrace.engine.shared_tensors`) and sends their description; the worker
 runs the batch and sends the results, whose tensors the reader thread here copies out of the
 worker's output ring. Responses a decoupled model sends reach each request's sink the same
-way, in the order the model sent them. Cancellations travel the other way: while a request
-answered through its sink is open, the reader thread checks its sink every 50 ms and tells the
-worker when the client has gone.
+way, in the order the model sent them. This thread carries every request's responses, so it
+never waits for one slow client: when a stream's client is not reading, the sink has the worker
+pause that request's sends and resume them once the client has read enough (a send paused past
+``--stream-send-timeout`` fails its request in the worker). Cancellations travel the same
+way: while a request answered through its sink is open, the reader thread checks its sink every
+50 ms and tells the worker when the client has gone.
 
 A worker that dies fails only what it had: the batch it was running and the open requests of a
 decoupled model, each with an error that names the instance, the process and how it ended.
@@ -44,11 +47,11 @@ import numpy as np
 
 from headrace.backends.base import BackendContext, BackendFactory, RequestResult, ShippedContext
 from headrace.engine.instance import Request, TimedRequests
-from headrace.engine.process_worker import ItemMessage, PortableError
+from headrace.engine.process_worker import ACK_EVERY, ItemMessage, PortableError
 from headrace.engine.shared_tensors import OutputRing, SharedBuffer, pack, packed_size, unpack
 from headrace.engine.stats import StageTimes
 from headrace.errors import HeadraceError, InternalError, InvalidConfig, Unavailable
-from headrace.types import WorkItem
+from headrace.types import PausableBacklog, WorkItem, sending_without_waiting
 
 if TYPE_CHECKING:
     from headrace.engine.placement import InstanceSpec, PlacementOptions
@@ -146,6 +149,12 @@ class ProcessInstance:
         self._batch: _Batch | None = None
         self._open: dict[int, WorkItem] = {}
         self._cancelled: set[int] = set()
+        self._paused: set[int] = set()
+        """Requests whose clients are not reading: their responses go unacknowledged."""
+        self._delivered: dict[int, int] = {}
+        """Responses of each open request handed to its sink and not yet acknowledged."""
+        self._control_lock = threading.Lock()  # the two above, from the reader and the loop
+        self._send_lock = threading.Lock()  # the control socket, from the reader and the loop
         self._batch_ids = itertools.count(1)
         self._closing = False
         self._broken: HeadraceError | None = None
@@ -323,6 +332,8 @@ class ProcessInstance:
                 item = self._open.pop(key, None) if final else self._open.get(key)
                 if item is not None:
                     item.sink.fail(error.rebuild(), final=final)
+                if final:
+                    self._acknowledge(worker, key, final)
             elif kind == "failed_batch":
                 self._finish_batch(message[1], error=message[2].rebuild())
 
@@ -337,7 +348,7 @@ class ProcessInstance:
         for key, item in list(self._open.items()):
             if key not in self._cancelled and key not in running and item.sink.done:
                 self._cancelled.add(key)
-                self._worker.control.send(key)
+                self._control(self._worker, key)
 
     def _on_result(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         _, batch_id, kinds, times, packed, mark = message
@@ -364,8 +375,52 @@ class ProcessInstance:
         item = self._open.pop(key, None) if final else self._open.get(key)
         if final:
             self._cancelled.discard(key)
-        if item is not None:
+        if item is None:
+            self._acknowledge(worker, key, final)
+            return
+        with sending_without_waiting(lambda backlog: self._pause(worker, key, backlog)):
             item.sink.send(outputs, final=final, parameters=parameters)
+        self._acknowledge(worker, key, final)
+
+    def _acknowledge(self, worker: _Worker, key: int, final: bool) -> None:
+        """Let the worker send further responses of ``key``, unless its client is behind."""
+        with self._control_lock:
+            if final:
+                self._delivered.pop(key, None)
+                self._paused.discard(key)
+                return
+            count = self._delivered[key] = self._delivered.get(key, 0) + 1
+            if key in self._paused or count < ACK_EVERY:
+                return
+            self._delivered[key] = 0
+        self._control(worker, ("ack", key, count))
+
+    def _pause(self, worker: _Worker, key: int, backlog: PausableBacklog) -> None:
+        """The client of request ``key`` is not reading: stop acknowledging its responses, so
+        the worker holds its sends (not this thread, which carries every request's), until
+        there is room again."""
+        with self._control_lock:
+            if key in self._paused:
+                return
+            self._paused.add(key)
+        self._control(worker, ("pause", key, backlog.timeout_s, backlog.overrun_message))
+        backlog.when_room(lambda: self._resume(worker, key))
+
+    def _resume(self, worker: _Worker, key: int) -> None:
+        with self._control_lock:
+            if key not in self._paused:
+                return
+            self._paused.discard(key)
+            count = self._delivered.pop(key, 0)
+        self._control(worker, ("resume", key, count))
+
+    def _control(self, worker: _Worker, message: Any) -> None:
+        """Send to the worker's control thread; from the reader's thread or the loop's."""
+        with self._send_lock:
+            try:
+                worker.control.send(message)
+            except OSError:
+                pass  # the worker is gone: its requests fail with it
 
     def _finish_batch(
         self,
@@ -415,6 +470,9 @@ class ProcessInstance:
                 f"model instance '{self.name}' of model '{self._model}' is restarting its "
                 f"worker process (pid {worker.pid} {_ending(worker.process)})"
             )
+        with self._control_lock:
+            self._paused.clear()
+            self._delivered.clear()
         running = set(batch.keys) if batch is not None else set()
         for key, item in open_items.items():
             if key not in running:

@@ -7,13 +7,14 @@ backend from the instance's picklable factory and context, wraps it in a
 senders behave as in the server), and then runs one batch at a time:
 
     server ── ("batch", id, items) ──► main thread: instance.run(items)
-    server ── request keys to cancel ──► control thread (marks them cancelled)
+    server ── keys to cancel, ("ack"|"pause"|"resume", key, …) ──► control thread (:class:`Flow`)
     server ◄── ("result", id, …) / ("send", key, …) / ("fail", key, …) ── outbox (ring + socket)
 
 Each work item here answers through a :class:`WorkerSink`, which forwards ``send`` and ``fail``
 to the server, so a decoupled model may answer from any thread, before or after ``execute``
 returns. Cancellations come through a socket of their own, read by a thread of their own, so
-``is_cancelled()`` is right while ``execute`` runs. The wire format of the messages is this
+``is_cancelled()`` is right while ``execute`` runs; pauses come the same way, so a request
+whose client is not reading waits in its own send, not in the server's reader. The wire format of the messages is this
 module's and :mod:`~headrace.engine.process_instance`'s alone.
 """
 
@@ -24,6 +25,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
@@ -40,7 +42,7 @@ from headrace.engine.shared_tensors import (
     packed_size,
     unpack,
 )
-from headrace.errors import HeadraceError, ModelExecutionError
+from headrace.errors import HeadraceError, ModelExecutionError, Unavailable
 from headrace.types import Outputs, WorkItem
 
 __all__ = ["ItemMessage", "PortableError", "worker_main"]
@@ -109,15 +111,87 @@ class Outbox:
             self._conn.send((*head, packed, mark))
 
 
+SEND_WINDOW = 64
+"""Responses of one request a worker sends ahead of the server's acknowledgement: what a
+request whose client stopped reading can still have in flight when the server pauses it."""
+ACK_EVERY = SEND_WINDOW // 2
+"""The server acknowledges a request's responses in groups this large (at most half the window,
+so a worker at the window's end always gets an acknowledgement)."""
+
+
+class Flow:
+    """What the server says about open requests, filled by the control thread: which were
+    cancelled (their clients went away), how far each may send ahead, and which are paused
+    (their clients are not reading, so the server withholds acknowledgements).
+
+    Control messages: a key (cancel it), ``("ack", key, n)``, ``("pause", key, timeout_s,
+    message)`` and ``("resume", key, n)``. A send waits while its request has
+    :data:`SEND_WINDOW` unacknowledged responses; while paused, past ``timeout_s`` it gives up
+    with ``message``.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled: set[int] = set()
+        self._ahead: dict[int, int] = {}
+        self._paused: dict[int, tuple[float, str]] = {}
+        self._cond = threading.Condition()
+
+    def take(self, message: Any) -> None:
+        with self._cond:
+            if isinstance(message, int):
+                self.cancelled.add(message)
+            elif message[0] == "ack":
+                self._ahead[message[1]] = self._ahead.get(message[1], 0) - message[2]
+            elif message[0] == "pause":
+                self._paused[message[1]] = (message[2], message[3])
+            elif message[0] == "resume":
+                self._paused.pop(message[1], None)
+                self._ahead[message[1]] = self._ahead.get(message[1], 0) - message[2]
+            self._cond.notify_all()
+
+    def admit(self, key: int) -> str | None:
+        """Wait for room to send one more of ``key``'s responses and count it; the server's
+        message instead when a pause outlasted its timeout."""
+        with self._cond:
+            deadline: float | None = None
+            while self._ahead.get(key, 0) >= SEND_WINDOW and key not in self.cancelled:
+                if key not in self._paused:
+                    deadline = None
+                    self._cond.wait()
+                    continue
+                timeout_s, message = self._paused[key]
+                if deadline is None:
+                    deadline = time.monotonic() + timeout_s
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    del self._paused[key]
+                    return message
+                self._cond.wait(left)
+            self._ahead[key] = self._ahead.get(key, 0) + 1
+            return None
+
+    def forget(self, key: int) -> None:
+        with self._cond:
+            self.cancelled.discard(key)
+            self._ahead.pop(key, None)
+            self._paused.pop(key, None)
+
+
 class WorkerSink:
-    """A work item's sink in the worker: forwards to the server, where the real sink is."""
+    """A work item's sink in the worker: forwards to the server, where the real sink is.
 
-    __slots__ = ("_box", "_cancelled", "_closed", "key")
+    A send waits while its request is :data:`SEND_WINDOW` ahead of the server's
+    acknowledgements; when the server paused the request (its client is not reading) and that
+    lasts past the pause's timeout, it fails the request and raises
+    :class:`~headrace.errors.Unavailable`.
+    """
 
-    def __init__(self, key: int, box: Outbox, cancelled: set[int]) -> None:
+    __slots__ = ("_box", "_closed", "_flow", "key")
+
+    def __init__(self, key: int, box: Outbox, flow: Flow) -> None:
         self.key = key
         self._box = box
-        self._cancelled = cancelled
+        self._flow = flow
         self._closed = False
 
     def send(
@@ -129,9 +203,12 @@ class WorkerSink:
     ) -> None:
         if self._closed:
             return
+        if (gave_up := self._flow.admit(self.key)) is not None:
+            self.fail(Unavailable(gave_up), final=True)
+            raise Unavailable(gave_up)
         self._closed = final
         if final:
-            self._cancelled.discard(self.key)
+            self._flow.forget(self.key)
         extra = dict(parameters) if parameters else None
         self._box.send(("send", self.key, outputs is not None, final, extra), [outputs or {}])
 
@@ -140,12 +217,12 @@ class WorkerSink:
             return
         self._closed = final
         if final:
-            self._cancelled.discard(self.key)
+            self._flow.forget(self.key)
         self._box.send(("fail", self.key, PortableError.of(error), final), [])
 
     @property
     def done(self) -> bool:
-        return self._closed or self.key in self._cancelled
+        return self._closed or self.key in self._flow.cancelled
 
 
 def worker_main(fd: int, control_fd: int) -> None:
@@ -182,9 +259,9 @@ def _serve(
     gc.freeze()  # the model and its libraries live as long as the worker: keep them out of GC
     conn.send(("ready", os.getpid()))
     copy_inputs = bool(context.config.model_transaction_policy.decoupled)
-    cancelled: set[int] = set()
+    flow = Flow()
     threading.Thread(
-        target=_take_cancellations, args=(control, cancelled), name="cancels", daemon=True
+        target=_take_control, args=(control, flow), name="control", daemon=True
     ).start()
     arena: SharedBuffer | None = None
     try:
@@ -195,7 +272,7 @@ def _serve(
                 break
             kind = message[0]
             if kind == "batch":
-                work = [_work_item(item, arena, box, cancelled, copy_inputs) for item in message[2]]
+                work = [_work_item(item, arena, box, flow, copy_inputs) for item in message[2]]
                 _run_batch(instance, box, message[1], work)
             elif kind == "arena":
                 if arena is not None:
@@ -211,12 +288,12 @@ def _work_item(
     item: ItemMessage,
     arena: SharedBuffer | None,
     box: Outbox,
-    cancelled: set[int],
+    flow: Flow,
     copy_inputs: bool,
 ) -> WorkItem:
     return WorkItem(
         unpack(item.inputs, arena, copy=copy_inputs),
-        WorkerSink(item.key, box, cancelled),
+        WorkerSink(item.key, box, flow),
         request_id=item.request_id,
         sequence_id=item.sequence_id,
         sequence_start=item.sequence_start,
@@ -254,11 +331,11 @@ def _send_results(box: Outbox, batch_id: int, results: list[RequestResult], time
     box.send(("result", batch_id, kinds, times), arrays)
 
 
-def _take_cancellations(control: Connection, cancelled: set[int]) -> None:
-    """Mark the requests whose clients went away, until the server closes the socket."""
+def _take_control(control: Connection, flow: Flow) -> None:
+    """Cancel, pause and resume requests as the server says, until it closes the socket."""
     try:
         while True:
-            cancelled.add(control.recv())
+            flow.take(control.recv())
     except (EOFError, OSError):
         pass
 

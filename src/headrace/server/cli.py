@@ -278,6 +278,8 @@ def serve(args: argparse.Namespace) -> int:
             exit_on_error=args.exit_on_error,
             strict_readiness=args.strict_readiness,
             strict_model_config=args.strict_model_config,
+            max_stream_pending_responses=args.max_stream_pending_responses,
+            stream_send_timeout_s=args.stream_send_timeout,
         ),
     )
     log_control = _log_and_trace(args, core)

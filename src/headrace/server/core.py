@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from headrace.errors import (
     Unavailable,
     Unsupported,
 )
+from headrace.scheduling.backlog import StreamBacklog
 from headrace.scheduling.response_cache import CacheReport
 from headrace.scheduling.sinks import FutureSink, StreamSink
 from headrace.server.log_settings import LogControl
@@ -118,6 +120,7 @@ class InferenceServer:
         # both doors serve the same settings; ``headrace serve`` installs its own.
         self.log_control = LogControl()
         self.tracing = TraceControl(known=self.knows_model)
+        self._backlogs: weakref.WeakSet[StreamBacklog] = weakref.WeakSet()
 
     @property
     def mode(self) -> ModelControlMode:
@@ -218,7 +221,25 @@ class InferenceServer:
             id=request.id,
         )
 
-    async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamedResponse]:
+    def stream_backlog(self) -> StreamBacklog:
+        """A new bound on one stream's responses waiting for its client, as the options say.
+
+        A door that runs several requests on one stream passes the same one to :meth:`stream`
+        for each and releases every response it has handed to the client's transport.
+        """
+        backlog = StreamBacklog(
+            self.options.max_stream_pending_responses, self.options.stream_send_timeout_s
+        )
+        self._backlogs.add(backlog)
+        return backlog
+
+    def stream_backlogs(self) -> list[StreamBacklog]:
+        """The backlogs of the streams open now (for tests and diagnosis)."""
+        return list(self._backlogs)
+
+    async def stream(
+        self, request: InferenceRequest, backlog: StreamBacklog | None = None
+    ) -> AsyncIterator[StreamedResponse]:
         """Validate, schedule and execute one request, yielding every response it gets.
 
         A plain model yields one final response (or error). A decoupled model yields what it
@@ -226,9 +247,15 @@ class InferenceServer:
         request's statistics count it as failed), a final flag sent without a response has
         neither ``response`` nor ``error``. Routing and validation errors are raised before
         anything is yielded.
+
+        Without ``backlog`` the request gets its own (:meth:`stream_backlog`), and a response
+        counts as read once the caller asks for the next: a caller that writes each response
+        before asking (the SSE writer awaits its transport) bounds what is held for a client
+        that stops reading. With ``backlog`` the caller releases each response itself.
         """
         loaded = self._route(request)
-        sink = StreamSink(asyncio.get_running_loop())
+        owned = backlog is None
+        sink = StreamSink(asyncio.get_running_loop(), backlog or self.stream_backlog())
         item = WorkItem.from_request(request, sink)
         trace = self._trace(item, loaded) if self.tracing.on else None
         try:
@@ -249,8 +276,12 @@ class InferenceServer:
                 else:
                     response = self._response(loaded, request, sent.outputs, sent.parameters)
                     yield StreamedResponse(response, sent.final)
+                if owned:
+                    sink.backlog.release()
         except (asyncio.CancelledError, GeneratorExit):
             sink.close()
+            if owned:
+                sink.backlog.close()
             if not finished:
                 loaded.scheduler.withdraw(ticket)
                 loaded.stats.record_failure_reason("CANCELED")

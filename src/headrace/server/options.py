@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from headrace.errors import InvalidConfig
+from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
 
 __all__ = ["ServerOptions"]
 
@@ -37,6 +38,12 @@ class ServerOptions:
     response_cache_bytes: int = 0
     """Size of the server's response cache (``--cache-config local,size=N``); 0: no cache, so
     no model caches even when its config enables ``response_cache``."""
+    max_stream_pending_responses: int = DEFAULT_MAX_STREAM_PENDING
+    """Responses one stream (gRPC ``ModelStreamInfer``, HTTP ``generate_stream``) may hold for
+    a client that is not reading; then the door stops reading its requests and a decoupled
+    model's send waits (``--max-stream-pending-responses``)."""
+    stream_send_timeout_s: float = DEFAULT_STREAM_SEND_TIMEOUT_S
+    """How long such a send waits for room before its request fails (``--stream-send-timeout``)."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
@@ -52,6 +59,15 @@ class ServerOptions:
         if self.response_cache_bytes < 0:
             raise InvalidConfig(
                 f"the --cache-config size must not be negative, got {self.response_cache_bytes}"
+            )
+        if self.max_stream_pending_responses < 1:
+            raise InvalidConfig(
+                "--max-stream-pending-responses must be at least 1, got "
+                f"{self.max_stream_pending_responses}"
+            )
+        if not self.stream_send_timeout_s > 0:
+            raise InvalidConfig(
+                f"--stream-send-timeout must be positive, got {self.stream_send_timeout_s}"
             )
         if self.run_now_below_us < 0:
             raise InvalidConfig(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
 from headrace.server.flags import triton_bool
 from headrace.server.security import (
     API_GROUPS,
@@ -118,6 +119,23 @@ def add_security_arguments(parser: Any) -> None:
         default=DEFAULT_GRPC_MAX_STREAMS,
         metavar="N",
         help="calls in flight on one gRPC connection; more wait (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-stream-pending-responses",
+        type=int,
+        default=DEFAULT_MAX_STREAM_PENDING,
+        metavar="N",
+        help="responses one stream (gRPC ModelStreamInfer, HTTP generate_stream) holds for a "
+        "client that is not reading; then its next request is not read and a decoupled "
+        "model's send waits (default %(default)s)",
+    )
+    group.add_argument(
+        "--stream-send-timeout",
+        type=float,
+        default=DEFAULT_STREAM_SEND_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long a decoupled model's send waits for such a client before its request "
+        "fails (default %(default)s)",
     )
 
 

@@ -12,6 +12,12 @@ answers them in the order they arrived (Triton's streaming keeps request/respons
 non-decoupled models); a decoupled model's responses go out as it sends them, each marked
 ``triton_final_response`` false until the last. A failed request becomes an ``error_message``
 response and the stream goes on.
+
+Nothing a stream holds grows without bound: its responses not yet written count in one
+:class:`~headrace.scheduling.backlog.StreamBacklog` (``--max-stream-pending-responses``). While
+it is full the stream's next request is not read, and a decoupled model's send waits for the
+client (then fails its request after ``--stream-send-timeout``); gRPC's HTTP/2 flow control
+bounds what sits in the transport.
 """
 
 from __future__ import annotations
@@ -356,6 +362,7 @@ class _Servicer:
                     yield response
                 else:
                     yield outgoing
+                stream.backlog.release()  # written: gRPC asks for the next once it has sent it
             await reader  # surfaces a broken request stream as the call's error
         finally:
             self._streams.discard(stream)
@@ -391,33 +398,40 @@ class _Servicer:
         self,
         message: service_pb2.ModelInferRequest,
         raw: list[memoryview],
-        out: asyncio.Queue[bytes | service_pb2.ModelStreamInferResponse | None],
+        stream: _Stream,
     ) -> None:
-        """One decoupled request of a stream: each response onto ``out`` as it is sent."""
+        """One decoupled request of a stream: each response onto its ``out`` as it is sent.
+
+        Each response the model sent holds one place in the stream's backlog; it passes to
+        what goes out (one more for an error followed by an empty final), or back.
+        """
         empty_final = _wants_empty_final(message)
         memory = self._core.shared_memory
         started = time.perf_counter()
         status = "OK"
+        backlog = stream.backlog
         try:
             decoded = decode_infer_request(message, raw, memory)
             shared = memory.output_targets(decoded.outputs)
-            async for sent in self._core.stream(decoded):
+            async for sent in self._core.stream(decoded, backlog):
                 if sent.error is not None:
-                    out.put_nowait(_stream_error(message, _error_text(sent.error)))
+                    stream.out.put_nowait(_stream_error(message, _error_text(sent.error)))
                     if sent.final and empty_final:
-                        out.put_nowait(_empty_final(message))
+                        stream.put_extra(_empty_final(message))
                 elif sent.response is not None:
                     flag = _FINAL_TRUE if sent.final else _FINAL_FALSE
-                    out.put_nowait(encode_stream_response(sent.response, flag, shared))
+                    stream.out.put_nowait(encode_stream_response(sent.response, flag, shared))
                 elif empty_final:
-                    out.put_nowait(_empty_final(message))
+                    stream.out.put_nowait(_empty_final(message))
+                else:
+                    backlog.release()  # a bare final flag the client did not ask to see
         except HeadraceError as exc:
             status = grpc_status(exc).name
-            out.put_nowait(_stream_error(message, exc.message))
+            stream.put_extra(_stream_error(message, exc.message))
         except Exception as exc:
             status = "INTERNAL"
             _log.exception("gRPC ModelStreamInfer request failed")
-            out.put_nowait(_stream_error(message, f"internal error: {type(exc).__name__}: {exc}"))
+            stream.put_extra(_stream_error(message, f"internal error: {type(exc).__name__}: {exc}"))
         finally:
             if self._core.access_log is not None:
                 self._core.access_log.record(
@@ -556,20 +570,31 @@ class _Stream:
     in arrival order, as Triton answers them; a decoupled request puts each response on
     ``out`` as the model sends it (behind whatever plain requests came first). ``out`` ends
     with None once the request stream has ended and every decoupled request is done.
+
+    Everything on ``out`` but the None holds one place in ``backlog``, which the writer gives
+    back once it has written it; the reader waits for room before it reads the next request,
+    so ``out`` holds about ``backlog.limit`` items at most (plus one per request in flight).
     """
 
     def __init__(self, servicer: _Servicer, window: int) -> None:
         self._servicer = servicer
         self.window = asyncio.Semaphore(window)
+        self.backlog = servicer._core.stream_backlog()
         self.out: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.reader: asyncio.Task[None] | None = None
         self._closing = False
 
     async def read(self, request_iterator: AsyncIterator[bytes]) -> None:
+        requests = aiter(request_iterator)
         try:
-            async for data in request_iterator:
+            while True:
                 await self.window.acquire()
+                await self.backlog.room()  # a client that does not read sends no more
+                data = await anext(requests, None)
+                if data is None:
+                    self.window.release()
+                    break
                 self._start(data)
         except asyncio.CancelledError:
             if not self._closing:
@@ -580,20 +605,25 @@ class _Stream:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self.out.put_nowait(None)
 
+    def put_extra(self, outgoing: _Outgoing) -> None:
+        """Queue something that holds no place in the backlog yet (the door's own answers)."""
+        self.backlog.add()
+        self.out.put_nowait(outgoing)
+
     def _start(self, data: bytes) -> None:
         servicer = self._servicer
         try:
             message, raw = split_infer_request(data)
         except Exception as exc:
-            self.out.put_nowait(_stream_error(service_pb2.ModelInferRequest(), _error_text(exc)))
+            self.put_extra(_stream_error(service_pb2.ModelInferRequest(), _error_text(exc)))
             self.window.release()
             return
         if _is_decoupled(servicer._core, message):
-            task = asyncio.create_task(servicer._stream_decoupled(message, raw, self.out))
+            task = asyncio.create_task(servicer._stream_decoupled(message, raw, self))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
         else:
-            self.out.put_nowait(asyncio.create_task(servicer._stream_one(message, raw)))
+            self.put_extra(asyncio.create_task(servicer._stream_one(message, raw)))
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -606,6 +636,7 @@ class _Stream:
             self.reader.cancel()
 
     def cancel(self) -> None:
+        self.backlog.close()
         for task in list(self._tasks):
             task.cancel()
         while not self.out.empty():
