@@ -25,6 +25,10 @@ def register(subparsers: Any) -> None:
     )
     add_pipeline_arguments(pipeline)
     pipeline.set_defaults(func=run_pipeline_command)
+    # bench load: perf_analyzer-style load generator (headrace.bench.load_cli)
+    from headrace.bench.load_cli import add_load_command
+
+    add_load_command(commands)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
