@@ -240,24 +240,81 @@ class _Worker:
 async def _http_sender(
     stack: contextlib.AsyncExitStack, plan: WorkerPlan, values: dict[str, np.ndarray]
 ) -> Send:
-    try:
-        import aiohttp
-    except ImportError as exc:
-        raise ImportError(
-            "the HTTP load generator needs aiohttp: pip install 'headrace[bench]'"
-        ) from exc
     path, headers, body = http_request(plan.target, values)
-    url = f"http://{plan.address}{path}"
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+    host, _, port = plan.address.rpartition(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    message = (
+        f"POST {path} HTTP/1.1\r\nHost: {plan.address}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    pool = _HttpPool(host, int(port))
+    stack.callback(pool.close)
 
     async def send(slot: int) -> None:
-        async with session.post(url, data=body, headers=headers) as response:
-            payload = await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}: {payload[:300]!r}")
+        await pool.post(message)
 
     return send
+
+
+class _HttpPool:
+    """Keep-alive HTTP/1.1 connections, one per request in flight, each request one write.
+
+    A minimal client on purpose: the load generator must cost the machine as little CPU per
+    request as it can (client and server often share it), so it sends pre-built bytes and reads
+    only the status line, the headers it needs and the body's length, never decoding it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.all: list[asyncio.StreamWriter] = []
+
+    async def post(self, message: bytes) -> None:
+        if self.idle:
+            reader, writer = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.all.append(writer)
+        try:
+            writer.write(message)
+            status, keep_alive, body = await _read_response(reader)
+        except BaseException:
+            writer.close()
+            raise
+        if keep_alive:
+            self.idle.append((reader, writer))
+        else:
+            writer.close()
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
+
+    def close(self) -> None:
+        for writer in self.all:
+            writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+    """Status, whether the connection stays open, and the body (kept only for errors)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip().lower()
+    keep_alive = fields.get("connection") != "close"
+    if "content-length" in fields:
+        body = await reader.readexactly(int(fields["content-length"]))
+    elif fields.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append(await reader.readexactly(size + 2))
+            if size == 0:
+                break
+        body = b"".join(part[:-2] for part in parts)
+    else:
+        body = await reader.read()
+        keep_alive = False
+    return status, keep_alive, body
 
 
 class _Stream:
