@@ -268,3 +268,15 @@ def test_locate_prefers_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("HEADRACE_PERF_ANALYZER", os.fspath(tmp_path / "missing"))
     with pytest.raises(Unavailable, match="missing"):
         locate()
+
+
+def test_args_for_request_rate_strings_and_version() -> None:
+    load = PerfLoad("m", "u", request_rate=250.0, string_length=16, model_version="2")
+    args = perf_analyzer_args(load, "/tmp/x.csv")
+    joined = " ".join(args)
+    assert "--request-rate-range 250 " in joined
+    assert "--concurrency-range" not in args
+    assert "--verbose-csv" in args  # the CSV then carries Avg latency
+    assert "-x 2" in joined and "--string-length 16" in joined
+    with pytest.raises(InvalidConfig, match="request_rate must be > 0, got 0"):
+        PerfLoad("m", "u", request_rate=0.0)

@@ -32,6 +32,10 @@ def register(subparsers: Any) -> None:
     from headrace.bench.tune_cli import add_tune_command
 
     add_tune_command(commands)
+    # bench load: perf_analyzer-style load generator (headrace.bench.load_cli)
+    from headrace.bench.load_cli import add_load_command
+
+    add_load_command(commands)
 
 
 def _register_scan_and_monitor(commands: Any) -> None:

@@ -148,6 +148,13 @@ class PerfLoad:
     than the concurrency; one barely larger lets it send id 0 now and then (a slot that starts
     late and finds its next id taken falls back to its previous one, 0), which servers refuse
     as Triton does, so leave room."""
+    request_rate: float | None = None
+    """Open loop at this many requests per second (``--request-rate-range``) instead of
+    ``concurrency`` requests in flight."""
+    string_length: int | None = None
+    """Characters of each random BYTES element (``--string-length``; perf_analyzer's 128)."""
+    model_version: str = ""
+    """``-x``; empty leaves the server's choice."""
     input_data: str | os.PathLike[str] | None = None
     """``"zero"``, ``"random"`` (perf_analyzer's default) or a JSON file or directory of
     values (``--input-data``); see :func:`write_input_data`."""
@@ -162,6 +169,10 @@ class PerfLoad:
         for label in ("concurrency", "measurement_ms", "max_trials", "batch_size"):
             if getattr(self, label) < 1:
                 raise InvalidConfig(f"{label} must be >= 1, got {getattr(self, label)}")
+        if self.request_rate is not None and not self.request_rate > 0:
+            raise InvalidConfig(f"request_rate must be > 0, got {self.request_rate}")
+        if self.string_length is not None and self.string_length < 1:
+            raise InvalidConfig(f"string_length must be >= 1, got {self.string_length}")
         if self.sequence_length is not None and self.sequence_length < 1:
             raise InvalidConfig(f"sequence_length must be >= 1, got {self.sequence_length}")
         variation = self.sequence_length_variation
@@ -231,10 +242,14 @@ def perf_analyzer_args(load: PerfLoad, csv_path: str | os.PathLike[str]) -> list
         load.protocol,
         "-b",
         str(load.batch_size),
-        "--concurrency-range",
-        str(load.concurrency),
+        *(
+            ["--request-rate-range", f"{load.request_rate:g}"]
+            if load.request_rate is not None
+            else ["--concurrency-range", str(load.concurrency)]
+        ),
         "--measurement-mode",
         "time_windows",
+        "--verbose-csv",  # adds Avg latency (and the client's own split) to the CSV
         "-p",
         str(load.measurement_ms),
         "-r",
@@ -246,6 +261,10 @@ def perf_analyzer_args(load: PerfLoad, csv_path: str | os.PathLike[str]) -> list
     ]
     for name, dims in load.shapes.items():
         args += ["--shape", f"{name}:{','.join(str(int(d)) for d in dims)}"]
+    if load.model_version:
+        args += ["-x", load.model_version]
+    if load.string_length is not None:
+        args += ["--string-length", str(load.string_length)]
     if load.input_data is not None:
         args += ["--input-data", os.fspath(load.input_data)]
     if load.sequence_length is not None:
@@ -365,9 +384,10 @@ def run_perf_analyzer(
         csv_path = Path(tmp) / "result.csv"
         command += perf_analyzer_args(load, csv_path)
         output = _run_bounded(command, timeout_s or load.bound_s())
-        where = (
-            f"perf_analyzer on {load.model!r} at {load.url} ({load.protocol}, concurrency "
-            f"{load.concurrency})"
+        where = f"perf_analyzer on {load.model!r} at {load.url} ({load.protocol}, " + (
+            f"request rate {load.request_rate:g}/s)"
+            if load.request_rate is not None
+            else f"concurrency {load.concurrency})"
         )
         if output.returncode != 0:
             kind = UnstableMeasurement if _UNSTABLE_MARK in output.stdout else PerfAnalyzerFailed

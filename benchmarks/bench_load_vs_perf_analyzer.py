@@ -1,0 +1,186 @@
+"""``headrace bench load`` vs NVIDIA perf_analyzer: the same points on the same server.
+
+    python benchmarks/bench_load_vs_perf_analyzer.py            # ~10 min on 2 cores
+    python benchmarks/bench_load_vs_perf_analyzer.py --rounds 1 --concurrency 4
+
+One ``headrace serve`` on the examples repository (``headrace examples create``) serves the
+identity model (``identity_bytes``, BYTES, 16 strings of 128 characters per request) and the
+MLP (``mlp``, ONNX). Both load generators measure every (model, protocol, concurrency) point
+with the same windows and stability rule; the order of the two alternates from point to point
+and round to round, because client and server share the CPU. The check: headrace's throughput
+within 10% of perf_analyzer's, the median over rounds per point; every row is recorded.
+Results: benchmarks/results/bench_load_vs_perf_analyzer.json, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "serve_models"))
+
+import report  # noqa: E402
+import servers  # noqa: E402
+
+from headrace.bench.load import LoadPoint, LoadSettings, run_load  # noqa: E402
+from headrace.bench.perf_analyzer import locate  # noqa: E402
+
+MODELS = {"identity_bytes": {"INPUT0": [16]}, "mlp": {}}
+PROTOCOLS = ("http", "grpc", "grpc-stream")
+GENERATORS = ("headrace", "perf_analyzer")
+TOLERANCE = 0.10
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="(default identity_bytes,mlp)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), help="(default all three)")
+    p.add_argument("--concurrency", default="1,4,16", help="(default 1,4,16)")
+    p.add_argument("--rounds", type=int, default=2, help="(default 2)")
+    p.add_argument("--window-ms", type=int, default=1000, help="(default 1000)")
+    p.add_argument("--max-trials", type=int, default=8, help="(default 8)")
+    p.add_argument("--stability", type=float, default=20.0, help="percent (default 20)")
+    p.add_argument("--processes", type=int, default=2, help="headrace client processes (2)")
+    p.add_argument("--perf-analyzer", default=None, help="executable (default: located)")
+    p.add_argument(
+        "--out", type=Path, default=HERE / "results" / "bench_load_vs_perf_analyzer.json"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    tool = locate(args.perf_analyzer)
+    models = [m for m in args.models.split(",") if m]
+    protocols = [p for p in args.protocols.split(",") if p]
+    concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        repository = Path(tmp) / "repo"
+        subprocess.run(
+            [sys.executable, "-m", "headrace.cli", "examples", "create", str(repository)],
+            check=True,
+            capture_output=True,
+        )
+        with servers.launch("headrace", repository, models, Path(tmp), {}) as server:
+            assert server.ports is not None
+            flip = 0
+            for round_no in range(args.rounds):
+                for model in models:
+                    for protocol in protocols:
+                        for c in concurrency:
+                            order = GENERATORS if flip % 2 == 0 else GENERATORS[::-1]
+                            flip += 1
+                            for generator in order:
+                                settings = _settings(args, server.ports, model, protocol)
+                                (result,) = run_load(
+                                    settings, [LoadPoint(concurrency=c)], generator, tool
+                                )
+                                record = {"model": model, "round": round_no, **result.as_dict()}
+                                records.append(record)
+                                print(_line(record), flush=True)
+    summary = summarize(records)
+    _print(summary)
+    report.write_document(
+        args.out,
+        "bench_load_vs_perf_analyzer",
+        sys.argv[1:] if argv is None else argv,
+        args,
+        started=started,
+        error=None,
+        summary=summary,
+        records=records,
+    )
+    print(f"results: {args.out}")
+    return 0 if all(row["within_10pct"] for row in summary["points"]) else 1
+
+
+def _settings(args: argparse.Namespace, ports: Any, model: str, protocol: str) -> LoadSettings:
+    wire = "grpc" if protocol.startswith("grpc") else "http"
+    return LoadSettings(
+        url=f"127.0.0.1:{ports.grpc if wire == 'grpc' else ports.http}",
+        model=model,
+        protocol=wire,
+        streaming=protocol == "grpc-stream",
+        shapes=MODELS.get(model, {}),
+        window_ms=args.window_ms,
+        stability_percent=args.stability,
+        max_trials=args.max_trials,
+        processes=args.processes,
+    )
+
+
+def _line(record: dict[str, Any]) -> str:
+    where = f"r{record['round']} {record['model']} {record['protocol']} c={record['concurrency']}"
+    if "throughput" not in record:
+        return f"{where} {record['generator']}: {record.get('error', '')[:200]}"
+    return (
+        f"{where} {record['generator']}: {record['throughput']:.1f} infer/s, "
+        f"p50 {record['p50_us']:.0f} us, p99 {record['p99_us']:.0f} us, stable {record['stable']}"
+    )
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per point: each generator's median throughput and p50 over rounds, and their ratio."""
+    groups: dict[tuple[str, str, int], dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in records:
+        if "throughput" in r:
+            groups[(r["model"], r["protocol"], r["concurrency"])][r["generator"]].append(r)
+    points = []
+    for (model, protocol, c), by in sorted(groups.items()):
+        row: dict[str, Any] = {"model": model, "protocol": protocol, "concurrency": c}
+        for generator in GENERATORS:
+            rows = by.get(generator, [])
+            row[f"{generator}_throughput"] = (
+                statistics.median(x["throughput"] for x in rows) if rows else None
+            )
+            row[f"{generator}_p50_us"] = (
+                statistics.median(x["p50_us"] for x in rows) if rows else None
+            )
+            row[f"{generator}_rounds"] = len(rows)
+        ours, theirs = row["headrace_throughput"], row["perf_analyzer_throughput"]
+        row["ratio"] = ours / theirs if ours and theirs else None
+        row["within_10pct"] = row["ratio"] is not None and abs(row["ratio"] - 1) <= TOLERANCE
+        points.append(row)
+    ratios = [p["ratio"] for p in points if p["ratio"] is not None]
+    return {
+        "tolerance": TOLERANCE,
+        "ratio_range": [min(ratios), max(ratios)] if ratios else None,
+        "points": points,
+    }
+
+
+def _print(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="bench load vs perf_analyzer (median over rounds)")
+    for column in ("model", "protocol", "c", "headrace inf/s", "perf_analyzer inf/s", "ratio"):
+        table.add_column(column)
+    for p in summary["points"]:
+        ratio = f"{p['ratio']:.3f}" if p["ratio"] is not None else "-"
+        mark = "" if p["within_10pct"] else " [red]✗[/red]"
+        table.add_row(
+            p["model"],
+            p["protocol"],
+            str(p["concurrency"]),
+            f"{p['headrace_throughput'] or 0:.1f}",
+            f"{p['perf_analyzer_throughput'] or 0:.1f}",
+            ratio + mark,
+        )
+    Console(width=120).print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

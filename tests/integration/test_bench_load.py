@@ -1,0 +1,122 @@
+"""``headrace bench load`` against a real ``headrace serve``: every wire, both load modes.
+
+Tiny windows and a stability band no run can miss: these check that requests flow, are counted
+and are matched with the server's statistics, not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_process import ServeProcess, examples_repository, start_server
+
+from headrace.bench.load import LoadPoint, LoadSettings, run_load
+from headrace.bench.perf_analyzer import locate
+from headrace.errors import Unavailable
+
+WIRES = ("http", "grpc", "grpc-stream")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    workdir = tmp_path_factory.mktemp("bench-load")
+    repository = workdir / "repo"
+    shutil.copytree(examples_repository(tmp_path_factory), repository)
+    process = start_server(repository, workdir)
+    yield process
+    assert process.stop() == 0, process.log_tail()
+
+
+def settings(server: ServeProcess, wire: str, model: str = "mlp", **extra: object) -> LoadSettings:
+    protocol = "http" if wire == "http" else "grpc"
+    url = server.http_url if protocol == "http" else server.grpc_url
+    options: dict[str, object] = {
+        "window_ms": 300,
+        "max_trials": 3,
+        "stability_percent": 1e6,
+        "processes": 2,
+        **extra,
+    }
+    return LoadSettings(
+        url=url,
+        model=model,
+        protocol=protocol,
+        streaming=wire == "grpc-stream",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wire", WIRES)
+def test_a_concurrency_sweep_on_every_wire(server: ServeProcess, wire: str) -> None:
+    points = [LoadPoint(concurrency=1), LoadPoint(concurrency=3)]
+    results = list(run_load(settings(server, wire, batch_size=2), points))
+    assert [r.point.concurrency for r in results] == [1, 3]
+    for result in results:
+        assert result.error == "" and result.errors == 0
+        assert result.stable and result.windows == 3
+        assert result.protocol == wire and result.generator == "headrace"
+        row = result.row
+        assert row is not None and result.requests > 0
+        assert row.throughput > 0
+        assert 0 < row.p50_us <= row.p90_us <= row.p95_us <= row.p99_us
+        assert row.avg_us > 0
+        assert row.server_compute_infer_us > 0  # read from the statistics endpoint
+        assert row.extra["server_request_us"] >= row.server_compute_infer_us
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wire", ["http", "grpc-stream"])
+def test_request_rate_mode_and_bytes_inputs(server: ServeProcess, wire: str) -> None:
+    load = settings(server, wire, model="identity_bytes", shapes={"INPUT0": [4]})
+    (result,) = run_load(load, [LoadPoint(request_rate=60.0)])
+    assert result.error == "" and result.errors == 0 and result.skipped == 0
+    assert result.row is not None
+    # 60/s over three 0.3 s windows: about 54 requests, whatever the machine's load
+    assert 10 < result.requests < 120
+
+
+@pytest.mark.slow
+def test_a_failing_model_is_reported_not_hidden(server: ServeProcess) -> None:
+    # python_add takes no batch dimension: batch size 2 is refused before any load
+    from headrace.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="--batch-size must be 1"):
+        list(run_load(settings(server, "http", model="python_add", batch_size=2), [LoadPoint(1)]))
+
+
+@pytest.mark.slow
+def test_the_command_writes_json_with_the_machine(server: ServeProcess, tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    command = [sys.executable, "-m", "headrace.cli", "bench", "load", server.grpc_url, "mlp"]
+    command += ["--protocol", "grpc", "--concurrency", "1:2", "--window-ms", "200"]
+    command += ["--max-trials", "3", "--stability", "1000000", "--processes", "1"]
+    done = subprocess.run(
+        [*command, "--out", str(out)], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(out.read_text())
+    assert document["machine"]["cpu_model"]
+    assert [row["concurrency"] for row in document["rows"]] == [1, 2]
+    assert all(row["throughput"] > 0 for row in document["rows"])
+    assert "p99 " in done.stdout or "p99" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wire", WIRES)
+def test_perf_analyzer_gives_the_same_rows(server: ServeProcess, wire: str) -> None:
+    try:
+        tool = locate()
+    except Unavailable:
+        pytest.skip("perf_analyzer is not installed")
+    load = settings(server, wire, window_ms=500)
+    (result,) = run_load(load, [LoadPoint(concurrency=2)], "perf_analyzer", tool)
+    assert result.generator == "perf_analyzer" and result.error == "", result.error
+    assert result.row is not None and result.row.throughput > 0
+    assert result.row.avg_us > 0 and result.row.p99_us >= result.row.p50_us
