@@ -771,3 +771,22 @@ def test_trace_and_log_settings_answer_as_a_triton_without_them(client: Any) -> 
             call()
         assert caught.value.status() == "503"
         assert words in caught.value.message()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_answered_not_cut_off(served: Any, chunked: bool) -> None:
+    """The server answers 400 early, then reads and drops the rest of the body before it
+    closes (a lingering close): a client still sending reads the 400 and its message, never
+    a broken pipe. Eight times the limit outruns the socket buffers, so a server that stopped
+    reading would reset the connection under the client. Twenty tries, none may fail."""
+    url = served[0].url
+    body = b" " * (8 << 20)
+    expected = "exceeds the limit of 1048576 bytes (--max-body-bytes)"
+    for _ in range(20):
+        if chunked:
+            status, raw = _post_chunked(url, "/v2/models/addsub/infer", [body[: 1 << 20]] * 8)
+        else:
+            status, _, raw = _post(url, "/v2/models/addsub/infer", body)
+        assert status == 400
+        assert expected in json.loads(raw)["error"]
+    _check_still_serving(url)

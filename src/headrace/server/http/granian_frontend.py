@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.linger import drain
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
 from headrace.server.security import (
@@ -237,11 +239,13 @@ class GranianHttpFrontend:
         if self._restricted is not None:
             refused = refusal(self._restricted, path, scope.headers)
             if refused is not None:
+                await self._linger(proto, scope.headers)
                 self._send(proto, refused)
                 return
         try:
             handler, params = self._router.match(scope.method, path)
         except RouteError as exc:
+            await self._linger(proto, scope.headers)
             self._send(proto, error_json(exc.status, exc.reason))
             return
         headers = scope.headers
@@ -254,11 +258,14 @@ class GranianHttpFrontend:
 
         disconnected.add_done_callback(cancel)
         try:
+            body = _Body(partial(self._read, proto, headers))
             try:
-                call = HttpCall(path, params, headers, partial(self._read, proto, headers))
+                call = HttpCall(path, params, headers, body.read)
                 response = await handler(call)
             except HeadraceError as exc:
                 response = error_response(exc)
+            if not body.touched:  # answered early: let the client finish sending first
+                await self._linger(proto, headers)
             if isinstance(response, HttpResponse):
                 self._send(proto, response)
             else:
@@ -298,6 +305,15 @@ class GranianHttpFrontend:
         finally:
             await streamed.chunks.aclose()  # a client gone mid-stream cancels the request here
 
+    @staticmethod
+    async def _linger(proto: Any, headers: Any) -> None:
+        """Read and drop the unread rest of a body before answering early (see
+        :mod:`~headrace.server.http.linger`); a request without a body has nothing to drop."""
+        length = headers.get("content-length")
+        if length is not None and length.strip() == "0":
+            return
+        await drain(proto.__aiter__())
+
     async def _read(self, proto: Any, headers: Any) -> bytes:
         """The raw body; without a Content-Length it is read in chunks up to the limit (the
         handlers refuse a declared length over it before reading)."""
@@ -311,9 +327,32 @@ class GranianHttpFrontend:
             return bytes(await proto())
         parts: list[bytes] = []
         size = 0
-        async for chunk in proto:
+        chunks = proto.__aiter__()  # granian's body iterates once: one iterator throughout
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
             size += len(chunk)
             if size > self._max_body:
+                # granian reads a body once: drop the rest now, before the 400 goes out
+                await drain(chunks)
                 raise InvalidInput(too_large(self._max_body, None))
             parts.append(chunk)
         return b"".join(parts)
+
+
+class _Body:
+    """A request's body reader that remembers whether reading began: a body never touched
+    is drained before an early answer; one begun was read to its end, drained past the
+    limit already, or stalled past ``--http-body-timeout`` (nothing to wait for)."""
+
+    __slots__ = ("_read", "touched")
+
+    def __init__(self, read: Callable[[], Awaitable[bytes]]) -> None:
+        self._read = read
+        self.touched = False
+
+    async def read(self) -> bytes:
+        self.touched = True
+        return await self._read()
