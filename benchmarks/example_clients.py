@@ -72,7 +72,7 @@ SKIPPED = {
     "vllm": "needs a vLLM backend",
     "memory_growth": "a long soak loop, not an example of the API",
     "custom_repeat": "needs the C++ repeat backend",
-    "sequence": "needs the C++ sequence backends' models (simple_sequence, simple_dyna_sequence)",
+    "aio_sequence": "not fetched in this run",
 }
 """Programs of that directory this script does not run, by a part of their name."""
 
@@ -102,7 +102,9 @@ class TritonPythonModel:
                 if strings:
                     value = np.array([str(v).encode() for v in value.reshape(-1)], np.object_)
                     value = value.reshape(a.shape)
-                out.append(pb_utils.Tensor(name, value.astype(a.dtype, copy=False)))
+                else:
+                    value = value.astype(a.dtype, copy=False)
+                out.append(pb_utils.Tensor(name, value))
             responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses
 """
@@ -139,6 +141,63 @@ input {{ name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] }}
 output {{ name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] }}
 """
 
+_SEQUENCE_PY = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _get(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            value = _get(request, "INPUT").astype(np.int64) + _get(request, "START")
+            end, corrid = _get(request, "END"), _get(request, "CORRID")
+            if end is not None:
+                value = value + end * corrid.astype(np.int64)
+            out = pb_utils.Tensor("OUTPUT", value.astype(np.int32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+"""
+
+_CONTROL = """\
+    {{ name: "{name}" control [ {{ kind: CONTROL_SEQUENCE_{kind} {values} }} ] }}"""
+
+_SEQUENCE_CONFIG = """\
+name: "{name}"
+{runtime}
+max_batch_size: 8
+sequence_batching {{
+  max_sequence_idle_microseconds: 5000000
+  control_input [
+{controls}
+  ]
+}}
+input {{ name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] }}
+output {{ name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }}
+"""
+
+SEQUENCE_MODELS = {
+    "simple_sequence": ("START", "READY"),
+    "simple_dyna_sequence": ("START", "END", "READY", "CORRID"),
+}
+"""The sequence models of Triton's example programs, with their control inputs: the output
+is the input, plus 1 on a sequence's first request, plus the correlation ID on its last
+(the dyna model), as the programs check."""
+
+
+def _sequence_config(name: str, runtime: str) -> str:
+    controls = []
+    for control in SEQUENCE_MODELS[name]:
+        values = "data_type: TYPE_UINT64" if control == "CORRID" else "int32_false_true: [ 0, 1 ]"
+        controls.append(_CONTROL.format(name=control, kind=control, values=values))
+    return _SEQUENCE_CONFIG.format(name=name, runtime=runtime, controls=",\n".join(controls))
+
+
 _RUNTIME = {"onnx": 'platform: "onnxruntime_onnx"', "python": 'backend: "python"'}
 BASE_MODELS = ("simple", "simple_int8", "simple_string", "simple_identity")
 
@@ -154,6 +213,16 @@ def write_repository(path: Path, flavour: str, models: int = 0) -> Path:
     }
     names = list(BASE_MODELS)
     names += [f"simple_copy_{i}" for i in range(max(0, models - len(names)))]
+    if not models:
+        for name in SEQUENCE_MODELS:
+            version = path / name / "1"
+            version.mkdir(parents=True, exist_ok=True)
+            config = _sequence_config(name, runtime)
+            (path / name / "config.pbtxt").write_text(config, encoding="utf-8")
+            if flavour == "python":
+                (version / "model.py").write_text(_SEQUENCE_PY, encoding="utf-8")
+            else:
+                (version / "model.onnx").write_bytes(_onnx_sequence(name))
     for name in names:
         version = path / name / "1"
         version.mkdir(parents=True, exist_ok=True)
@@ -217,6 +286,32 @@ def _onnx_model(name: str) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def _onnx_sequence(name: str) -> bytes:
+    """OUTPUT = INPUT + START (+ END * CORRID for the dyna model), in INT32."""
+    from onnx import TensorProto, helper
+
+    controls = SEQUENCE_MODELS[name]
+    nodes = [helper.make_node("Add", ["INPUT", "START"], ["started"])]
+    if "CORRID" in controls:
+        nodes += [
+            helper.make_node("Cast", ["CORRID"], ["corrid"], to=TensorProto.INT32),
+            helper.make_node("Mul", ["END", "corrid"], ["added"]),
+            helper.make_node("Add", ["started", "added"], ["OUTPUT"]),
+        ]
+    else:
+        nodes[0].output[0] = "OUTPUT"
+    shape = [None, 1]
+    inputs = [helper.make_tensor_value_info("INPUT", TensorProto.INT32, shape)]
+    for control in controls:
+        kind = TensorProto.UINT64 if control == "CORRID" else TensorProto.INT32
+        inputs.append(helper.make_tensor_value_info(control, kind, shape))
+    outputs = [helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, shape)]
+    graph = helper.make_graph(nodes, name, inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
 # --- the servers ----------------------------------------------------------------------------
 
 
@@ -238,7 +333,7 @@ def _serve(system: str, repository: Path, setup: Setup, workdir: Path) -> Any:
     command = _command(system, repository, setup, ports_file)
     log = workdir / f"{system}-{repository.name}.log"
     server = servers.ServerProcess(system, command, dict(os.environ), log)
-    ready = list(BASE_MODELS) if setup.mode == "none" else []
+    ready = [*BASE_MODELS, *SEQUENCE_MODELS] if setup.mode == "none" else []
     try:
         if system == "triton":
             found = json.loads(ports_file.read_text())
@@ -288,10 +383,27 @@ def programs(examples: Path, only: list[str]) -> tuple[list[Path], dict[str, str
     return run, skipped
 
 
-def run_program(program: Path, server: Any) -> dict[str, Any]:
+VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "reuse_infer_objects_client.py": (("http", ()), ("grpc", ("-i", "grpc"))),
+}
+"""Programs run more than once, with these protocols and arguments (their name in the
+record carries the arguments)."""
+
+
+def variants(program: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The (protocol, extra arguments) runs of ``program``: by default one, on the protocol
+    its name says."""
+    protocol = "http" if "http" in program.name else "grpc"
+    return VARIANTS.get(program.name, ((protocol, ()),))
+
+
+def run_program(
+    program: Path, server: Any, protocol: str = "", extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     assert server.ports is not None
-    port = server.ports.http if "http" in program.name else server.ports.grpc
-    command = [sys.executable, str(program), "-u", f"127.0.0.1:{port}"]
+    protocol = protocol or variants(program)[0][0]
+    port = server.ports.http if protocol == "http" else server.ports.grpc
+    command = [sys.executable, str(program), *extra, "-u", f"127.0.0.1:{port}"]
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -326,13 +438,15 @@ def run_all(
                 server = _serve(system, repository, setup, workdir)
                 try:
                     for program in group:
-                        outcome = run_program(program, server)
-                        records.append(
-                            {"program": program.name, "system": system, "repository": flavour}
-                            | outcome
-                        )
-                        mark = "pass" if outcome["passed"] else "FAIL"
-                        print(f"{system:9} {flavour:7} {mark} {program.name}", flush=True)
+                        for protocol, extra in variants(program):
+                            outcome = run_program(program, server, protocol, extra)
+                            label = " ".join([program.name, *extra])
+                            records.append(
+                                {"program": label, "system": system, "repository": flavour}
+                                | outcome
+                            )
+                            mark = "pass" if outcome["passed"] else "FAIL"
+                            print(f"{system:9} {flavour:7} {mark} {label}", flush=True)
                 finally:
                     server.stop()
     return records, skipped
