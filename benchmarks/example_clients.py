@@ -72,7 +72,8 @@ SKIPPED = {
     "vllm": "needs a vLLM backend",
     "memory_growth": "a long soak loop, not an example of the API",
     "custom_repeat": "needs the C++ repeat backend",
-    "aio_sequence": "not fetched in this run",
+    "grpc_image_client": "needs images and an image classification model",
+    "grpc_client.py": "needs an image classification model (densenet_onnx, Inception input)",
 }
 """Programs of that directory this script does not run, by a part of their name."""
 
@@ -385,6 +386,20 @@ def programs(examples: Path, only: list[str]) -> tuple[list[Path], dict[str, str
 
 VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "reuse_infer_objects_client.py": (("http", ()), ("grpc", ("-i", "grpc"))),
+    "simple_http_infer_client.py": (
+        ("http", ()),
+        ("http", ("--request-compression-algorithm", "gzip")),
+        ("http", ("--response-compression-algorithm", "gzip")),
+        ("http", ("--request-compression-algorithm", "deflate")),
+        ("http", ("--response-compression-algorithm", "deflate")),
+        ("http", ("-H", "test:1")),
+    ),
+    "simple_grpc_infer_client.py": (
+        ("grpc", ()),
+        ("grpc", ("-C", "gzip")),
+        ("grpc", ("-C", "deflate")),
+    ),
+    "simple_grpc_aio_infer_client.py": (("grpc", ()), ("grpc", ("-C", "gzip"))),
 }
 """Programs run more than once, with these protocols and arguments (their name in the
 record carries the arguments)."""
