@@ -8,8 +8,11 @@ client repository (``simple_grpc_infer_client.py``, ``simple_http_model_control.
 they are not ours to copy, so this script reads them from wherever they are and copies
 nothing. It writes the model repositories the programs expect itself (nothing is fetched):
 ``simple`` (INT32 sum and difference), ``simple_int8`` (INT8), ``simple_string`` (the same on
-numbers written as strings), ``simple_identity`` (BYTES identity), with the configs of
-Triton's QA repositories, once as ONNX models and once as Triton python-backend models.
+numbers written as strings), ``simple_identity`` (BYTES identity), the sequence models
+``simple_sequence``, ``simple_dyna_sequence`` and ``simple_string_dyna_sequence`` (see
+``SEQUENCE_MODELS``), with the configs of Triton's QA repositories, once as ONNX models and
+once as Triton python-backend models (the stateful string sequence model is python in both).
+``VARIANTS`` runs some programs more than once with options (compression, headers, ``-d``).
 Each program runs as ``python PROGRAM -u 127.0.0.1:PORT`` (the HTTP port for ``*http*``
 programs, the gRPC port for the others) with a time limit, and passes when it exits 0.
 
@@ -185,16 +188,49 @@ output {{ name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }}
 SEQUENCE_MODELS = {
     "simple_sequence": ("START", "READY"),
     "simple_dyna_sequence": ("START", "END", "READY", "CORRID"),
+    "simple_string_dyna_sequence": ("START", "END", "READY", "CORRID"),
 }
 """The sequence models of Triton's example programs, with their control inputs: the output
 is the input, plus 1 on a sequence's first request, plus the correlation ID on its last
-(the dyna model), as the programs check."""
+(the dyna model), as the programs check. ``simple_string_dyna_sequence`` takes string
+correlation IDs (of digits) and sums the sequence's inputs, plus the ID on its last request:
+it keeps state, so it is a python model in both repositories."""
+
+_STRING_DYNA_PY = """\\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _get(request, name):
+    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.sums = {}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            corrid = _get(request, "CORRID").reshape(-1)[0]
+            corrid = corrid.decode() if isinstance(corrid, bytes) else str(corrid)
+            value = int(_get(request, "INPUT").reshape(-1)[0])
+            total = value if _get(request, "START").reshape(-1)[0] else self.sums[corrid] + value
+            self.sums[corrid] = total
+            if _get(request, "END").reshape(-1)[0]:
+                del self.sums[corrid]
+                total += int(corrid)
+            out = pb_utils.Tensor("OUTPUT", np.array([[total]], np.int32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+"""
 
 
 def _sequence_config(name: str, runtime: str) -> str:
     controls = []
     for control in SEQUENCE_MODELS[name]:
-        values = "data_type: TYPE_UINT64" if control == "CORRID" else "int32_false_true: [ 0, 1 ]"
+        corrid = "TYPE_STRING" if name == "simple_string_dyna_sequence" else "TYPE_UINT64"
+        values = f"data_type: {corrid}" if control == "CORRID" else "int32_false_true: [ 0, 1 ]"
         controls.append(_CONTROL.format(name=control, kind=control, values=values))
     return _SEQUENCE_CONFIG.format(name=name, runtime=runtime, controls=",\n".join(controls))
 
@@ -218,9 +254,12 @@ def write_repository(path: Path, flavour: str, models: int = 0) -> Path:
         for name in SEQUENCE_MODELS:
             version = path / name / "1"
             version.mkdir(parents=True, exist_ok=True)
-            config = _sequence_config(name, runtime)
+            stateful = name == "simple_string_dyna_sequence"
+            config = _sequence_config(name, _RUNTIME["python"] if stateful else runtime)
             (path / name / "config.pbtxt").write_text(config, encoding="utf-8")
-            if flavour == "python":
+            if stateful:
+                (version / "model.py").write_text(_STRING_DYNA_PY, encoding="utf-8")
+            elif flavour == "python":
                 (version / "model.py").write_text(_SEQUENCE_PY, encoding="utf-8")
             else:
                 (version / "model.onnx").write_bytes(_onnx_sequence(name))
@@ -400,6 +439,9 @@ VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("grpc", ("-C", "deflate")),
     ),
     "simple_grpc_aio_infer_client.py": (("grpc", ()), ("grpc", ("-C", "gzip"))),
+    "simple_grpc_sequence_sync_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
+    "simple_grpc_sequence_stream_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
+    "simple_http_sequence_sync_infer_client.py": (("http", ()), ("http", ("-d",))),
 }
 """Programs run more than once, with these protocols and arguments (their name in the
 record carries the arguments)."""
