@@ -62,8 +62,8 @@ NOTES: dict[str, str] = {
     ),
     "body_over_limit/http": (
         "Triton 2.51 has no body limit (it parses the 64 MiB of spaces and fails as JSON); "
-        "headrace answers 400 before reading the body and closes, so a client still sending "
-        "sees a broken pipe instead of the 400: open"
+        "headrace refuses the body past --max-body-bytes with a deliberate 400 that says so, "
+        "read by the client: it reads and drops the rest before answering (a lingering close)"
     ),
     "load_failing_model": (
         "Triton's first sentence carries the python traceback of the model's stub; headrace "

@@ -8,8 +8,11 @@ client repository (``simple_grpc_infer_client.py``, ``simple_http_model_control.
 they are not ours to copy, so this script reads them from wherever they are and copies
 nothing. It writes the model repositories the programs expect itself (nothing is fetched):
 ``simple`` (INT32 sum and difference), ``simple_int8`` (INT8), ``simple_string`` (the same on
-numbers written as strings), ``simple_identity`` (BYTES identity), with the configs of
-Triton's QA repositories, once as ONNX models and once as Triton python-backend models.
+numbers written as strings), ``simple_identity`` (BYTES identity), the sequence models
+``simple_sequence``, ``simple_dyna_sequence`` and ``simple_string_dyna_sequence`` (see
+``SEQUENCE_MODELS``), with the configs of Triton's QA repositories, once as ONNX models and
+once as Triton python-backend models (the stateful string sequence model is python in both).
+``VARIANTS`` runs some programs more than once with options (compression, headers, ``-d``).
 Each program runs as ``python PROGRAM -u 127.0.0.1:PORT`` (the HTTP port for ``*http*``
 programs, the gRPC port for the others) with a time limit, and passes when it exits 0.
 
@@ -72,7 +75,8 @@ SKIPPED = {
     "vllm": "needs a vLLM backend",
     "memory_growth": "a long soak loop, not an example of the API",
     "custom_repeat": "needs the C++ repeat backend",
-    "sequence": "needs the C++ sequence backends' models (simple_sequence, simple_dyna_sequence)",
+    "grpc_image_client": "needs images and an image classification model",
+    "grpc_client.py": "needs an image classification model (densenet_onnx, Inception input)",
 }
 """Programs of that directory this script does not run, by a part of their name."""
 
@@ -102,7 +106,9 @@ class TritonPythonModel:
                 if strings:
                     value = np.array([str(v).encode() for v in value.reshape(-1)], np.object_)
                     value = value.reshape(a.shape)
-                out.append(pb_utils.Tensor(name, value.astype(a.dtype, copy=False)))
+                else:
+                    value = value.astype(a.dtype, copy=False)
+                out.append(pb_utils.Tensor(name, value))
             responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses
 """
@@ -139,6 +145,96 @@ input {{ name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] }}
 output {{ name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] }}
 """
 
+_SEQUENCE_PY = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _get(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            value = _get(request, "INPUT").astype(np.int64) + _get(request, "START")
+            end, corrid = _get(request, "END"), _get(request, "CORRID")
+            if end is not None:
+                value = value + end * corrid.astype(np.int64)
+            out = pb_utils.Tensor("OUTPUT", value.astype(np.int32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+"""
+
+_CONTROL = """\
+    {{ name: "{name}" control [ {{ kind: CONTROL_SEQUENCE_{kind} {values} }} ] }}"""
+
+_SEQUENCE_CONFIG = """\
+name: "{name}"
+{runtime}
+max_batch_size: 8
+sequence_batching {{
+  max_sequence_idle_microseconds: 5000000
+  control_input [
+{controls}
+  ]
+}}
+input {{ name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] }}
+output {{ name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] }}
+"""
+
+SEQUENCE_MODELS = {
+    "simple_sequence": ("START", "READY"),
+    "simple_dyna_sequence": ("START", "END", "READY", "CORRID"),
+    "simple_string_dyna_sequence": ("START", "END", "READY", "CORRID"),
+}
+"""The sequence models of Triton's example programs, with their control inputs: the output
+is the input, plus 1 on a sequence's first request, plus the correlation ID on its last
+(the dyna model), as the programs check. ``simple_string_dyna_sequence`` takes string
+correlation IDs (of digits) and sums the sequence's inputs, plus the ID on its last request:
+it keeps state, so it is a python model in both repositories."""
+
+_STRING_DYNA_PY = """\\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _get(request, name):
+    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.sums = {}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            corrid = _get(request, "CORRID").reshape(-1)[0]
+            corrid = corrid.decode() if isinstance(corrid, bytes) else str(corrid)
+            value = int(_get(request, "INPUT").reshape(-1)[0])
+            total = value if _get(request, "START").reshape(-1)[0] else self.sums[corrid] + value
+            self.sums[corrid] = total
+            if _get(request, "END").reshape(-1)[0]:
+                del self.sums[corrid]
+                total += int(corrid)
+            out = pb_utils.Tensor("OUTPUT", np.array([[total]], np.int32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+"""
+
+
+def _sequence_config(name: str, runtime: str) -> str:
+    controls = []
+    for control in SEQUENCE_MODELS[name]:
+        corrid = "TYPE_STRING" if name == "simple_string_dyna_sequence" else "TYPE_UINT64"
+        values = f"data_type: {corrid}" if control == "CORRID" else "int32_false_true: [ 0, 1 ]"
+        controls.append(_CONTROL.format(name=control, kind=control, values=values))
+    return _SEQUENCE_CONFIG.format(name=name, runtime=runtime, controls=",\n".join(controls))
+
+
 _RUNTIME = {"onnx": 'platform: "onnxruntime_onnx"', "python": 'backend: "python"'}
 BASE_MODELS = ("simple", "simple_int8", "simple_string", "simple_identity")
 
@@ -154,6 +250,19 @@ def write_repository(path: Path, flavour: str, models: int = 0) -> Path:
     }
     names = list(BASE_MODELS)
     names += [f"simple_copy_{i}" for i in range(max(0, models - len(names)))]
+    if not models:
+        for name in SEQUENCE_MODELS:
+            version = path / name / "1"
+            version.mkdir(parents=True, exist_ok=True)
+            stateful = name == "simple_string_dyna_sequence"
+            config = _sequence_config(name, _RUNTIME["python"] if stateful else runtime)
+            (path / name / "config.pbtxt").write_text(config, encoding="utf-8")
+            if stateful:
+                (version / "model.py").write_text(_STRING_DYNA_PY, encoding="utf-8")
+            elif flavour == "python":
+                (version / "model.py").write_text(_SEQUENCE_PY, encoding="utf-8")
+            else:
+                (version / "model.onnx").write_bytes(_onnx_sequence(name))
     for name in names:
         version = path / name / "1"
         version.mkdir(parents=True, exist_ok=True)
@@ -217,6 +326,32 @@ def _onnx_model(name: str) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def _onnx_sequence(name: str) -> bytes:
+    """OUTPUT = INPUT + START (+ END * CORRID for the dyna model), in INT32."""
+    from onnx import TensorProto, helper
+
+    controls = SEQUENCE_MODELS[name]
+    nodes = [helper.make_node("Add", ["INPUT", "START"], ["started"])]
+    if "CORRID" in controls:
+        nodes += [
+            helper.make_node("Cast", ["CORRID"], ["corrid"], to=TensorProto.INT32),
+            helper.make_node("Mul", ["END", "corrid"], ["added"]),
+            helper.make_node("Add", ["started", "added"], ["OUTPUT"]),
+        ]
+    else:
+        nodes[0].output[0] = "OUTPUT"
+    shape = [None, 1]
+    inputs = [helper.make_tensor_value_info("INPUT", TensorProto.INT32, shape)]
+    for control in controls:
+        kind = TensorProto.UINT64 if control == "CORRID" else TensorProto.INT32
+        inputs.append(helper.make_tensor_value_info(control, kind, shape))
+    outputs = [helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, shape)]
+    graph = helper.make_graph(nodes, name, inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
 # --- the servers ----------------------------------------------------------------------------
 
 
@@ -238,7 +373,7 @@ def _serve(system: str, repository: Path, setup: Setup, workdir: Path) -> Any:
     command = _command(system, repository, setup, ports_file)
     log = workdir / f"{system}-{repository.name}.log"
     server = servers.ServerProcess(system, command, dict(os.environ), log)
-    ready = list(BASE_MODELS) if setup.mode == "none" else []
+    ready = [*BASE_MODELS, *SEQUENCE_MODELS] if setup.mode == "none" else []
     try:
         if system == "triton":
             found = json.loads(ports_file.read_text())
@@ -288,10 +423,44 @@ def programs(examples: Path, only: list[str]) -> tuple[list[Path], dict[str, str
     return run, skipped
 
 
-def run_program(program: Path, server: Any) -> dict[str, Any]:
+VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "reuse_infer_objects_client.py": (("http", ()), ("grpc", ("-i", "grpc"))),
+    "simple_http_infer_client.py": (
+        ("http", ()),
+        ("http", ("--request-compression-algorithm", "gzip")),
+        ("http", ("--response-compression-algorithm", "gzip")),
+        ("http", ("--request-compression-algorithm", "deflate")),
+        ("http", ("--response-compression-algorithm", "deflate")),
+        ("http", ("-H", "test:1")),
+    ),
+    "simple_grpc_infer_client.py": (
+        ("grpc", ()),
+        ("grpc", ("-C", "gzip")),
+        ("grpc", ("-C", "deflate")),
+    ),
+    "simple_grpc_aio_infer_client.py": (("grpc", ()), ("grpc", ("-C", "gzip"))),
+    "simple_grpc_sequence_sync_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
+    "simple_grpc_sequence_stream_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
+    "simple_http_sequence_sync_infer_client.py": (("http", ()), ("http", ("-d",))),
+}
+"""Programs run more than once, with these protocols and arguments (their name in the
+record carries the arguments)."""
+
+
+def variants(program: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The (protocol, extra arguments) runs of ``program``: by default one, on the protocol
+    its name says."""
+    protocol = "http" if "http" in program.name else "grpc"
+    return VARIANTS.get(program.name, ((protocol, ()),))
+
+
+def run_program(
+    program: Path, server: Any, protocol: str = "", extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     assert server.ports is not None
-    port = server.ports.http if "http" in program.name else server.ports.grpc
-    command = [sys.executable, str(program), "-u", f"127.0.0.1:{port}"]
+    protocol = protocol or variants(program)[0][0]
+    port = server.ports.http if protocol == "http" else server.ports.grpc
+    command = [sys.executable, str(program), *extra, "-u", f"127.0.0.1:{port}"]
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -326,13 +495,15 @@ def run_all(
                 server = _serve(system, repository, setup, workdir)
                 try:
                     for program in group:
-                        outcome = run_program(program, server)
-                        records.append(
-                            {"program": program.name, "system": system, "repository": flavour}
-                            | outcome
-                        )
-                        mark = "pass" if outcome["passed"] else "FAIL"
-                        print(f"{system:9} {flavour:7} {mark} {program.name}", flush=True)
+                        for protocol, extra in variants(program):
+                            outcome = run_program(program, server, protocol, extra)
+                            label = " ".join([program.name, *extra])
+                            records.append(
+                                {"program": label, "system": system, "repository": flavour}
+                                | outcome
+                            )
+                            mark = "pass" if outcome["passed"] else "FAIL"
+                            print(f"{system:9} {flavour:7} {mark} {label}", flush=True)
                 finally:
                     server.stop()
     return records, skipped

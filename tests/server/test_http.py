@@ -755,3 +755,38 @@ def test_frontends_that_reuse_the_port_share_it(http_server: str) -> None:
             taken.call(make_http_frontend(http_server, core, "127.0.0.1", port).start())
     finally:
         taken.close()
+
+
+def test_trace_and_log_settings_answer_as_a_triton_without_them(client: Any) -> None:
+    """Triton built without tracing or dynamic logging: 503 with its fixed text."""
+    calls = [
+        (client.get_trace_settings, "the server does not support tracing"),
+        (lambda: client.get_trace_settings(model_name="m"), "the server does not support tracing"),
+        (lambda: client.update_trace_settings(settings={"trace_rate": "2"}), "tracing"),
+        (client.get_log_settings, "the server does not support dynamic logging"),
+        (lambda: client.update_log_settings({"log_info": False}), "dynamic logging"),
+    ]
+    for call, words in calls:
+        with pytest.raises(InferenceServerException) as caught:
+            call()
+        assert caught.value.status() == "503"
+        assert words in caught.value.message()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_answered_not_cut_off(served: Any, chunked: bool) -> None:
+    """The server answers 400 early, then reads and drops the rest of the body before it
+    closes (a lingering close): a client still sending reads the 400 and its message, never
+    a broken pipe. Eight times the limit outruns the socket buffers, so a server that stopped
+    reading would reset the connection under the client. Twenty tries, none may fail."""
+    url = served[0].url
+    body = b" " * (8 << 20)
+    expected = "exceeds the limit of 1048576 bytes (--max-body-bytes)"
+    for _ in range(20):
+        if chunked:
+            status, raw = _post_chunked(url, "/v2/models/addsub/infer", [body[: 1 << 20]] * 8)
+        else:
+            status, _, raw = _post(url, "/v2/models/addsub/infer", body)
+        assert status == 400
+        assert expected in json.loads(raw)["error"]
+    _check_still_serving(url)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.linger import drain
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
 from headrace.server.security import (
@@ -246,11 +248,13 @@ class GranianHttpFrontend:
         if self._restricted is not None:
             refused = refusal(self._restricted, path, scope.headers)
             if refused is not None:
+                await self._linger(proto, scope.headers)
                 self._send(proto, refused)
                 return refused.status
         try:
             handler, params = self._router.match(scope.method, path)
         except RouteError as exc:
+            await self._linger(proto, scope.headers)
             self._send(proto, error_json(exc.status, exc.reason))
             return exc.status
         headers = scope.headers
@@ -264,12 +268,15 @@ class GranianHttpFrontend:
         disconnected.add_done_callback(cancel)
         status = 499
         try:
+            body = _Body(partial(self._read, proto, headers))
             try:
-                call = HttpCall(path, params, headers, partial(self._read, proto, headers))
+                call = HttpCall(path, params, headers, body.read)
                 response = await handler(call)
             except HeadraceError as exc:
                 response = error_response(exc)
             status = response.status
+            if not body.touched:  # answered early: let the client finish sending first
+                await self._linger(proto, headers)
             if isinstance(response, HttpResponse):
                 self._send(proto, response)
             else:
@@ -315,6 +322,15 @@ class GranianHttpFrontend:
         finally:
             await streamed.chunks.aclose()  # a client gone mid-stream cancels the request here
 
+    @staticmethod
+    async def _linger(proto: Any, headers: Any) -> None:
+        """Read and drop the unread rest of a body before answering early (see
+        :mod:`~headrace.server.http.linger`); a request without a body has nothing to drop."""
+        length = headers.get("content-length")
+        if length is not None and length.strip() == "0":
+            return
+        await drain(proto.__aiter__())
+
     async def _read(self, proto: Any, headers: Any) -> bytes:
         """The raw body; without a Content-Length it is read in chunks up to the limit (the
         handlers refuse a declared length over it before reading)."""
@@ -328,9 +344,16 @@ class GranianHttpFrontend:
             return bytes(await proto())
         parts: list[bytes] = []
         size = 0
-        async for chunk in proto:
+        chunks = proto.__aiter__()  # granian's body iterates once: one iterator throughout
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
             size += len(chunk)
             if size > self._max_body:
+                # granian reads a body once: drop the rest now, before the 400 goes out
+                await drain(chunks)
                 raise InvalidInput(too_large(self._max_body, None))
             parts.append(chunk)
         return b"".join(parts)
@@ -342,3 +365,19 @@ def _model_in(path: str) -> str:
     if len(parts) < 4 or parts[1] != "v2" or parts[2] != "models" or path == "/v2/models/stats":
         return ""
     return parts[3]
+
+
+class _Body:
+    """A request's body reader that remembers whether reading began: a body never touched
+    is drained before an early answer; one begun was read to its end, drained past the
+    limit already, or stalled past ``--http-body-timeout`` (nothing to wait for)."""
+
+    __slots__ = ("_read", "touched")
+
+    def __init__(self, read: Callable[[], Awaitable[bytes]]) -> None:
+        self._read = read
+        self.touched = False
+
+    async def read(self) -> bytes:
+        self.touched = True
+        return await self._read()
