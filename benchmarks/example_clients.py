@@ -441,6 +441,7 @@ VARIANTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "simple_grpc_aio_infer_client.py": (("grpc", ()), ("grpc", ("-C", "gzip"))),
     "simple_grpc_sequence_sync_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
     "simple_grpc_sequence_stream_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
+    "simple_grpc_aio_sequence_stream_infer_client.py": (("grpc", ()), ("grpc", ("-d",))),
     "simple_http_sequence_sync_infer_client.py": (("http", ()), ("http", ("-d",))),
 }
 """Programs run more than once, with these protocols and arguments (their name in the
