@@ -757,22 +757,6 @@ def test_frontends_that_reuse_the_port_share_it(http_server: str) -> None:
         taken.close()
 
 
-def test_trace_and_log_settings_answer_as_a_triton_without_them(client: Any) -> None:
-    """Triton built without tracing or dynamic logging: 503 with its fixed text."""
-    calls = [
-        (client.get_trace_settings, "the server does not support tracing"),
-        (lambda: client.get_trace_settings(model_name="m"), "the server does not support tracing"),
-        (lambda: client.update_trace_settings(settings={"trace_rate": "2"}), "tracing"),
-        (client.get_log_settings, "the server does not support dynamic logging"),
-        (lambda: client.update_log_settings({"log_info": False}), "dynamic logging"),
-    ]
-    for call, words in calls:
-        with pytest.raises(InferenceServerException) as caught:
-            call()
-        assert caught.value.status() == "503"
-        assert words in caught.value.message()
-
-
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_the_limit_is_answered_not_cut_off(served: Any, chunked: bool) -> None:
     """The server answers 400 early, then reads and drops the rest of the body before it
