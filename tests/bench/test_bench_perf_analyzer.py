@@ -278,5 +278,5 @@ def test_args_for_request_rate_strings_and_version() -> None:
     assert "--concurrency-range" not in args
     assert "--verbose-csv" in args  # the CSV then carries Avg latency
     assert "-x 2" in joined and "--string-length 16" in joined
-    with pytest.raises(InvalidConfig, match="request_rate must be > 0, got 0"):
+    with pytest.raises(InvalidConfig, match="--request-rate must be > 0, got 0"):
         PerfLoad("m", "u", request_rate=0.0)

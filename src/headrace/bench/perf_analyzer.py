@@ -170,9 +170,9 @@ class PerfLoad:
             if getattr(self, label) < 1:
                 raise InvalidConfig(f"{label} must be >= 1, got {getattr(self, label)}")
         if self.request_rate is not None and not self.request_rate > 0:
-            raise InvalidConfig(f"request_rate must be > 0, got {self.request_rate}")
+            raise InvalidConfig(f"--request-rate must be > 0, got {self.request_rate}")
         if self.string_length is not None and self.string_length < 1:
-            raise InvalidConfig(f"string_length must be >= 1, got {self.string_length}")
+            raise InvalidConfig(f"--string-length must be >= 1, got {self.string_length}")
         if self.sequence_length is not None and self.sequence_length < 1:
             raise InvalidConfig(f"sequence_length must be >= 1, got {self.sequence_length}")
         variation = self.sequence_length_variation
