@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,22 @@ def test_hpa_metric_is_the_adapter_rule_over_metrics_headrace_exports() -> None:
     target = hpa["spec"]["scaleTargetRef"]
     deployments = {doc["metadata"]["name"] for _, doc in CORE if doc["kind"] == "Deployment"}
     assert target["kind"] == "Deployment" and target["name"] in deployments
+
+
+def _shell_scripts() -> list[tuple[str, str]]:
+    return [
+        (f"{_id((path, doc))}:{c['name']}", " ".join(c.get("args", [])))
+        for path, doc in DOCUMENTS
+        for containers in walk(doc, "containers")
+        for c in containers
+        if c.get("command", [])[:2] == ["/bin/bash", "-lc"]
+    ]
+
+
+@pytest.mark.parametrize("item", _shell_scripts(), ids=lambda item: item[0])
+def test_container_shell_scripts_are_valid_bash(item: tuple[str, str]) -> None:
+    where, script = item
+    check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+    assert check.returncode == 0, f"{where}: {check.stderr}"
+    # KubeRay's generated `ray start` runs in every Ray container that sets its own command.
+    assert "$KUBERAY_GEN_RAY_START_CMD" in script and "ulimit -n 65536" in script, where
