@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
+from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
 from headrace.server.flags import triton_bool
 from headrace.server.security import (
     API_GROUPS,
@@ -136,6 +137,15 @@ def add_security_arguments(parser: Any) -> None:
         metavar="SECONDS",
         help="how long a decoupled model's send waits for such a client before its request "
         "fails (default %(default)s)",
+    )
+    group.add_argument(
+        "--default-max-queue-size",
+        type=int,
+        default=DEFAULT_MAX_QUEUE_SIZE,
+        metavar="N",
+        help="requests a model version queues when its config sets no max_queue_size (dynamic "
+        "batching: per priority level); more are refused with 503 / UNAVAILABLE; 0: unbounded, "
+        "as Triton (default %(default)s)",
     )
 
 
