@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from headrace.errors import InvalidConfig
 from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
 from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
+from headrace.server.memory.registry import DEFAULT_MAX_SHARED_MEMORY_REGIONS
 
 __all__ = ["ServerOptions"]
 
@@ -48,6 +49,8 @@ class ServerOptions:
     default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     """Requests a model version queues when its config sets no ``max_queue_size`` (dynamic
     batcher: per priority level); 0: unbounded, as Triton (``--default-max-queue-size``)."""
+    max_shared_memory_regions: int = DEFAULT_MAX_SHARED_MEMORY_REGIONS
+    """Shared memory regions registered at once (``--max-shared-memory-regions``)."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:
@@ -76,6 +79,11 @@ class ServerOptions:
         if self.default_max_queue_size < 0:
             raise InvalidConfig(
                 f"--default-max-queue-size must not be negative, got {self.default_max_queue_size}"
+            )
+        if self.max_shared_memory_regions < 1:
+            raise InvalidConfig(
+                "--max-shared-memory-regions must be at least 1, got "
+                f"{self.max_shared_memory_regions}"
             )
         if self.run_now_below_us < 0:
             raise InvalidConfig(

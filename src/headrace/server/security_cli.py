@@ -13,6 +13,7 @@ from typing import Any
 from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
 from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
 from headrace.server.flags import triton_bool
+from headrace.server.memory.registry import DEFAULT_MAX_SHARED_MEMORY_REGIONS
 from headrace.server.security import (
     API_GROUPS,
     DEFAULT_BODY_TIMEOUT_S,
@@ -146,6 +147,14 @@ def add_security_arguments(parser: Any) -> None:
         help="requests a model version queues when its config sets no max_queue_size (dynamic "
         "batching: per priority level); more are refused with 503 / UNAVAILABLE; 0: unbounded, "
         "as Triton (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-shared-memory-regions",
+        type=int,
+        default=DEFAULT_MAX_SHARED_MEMORY_REGIONS,
+        metavar="N",
+        help="shared memory regions (system and CUDA) registered at once; more are refused "
+        "with 503 / UNAVAILABLE until some are unregistered (default %(default)s)",
     )
 
 
