@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, require
 from headrace.server.http.handlers import (
-    DEFAULT_MAX_BODY_BYTES,
     HttpCall,
     HttpHandlers,
     HttpResponse,
@@ -30,20 +29,15 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.options import DEFAULT_MAX_BODY_BYTES, HttpOptions
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import ROUTES
-from headrace.server.security import (
-    DEFAULT_BODY_TIMEOUT_S,
-    DEFAULT_HEADER_TIMEOUT_S,
-    RestrictedApis,
-    body_timeout,
-)
+from headrace.server.security import body_timeout
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from headrace.server.core import InferenceServer
-    from headrace.server.tls import HttpTls
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpFrontend"]
 
@@ -59,31 +53,18 @@ class HttpFrontend:
         core: InferenceServer,
         host: str = "127.0.0.1",
         port: int = 8000,
-        *,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        shutdown_timeout_s: float = 30.0,
-        reuse_port: bool = False,
-        restricted: RestrictedApis | None = None,
-        tls: HttpTls | None = None,
-        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
-        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        options: HttpOptions | None = None,
     ) -> None:
-        """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`; the others as
-        for :class:`~headrace.server.http.granian_frontend.GranianHttpFrontend`, except that
-        aiohttp has no header read timeout (``header_timeout_s`` is taken and not used)."""
-        if max_body_bytes <= 0:
-            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
-        self._restricted = restricted if restricted else None  # None: the hot path skips it
-        self._tls = tls
-        self._body_timeout = body_timeout_s
+        """``options``: limits, guards and timeouts, as for granian's door (aiohttp has no
+        header read timeout: ``header_timeout_s`` is taken and not used)."""
+        options = options or HttpOptions()
+        self._options = options
+        self._restricted = options.restricted or None  # None: the hot path skips it
         self._web = require("aiohttp.web", "serve")
-        self._handlers = HttpHandlers(core, max_body_bytes)
+        self._handlers = HttpHandlers(core, options.max_body_bytes)
         self._core = core
         self._host = host
         self._requested_port = port
-        self._max_body = max_body_bytes
-        self._shutdown_timeout = shutdown_timeout_s
-        self._reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -104,8 +85,9 @@ class HttpFrontend:
         if self._runner is not None:
             raise RuntimeError("HttpFrontend is already started")
         web = self._web
+        options = self._options
         app = web.Application(
-            middlewares=[self._make_error_middleware()], client_max_size=self._max_body
+            middlewares=[self._make_error_middleware()], client_max_size=options.max_body_bytes
         )
         for route in ROUTES:
             handler = getattr(self._handlers, route.handler)
@@ -115,7 +97,7 @@ class HttpFrontend:
             app,
             auto_decompress=False,
             access_log=None,
-            shutdown_timeout=self._shutdown_timeout,
+            shutdown_timeout=options.shutdown_timeout_s,
             handler_cancellation=True,
         )
         await runner.setup()
@@ -124,8 +106,8 @@ class HttpFrontend:
             self._host,
             self._requested_port,
             reuse_address=True,
-            reuse_port=self._reuse_port or None,
-            ssl_context=self._tls.context() if self._tls is not None else None,
+            reuse_port=options.reuse_port or None,
+            ssl_context=options.tls.context(),
         )
         try:
             await site.start()
@@ -147,7 +129,7 @@ class HttpFrontend:
         server = runner.server
         if server is not None:
             server.pre_shutdown()
-            grace = self._shutdown_timeout if grace_s is None else grace_s
+            grace = self._options.shutdown_timeout_s if grace_s is None else grace_s
             await server.shutdown(grace)
         await runner.cleanup()
 
@@ -156,8 +138,8 @@ class HttpFrontend:
     def _adapt(self, handler: _Handler) -> Callable[[web.Request], Awaitable[Any]]:
         """An aiohttp handler calling ``handler`` with the request as an :class:`HttpCall`."""
         too_large_error = self._web.HTTPRequestEntityTooLarge
-        limit = self._max_body
-        timeout = self._body_timeout
+        limit = self._options.max_body_bytes
+        timeout = self._options.body_timeout_s
 
         async def handle(request: web.Request) -> web.StreamResponse:
             async def read() -> bytes:
