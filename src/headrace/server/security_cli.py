@@ -105,8 +105,8 @@ def add_security_arguments(parser: Any) -> None:
         type=float,
         default=DEFAULT_HEADER_TIMEOUT_S,
         metavar="SECONDS",
-        help="close HTTP connections whose request headers take longer (granian only; "
-        "default %(default)s)",
+        help="close HTTP connections whose request headers take longer, counted from the "
+        "connection's start or a later request's first byte (default %(default)s)",
     )
     group.add_argument(
         "--http-body-timeout",

@@ -8,7 +8,9 @@ their errors (and aiohttp's own 404/405) into ``{"error": ...}`` bodies. The gra
 
 A client that disconnects cancels its handler (aiohttp's ``handler_cancellation``), so the
 core withdraws its request: a streamed generate stops its model's responses, an infer leaves
-the queue. Model control is shielded from that and always runs to its end.
+the queue. Model control is shielded from that and always runs to its end. A client slow to
+send its headers is cut off by :mod:`~headrace.server.http.header_deadline`, which is why the
+door opens its listening socket itself, with aiohttp's server as the protocol factory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.header_deadline import HeaderDeadline
 from headrace.server.http.options import DEFAULT_MAX_BODY_BYTES, HttpOptions
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import ROUTES
@@ -55,8 +58,9 @@ class HttpFrontend:
         port: int = 8000,
         options: HttpOptions | None = None,
     ) -> None:
-        """``options``: limits, guards and timeouts, as for granian's door (aiohttp has no
-        header read timeout: ``header_timeout_s`` is taken and not used)."""
+        """``options``: limits, guards and timeouts, as for granian's door; the header
+        timeout is kept here (:mod:`~headrace.server.http.header_deadline`), aiohttp having
+        none."""
         options = options or HttpOptions()
         self._options = options
         self._restricted = options.restricted or None  # None: the hot path skips it
@@ -66,6 +70,9 @@ class HttpFrontend:
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._deadlines: dict[Any, HeaderDeadline] = {}
+        """Each open connection's header deadline, by aiohttp's protocol for it."""
         self._port: int | None = None
 
     @property
@@ -101,21 +108,26 @@ class HttpFrontend:
             handler_cancellation=True,
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            self._host,
-            self._requested_port,
-            reuse_address=True,
-            reuse_port=options.reuse_port or None,
-            ssl_context=options.tls.context(),
-        )
+        server = runner.server
+        assert server is not None  # setup() made it
+        deadlines = self._deadlines
+        timeout = options.header_timeout_s
         try:
-            await site.start()
+            # aiohttp's server is the protocol factory, as in aiohttp's low-level serving;
+            # each connection's protocol sits behind its header deadline
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: HeaderDeadline(server, timeout, deadlines),
+                self._host,
+                self._requested_port,
+                ssl=options.tls.context(),
+                reuse_address=True,
+                reuse_port=options.reuse_port or None,
+            )
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._runner, self._listener = runner, listener
+        self._port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Close the listening socket at once (before the first await), let in-flight
@@ -124,8 +136,9 @@ class HttpFrontend:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        for site in list(runner.sites):
-            await site.stop()  # closes the listener without suspending
+        if self._listener is not None:
+            self._listener.close()  # the listening socket closes now; connections stay
+            self._listener = None
         server = runner.server
         if server is not None:
             server.pre_shutdown()
@@ -187,7 +200,19 @@ class HttpFrontend:
 
         restricted = self._restricted
 
+        deadlines = self._deadlines
+
         @web.middleware
+        async def headers_in(request: Any, handler: Any) -> Any:
+            deadline = deadlines.get(request.protocol)
+            if deadline is None:
+                return await access(request, handler)
+            deadline.request_started()  # the headers are in: --http-header-timeout stops
+            try:
+                return await access(request, handler)
+            finally:
+                deadline.request_ended()
+
         async def access(request: Any, handler: Any) -> Any:
             log = self._core.access_log
             if log is None:
@@ -220,4 +245,4 @@ class HttpFrontend:
             except Exception as exc:
                 return self._response(error_response(exc, f"{request.method} {request.path}"))
 
-        return access
+        return headers_in
