@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpFrontend"]
 
 _log = logging.getLogger(__name__)
+_BACKLOG = 128
+"""Connections waiting to be accepted, as aiohttp's own sites take them."""
 _Handler = Callable[[HttpCall], Awaitable["HttpResponse | StreamedResponse"]]
 
 
@@ -122,6 +124,7 @@ class HttpFrontend:
                 ssl=options.tls.context(),
                 reuse_address=True,
                 reuse_port=options.reuse_port or None,
+                backlog=_BACKLOG,
             )
         except BaseException:
             await runner.cleanup()
