@@ -14,13 +14,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from serve_process import start_server
 from triton_process import TRITON_MISSING, triton_server
-from tritonclient.utils import InferenceServerException
+
+from one_infer import infer_or_refusal
 
 pytestmark = pytest.mark.skipif(TRITON_MISSING, reason="the tritonserver tool is not installed")
 
@@ -65,21 +63,6 @@ def _repository(root: Path) -> Path:
     return root
 
 
-def _infer(protocol: str, url: str) -> str:
-    """One request: "ok", or the refusal as ``status: message``."""
-    module = httpclient if protocol == "http" else grpcclient
-    client = module.InferenceServerClient(url)
-    tensor = module.InferInput("IN", [1, 1], "FP32")
-    tensor.set_data_from_numpy(np.ones((1, 1), np.float32))
-    try:
-        client.infer("gated", [tensor])
-        return "ok"
-    except InferenceServerException as exc:
-        return f"{exc.status()}: {exc.message()}"
-    finally:
-        client.close()
-
-
 def _wait_for(path: Path) -> None:
     deadline = time.monotonic() + WAIT_S
     while not path.exists():
@@ -94,9 +77,9 @@ def _scenario(model_dir: Path, urls: dict[str, str]) -> dict[str, list[str]]:
         for name in ("started", "open"):
             (model_dir / name).unlink(missing_ok=True)
         with ThreadPoolExecutor(3) as pool:
-            running = pool.submit(_infer, protocol, url)
+            running = pool.submit(infer_or_refusal, protocol, url, "gated", "IN")
             _wait_for(model_dir / "started")
-            behind = [pool.submit(_infer, protocol, url) for _ in range(2)]
+            behind = [pool.submit(infer_or_refusal, protocol, url, "gated", "IN") for _ in range(2)]
             # the refusal comes back while the gate is still shut; then the others finish
             first, _ = wait(behind, WAIT_S, return_when=FIRST_COMPLETED)
             assert first and next(iter(first)).result() != "ok", protocol

@@ -11,13 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
 
 from headrace.server.app import FrontendOptions
 from headrace.server.binding import DynamicBatching, Server, Tensor
 from headrace.server.options import ServerOptions
+from one_infer import infer_or_refusal
 
 WAIT_S = 30.0
 
@@ -58,21 +56,6 @@ def gated() -> Iterator[tuple[Server, Gate]]:
         server.stop()
 
 
-def _infer(protocol: str, port: int) -> str:
-    """One request; "ok" or the refusal as ``status: message``."""
-    module = httpclient if protocol == "http" else grpcclient
-    client = module.InferenceServerClient(f"127.0.0.1:{port}")
-    tensor = module.InferInput("x", [1, 1], "FP32")
-    tensor.set_data_from_numpy(np.ones((1, 1), np.float32))
-    try:
-        client.infer("gated", [tensor])
-        return "ok"
-    except InferenceServerException as exc:
-        return f"{exc.status()}: {exc.message()}"
-    finally:
-        client.close()
-
-
 def _wait_until_pending(server: Server, count: int) -> None:
     """Poll the model's scheduler; the deadline only turns a hang into a failure."""
     deadline = time.monotonic() + WAIT_S
@@ -89,12 +72,13 @@ def test_a_request_past_the_default_bound_is_refused_in_tritons_words(
 ) -> None:
     server, gate = gated
     port = server.http_port if protocol == "http" else server.grpc_port
+    call = (infer_or_refusal, protocol, f"127.0.0.1:{port}", "gated", "x")
     with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(_infer, protocol, port)
+        running = pool.submit(*call)
         assert gate.started.wait(WAIT_S)
-        queued = pool.submit(_infer, protocol, port)
+        queued = pool.submit(*call)
         _wait_until_pending(server, 2)  # one running, one queued: the queue is full
-        refused = _infer(protocol, port)
+        refused = infer_or_refusal(*call[1:])
         gate.open.set()
         assert (running.result(WAIT_S), queued.result(WAIT_S)) == ("ok", "ok")
     assert refused == (
