@@ -27,7 +27,7 @@ from headrace.engine.placement import (
     place_instances,
 )
 from headrace.errors import InvalidConfig
-from headrace.scheduling import InstancePool, Scheduler, make_scheduler
+from headrace.scheduling import DEFAULT_MAX_QUEUE_SIZE, InstancePool, Scheduler, make_scheduler
 from headrace.scheduling.caching import CachingScheduler
 from headrace.scheduling.response_cache import ResponseCache
 from headrace.scheduling.router import Router
@@ -85,12 +85,14 @@ async def load_version(
     run_now_below_us: float = 0.0,
     python_default: str = "in-server",
     cache: ResponseCache | None = None,
+    default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler.
 
     ``python_default`` is the runtime of python-backend models that do not choose one. A
     version whose config enables ``response_cache`` schedules through ``cache`` (the
-    server's, None when it has none: the version then runs uncached, as in Triton)."""
+    server's, None when it has none: the version then runs uncached, as in Triton).
+    ``default_max_queue_size`` bounds the queues its config leaves unbounded."""
     config = source.config
     backend = source.backend or config.backend or config.platform or "python_callable"
     signature = Signature.for_config(source.name, config)
@@ -111,7 +113,12 @@ async def load_version(
             raise
         try:
             scheduler = make_scheduler(
-                config, pool, stats, router=router, model_dir=source.model_dir
+                config,
+                pool,
+                stats,
+                router=router,
+                model_dir=source.model_dir,
+                default_max_queue_size=default_max_queue_size,
             )
         except BaseException:
             await asyncio.to_thread(pool.close)
