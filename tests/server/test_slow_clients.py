@@ -157,3 +157,24 @@ def test_aiohttp_keeps_an_idle_keep_alive_connection_and_times_its_next_headers(
             sent += 1
             time.sleep(BYTE_EVERY_S)  # the slow client itself
         assert sent < len(REQUEST), "the slow headers of a second request were not cut off"
+
+
+def test_the_metrics_port_cuts_off_a_slow_header_scraper_while_serving_others() -> None:
+    pytest.importorskip("aiohttp")
+    security = SecurityOptions(http_header_timeout_s=HEADER_TIMEOUT_S)
+    options = FrontendOptions(http_port=None, grpc_port=None, metrics_port=0, security=security)
+    scrape = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 40 + b"\r\n\r\n"
+    with serving(options) as app:
+        port = app.ports["metrics"]
+        result: dict[str, object] = {}
+        slow = threading.Thread(target=_trickle, args=(port, scrape, result))
+        slow.start()
+        while slow.is_alive():  # a normal scraper keeps being served meanwhile
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert _answer(sock).startswith(b"HTTP/1.1 200")
+            slow.join(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            assert _closed_by_server(sock)  # connects, sends nothing: cut off too
+    assert isinstance(result["sent"], int)
+    assert result["sent"] < len(scrape), "the slow scraper sent its whole header unhindered"

@@ -216,6 +216,7 @@ class ServerApp:
                 security.metrics_address or options.host,
                 options.metrics_port,
                 restriction=security.metrics_restricted,
+                header_timeout_s=security.http_header_timeout_s,
             )
             doors.append(("metrics", endpoint))
         if options.http_port is not None:

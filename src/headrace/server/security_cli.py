@@ -105,7 +105,7 @@ def add_security_arguments(parser: Any) -> None:
         type=float,
         default=DEFAULT_HEADER_TIMEOUT_S,
         metavar="SECONDS",
-        help="close HTTP connections whose request headers take longer, counted from the "
+        help="close HTTP (and metrics) connections whose request headers take longer, counted from the "
         "connection's start or a later request's first byte (default %(default)s)",
     )
     group.add_argument(
