@@ -9,14 +9,13 @@ a machine they share.
 
 - HTTP: a keep-alive HTTP/1.1 connection per thread, each request one ``sendall`` of pre-built
   bytes; only the status line, the headers it needs and the body's length are read.
-- gRPC: the raw ``ModelInfer`` method of a sync channel, sent the pre-serialized
-  ``ModelInferRequest`` and handed back the response's bytes without parsing them (a failed
-  call raises ``grpc.RpcError``).
+- unary gRPC: the pre-serialized ``ModelInferRequest`` over an HTTP/2 connection per thread
+  (:mod:`headrace.bench.load_h2`, pre-built frames), the response not parsed;
+- gRPC streaming: a ``ModelStreamInfer`` stream per thread, the same way.
 """
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 from collections.abc import Callable
@@ -32,105 +31,79 @@ __all__ = [
 ]
 
 GRPC_SERVICE = "/inference.GRPCInferenceService"
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-]
 _RECV_BYTES = 1 << 16
 
 
 class BlockingCall:
     """Send one pre-built request and wait for its whole response; raise if it failed.
 
-    Safe to call from many threads at once; ``close()`` (from any thread) ends the calls in
-    progress with an error, which is how a stopping worker frees threads stuck on a server."""
+    Safe to call from many threads at once, each on its own connection (or stream), opened
+    at its first call; ``close()`` (from any thread) closes them all, which ends the calls in
+    progress with an error: how a stopping worker frees threads stuck on a server."""
 
-    def __init__(self, send: Callable[[], None], close: Callable[[], None]) -> None:
-        self.send = send
-        self.close = close
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        send: Callable[[Any], None],
+        after_close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._connect, self._send, self._after_close = connect, send, after_close
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
 
+    def send(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+            with self._lock:
+                self._opened.append(connection)
+        self._send(connection)
 
-def grpc_call(address: str, body: bytes, timeout_s: float) -> BlockingCall:
-    """The raw ``ModelInfer`` RPC over one sync channel (shared by every thread)."""
-    import grpc
-
-    channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-    infer = channel.unary_unary(f"{GRPC_SERVICE}/ModelInfer")
-
-    def send() -> None:
-        infer(body, timeout=timeout_s)
-
-    return BlockingCall(send, channel.close)
-
-
-def grpc_stream_call(address: str, body: bytes) -> BlockingCall:
-    """``ModelStreamInfer``: a stream per thread, one request in flight on each at a time.
-
-    perf_analyzer keeps one stream per context (one per request in flight at a concurrency);
-    here each thread's stream carries its requests one after another, and the response read
-    back is the answer to the request just written. A response is parsed only far enough to
-    see whether it carries an error message."""
-    import grpc
-
-    channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-    open_stream = channel.stream_stream(f"{GRPC_SERVICE}/ModelStreamInfer")
-    local = threading.local()
-    outboxes: list[queue.SimpleQueue[bytes | None]] = []
-    lock = threading.Lock()
-
-    def send() -> None:
-        stream = getattr(local, "stream", None)
-        if stream is None:
-            outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-            with lock:
-                outboxes.append(outbox)
-            stream = local.stream = (outbox, open_stream(iter(outbox.get, None)))
-        stream[0].put(body)
-        raw = next(stream[1])
-        if raw[:1] == _ERROR_MESSAGE_TAG:
-            raise RuntimeError(_stream_error(raw))
-
-    def close() -> None:
-        with lock:
-            for outbox in outboxes:
-                outbox.put(None)
-        channel.close()
-
-    return BlockingCall(send, close)
-
-
-_ERROR_MESSAGE_TAG = b"\x0a"
-"""``ModelStreamInferResponse.error_message`` (field 1, length-delimited), serialized first."""
-
-
-def _stream_error(raw: bytes) -> str:
-    from tritonclient.grpc import service_pb2
-
-    response = service_pb2.ModelStreamInferResponse.FromString(raw)
-    return response.error_message or f"stream response {raw[:100]!r}"
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._opened:
+                connection.close()
+        self._after_close()
 
 
 def http_call(address: str, message: bytes, timeout_s: float) -> BlockingCall:
-    """POST the pre-built ``message`` over this thread's own keep-alive connection."""
+    """POST the pre-built ``message`` (request line, headers and body) over keep-alive
+    HTTP/1.1."""
     host, _, port = address.rpartition(":")
-    local = threading.local()
-    opened: list[HttpConnection] = []
-    lock = threading.Lock()
+    return BlockingCall(
+        lambda: HttpConnection(host, int(port), timeout_s),
+        lambda connection: connection.post(message),
+    )
 
-    def send() -> None:
-        connection = getattr(local, "connection", None)
-        if connection is None:
-            connection = local.connection = HttpConnection(host, int(port), timeout_s)
-            with lock:
-                opened.append(connection)
-        connection.post(message)
 
-    def close() -> None:
-        with lock:
-            for connection in opened:
-                connection.close()
+def grpc_call(address: str, body: bytes, timeout_s: float) -> BlockingCall:
+    """``ModelInfer`` with the serialized request ``body`` over HTTP/2
+    (:mod:`headrace.bench.load_h2`)."""
+    from headrace.bench.load_h2 import GrpcH2Connection
 
-    return BlockingCall(send, close)
+    host, _, port = address.rpartition(":")
+    path = f"{GRPC_SERVICE}/ModelInfer"
+    return BlockingCall(
+        lambda: GrpcH2Connection(host, int(port), path, timeout_s),
+        lambda connection: connection.call(body),
+    )
+
+
+def grpc_stream_call(address: str, body: bytes, timeout_s: float) -> BlockingCall:
+    """``ModelStreamInfer``, one request in flight on each thread's stream at a time.
+
+    perf_analyzer keeps one stream per context (one per request in flight at a concurrency);
+    here each thread's stream carries its requests one after another, so the response read
+    back is the answer to the request just written."""
+    from headrace.bench.load_h2 import GrpcH2Stream
+
+    host, _, port = address.rpartition(":")
+    path = f"{GRPC_SERVICE}/ModelStreamInfer"
+    return BlockingCall(
+        lambda: GrpcH2Stream(host, int(port), path, timeout_s),
+        lambda stream: stream.call(body),
+    )
 
 
 class HttpConnection:

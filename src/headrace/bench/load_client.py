@@ -176,7 +176,8 @@ class _Worker:
         plan = self.plan
         values = random_inputs(plan.target, plan.batch_size, plan.seed, plan.string_length)
         if plan.streaming:
-            return grpc_stream_call(plan.address, grpc_request_bytes(plan.target, values))
+            body = grpc_request_bytes(plan.target, values)
+            return grpc_stream_call(plan.address, body, plan.timeout_s)
         if plan.protocol == "grpc":
             return grpc_call(plan.address, grpc_request_bytes(plan.target, values), plan.timeout_s)
         path, headers, body = http_request(plan.target, values)
