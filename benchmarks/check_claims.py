@@ -315,6 +315,12 @@ _OVER_QUIET = "reliability/overload_quiet.json"
 _FAULTS = "reliability/faults.json"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
+_VS_PA = "bench_load_vs_perf_analyzer.json"
+
+
+def _pa(model: str, protocol: str, concurrency: int) -> str:
+    point = f"summary.points[model={model}][protocol={protocol}][concurrency={concurrency}]"
+    return f"{point}.ratio"
 
 
 CLAIMS: tuple[Claim | Row, ...] = (
@@ -340,6 +346,51 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "534-3,640 served",
         _SCAN,
         "points[model=particlenet_torchscript][mode~=http,grpc].throughput_mean",
+    ),
+    # bench_load_vs_perf_analyzer.json: headrace bench load vs perf_analyzer, one server
+    Claim(
+        BENCH, "measured 0.89-1.22x perf_analyzer's throughput", _VS_PA, "summary.points[*].ratio"
+    ),
+    Claim(TOP, "measured 0.89-1.22x perf_analyzer's", _VS_PA, "summary.points[*].ratio"),
+    Claim(
+        BENCH, "gRPC streaming c=1 (identity 1.22x", _VS_PA, _pa("identity_bytes", "grpc-stream", 1)
+    ),
+    Claim(BENCH, "MLP 1.14x)", _VS_PA, _pa("mlp", "grpc-stream", 1)),
+    Claim(BENCH, "HTTP c=1 on the MLP (1.15x)", _VS_PA, _pa("mlp", "http", 1)),
+    Claim(BENCH, "HTTP c=16 on the MLP (1.10x)", _VS_PA, _pa("mlp", "http", 16)),
+    Claim(BENCH, "identity HTTP c=1, is 0.89x", _VS_PA, _pa("identity_bytes", "http", 1)),
+    Claim(
+        BENCH,
+        "p50 398 µs",
+        _VS_PA,
+        "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1].headrace_p50_us",
+    ),
+    Claim(
+        BENCH,
+        "against perf_analyzer's 456 µs",
+        _VS_PA,
+        "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
+        ".perf_analyzer_p50_us",
+    ),
+    Row(
+        BENCH,
+        "496 against 559 µs",
+        _VS_PA,
+        (
+            "summary.points[model=mlp][protocol=http][concurrency=1].headrace_p50_us",
+            "summary.points[model=mlp][protocol=http][concurrency=1].perf_analyzer_p50_us",
+        ),
+    ),
+    Row(
+        BENCH,
+        "headrace 1,971 and 2,080 /s, perf_analyzer 2,321 and 2,251 /s",
+        _VS_PA,
+        tuple(
+            f"records[model=identity_bytes][protocol=http][concurrency=1][generator={g}]"
+            f"[round={r}].throughput"
+            for g in ("headrace", "perf_analyzer")
+            for r in (0, 1)
+        ),
     ),
     # reliability/soak.json: headrace serve under mixed traffic and reloads
     Row(
