@@ -1,14 +1,17 @@
 """``headrace bench tune`` on the examples' models, the pick measured side by side with the
 model's own config.
 
-    python benchmarks/bench_tune.py                     # mlp as shipped, ParticleNet plain; ~10 min
-    python benchmarks/bench_tune.py --models particlenet:plain --measurement-ms 2000
+    python benchmarks/bench_tune.py                     # three models, ~12 min on 2 cores
+    python benchmarks/bench_tune.py --models fixed_cost:plain --measurement-ms 2000
 
 Builds the examples repository (``headrace examples create``) and runs one ``headrace bench
 tune`` per model. ``MODEL`` tunes the model with its examples config as the baseline (the MLP's
 is already tuned by hand: 2 instances, max batch 64, 100 µs queue delay); ``MODEL:plain``
 first strips the config to what a user starts with (no ``dynamic_batching``, no
 ``instance_group``: Triton's defaults fill them in), which is the config that the knobs are for.
+``fixed_cost`` is not an example: a python-backend model written here whose every call waits
+2 ms whatever its batch size (an accelerator's launch and transfer latency, which a CPU
+lacks) and then returns its input, the case dynamic batching is made for.
 Each run writes its JSON (machine included) and the chosen ``config.pbtxt`` to
 ``benchmarks/results/bench_tune/``.
 """
@@ -28,7 +31,9 @@ RESULTS = HERE / "results" / "bench_tune"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--models", default="mlp,particlenet:plain", help="(default mlp,particlenet:plain)"
+        "--models",
+        default="mlp,particlenet:plain,fixed_cost:plain",
+        help="(default mlp,particlenet:plain,fixed_cost:plain)",
     )
     p.add_argument("--instances", default="1,2", help="(default 1,2)")
     p.add_argument("--max-batch-sizes", default="8,64", help="(default 8,64)")
@@ -38,11 +43,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--side-by-side-rounds", default="3", help="(default 3)")
     p.add_argument(
         "--p99-ms",
-        default="mlp=20,particlenet=50",
-        help="per model (default mlp=20,particlenet=50)",
+        default="mlp=20,particlenet=50,fixed_cost=50",
+        help="per model (default mlp=20,particlenet=50,fixed_cost=50)",
     )
     p.add_argument("--out-dir", type=Path, default=RESULTS, help=f"(default {RESULTS})")
     return p.parse_args(argv)
+
+
+FIXED_COST_MS = 2.0
+_FIXED_COST_CONFIG = """\
+name: "fixed_cost"
+backend: "python"
+max_batch_size: 64
+input { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] }
+output { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] }
+"""
+_FIXED_COST_MODEL = """\
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    \"\"\"OUTPUT0 = INPUT0 after a fixed wait per call (per batch), as a device's latency.\"\"\"
+
+    def execute(self, requests):
+        time.sleep(%(seconds)r)
+        responses = []
+        for request in requests:
+            data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            output = pb_utils.Tensor("OUTPUT0", data)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[output]))
+        return responses
+"""
+
+
+def write_fixed_cost(repository: Path) -> None:
+    """The fixed-cost python model, its config without batching or instance groups."""
+    folder = repository / "fixed_cost"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(_FIXED_COST_CONFIG, encoding="utf-8")
+    code = _FIXED_COST_MODEL % {"seconds": FIXED_COST_MS / 1000}
+    (folder / "1" / "model.py").write_text(code, encoding="utf-8")
 
 
 def plain(model_dir: Path, into: Path) -> Path:
@@ -72,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
+        write_fixed_cost(repository)
         for item in args.models.split(","):
             model, _, variant = item.partition(":")
             model_dir = repository / model
