@@ -316,6 +316,27 @@ _FAULTS = "reliability/faults.json"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
 _VS_PA = "bench_load_vs_perf_analyzer.json"
+_TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
+_TUNE_MLP = "bench_tune/mlp_own.json"
+_TUNE_PN = "bench_tune/particlenet_plain.json"
+
+
+def _gain(concurrency: int) -> str:
+    return f"side_by_side[concurrency={concurrency}].throughput_gain"
+
+
+def _side_by_side(concurrency: int, cells: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """Selectors into one side-by-side entry: ``throughput``/``p99`` of the pick, with
+    ``_baseline`` of the model's own config, ``gain``; None for a label."""
+    pair = f"side_by_side[concurrency={concurrency}]"
+    paths = {
+        "gain": f"{pair}.throughput_gain",
+        "throughput": f"{pair}.chosen.throughput",
+        "throughput_baseline": f"{pair}.baseline.throughput",
+        "p99": f"{pair}.chosen.p99_ms",
+        "p99_baseline": f"{pair}.baseline.p99_ms",
+    }
+    return tuple(None if cell is None else paths[cell] for cell in cells)
 
 
 def _pa(model: str, protocol: str, concurrency: int) -> str:
@@ -392,6 +413,59 @@ CLAIMS: tuple[Claim | Row, ...] = (
             for r in (0, 1)
         ),
     ),
+    # bench_tune/*.json: headrace bench tune, the pick side by side with the model's config
+    Row(
+        TOP,
+        "(2942.7 inferences/s at p99 8.04 ms, c=16, 215.1 CPU-seconds",
+        _TUNE_FIXED,
+        ("points[7].throughput", None, "points[7].p99_ms", None, "points[7].cost"),
+    ),
+    Row(
+        TOP,
+        "at c=16 (3580.7/s, p99 6.78 ms)",
+        _TUNE_FIXED,
+        (None, "points[15].throughput", None, "points[15].p99_ms"),
+    ),
+    Row(
+        TOP,
+        "2874.4 against 423.1 inferences/s at c=16 (6.79x; p99 7.47 against 39.87 ms)",
+        _TUNE_FIXED,
+        _side_by_side(
+            16, ("throughput", "throughput_baseline", None, "gain", None, "p99", "p99_baseline")
+        ),
+    ),
+    Row(
+        TOP,
+        "812.7 against 404.2 at c=4 (2.01x)",
+        _TUNE_FIXED,
+        _side_by_side(4, ("throughput", "throughput_baseline", None, "gain")),
+    ),
+    Row(
+        TOP,
+        "measured 5871.5/s against the model's 5297.8 in the pass",
+        _TUNE_MLP,
+        ("points[15].throughput", "points[1].throughput"),
+    ),
+    Row(
+        TOP,
+        "5240.1 against 5189.1 (1.01x, medians of 3",
+        _TUNE_MLP,
+        (*_side_by_side(16, ("throughput", "throughput_baseline", "gain")), None),
+    ),
+    Row(
+        TOP,
+        "ran 2074.6 against 2101.7/s side by side at c=16 (0.99x)",
+        _TUNE_PN,
+        _side_by_side(16, ("throughput", "throughput_baseline", None, "gain")),
+    ),
+    Row(
+        BENCH,
+        "the pick gained 6.79x at c=16 and 2.01x at c=4",
+        _TUNE_FIXED,
+        (_gain(16), None, _gain(4), None),
+    ),
+    Claim(BENCH, "1.01x on the MLP", _TUNE_MLP, _gain(16)),
+    Claim(BENCH, "0.99x on ParticleNet", _TUNE_PN, _gain(16)),
     # reliability/soak.json: headrace serve under mixed traffic and reloads
     Row(
         BENCH,
