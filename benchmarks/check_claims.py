@@ -315,6 +315,33 @@ _OVER_QUIET = "reliability/overload_quiet.json"
 _FAULTS = "reliability/faults.json"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
+_VS_PA = "bench_load_vs_perf_analyzer.json"
+_TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
+_TUNE_MLP = "bench_tune/mlp_own.json"
+_TUNE_PN = "bench_tune/particlenet_plain.json"
+
+
+def _gain(concurrency: int) -> str:
+    return f"side_by_side[concurrency={concurrency}].throughput_gain"
+
+
+def _side_by_side(concurrency: int, cells: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """Selectors into one side-by-side entry: ``throughput``/``p99`` of the pick, with
+    ``_baseline`` of the model's own config, ``gain``; None for a label."""
+    pair = f"side_by_side[concurrency={concurrency}]"
+    paths = {
+        "gain": f"{pair}.throughput_gain",
+        "throughput": f"{pair}.chosen.throughput",
+        "throughput_baseline": f"{pair}.baseline.throughput",
+        "p99": f"{pair}.chosen.p99_ms",
+        "p99_baseline": f"{pair}.baseline.p99_ms",
+    }
+    return tuple(None if cell is None else paths[cell] for cell in cells)
+
+
+def _pa(model: str, protocol: str, concurrency: int) -> str:
+    point = f"summary.points[model={model}][protocol={protocol}][concurrency={concurrency}]"
+    return f"{point}.ratio"
 
 
 CLAIMS: tuple[Claim | Row, ...] = (
@@ -341,6 +368,104 @@ CLAIMS: tuple[Claim | Row, ...] = (
         _SCAN,
         "points[model=particlenet_torchscript][mode~=http,grpc].throughput_mean",
     ),
+    # bench_load_vs_perf_analyzer.json: headrace bench load vs perf_analyzer, one server
+    Claim(
+        BENCH, "measured 0.89-1.22x perf_analyzer's throughput", _VS_PA, "summary.points[*].ratio"
+    ),
+    Claim(TOP, "measured 0.89-1.22x perf_analyzer's", _VS_PA, "summary.points[*].ratio"),
+    Claim(
+        BENCH, "gRPC streaming c=1 (identity 1.22x", _VS_PA, _pa("identity_bytes", "grpc-stream", 1)
+    ),
+    Claim(BENCH, "MLP 1.14x)", _VS_PA, _pa("mlp", "grpc-stream", 1)),
+    Claim(BENCH, "HTTP c=1 on the MLP (1.15x)", _VS_PA, _pa("mlp", "http", 1)),
+    Claim(BENCH, "HTTP c=16 on the MLP (1.10x)", _VS_PA, _pa("mlp", "http", 16)),
+    Claim(BENCH, "identity HTTP c=1, is 0.89x", _VS_PA, _pa("identity_bytes", "http", 1)),
+    Claim(
+        BENCH,
+        "p50 398 µs",
+        _VS_PA,
+        "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1].headrace_p50_us",
+    ),
+    Claim(
+        BENCH,
+        "against perf_analyzer's 456 µs",
+        _VS_PA,
+        "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
+        ".perf_analyzer_p50_us",
+    ),
+    Row(
+        BENCH,
+        "496 against 559 µs",
+        _VS_PA,
+        (
+            "summary.points[model=mlp][protocol=http][concurrency=1].headrace_p50_us",
+            "summary.points[model=mlp][protocol=http][concurrency=1].perf_analyzer_p50_us",
+        ),
+    ),
+    Row(
+        BENCH,
+        "headrace 1,971 and 2,080 /s, perf_analyzer 2,321 and 2,251 /s",
+        _VS_PA,
+        tuple(
+            f"records[model=identity_bytes][protocol=http][concurrency=1][generator={g}]"
+            f"[round={r}].throughput"
+            for g in ("headrace", "perf_analyzer")
+            for r in (0, 1)
+        ),
+    ),
+    # bench_tune/*.json: headrace bench tune, the pick side by side with the model's config
+    Row(
+        TOP,
+        "(2942.7 inferences/s at p99 8.04 ms, c=16, 215.1 CPU-seconds",
+        _TUNE_FIXED,
+        ("points[7].throughput", None, "points[7].p99_ms", None, "points[7].cost"),
+    ),
+    Row(
+        TOP,
+        "at c=16 (3580.7/s, p99 6.78 ms)",
+        _TUNE_FIXED,
+        (None, "points[15].throughput", None, "points[15].p99_ms"),
+    ),
+    Row(
+        TOP,
+        "2874.4 against 423.1 inferences/s at c=16 (6.79x; p99 7.47 against 39.87 ms)",
+        _TUNE_FIXED,
+        _side_by_side(
+            16, ("throughput", "throughput_baseline", None, "gain", None, "p99", "p99_baseline")
+        ),
+    ),
+    Row(
+        TOP,
+        "812.7 against 404.2 at c=4 (2.01x)",
+        _TUNE_FIXED,
+        _side_by_side(4, ("throughput", "throughput_baseline", None, "gain")),
+    ),
+    Row(
+        TOP,
+        "measured 5871.5/s against the model's 5297.8 in the pass",
+        _TUNE_MLP,
+        ("points[15].throughput", "points[1].throughput"),
+    ),
+    Row(
+        TOP,
+        "5240.1 against 5189.1 (1.01x, medians of 3",
+        _TUNE_MLP,
+        (*_side_by_side(16, ("throughput", "throughput_baseline", "gain")), None),
+    ),
+    Row(
+        TOP,
+        "ran 2074.6 against 2101.7/s side by side at c=16 (0.99x)",
+        _TUNE_PN,
+        _side_by_side(16, ("throughput", "throughput_baseline", None, "gain")),
+    ),
+    Row(
+        BENCH,
+        "the pick gained 6.79x at c=16 and 2.01x at c=4",
+        _TUNE_FIXED,
+        (_gain(16), None, _gain(4), None),
+    ),
+    Claim(BENCH, "1.01x on the MLP", _TUNE_MLP, _gain(16)),
+    Claim(BENCH, "0.99x on ParticleNet", _TUNE_PN, _gain(16)),
     # reliability/soak.json: headrace serve under mixed traffic and reloads
     Row(
         BENCH,

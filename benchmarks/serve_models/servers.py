@@ -3,8 +3,9 @@
 Each server is a child process in its own session, bound to 127.0.0.1. ``ServerProcess`` is a
 context manager: leaving it (normally, on an error or on Ctrl-C) sends SIGTERM to the whole
 process group and SIGKILL after a grace period, so no server outlives the benchmark.
-headrace binds port 0 and reports its ports in a file; Triton and PyTriton need ports up
-front, so they get free ones and are restarted on new ones if a port was taken meanwhile.
+headrace is started by the product's launcher (:mod:`headrace.bench.serve_launch`: port 0,
+its ports reported in a file); Triton and PyTriton need ports up front, so they get free ones
+and are restarted on new ones if a port was taken meanwhile.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -61,18 +60,29 @@ class Ports:
 class ServerProcess:
     """One running server; ``stats(model)`` reads its statistics endpoint over HTTP."""
 
-    def __init__(self, system: str, command: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        system: str,
+        command: list[str],
+        env: dict[str, str],
+        log: Path,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        """Start ``command`` in its own session, or adopt ``process`` already started so."""
         self.system = system
         self.command = command
         self.log_path = log
-        self._log: IO[bytes] = open(log, "wb")  # noqa: SIM115  (closed in stop)
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._log: IO[bytes] | None = None
+        if process is None:
+            self._log = open(log, "wb")  # noqa: SIM115  (closed in stop)
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.process = process
         self.ports: Ports | None = None
 
     def __enter__(self) -> ServerProcess:
@@ -120,7 +130,8 @@ class ServerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server and every process under it (Triton's stubs)."""
@@ -157,19 +168,18 @@ def launch(
 
     ``extra_args`` go to ``headrace serve`` or ``tritonserver`` as they are (flags both read,
     such as ``--cache-config``)."""
-    attempts = 1 if system == "headrace" else 3
+    if system == "headrace":
+        return _launch_headrace(repository, models, workdir, timeout_s, extra_args)
+    attempts = 3
     for attempt in range(attempts):
-        ports = None if system == "headrace" else Ports(*free_ports(3))
-        log = workdir / f"{system}.log"
-        ports_file = workdir / f"{system}-ports.json"
-        ports_file.unlink(missing_ok=True)
-        command, env = _command(system, repository, models, ports, ports_file, options)
-        if system in ("headrace", "triton"):
+        ports = Ports(*free_ports(3))
+        command, env = _command(system, repository, models, ports, options)
+        if system == "triton":
             command = [*command, *extra_args]
-        server = ServerProcess(system, command, env, log)
+        server = ServerProcess(system, command, env, workdir / f"{system}.log")
         server.ports = ports
         try:
-            server.wait_ready(models, timeout_s, ports_file if ports is None else None)
+            server.wait_ready(models, timeout_s, None)
         except BaseException:
             server.stop()
             if attempt + 1 == attempts:
@@ -179,40 +189,49 @@ def launch(
     raise AssertionError("unreachable")
 
 
+def _launch_headrace(
+    repository: Path,
+    models: list[str],
+    workdir: Path,
+    timeout_s: float,
+    extra_args: Sequence[str],
+) -> ServerProcess:
+    """``headrace serve`` through the product's launcher (port 0, its ports file, readiness of
+    every model), in its own session so that stopping it takes its helpers too."""
+    from headrace.bench import serve_launch
+    from headrace.errors import Unavailable
+
+    args = ["--model-control-mode", "explicit", *HEADRACE_ARGS]
+    args += [f"--load-model={model}" for model in models]
+    try:
+        launched = serve_launch.launch(
+            repository,
+            workdir,
+            [*args, *extra_args],
+            ready=serve_launch.models_ready(models),
+            what=f"report {models} ready",
+            env={**os.environ, **HEADRACE_ENV},
+            new_session=True,
+            stem="headrace",
+            timeout_s=timeout_s,
+        )
+    except Unavailable as exc:
+        raise ServerStartFailed(str(exc)) from exc
+    command = [str(a) for a in launched.process.args]  # type: ignore[union-attr]
+    server = ServerProcess("headrace", command, {}, launched.log_path, launched.process)
+    found = launched.ports
+    server.ports = Ports(found["http"], found["grpc"], found.get("metrics", 0))
+    return server
+
+
 def _command(
     system: str,
     repository: Path,
     models: list[str],
-    ports: Ports | None,
-    ports_file: Path,
+    ports: Ports,
     options: dict[str, int],
 ) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
-    if system == "headrace":
-        env.update(HEADRACE_ENV)
-        exe = shutil.which("headrace")
-        command = [exe] if exe else [sys.executable, "-m", "headrace.cli"]
-        command += [
-            "serve",
-            str(repository),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--model-control-mode",
-            "explicit",
-            "--ports-file",
-            str(ports_file),
-            *HEADRACE_ARGS,
-        ]
-        for model in models:
-            command += ["--load-model", model]
-        return command, env
-    assert ports is not None
     if system == "triton":
         command = [shared_tool("tritonserver"), str(repository)]
         command += [str(ports.http), str(ports.grpc), str(ports.metrics), "--"]

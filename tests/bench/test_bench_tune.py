@@ -81,3 +81,24 @@ def test_model_setting_and_apply_setting_round_trip() -> None:
     assert list(tuned.dynamic_batching.preferred_batch_size) == [4]  # 64 is over the new max
     assert config.max_batch_size == 64  # the model's own config is left alone
     assert not apply_setting(config, Setting(1, 8, -1)).HasField("dynamic_batching")
+
+
+def test_side_by_side_compares_medians_over_rounds() -> None:
+    from headrace.bench.tune import SideBySide
+
+    own = Setting(2, 64, -1)
+    chosen = [_m(t, p) for t, p in ((300.0, 4.0), (330.0, 5.0), (310.0, 6.0))]
+    baseline = [
+        Measurement(own, 4, throughput=t, p99_ms=p, inferences=1000, wall_s=2.0, cpu_s=2.0)
+        for t, p in ((100.0, 9.0), (150.0, 12.0), (None, None))
+    ]
+    pair = SideBySide(4, tuple(chosen), tuple(baseline))
+    assert pair.median("chosen", "throughput") == 310.0
+    assert pair.median("baseline", "throughput") == 125.0  # the unmeasured round left out
+    assert pair.gain() == pytest.approx(310.0 / 125.0)
+    data = pair.as_dict("device-seconds-per-million", 10.0)
+    assert data["chosen"]["within_bound"] and not data["baseline"]["within_bound"]
+    assert data["baseline"]["config"] == own.as_dict()
+    assert data["chosen"]["cost"] == pytest.approx(1000.0)
+    assert len(data["baseline"]["rounds"]) == 3
+    assert SideBySide(4, (), tuple(baseline)).gain() is None

@@ -4,24 +4,26 @@ The examples repository is built once per test session (with ``headrace examples
 each server gets its own copy, so a test module can add models to it. A server is ready once
 it has written its ports file and answers tritonclient's ``is_server_ready``; every wait is
 bounded by a ``time.monotonic()`` deadline and doubles as a wait on the process, so a server
-that dies while starting fails the test at once with its log. Teardown sends SIGTERM and
+that dies while starting fails the test at once with its log (the launcher is
+:mod:`headrace.bench.serve_launch`, shared with bench tune and the benchmark scripts). Teardown sends SIGTERM and
 expects a drained exit with status 0; SIGKILL is only the fallback, and it fails the test.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from headrace.bench import serve_launch
+from headrace.errors import Unavailable
 
 __all__ = [
     "ServeProcess",
@@ -33,7 +35,6 @@ __all__ = [
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-_POLL_S = 0.05  # how long each wait on the process lasts between two readiness checks
 
 #: Triton python-backend model: OUTPUT0 = INPUT0, whatever the dtype (used for FP16 here).
 _IDENTITY_MODEL_PY = """\
@@ -173,67 +174,28 @@ def start_server(
 ) -> ServeProcess:
     """Start ``headrace serve`` on free ports and return once it is ready (or, with
     ``ready=False``, once it is live: a server that is not ready on purpose)."""
-    ports_file = workdir / "ports.json"
-    log_path = workdir / "serve.log"
-    command = [
-        sys.executable,
-        "-m",
-        "headrace.cli",
-        "serve",
-        str(repository),
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--ports-file",
-        str(ports_file),
-        *extra_args,
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = ServeProcess(process=process, repository=repository, log_path=log_path)
+    check = "is_server_ready" if ready else "is_server_live"
     try:
-        _wait_ready(server, ports_file, time.monotonic() + START_TIMEOUT_S, ready)
-    except BaseException:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        raise
-    return server
+        launched = serve_launch.launch(
+            repository,
+            workdir,
+            extra_args,
+            ready=lambda ports: _answers(ports, check),
+            what="report ready" if ready else "report live",
+            timeout_s=START_TIMEOUT_S,
+        )
+    except Unavailable as exc:
+        pytest.fail(str(exc))
+    return ServeProcess(launched.process, repository, launched.log_path, launched.ports)
 
 
-def _wait_ready(server: ServeProcess, ports_file: Path, deadline: float, ready: bool) -> None:
+def _answers(ports: Mapping[str, int], check: str) -> bool:
     import tritonclient.http as httpclient
 
-    while not ports_file.exists():
-        _wait_step(server, deadline, "write its ports file")
-    server.ports = {key: int(value) for key, value in json.loads(ports_file.read_text()).items()}
-    client = httpclient.InferenceServerClient(server.http_url, connection_timeout=5.0)
-    what = "report ready" if ready else "report live"
-    try:
-        while not _answers(client, "is_server_ready" if ready else "is_server_live"):
-            _wait_step(server, deadline, what)
-    finally:
-        client.close()
-
-
-def _answers(client: object, check: str) -> bool:
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{ports['http']}", connection_timeout=5.0)
     try:
         return bool(getattr(client, check)())
     except Exception:  # refused or reset while the server is still opening its doors
         return False
-
-
-def _wait_step(server: ServeProcess, deadline: float, what: str) -> None:
-    """Wait a moment on the process itself; fail if it died or the deadline has passed."""
-    code = server.wait_exit(_POLL_S)
-    if code is not None:
-        pytest.fail(
-            f"headrace serve exited with {code} before it could {what}\n{server.log_tail()}"
-        )
-    if time.monotonic() > deadline:
-        pytest.fail(f"headrace serve did not {what} within {START_TIMEOUT_S}s\n{server.log_tail()}")
+    finally:
+        client.close()

@@ -120,3 +120,47 @@ def test_perf_analyzer_gives_the_same_rows(server: ServeProcess, wire: str) -> N
     assert result.generator == "perf_analyzer" and result.error == "", result.error
     assert result.row is not None and result.row.throughput > 0
     assert result.row.avg_us > 0 and result.row.p99_us >= result.row.p50_us
+
+
+@pytest.mark.slow
+def test_the_http2_client_answers_and_fails_as_grpc_does(server: ServeProcess) -> None:
+    from tritonclient.grpc import service_pb2
+
+    from headrace.bench.load_h2 import GrpcH2Connection, H2Error
+
+    host, _, port = server.grpc_url.rpartition(":")
+    path = "/inference.GRPCInferenceService/ModelInfer"
+    connection = GrpcH2Connection(host, int(port), path, 10.0)
+    request = service_pb2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(bytes(4 * 64))
+    for _ in range(3):  # one connection, stream after stream
+        connection.call(request.SerializeToString())
+    request.model_name = "no_such_model"
+    with pytest.raises(H2Error, match="gRPC call failed"):
+        connection.call(request.SerializeToString())
+    big = service_pb2.ModelInferRequest(model_name="mlp")
+    big.inputs.add(name="INPUT0", datatype="FP32", shape=[64, 64])
+    big.raw_input_contents.append(bytes(4 * 64 * 64))  # 16 KiB: more than one DATA frame
+    connection.call(big.SerializeToString())
+    connection.close()
+
+
+@pytest.mark.slow
+def test_the_http2_stream_carries_request_after_request(server: ServeProcess) -> None:
+    from tritonclient.grpc import service_pb2
+
+    from headrace.bench.load_h2 import GrpcH2Stream, H2Error
+
+    host, _, port = server.grpc_url.rpartition(":")
+    path = "/inference.GRPCInferenceService/ModelStreamInfer"
+    stream = GrpcH2Stream(host, int(port), path, 10.0)
+    request = service_pb2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(bytes(4 * 64))
+    for _ in range(3):
+        stream.call(request.SerializeToString())
+    request.model_name = "no_such_model"
+    with pytest.raises(H2Error, match="no_such_model"):
+        stream.call(request.SerializeToString())
+    stream.close()

@@ -42,3 +42,23 @@ def test_tune_identity_two_points(
     assert chosen.name == "identity_bytes"
     assert (model_dir / "config.pbtxt").read_text() == own  # never over the model's own file
     assert "chosen" in capsys.readouterr().out
+
+
+def test_side_by_side_serves_both_and_alternates(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from headrace.bench.tune import Setting
+    from headrace.bench.tune_run import TuneOptions, model_setting, run_side_by_side
+
+    model_dir = examples_repository(tmp_path_factory) / "identity_bytes"
+    options = TuneOptions(model_dir=model_dir, measurement_ms=300, generator="client")
+    own = model_setting(read_config(str(model_dir / "config.pbtxt")))
+    seen: list[Setting] = []
+    pair = run_side_by_side(
+        options, Setting(1, 4, 0), own, 2, rounds=2, progress=lambda m: seen.append(m.setting)
+    )
+    assert seen == [Setting(1, 4, 0), own, own, Setting(1, 4, 0)]
+    assert len(pair.chosen) == len(pair.baseline) == 2
+    assert all(m.ok and not m.baseline for m in pair.chosen)
+    assert all(m.ok and m.baseline for m in pair.baseline)
+    assert pair.gain() is not None

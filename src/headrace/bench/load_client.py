@@ -1,31 +1,41 @@
-"""One client process of the load generator: an asyncio loop that keeps requests in flight.
+"""One client process of the load generator: keeps requests in flight and times each one.
 
 The parent (:mod:`headrace.bench.load`) starts several of these so that the client is not the
 bottleneck, and talks to each over a pipe:
 
-- the worker builds its request body, connects, and answers ``"ready"``;
+- the worker builds its request once (the serialized bytes are reused for every request)
+  and answers ``"ready"``; each thread opens its connection or stream at its first request;
 - ``("start",)`` starts the load: ``concurrency`` requests always in flight (closed loop), or
   one request every ``1 / rate`` seconds (open loop, at most ``max_in_flight`` outstanding);
 - ``("collect", end_ns)`` returns the requests that completed up to ``end_ns`` (a
   ``time.monotonic_ns`` value, one clock for every process on the machine) and forgets them;
 - ``("stop",)`` ends the load, closes the connections and answers ``"stopped"``.
 
-Each request is timed from just before it is handed to the transport to the moment its whole
-response has arrived; the response is checked for success, not decoded (as perf_analyzer does).
+Every request in flight is one thread's blocking call (:mod:`headrace.bench.load_blocking`),
+which costs the client less per request than an event loop. Each request is timed from just
+before it is handed to the transport to the moment its whole response has arrived; the
+response is checked for success, not decoded (as perf_analyzer does).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 import numpy as np
 
+from headrace.bench.load_blocking import (
+    BlockingCall,
+    describe,
+    grpc_call,
+    grpc_stream_call,
+    http_call,
+)
 from headrace.bench.load_inputs import (
     ModelTarget,
     grpc_request_bytes,
@@ -35,14 +45,14 @@ from headrace.bench.load_inputs import (
 
 __all__ = ["Collected", "WorkerPlan", "worker_main"]
 
-_GRPC_SERVICE = "/inference.GRPCInferenceService"
-_GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-]
+import os
+
+_ASYNC_STREAMS = os.environ.get("HR_ASYNC_STREAMS") == "1"
 _ERROR_BACKOFF_S = 0.01
 """A failed closed-loop request waits this long before its slot sends again, so a refusing
 server is not hammered in a tight loop."""
+_STOP_JOIN_S = 2.0
+"""How long stopping threads may finish their requests before the connections are closed."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +89,10 @@ class Collected:
 
 
 class _Record:
-    """Completions since the last collect: end times, latencies, errors."""
+    """Completions since the last collect: end times, latencies, errors (thread-safe)."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.ends: list[int] = []
         self.latencies: list[int] = []
         self.error_ends: list[int] = []
@@ -90,38 +101,41 @@ class _Record:
 
     def ok(self, start_ns: int) -> None:
         end = time.monotonic_ns()
-        self.ends.append(end)
-        self.latencies.append(end - start_ns)
+        with self.lock:
+            self.ends.append(end)
+            self.latencies.append(end - start_ns)
 
     def failed(self, error: BaseException) -> None:
-        self.error_ends.append(time.monotonic_ns())
-        if not self.first_error:
-            self.first_error = f"{type(error).__name__}: {error}"[:500]
+        end = time.monotonic_ns()
+        with self.lock:
+            self.error_ends.append(end)
+            if not self.first_error:
+                self.first_error = describe(error)[:500]
+
+    def skip(self) -> None:
+        with self.lock:
+            self.skipped += 1
 
     def take(self, end_ns: int) -> Collected:
-        ends = np.asarray(self.ends, dtype=np.int64)
-        keep = ends <= end_ns
-        latencies = np.asarray(self.latencies, dtype=np.int64)
-        taken = latencies[keep].astype(np.float64) / 1000.0
-        self.ends = ends[~keep].tolist()
-        self.latencies = latencies[~keep].tolist()
-        errors = sum(1 for e in self.error_ends if e <= end_ns)
-        self.error_ends = [e for e in self.error_ends if e > end_ns]
-        collected = Collected(taken, errors, self.first_error, self.skipped)
-        self.skipped = 0
-        return collected
-
-
-Send = Callable[[int], Awaitable[None]]
-"""Send one request using pre-built request ``slot`` and wait for its response."""
+        with self.lock:
+            ends = np.asarray(self.ends, dtype=np.int64)
+            latencies = np.asarray(self.latencies, dtype=np.int64)
+            keep = ends <= end_ns
+            self.ends = ends[~keep].tolist()
+            self.latencies = latencies[~keep].tolist()
+            errors = sum(1 for e in self.error_ends if e <= end_ns)
+            self.error_ends = [e for e in self.error_ends if e > end_ns]
+            skipped, self.skipped = self.skipped, 0
+            first_error = self.first_error
+        return Collected(latencies[keep].astype(np.float64) / 1000.0, errors, first_error, skipped)
 
 
 def worker_main(plan: WorkerPlan, conn: Connection) -> None:
-    """Process entry point: run the worker's event loop until told to stop.
+    """Process entry point: run the load until told to stop.
 
     A failure is sent to the parent as ``("failed", message)`` instead of a silent exit."""
     try:
-        asyncio.run(_Worker(plan, conn).run())
+        _Worker(plan, conn).run()
     except Exception as error:
         with contextlib.suppress(OSError):
             conn.send(("failed", f"{type(error).__name__}: {error}"))
@@ -129,225 +143,106 @@ def worker_main(plan: WorkerPlan, conn: Connection) -> None:
 
 
 class _Worker:
+    """A thread per closed-loop slot, or a paced pool of threads for a rate."""
+
     def __init__(self, plan: WorkerPlan, conn: Connection) -> None:
         self.plan = plan
         self.conn = conn
         self.record = _Record()
-        self.running = False
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self.free_slots: list[int] = []
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._on_command)
-        slots = self.plan.concurrency or self.plan.max_in_flight
-        self.free_slots = list(range(slots))
-        async with contextlib.AsyncExitStack() as stack:
-            send = await self._transport(stack, slots)
+    def run(self) -> None:
+        call = self._call()
+        try:
             self.conn.send("ready")
             while True:
-                command = await self.commands.get()
-                if command[0] == "start":
-                    self.running = True
-                    self._spawn(self._load(send))
+                try:
+                    command = self.conn.recv()
+                except EOFError:  # the parent is gone: stop rather than load a server forever
+                    break
+                if command[0] == "start" and not self.threads:
+                    self._start(call)
                 elif command[0] == "collect":
                     self.conn.send(self.record.take(int(command[1])))
                 elif command[0] == "stop":
                     break
-            self.running = False
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-        loop.remove_reader(self.conn.fileno())
-        self.conn.send("stopped")
-
-    def _on_command(self) -> None:
-        try:
-            self.commands.put_nowait(self.conn.recv())
-        except EOFError:  # the parent is gone: stop rather than load a server forever
-            asyncio.get_running_loop().remove_reader(self.conn.fileno())
-            self.commands.put_nowait(("stop",))
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _load(self, send: Send) -> None:
-        if self.plan.concurrency:
-            for slot in range(self.plan.concurrency):
-                self._spawn(self._closed_loop(send, slot))
-            return
-        interval_ns = int(1e9 / self.plan.rate)
-        next_ns = time.monotonic_ns() + int(self.plan.rate_offset_s * 1e9)
-        while self.running:
-            delay = (next_ns - time.monotonic_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            next_ns += interval_ns
-            if not self.free_slots:
-                self.record.skipped += 1
-                continue
-            self._spawn(self._one(send, self.free_slots.pop()))
-
-    async def _closed_loop(self, send: Send, slot: int) -> None:
-        while self.running:
-            if not await self._timed(send, slot):
-                await asyncio.sleep(_ERROR_BACKOFF_S)
-
-    async def _one(self, send: Send, slot: int) -> None:
-        try:
-            await self._timed(send, slot)
         finally:
-            self.free_slots.append(slot)
+            self._stop(call)
+        with contextlib.suppress(OSError):
+            self.conn.send("stopped")
 
-    async def _timed(self, send: Send, slot: int) -> bool:
-        start = time.monotonic_ns()
-        try:
-            await asyncio.wait_for(send(slot), self.plan.timeout_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            self.record.failed(error)
-            return False
-        self.record.ok(start)
-        return True
-
-    async def _transport(self, stack: contextlib.AsyncExitStack, slots: int) -> Send:
+    def _call(self) -> BlockingCall:
         plan = self.plan
         values = random_inputs(plan.target, plan.batch_size, plan.seed, plan.string_length)
-        if plan.protocol == "http":
-            return await _http_sender(stack, plan, values)
-        import grpc
-
-        channel = grpc.aio.insecure_channel(plan.address, options=_GRPC_OPTIONS)
-        await stack.enter_async_context(channel)
-        if not plan.streaming:
+        if plan.streaming:
             body = grpc_request_bytes(plan.target, values)
-            infer = channel.unary_unary(f"{_GRPC_SERVICE}/ModelInfer")
+            return grpc_stream_call(plan.address, body, plan.timeout_s)
+        if plan.protocol == "grpc":
+            return grpc_call(plan.address, grpc_request_bytes(plan.target, values), plan.timeout_s)
+        path, headers, body = http_request(plan.target, values)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        message = (
+            f"POST {path} HTTP/1.1\r\nHost: {plan.address}\r\n{head}"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        return http_call(plan.address, message, plan.timeout_s)
 
-            async def unary(slot: int) -> None:
-                await infer(body)
-
-            return unary
-        bodies = [grpc_request_bytes(plan.target, values, str(i)) for i in range(slots)]
-        stream = _Stream(channel, bodies)
-        self._spawn(stream.read())
-        return stream.send
-
-
-async def _http_sender(
-    stack: contextlib.AsyncExitStack, plan: WorkerPlan, values: dict[str, np.ndarray]
-) -> Send:
-    path, headers, body = http_request(plan.target, values)
-    host, _, port = plan.address.rpartition(":")
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    message = (
-        f"POST {path} HTTP/1.1\r\nHost: {plan.address}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    pool = _HttpPool(host, int(port))
-    stack.callback(pool.close)
-
-    async def send(slot: int) -> None:
-        await pool.post(message)
-
-    return send
-
-
-class _HttpPool:
-    """Keep-alive HTTP/1.1 connections, one per request in flight, each request one write.
-
-    A minimal client on purpose: the load generator must cost the machine as little CPU per
-    request as it can (client and server often share it), so it sends pre-built bytes and reads
-    only the status line, the headers it needs and the body's length, never decoding it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.all: list[asyncio.StreamWriter] = []
-
-    async def post(self, message: bytes) -> None:
-        if self.idle:
-            reader, writer = self.idle.pop()
+    def _start(self, call: BlockingCall) -> None:
+        if self.plan.concurrency:
+            targets = [self._closed_loop] * self.plan.concurrency
         else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.all.append(writer)
-        try:
-            writer.write(message)
-            status, keep_alive, body = await _read_response(reader)
-        except BaseException:
-            writer.close()
-            raise
-        if keep_alive:
-            self.idle.append((reader, writer))
-        else:
-            writer.close()
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
+            targets = [self._open_loop]
+        for target in targets:
+            thread = threading.Thread(target=target, args=(call.send,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
 
-    def close(self) -> None:
-        for writer in self.all:
-            writer.close()
+    def _stop(self, call: BlockingCall) -> None:
+        self.stopping.set()
+        deadline = time.monotonic() + _STOP_JOIN_S
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        call.close()  # ends the calls still waiting on the server
+        for thread in self.threads:
+            thread.join(_STOP_JOIN_S)
 
+    def _closed_loop(self, send: Callable[[], None]) -> None:
+        record, stopping = self.record, self.stopping
+        while not stopping.is_set():
+            start = time.monotonic_ns()
+            try:
+                send()
+            except Exception as error:
+                if stopping.is_set():
+                    return
+                record.failed(error)
+                stopping.wait(_ERROR_BACKOFF_S)
+                continue
+            record.ok(start)
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
-    """Status, whether the connection stays open, and the body (kept only for errors)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    fields = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip().lower()
-    keep_alive = fields.get("connection") != "close"
-    if "content-length" in fields:
-        body = await reader.readexactly(int(fields["content-length"]))
-    elif fields.get("transfer-encoding") == "chunked":
-        parts = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            parts.append(await reader.readexactly(size + 2))
-            if size == 0:
-                break
-        body = b"".join(part[:-2] for part in parts)
-    else:
-        body = await reader.read()
-        keep_alive = False
-    return status, keep_alive, body
+    def _open_loop(self, send: Callable[[], None]) -> None:
+        plan, record, stopping = self.plan, self.record, self.stopping
+        room = threading.BoundedSemaphore(plan.max_in_flight)
 
+        def one() -> None:
+            start = time.monotonic_ns()
+            try:
+                send()
+            except Exception as error:
+                if not stopping.is_set():
+                    record.failed(error)
+            else:
+                record.ok(start)
+            finally:
+                room.release()
 
-class _Stream:
-    """One ``ModelStreamInfer`` stream shared by a worker's slots; a request's id is its slot."""
-
-    def __init__(self, channel: Any, bodies: list[bytes]) -> None:
-        self.call = channel.stream_stream(f"{_GRPC_SERVICE}/ModelStreamInfer")()
-        self.bodies = bodies
-        self.pending: dict[str, asyncio.Future[None]] = {}
-        self.lock = asyncio.Lock()
-
-    async def send(self, slot: int) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self.pending[str(slot)] = future
-        async with self.lock:  # grpc.aio streams take one write at a time
-            await self.call.write(self.bodies[slot])
-        await future
-
-    async def read(self) -> None:
-        from tritonclient.grpc import service_pb2
-
-        try:
-            async for raw in self.call:
-                response = service_pb2.ModelStreamInferResponse.FromString(raw)
-                future = self.pending.pop(response.infer_response.id, None)
-                if future is None or future.done():
-                    continue
-                if response.error_message:
-                    future.set_exception(RuntimeError(response.error_message))
+        interval_ns = int(1e9 / plan.rate)
+        next_ns = time.monotonic_ns() + int(plan.rate_offset_s * 1e9)
+        with ThreadPoolExecutor(plan.max_in_flight, thread_name_prefix="load") as pool:
+            while not stopping.wait(max(0.0, (next_ns - time.monotonic_ns()) / 1e9)):
+                next_ns += interval_ns
+                if room.acquire(blocking=False):
+                    pool.submit(one)
                 else:
-                    future.set_result(None)
-        except Exception as error:
-            for future in self.pending.values():
-                if not future.done():
-                    future.set_exception(error)
-            raise
+                    record.skip()

@@ -8,6 +8,11 @@ concurrency. A point is on the Pareto front when no other point has at least its
 and at most its p99 with one of them strictly better. The chosen point is the cheapest under
 the p99 bound; ties go to the higher throughput.
 
+The search measures each setting once, one after another, so a drift of the machine between
+two settings looks like a difference between them. The pick is therefore measured again *side
+by side* with the model's own config (:class:`SideBySide`): both served at once, loaded in
+turns over several rounds (the order alternating), and compared by their medians.
+
 Costs (per million inferences, from what the server did during the measurement):
 
 - ``device-seconds-per-million``: seconds the server's device was busy. On a CPU that is the
@@ -18,6 +23,7 @@ Costs (per million inferences, from what the server did during the measurement):
 from __future__ import annotations
 
 import itertools
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +34,7 @@ __all__ = [
     "COST_FUNCTIONS",
     "Measurement",
     "Setting",
+    "SideBySide",
     "choose",
     "cost",
     "grid",
@@ -155,3 +162,53 @@ def choose(points: Sequence[Measurement], p99_ms_bound: float, function: str) ->
         default=None,
     )
     return Choice(best, fastest(within), fastest([i for i in within if points[i].baseline]))
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """The chosen setting and the model's own, measured in turns at one concurrency."""
+
+    concurrency: int
+    chosen: tuple[Measurement, ...]
+    baseline: tuple[Measurement, ...]
+
+    def median(self, which: str, field: str) -> float | None:
+        """The median of ``field`` (throughput, p99_ms) over ``which``'s measured rounds."""
+        values = [getattr(m, field) for m in getattr(self, which) if m.ok]
+        return float(statistics.median(values)) if values else None
+
+    def gain(self) -> float | None:
+        """Median throughput of the chosen setting over the model's own."""
+        chosen, baseline = (
+            self.median("chosen", "throughput"),
+            self.median("baseline", "throughput"),
+        )
+        return chosen / baseline if chosen and baseline else None
+
+    def as_dict(self, function: str, p99_ms_bound: float) -> dict[str, Any]:
+        def side(which: str) -> dict[str, Any]:
+            rounds = getattr(self, which)
+            p99 = self.median(which, "p99_ms")
+            return {
+                "config": rounds[0].setting.as_dict() if rounds else None,
+                "throughput": self.median(which, "throughput"),
+                "p99_ms": p99,
+                "within_bound": p99 is not None and p99 <= p99_ms_bound,
+                "cost": _median([cost(m, function) for m in rounds]),
+                "rounds": [
+                    {"throughput": m.throughput, "p99_ms": m.p99_ms, "error": m.error or None}
+                    for m in rounds
+                ],
+            }
+
+        return {
+            "concurrency": self.concurrency,
+            "chosen": side("chosen"),
+            "baseline": side("baseline"),
+            "throughput_gain": self.gain(),
+        }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(statistics.median(present)) if present else None

@@ -63,6 +63,14 @@ def add_tune_command(commands: Any) -> None:
         "--measurement-ms", type=int, default=2000, help="each load window (default 2000)"
     )
     p.add_argument(
+        "--side-by-side-rounds",
+        type=int,
+        default=3,
+        help="after the search, serve the pick and the model's own config at once and load "
+        "them in turns this many times each, at the pick's concurrency and the model's "
+        "best one (default 3; 0: skip)",
+    )
+    p.add_argument(
         "--generator",
         choices=("auto", "perf_analyzer", "client"),
         default="auto",
@@ -113,12 +121,9 @@ def run_tune_command(args: argparse.Namespace) -> int:
     baseline = model_setting(config)
     settings = grid(options.instances, options.max_batch_sizes, options.queue_delays_us, baseline)
 
-    def progress(m: Any) -> None:
-        what = f"{m.throughput:.1f}/s p99 {m.p99_ms:.2f} ms" if m.ok else m.error[:120]
-        print(f"  {m.setting.as_dict()} c={m.concurrency}: {what}", file=sys.stderr, flush=True)
-
-    measurements = run_tune(options, settings, baseline, progress)
+    measurements = run_tune(options, settings, baseline, _progress)
     choice = choose(measurements, args.p99_ms, args.cost)
+    side_by_side = _side_by_side(args, options, measurements, choice, baseline)
     written = ""
     if args.write_config and choice.best is not None:
         chosen = measurements[choice.best].setting
@@ -136,6 +141,7 @@ def run_tune_command(args: argparse.Namespace) -> int:
         p99_ms_bound=args.p99_ms,
         cost_function=args.cost,
         written_config=written,
+        side_by_side=side_by_side,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     print_table(document)
@@ -146,6 +152,45 @@ def run_tune_command(args: argparse.Namespace) -> int:
     elif choice.best is None:
         print(f"no point met --p99-ms {args.p99_ms:g}; nothing chosen")
     return 0
+
+
+def _side_by_side(
+    args: argparse.Namespace, options: Any, measurements: Any, choice: Any, baseline: Any
+) -> list[dict[str, Any]]:
+    """The pick against the model's own config, in turns, at each concurrency that matters."""
+    from headrace.bench.tune_run import run_side_by_side
+    from headrace.errors import HeadraceError
+
+    if args.side_by_side_rounds < 1 or choice.best is None:
+        return []
+    chosen = measurements[choice.best]
+    if chosen.setting == baseline:
+        return []  # the model's own config won: nothing to compare it with
+    concurrencies = [chosen.concurrency]
+    if choice.baseline is not None:
+        concurrencies.append(measurements[choice.baseline].concurrency)
+    out = []
+    for concurrency in sorted(set(concurrencies)):
+        print(f"side by side at c={concurrency}:", file=sys.stderr, flush=True)
+        try:
+            pair = run_side_by_side(
+                options,
+                chosen.setting,
+                baseline,
+                concurrency,
+                args.side_by_side_rounds,
+                _progress,
+            )
+        except HeadraceError as exc:
+            out.append({"concurrency": concurrency, "error": str(exc)[-600:]})
+            continue
+        out.append(pair.as_dict(args.cost, args.p99_ms))
+    return out
+
+
+def _progress(m: Any) -> None:
+    what = f"{m.throughput:.1f}/s p99 {m.p99_ms:.2f} ms" if m.ok else m.error[:120]
+    print(f"  {m.setting.as_dict()} c={m.concurrency}: {what}", file=sys.stderr, flush=True)
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -26,6 +26,7 @@ def tune_document(
     cost_function: str,
     written_config: str,
     created: str,
+    side_by_side: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """What was searched, each point's numbers, the front and the picks (indices into points)."""
     return {
@@ -56,6 +57,7 @@ def tune_document(
         "pareto": pareto_front(measurements),
         **choice.as_dict(),
         "written_config": written_config or None,
+        "side_by_side": list(side_by_side),
     }
 
 
@@ -114,6 +116,23 @@ def print_table(document: dict[str, Any]) -> None:
         console = Console(width=140)
     console.print(table)
     print(f"cost: {document['cost_function']}")
+    for pair in document.get("side_by_side", []):
+        if "error" in pair:
+            print(f"side by side at c={pair['concurrency']}: {pair['error'][:200]}")
+            continue
+        chosen, own = pair["chosen"], pair["baseline"]
+        gain = pair["throughput_gain"]
+        print(
+            f"side by side at c={pair['concurrency']} ({len(chosen['rounds'])} rounds each): "
+            f"chosen {_rate(chosen)}, model's own {_rate(own)}"
+            + (f", gain {gain:.2f}x" if gain else "")
+        )
+
+
+def _rate(side: dict[str, Any]) -> str:
+    if side["throughput"] is None:
+        return "not measured"
+    return f"{side['throughput']:.1f}/s at p99 {side['p99_ms']:.2f} ms"
 
 
 def write_new(path: str, text: str, explicit: str = "") -> Path:

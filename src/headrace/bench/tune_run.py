@@ -7,6 +7,8 @@ files copied, its ``config.pbtxt`` rewritten), served by its own ``headrace serv
 p99 are the load generator's; inferences and CPU seconds are the server's own over the whole
 load run (statistics endpoint and psutil), so the cost does not depend on the generator.
 The search stops starting new settings once ``budget_s`` would be overrun.
+:func:`run_side_by_side` then serves the pick and the model's own config at once and loads
+them in turns, so that their difference is not the machine's drift between two settings.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from headrace.bench.tune import Measurement, Setting
+from headrace.bench.tune import Measurement, Setting, SideBySide
 from headrace.bench.tune_serve import TuneServer, serve
 from headrace.config.defaults import fill_defaults
 from headrace.config.tensors import input_specs
@@ -29,7 +32,7 @@ from headrace.config.text import ModelConfig, format_config, read_config
 from headrace.errors import HeadraceError, InvalidInput
 from headrace.types import DataType
 
-__all__ = ["TuneOptions", "apply_setting", "model_setting", "run_tune"]
+__all__ = ["TuneOptions", "apply_setting", "model_setting", "run_side_by_side", "run_tune"]
 
 _NO_BATCHER = -1
 """``max_queue_delay_us`` of a setting without ``dynamic_batching`` (only the model's own)."""
@@ -131,13 +134,53 @@ Measure = Callable[[TuneServer, int], tuple[float, float, float, str]]
 """(server, concurrency) -> (throughput, p50 ms, p99 ms, generator name)."""
 
 
+def run_side_by_side(
+    options: TuneOptions,
+    chosen: Setting,
+    baseline: Setting,
+    concurrency: int,
+    rounds: int,
+    progress: Callable[[Measurement], None] = lambda m: None,
+) -> SideBySide:
+    """Serve ``chosen`` and ``baseline`` at once; load them in turns, ``rounds`` times each,
+    the first to go alternating from round to round."""
+    config = read_config(str(options.model_dir / "config.pbtxt"))
+    measure = _measurer(options, config)
+    results: dict[Setting, list[Measurement]] = {chosen: [], baseline: []}
+    with ExitStack() as stack:
+        servers = {}
+        for setting in (chosen, baseline):
+            text = format_config(config if setting == baseline else apply_setting(config, setting))
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="headrace-tune-")))
+            repository = _repository(tmp, options.model_dir, config.name, text)
+            servers[setting] = stack.enter_context(
+                serve(repository, config.name, tmp, options.serve_args)
+            )
+        for round_no in range(rounds):
+            order = (chosen, baseline) if round_no % 2 == 0 else (baseline, chosen)
+            for setting in order:
+                measurement = _load_once(
+                    servers[setting], config.name, setting, concurrency, measure
+                )
+                measurement = replace(measurement, baseline=setting == baseline)
+                results[setting].append(measurement)
+                progress(measurement)
+    return SideBySide(concurrency, tuple(results[chosen]), tuple(results[baseline]))
+
+
+def _repository(tmp: Path, model_dir: Path, model: str, config_text: str) -> Path:
+    """A repository in ``tmp`` holding only ``model``: its files, ``config_text`` as config."""
+    repository = tmp / "repository"
+    shutil.copytree(model_dir, repository / model)
+    (repository / model / "config.pbtxt").write_text(config_text, encoding="utf-8")
+    return repository
+
+
 def _serve_and_load(
     options: TuneOptions, model: str, setting: Setting, config_text: str, measure: Measure
 ) -> list[Measurement]:
     with tempfile.TemporaryDirectory(prefix="headrace-tune-") as tmp:
-        repository = Path(tmp) / "repository"
-        shutil.copytree(options.model_dir, repository / model)
-        (repository / model / "config.pbtxt").write_text(config_text, encoding="utf-8")
+        repository = _repository(Path(tmp), options.model_dir, model, config_text)
         try:
             with serve(repository, model, Path(tmp), options.serve_args) as server:
                 return [
