@@ -23,7 +23,7 @@ from typing import Any
 
 from headrace.errors import require
 from headrace.scheduling.response_cache import CacheReport
-from headrace.server.http.header_deadline import HeaderDeadline
+from headrace.server.header_deadline import HeaderDeadline
 from headrace.server.reports import ModelStatistics
 from headrace.server.security import DEFAULT_HEADER_TIMEOUT_S, Restriction
 

@@ -9,7 +9,7 @@ their errors (and aiohttp's own 404/405) into ``{"error": ...}`` bodies. The gra
 A client that disconnects cancels its handler (aiohttp's ``handler_cancellation``), so the
 core withdraws its request: a streamed generate stops its model's responses, an infer leaves
 the queue. Model control is shielded from that and always runs to its end. A client slow to
-send its headers is cut off by :mod:`~headrace.server.http.header_deadline`, which is why the
+send its headers is cut off by :mod:`~headrace.server.header_deadline`, which is why the
 door opens its listening socket itself, with aiohttp's server as the protocol factory.
 """
 
@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, require
+from headrace.server.header_deadline import HeaderDeadline
 from headrace.server.http.handlers import (
     HttpCall,
     HttpHandlers,
@@ -31,7 +32,6 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
-from headrace.server.http.header_deadline import HeaderDeadline
 from headrace.server.http.options import DEFAULT_MAX_BODY_BYTES, HttpOptions
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import ROUTES
@@ -61,7 +61,7 @@ class HttpFrontend:
         options: HttpOptions | None = None,
     ) -> None:
         """``options``: limits, guards and timeouts, as for granian's door; the header
-        timeout is kept here (:mod:`~headrace.server.http.header_deadline`), aiohttp having
+        timeout is kept here (:mod:`~headrace.server.header_deadline`), aiohttp having
         none."""
         options = options or HttpOptions()
         self._options = options
