@@ -7,7 +7,29 @@ from dataclasses import dataclass
 from headrace.errors import InvalidConfig
 from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
 
-__all__ = ["ServerOptions"]
+__all__ = ["RayServing", "ServerOptions"]
+
+
+@dataclass(frozen=True)
+class RayServing:
+    """Where model instances go when serving on Ray (``--ray-address`` and its flags)."""
+
+    address: str = ""
+    """``auto``, ``ray://HOST:PORT``, or "" for a Ray started by this server (``local``)."""
+    num_gpus_per_instance: float = 1.0
+    """Share of a GPU each GPU instance takes (fractions share one); CPU instances take none."""
+    max_restarts: int = -1
+    """How often Ray restarts an instance's actor after it dies (-1: always)."""
+    namespace: str = ""
+    """The Ray namespace of the instances' named actors ("": the frontend's own)."""
+
+    def __post_init__(self) -> None:
+        if not self.num_gpus_per_instance > 0:
+            raise InvalidConfig(
+                f"--ray-num-gpus-per-instance must be positive, got {self.num_gpus_per_instance}"
+            )
+        if self.max_restarts < -1:
+            raise InvalidConfig(f"--ray-max-restarts must be -1 or more, got {self.max_restarts}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +66,8 @@ class ServerOptions:
     model's send waits (``--max-stream-pending-responses``)."""
     stream_send_timeout_s: float = DEFAULT_STREAM_SEND_TIMEOUT_S
     """How long such a send waits for room before its request fails (``--stream-send-timeout``)."""
+    ray: RayServing | None = None
+    """Place every model's instances as Ray actors (``--ray-address``); None: in this server."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:

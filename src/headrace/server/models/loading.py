@@ -5,7 +5,12 @@ per ``instance_group`` entry's ``count`` per device. Python models (Triton pytho
 ``model.py`` files and bound callables) run where their runtime says (:func:`python_runtime`):
 in a worker process per instance (``process``, off the server's GIL, as Triton's stubs) or on
 the server's own threads (``in-server``). An ensemble has none: its scheduler runs
-the steps on the other models' schedulers, reached through the registry's router. Backends load on a worker thread (loading
+the steps on the other models' schedulers, reached through the registry's router. With
+``--ray-address`` (:class:`~headrace.server.options.RayServing`) every other model's instances
+are Ray actors instead, python models included, placed through the same planning (``KIND_GPU``
+groups count per GPU of the cluster); a decoupled model stays in this server, with a logged line
+saying so, because its responses go through its requests' sinks, which cannot leave this
+process. Backends load on a worker thread (loading
 is blocking file and device work); the pool and scheduler are built on the event loop. A
 failure part-way closes whatever was already built, so nothing leaks into a half-loaded
 version.
@@ -32,6 +37,7 @@ from headrace.scheduling.caching import CachingScheduler
 from headrace.scheduling.response_cache import ResponseCache
 from headrace.scheduling.router import Router
 from headrace.server.models.table import LoadedVersion
+from headrace.server.options import RayServing
 from headrace.server.statistics import VersionStatistics
 from headrace.server.validation import Signature
 
@@ -85,12 +91,14 @@ async def load_version(
     run_now_below_us: float = 0.0,
     python_default: str = "in-server",
     cache: ResponseCache | None = None,
+    ray: RayServing | None = None,
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler.
 
     ``python_default`` is the runtime of python-backend models that do not choose one. A
     version whose config enables ``response_cache`` schedules through ``cache`` (the
-    server's, None when it has none: the version then runs uncached, as in Triton)."""
+    server's, None when it has none: the version then runs uncached, as in Triton). With
+    ``ray`` the instances are Ray actors (see the module's docstring)."""
     config = source.config
     backend = source.backend or config.backend or config.platform or "python_callable"
     signature = Signature.for_config(source.name, config)
@@ -100,9 +108,11 @@ async def load_version(
         scheduler = make_scheduler(config, None, stats, router=router)  # steps run elsewhere
     else:
         options = PlacementOptions(num_buffers=num_buffers)
-        builder = _builder(python_runtime(config, backend, python_default))
+        runtime = python_runtime(config, backend, python_default)
+        builder = _ray_builder(source, ray) or _builder(runtime)
+        gpus = await asyncio.to_thread(_cluster_gpus, builder)
         instances = await asyncio.to_thread(
-            place_instances, source.context(), source.factory, options, builder=builder
+            place_instances, source.context(), source.factory, options, gpus=gpus, builder=builder
         )
         try:
             pool = InstancePool(instances, run_now_below_us=run_now_below_us)
@@ -158,6 +168,33 @@ def _builder(runtime: str) -> InstanceBuilder | None:
     from headrace.engine.process_instance import ProcessExecutor
 
     return ProcessExecutor()
+
+
+def _ray_builder(source: VersionSource, ray: RayServing | None) -> InstanceBuilder | None:
+    if ray is None:
+        return None
+    if source.config.model_transaction_policy.decoupled:
+        _log.warning(
+            "model '%s' is decoupled: its responses go through each request's stream, which "
+            "cannot reach a Ray actor, so its instances run in this server (not on "
+            "--ray-address)",
+            source.name,
+        )
+        return None
+    from headrace.engine.ray_executor import RayExecutor
+
+    return RayExecutor(
+        address=ray.address,
+        num_gpus=ray.num_gpus_per_instance,
+        max_restarts=ray.max_restarts,
+        namespace=ray.namespace,
+    )
+
+
+def _cluster_gpus(builder: InstanceBuilder | None) -> tuple[int, ...] | None:
+    """The GPUs placement plans on: the Ray cluster's for Ray actors, else this machine's."""
+    cluster_gpus = getattr(builder, "cluster_gpus", None)
+    return cluster_gpus() if cluster_gpus is not None else None
 
 
 def _with_cache(
