@@ -240,6 +240,7 @@ class LoadLoop:
 
 def _check_failures(load: LoadLoop, model: str) -> None:
     """Each client lost at most the request it had in flight, with one clear 503."""
+    print(f"{model}: {len(load.ok)} ok, {len(load.errors)} failed: {load.errors[:1]}")
     assert len(load.errors) <= load.clients, load.errors
     for _, status, message in load.errors:
         assert status == "503", (status, message)
@@ -295,11 +296,13 @@ def test_removing_a_node_mid_load_then_adding_one_resumes(
 def test_readiness_is_false_while_no_instance_is_alive(
     cluster: Cluster, server: ServeProcess
 ) -> None:
+    import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
     (actor,) = cluster.actors("single").values()
     client = httpclient.InferenceServerClient(server.http_url)
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
     x = np.ones((1, 4), np.float32)
     try:
         cluster.cluster.remove_node(cluster.node_of(actor))
@@ -309,12 +312,18 @@ def test_readiness_is_false_while_no_instance_is_alive(
             _infer(client, httpclient, "single", x)
         assert caught.value.status() == "503"
         assert "model 'single' instance 'single_0_0' is unavailable" in caught.value.message()
+        with pytest.raises(InferenceServerException) as caught:
+            _infer(grpc, grpcclient, "single", x)
+        assert caught.value.status() == "StatusCode.UNAVAILABLE"
+        assert "model 'single' instance 'single_0_0' is unavailable" in caught.value.message()
+        assert not grpc.is_model_ready("single")
         cluster.add_node()
         _wait_for("model 'single' ready again", lambda: client.is_model_ready("single"))
         out, _ = _infer(client, httpclient, "single", x)
         np.testing.assert_array_equal(out, x * 2)
     finally:
         client.close()
+        grpc.close()
 
 
 def _answers(cluster: Cluster, actor: Any) -> bool:
