@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from headrace.types import WorkItem
 if TYPE_CHECKING:
     from headrace.engine.placement import InstanceSpec, PlacementOptions
 
-__all__ = ["RayExecutor", "RayInstance"]
+__all__ = ["RayExecutor", "RayInstance", "portable_request"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class _ServingWorker(_RayInstanceWorker):
 
     async def run_requests_async(self, requests: Sequence[WorkItem]) -> TimedRequests:
         return await asyncio.wrap_future(self._live().submit_requests_timed(requests))
+
+    async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``await fn(instance, *args)`` on the actor's event loop: a caller's coroutine next to
+        the instance (the sequence batcher of a model shared by several frontends runs so)."""
+        return await fn(self._live(), *args)
 
     async def watch(self) -> None:
         """Returns when the instance is closed; fails (in the caller) when the actor dies."""
@@ -98,11 +103,21 @@ class RayInstance:
     """
 
     def __init__(
-        self, actor: Any, name: str, depth: int, ray: Any, *, model: str = "", node: str = ""
+        self,
+        actor: Any,
+        name: str,
+        depth: int,
+        ray: Any,
+        *,
+        model: str = "",
+        node: str = "",
+        owned: bool = True,
     ) -> None:
         self.name = name
         self.model = model or name
         self.node = node
+        self.owned = owned
+        """Whether closing ends the actor; a shared one (``--ray-share``) outlives this frontend."""
         self._actor = actor
         self._depth = depth
         self._ray = ray
@@ -130,12 +145,21 @@ class RayInstance:
             failed: Future[TimedRequests] = Future()
             failed.set_exception(self._down_error())
             return failed
-        payload = [_portable(request) for request in requests]
+        payload = [portable_request(request) for request in requests]
         ref = self._actor.run_requests_async.remote(payload)
         return self._translated(ref.future())
 
     def run_requests_now(self, requests: Sequence[Request]) -> TimedRequests:
         raise Unavailable(f"model instance '{self.name}' runs in a Ray actor")
+
+    def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Future[Any]:
+        """``await fn(instance, *args)`` inside the actor; its result, or its error as itself
+        (the actor's death as Unavailable naming the model)."""
+        if not self._alive:
+            failed: Future[Any] = Future()
+            failed.set_exception(self._down_error())
+            return failed
+        return self._translated(self._actor.call_async.remote(fn, *args).future())
 
     def close(self, *, drain: bool = True) -> None:
         """Close the actor's instance (draining it), then end the actor."""
@@ -143,6 +167,8 @@ class RayInstance:
             self._closing = True
             if self._timer is not None:
                 self._timer.cancel()
+        if not self.owned:
+            return  # other frontends serve through it
         try:
             self._ray.get(self._actor.close.remote())
         except Exception:  # noqa: S110 - an actor that died has nothing left to close
@@ -209,10 +235,10 @@ class RayInstance:
         except Exception:  # the handle refused the call outright: try again later
             self._probe_later(min(delay * 2, _PROBE_MAX_S))
 
-    def _translated(self, source: Future[Any]) -> Future[TimedRequests]:
+    def _translated(self, source: Future[Any]) -> Future[Any]:
         """``source`` with an actor's headrace error re-raised as itself; an actor's death as
         :class:`Unavailable` naming the model (and the instance marked down)."""
-        target: Future[TimedRequests] = Future()
+        target: Future[Any] = Future()
 
         def done(finished: Future[Any]) -> None:
             error = finished.exception()
@@ -243,7 +269,10 @@ class RayExecutor:
     A CPU instance takes one CPU; a GPU instance takes ``num_gpus`` of a GPU (fractions
     share one) and sees it as ``cuda:0``. Actors are spread over the nodes, restarted by Ray
     up to ``max_restarts`` times (-1: always), never retry a batch, and are named
-    ``MODEL/VERSION/INSTANCE#ID`` in ``namespace`` ("" : the frontend's own). The cluster must
+    ``MODEL/VERSION/INSTANCE#ID`` in ``namespace`` ("" : the frontend's own). ``shared``
+    actors are named ``MODEL/VERSION/INSTANCE@CONFIG-DIGEST`` instead, detached, and found
+    rather than made when they exist: every frontend of the namespace serving the same
+    configuration drives the same actors, and none ends them when it closes. The cluster must
     hold what every instance needs, or placement is refused at once (Ray would wait for the
     resources forever).
     """
@@ -255,6 +284,7 @@ class RayExecutor:
         num_gpus: float = 1.0,
         max_restarts: int = -1,
         namespace: str = "",
+        shared: bool = False,
     ) -> None:
         if num_gpus <= 0:
             raise InvalidInput(f"GPUs per Ray GPU instance must be positive, got {num_gpus}")
@@ -264,6 +294,9 @@ class RayExecutor:
         self.num_gpus = num_gpus
         self.max_restarts = max_restarts
         self.namespace = namespace
+        self.shared = shared
+        if shared and not namespace:
+            raise InvalidInput("shared Ray instances need a namespace (--ray-namespace)")
 
     def cluster_gpus(self) -> tuple[int, ...]:
         """The cluster's GPUs as placement counts them (``KIND_GPU`` groups: count per GPU)."""
@@ -320,7 +353,15 @@ class RayExecutor:
                 info.device,
             )
             instances.append(
-                RayInstance(actor, spec.name, depth, ray, model=base.model_name, node=info.node)
+                RayInstance(
+                    actor,
+                    spec.name,
+                    depth,
+                    ray,
+                    model=base.model_name,
+                    node=info.node,
+                    owned=not self.shared,
+                )
             )
         return instances
 
@@ -348,6 +389,10 @@ class RayExecutor:
             "scheduling_strategy": "SPREAD",
             "name": f"{base.model_name}/{base.version}/{spec.name}#{uuid.uuid4().hex[:8]}",
         }
+        if self.shared:  # one actor per instance for every frontend of the namespace
+            actor_options["name"] = f"{base.model_name}/{base.version}/{spec.name}@{_digest(base)}"
+            actor_options["get_if_exists"] = True
+            actor_options["lifetime"] = "detached"
         if self.namespace:
             actor_options["namespace"] = self.namespace
         return remote.options(**actor_options).remote(
@@ -359,6 +404,13 @@ class RayExecutor:
         )
 
 
+def _digest(base: BackendContext) -> str:
+    """The model configuration's fingerprint: frontends share actors only for the same one."""
+    import hashlib
+
+    return hashlib.sha256(base.config.SerializeToString(deterministic=True)).hexdigest()[:12]
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     """What an actor itself raised, under Ray's wrappers (ActorDiedError, RayTaskError)."""
     seen = 0
@@ -367,7 +419,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _portable(request: Request) -> WorkItem:
+def portable_request(request: Request) -> WorkItem:
     """A request as it can travel to an actor: its fields, without its sink."""
     if not isinstance(request, WorkItem):
         return WorkItem(dict(request))

@@ -22,6 +22,9 @@ class RayServing:
     """How often Ray restarts an instance's actor after it dies (-1: always)."""
     namespace: str = ""
     """The Ray namespace of the instances' named actors ("": the frontend's own)."""
+    share: bool = False
+    """Share the instances with every frontend of ``namespace`` (``--ray-share``): detached
+    actors named by model, version, instance and config digest; sequence models batch in them."""
 
     def __post_init__(self) -> None:
         if not self.num_gpus_per_instance > 0:
@@ -30,6 +33,10 @@ class RayServing:
             )
         if self.max_restarts < -1:
             raise InvalidConfig(f"--ray-max-restarts must be -1 or more, got {self.max_restarts}")
+        if self.share and not self.namespace:
+            raise InvalidConfig(
+                "--ray-share needs --ray-namespace: the frontends' shared namespace"
+            )
 
 
 @dataclass(frozen=True)

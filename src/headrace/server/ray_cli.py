@@ -54,6 +54,18 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --ray-address: the Ray namespace of the instances' named actors "
         "(MODEL/VERSION/INSTANCE#ID), so tools can find them (default: the server's own)",
     )
+    _add_share(group)
+
+
+def _add_share(group: Any) -> None:
+    group.add_argument(
+        "--ray-share",
+        action="store_true",
+        help="with --ray-namespace: serve through the same actors as every other frontend of "
+        "the namespace (found, or made detached, one per model, version, instance and config); "
+        "a sequence's requests reach the instance holding its state whichever frontend they "
+        "enter; closing a frontend leaves the actors to the others (default off)",
+    )
 
 
 def ray_serving(args: argparse.Namespace) -> RayServing | None:
@@ -65,6 +77,7 @@ def ray_serving(args: argparse.Namespace) -> RayServing | None:
         num_gpus_per_instance=args.ray_num_gpus_per_instance,
         max_restarts=args.ray_max_restarts,
         namespace=args.ray_namespace,
+        share=args.ray_share,
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.config import ModelConfig
@@ -120,9 +121,12 @@ async def load_version(
             await asyncio.to_thread(close_instances, instances)
             raise
         try:
-            scheduler = make_scheduler(
-                config, pool, stats, router=router, model_dir=source.model_dir
-            )
+            if ray is not None and ray.share and config.HasField("sequence_batching"):
+                scheduler = _routed_sequences(source, pool, stats)
+            else:
+                scheduler = make_scheduler(
+                    config, pool, stats, router=router, model_dir=source.model_dir
+                )
         except BaseException:
             await asyncio.to_thread(pool.close)
             raise
@@ -188,7 +192,20 @@ def _ray_builder(source: VersionSource, ray: RayServing | None) -> InstanceBuild
         num_gpus=ray.num_gpus_per_instance,
         max_restarts=ray.max_restarts,
         namespace=ray.namespace,
+        shared=ray.share,
     )
+
+
+def _routed_sequences(
+    source: VersionSource, pool: InstancePool, stats: VersionStatistics
+) -> Scheduler:
+    """A sequence model shared by several frontends batches in its actors (``--ray-share``)."""
+    from headrace.scheduling.routed_sequence import RoutedSequenceScheduler
+
+    instances: list[Any] = [i for i in pool.instances if hasattr(i, "call")]
+    if len(instances) != len(pool):  # a model that stayed local (decoupled) keeps its batcher
+        return make_scheduler(source.config, pool, stats, model_dir=source.model_dir)
+    return RoutedSequenceScheduler(source.config, instances, stats, model_dir=source.model_dir)
 
 
 def _cluster_gpus(builder: InstanceBuilder | None) -> tuple[int, ...] | None:
