@@ -43,6 +43,8 @@ def test_flags_become_ray_serving() -> None:
         )
     )
     assert serving == RayServing("ray://head:10001", 0.25, 3, "prod")
+    shared = ray_serving(_parse("--ray-address", "auto", "--ray-namespace", "p", "--ray-share"))
+    assert shared is not None and shared.share
 
 
 @pytest.mark.parametrize(
@@ -50,9 +52,10 @@ def test_flags_become_ray_serving() -> None:
     [
         (("--ray-num-gpus-per-instance", "0"), "--ray-num-gpus-per-instance must be positive"),
         (("--ray-max-restarts", "-2"), "--ray-max-restarts must be -1 or more, got -2"),
+        (("--ray-share",), "--ray-share needs --ray-namespace"),
     ],
 )
-def test_bad_values_name_the_flag(flags: tuple[str, str], message: str) -> None:
+def test_bad_values_name_the_flag(flags: tuple[str, ...], message: str) -> None:
     with pytest.raises(InvalidConfig, match=message):
         ray_serving(_parse("--ray-address", "auto", *flags))
 

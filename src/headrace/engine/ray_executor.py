@@ -162,7 +162,8 @@ class RayInstance:
         return self._translated(self._actor.call_async.remote(fn, *args).future())
 
     def close(self, *, drain: bool = True) -> None:
-        """Close the actor's instance (draining it), then end the actor."""
+        """Close the actor's instance (draining it), then end the actor; a shared actor is
+        left to the other frontends."""
         with self._lock:
             self._closing = True
             if self._timer is not None:

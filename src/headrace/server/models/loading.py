@@ -10,7 +10,8 @@ the steps on the other models' schedulers, reached through the registry's router
 are Ray actors instead, python models included, placed through the same planning (``KIND_GPU``
 groups count per GPU of the cluster); a decoupled model stays in this server, with a logged line
 saying so, because its responses go through its requests' sinks, which cannot leave this
-process. Backends load on a worker thread (loading
+process. With ``--ray-share`` the actors are shared with the namespace's other frontends, and a
+sequence model batches in its actors (:mod:`headrace.scheduling.routed_sequence`). Backends load on a worker thread (loading
 is blocking file and device work); the pool and scheduler are built on the event loop. A
 failure part-way closes whatever was already built, so nothing leaks into a half-loaded
 version.
