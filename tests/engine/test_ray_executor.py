@@ -127,3 +127,81 @@ def test_a_closed_instance_does_not_count_its_end_as_a_death(fake_ray: Any) -> N
     instance.close()
     actor.die()  # the watch call ends when the actor is killed
     assert instance.alive
+
+
+# -- on a local Ray with two logical GPUs ----------------------------------------------------
+
+
+def _negate(x: Any) -> Any:
+    return {"y": -x}
+
+
+def _negating_backend(context: Any) -> Any:
+    """A backend that never touches CUDA, so GPU placement runs on a CPU-only machine."""
+    from headrace.backends.callable import CallableBackend
+
+    return CallableBackend(
+        _negate, context.config, device=context.device, instance_name=context.instance_name
+    )
+
+
+async def _where(instance: Any) -> tuple[str, str]:
+    import os
+
+    return instance.name, os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.mark.ray
+def test_gpu_instances_take_their_share_of_a_cluster_gpu() -> None:
+    """KIND_GPU instances as actors with a fraction of a (logical) GPU each, seen as cuda:0."""
+    import sys
+
+    import numpy as np
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from headrace.backends.base import BackendContext
+    from headrace.engine.placement import PlacementOptions, place_instances
+    from headrace.engine.ray_executor import RayExecutor
+
+    ray = pytest.importorskip("ray")
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factory travels
+    config = text_format.Parse(
+        """name: "neg" max_batch_size: 8
+        input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+        output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
+        instance_group [ { count: 2 kind: KIND_GPU } ]""",
+        model_config_pb2.ModelConfig(),
+    )
+    base = BackendContext(model_name="neg", version=1, model_dir="", version_dir="", config=config)
+    ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        executor = RayExecutor(num_gpus=0.5)
+        gpus = executor.cluster_gpus()
+        assert gpus == (0, 1)  # count 2 per GPU: four instances, half a GPU each
+        options = PlacementOptions(num_buffers=2)
+        instances = place_instances(base, _negating_backend, options, gpus=gpus, builder=executor)
+        try:
+            seen = [instance.call(_where).result(timeout=60) for instance in instances]
+            assert [name for name, _ in seen] == [
+                "neg_0_0_cuda0",
+                "neg_0_1_cuda0",
+                "neg_0_0_cuda1",
+                "neg_0_1_cuda1",
+            ]
+            visible = [devices for _, devices in seen]
+            assert sorted(visible) == ["0", "0", "1", "1"]  # two actors per GPU
+            batch = [{"x": np.ones((2, 4), np.float32)}]
+            timed = instances[0].submit_requests_timed(batch).result(timeout=60)
+            np.testing.assert_array_equal(timed.results[0]["y"], -np.ones((2, 4)))
+            with pytest.raises(
+                Unavailable,
+                match="6 Ray instances of model 'neg' need 3 GPU in all, the cluster has 2",
+            ):
+                place_instances(base, _negating_backend, options, gpus=(0, 1, 2), builder=executor)
+        finally:
+            for instance in instances:
+                instance.close()
+    finally:
+        ray.shutdown()
