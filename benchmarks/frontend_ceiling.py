@@ -53,6 +53,7 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
     from headrace.server.app import new_event_loop
     from headrace.server.grpc.frontend import GrpcFrontend
     from headrace.server.http.frontend import HttpFrontend
+    from headrace.server.http.options import HttpOptions
     from headrace.server.memory import SharedMemoryRegistry
     from headrace.server.reports import ModelMetadata, ServerMetadata
     from headrace.types import DataType, InferenceResponse, TensorSpec
@@ -98,7 +99,7 @@ def serve(ports_file: str, http_port: int, grpc_port: int) -> None:
 
     async def main() -> None:
         core: Any = InstantCore()
-        http = HttpFrontend(core, "127.0.0.1", http_port, reuse_port=True)
+        http = HttpFrontend(core, "127.0.0.1", http_port, HttpOptions(reuse_port=True))
         grpc = GrpcFrontend(core, "127.0.0.1", grpc_port, reuse_port=True)
         await http.start()
         await grpc.start()

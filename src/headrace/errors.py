@@ -43,6 +43,7 @@ __all__ = [
     "Unavailable",
     "Unsupported",
     "brief",
+    "request_tag",
 ]
 
 
@@ -160,3 +161,8 @@ def brief(value: Any) -> str:
     """A short ``repr`` of a client's value for an error message: a 60 MB list or a list
     nested a thousand deep is named by its start, never echoed whole or recursed into."""
     return _BRIEF.repr(value)
+
+
+def request_tag(request_id: str) -> str:
+    """Triton's prefix of the errors it ties to a request: ``[request id: ID] ``."""
+    return f"[request id: {request_id or '<id_unknown>'}] "

@@ -9,7 +9,13 @@ import pytest
 from sched_fakes import RecordingStats, make_config, make_pool, request, wait_started
 
 from headrace.errors import ModelNotFound, Unavailable
-from headrace.scheduling import DefaultScheduler, DynamicBatcher, SequenceBatcher, make_scheduler
+from headrace.scheduling import (
+    DEFAULT_MAX_QUEUE_SIZE,
+    DefaultScheduler,
+    DynamicBatcher,
+    SequenceBatcher,
+    make_scheduler,
+)
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -64,7 +70,7 @@ def test_queue_is_bounded() -> None:
         await wait_started(backend)
         queued = [asyncio.ensure_future(scheduler.schedule(request(i))) for i in (1, 2)]
         await asyncio.sleep(0)
-        with pytest.raises(Unavailable, match="full"):
+        with pytest.raises(Unavailable, match="Exceeds maximum queue size"):
             await scheduler.schedule(request(3))
         backend.gate.set()
         return await asyncio.gather(blocker, *queued)
@@ -77,13 +83,15 @@ def test_queue_is_bounded() -> None:
     assert backend.seen == [0.0, 1.0, 2.0]
 
 
-def test_default_bound_scales_with_instances() -> None:
+def test_the_bound_is_the_server_default_and_zero_lifts_it() -> None:
     config = make_config(8)
     pool, _ = make_pool(config, count=3)
     try:
         scheduler = make_scheduler(config, pool)
         assert isinstance(scheduler, DefaultScheduler)
-        assert scheduler.max_queue_size == 1024 * 3
+        assert scheduler.max_queue_size == DEFAULT_MAX_QUEUE_SIZE  # per model version
+        unbounded = make_scheduler(config, pool, default_max_queue_size=0)
+        assert isinstance(unbounded, DefaultScheduler) and unbounded.max_queue_size == 0
     finally:
         pool.close()
 

@@ -16,7 +16,7 @@ from headrace.errors import (
     ModelExecutionError,
     Unavailable,
 )
-from headrace.scheduling import DynamicBatcher
+from headrace.scheduling import DynamicBatcher, make_scheduler
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -164,7 +164,7 @@ def test_full_queue_refuses_at_once() -> None:
         await wait_started(backend)
         queued = [asyncio.ensure_future(batcher.schedule(request(i))) for i in (1, 2)]
         await asyncio.sleep(0)
-        with pytest.raises(Unavailable, match="full"):
+        with pytest.raises(Unavailable, match=r"Exceeds maximum queue size.*\(max_queue_size\)"):
             await batcher.schedule(request(3))
         backend.gate.set()
         return await asyncio.gather(blocker, *queued)
@@ -175,6 +175,30 @@ def test_full_queue_refuses_at_once() -> None:
         pool.close()
     assert len(results) == 3
     assert sorted(ok for ok, _, _ in stats.requests) == [False, True, True, True]
+
+
+def test_a_config_without_max_queue_size_is_bounded_by_the_server_default() -> None:
+    config = make_config(1, "max_queue_delay_microseconds: 0")
+    pool, (backend,) = make_pool(config, depth=1, gated=True)
+    batcher = make_scheduler(config, pool, default_max_queue_size=1)
+    assert isinstance(batcher, DynamicBatcher)
+
+    async def main() -> list[dict]:
+        blocker = asyncio.ensure_future(batcher.schedule(request(0)))
+        await wait_started(backend)
+        queued = asyncio.ensure_future(batcher.schedule(request(1)))
+        await asyncio.sleep(0)
+        with pytest.raises(
+            Unavailable, match=r"has 1 requests queued \(--default-max-queue-size\)"
+        ):
+            await batcher.schedule(request(2))
+        backend.gate.set()
+        return await asyncio.gather(blocker, queued)
+
+    try:
+        assert len(run(main())) == 2
+    finally:
+        pool.close()
 
 
 def test_queue_timeout_rejects_while_the_instance_is_busy() -> None:

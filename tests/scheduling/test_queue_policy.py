@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from headrace.errors import Unavailable
-from headrace.scheduling.queue_policy import PriorityQueues, QueuedRequest, QueuePolicy
+from headrace.errors import InvalidConfig, Unavailable
+from headrace.scheduling.queue_policy import (
+    DEFAULT_MAX_QUEUE_SIZE,
+    PriorityQueues,
+    QueuedRequest,
+    QueuePolicy,
+)
 from headrace.types import WorkItem
 
 
-def item(loop: asyncio.AbstractEventLoop, now_ns: int = 0) -> QueuedRequest:
-    return QueuedRequest(WorkItem({"x": np.zeros((1, 1))}), 1, now_ns)
+def item(loop: asyncio.AbstractEventLoop, now_ns: int = 0, request_id: str = "") -> QueuedRequest:
+    return QueuedRequest(WorkItem({"x": np.zeros((1, 1))}, request_id=request_id), 1, now_ns)
 
 
 def test_policy_from_proto_and_timeout_override() -> None:
@@ -87,6 +92,51 @@ def test_a_full_queue_names_the_model_and_its_limit() -> None:
             queues.push(item(loop), 0, 0, now_ns=0)
     finally:
         loop.close()
-    assert str(refused.value) == (
-        "queue of model 'mlp' is full (1 requests queued, max_queue_size); request refused"
+    assert str(refused.value) == (  # Triton's words first, as tritonclient users match them
+        "[request id: <id_unknown>] Exceeds maximum queue size; model 'mlp' has 1 requests "
+        "queued (max_queue_size)"
     )
+
+
+def test_a_level_without_max_queue_size_takes_the_server_default() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queues = PriorityQueues(
+            levels=2,
+            default_level=1,
+            level_policies={2: QueuePolicy(max_queue_size=3)},
+            model="mlp",
+            fallback_size=2,
+        )
+        for _ in range(2):
+            queues.push(item(loop), 1, 0, now_ns=0)
+        with pytest.raises(Unavailable) as refused:
+            queues.push(item(loop, request_id="r7"), 1, 0, now_ns=0)
+        for _ in range(3):  # the level's own max_queue_size wins over the server's default
+            queues.push(item(loop), 2, 0, now_ns=0)
+        with pytest.raises(Unavailable, match=r"has 3 requests queued at priority level 2 \("):
+            queues.push(item(loop), 2, 0, now_ns=0)
+    finally:
+        loop.close()
+    assert str(refused.value) == (
+        "[request id: r7] Exceeds maximum queue size; model 'mlp' has 2 requests queued at "
+        "priority level 1 (--default-max-queue-size)"
+    )
+
+
+def test_a_server_default_of_zero_leaves_the_queue_unbounded_as_triton() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queues = PriorityQueues(model="mlp", fallback_size=0)
+        for _ in range(DEFAULT_MAX_QUEUE_SIZE + 1):
+            queues.push(item(loop), 0, 0, now_ns=0)
+        assert len(queues) == DEFAULT_MAX_QUEUE_SIZE + 1
+        bounded = PriorityQueues(model="mlp")  # the default: bounded
+        for _ in range(DEFAULT_MAX_QUEUE_SIZE):
+            bounded.push(item(loop), 0, 0, now_ns=0)
+        with pytest.raises(Unavailable, match="Exceeds maximum queue size"):
+            bounded.push(item(loop), 0, 0, now_ns=0)
+    finally:
+        loop.close()
+    with pytest.raises(InvalidConfig, match="--default-max-queue-size must not be negative"):
+        PriorityQueues(fallback_size=-1)

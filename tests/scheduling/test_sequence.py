@@ -387,7 +387,7 @@ def test_queue_bound_and_drain_refuse_with_unavailable() -> None:
         first = send(batcher, 1, 1, start=True)
         await wait_for(backend.started)
         queued = [send(batcher, 1, 1), send(batcher, 1, 2, start=True)]
-        with pytest.raises(Unavailable, match="queue of model 'acc' is full"):
+        with pytest.raises(Unavailable, match="Exceeds maximum queue size; model 'acc' has 2"):
             send(batcher, 1, 3, start=True)
         drained = asyncio.ensure_future(batcher.drain())
         await asyncio.sleep(0)

@@ -26,6 +26,7 @@ from headrace.backends.base import Backend
 from headrace.config import add_tensor, new_config
 from headrace.server.core import InferenceServer
 from headrace.server.grpc.frontend import GrpcFrontend
+from headrace.server.http.options import HttpOptions
 from headrace.server.http.servers import make_http_frontend
 from headrace.types import DataType, Outputs
 
@@ -340,7 +341,7 @@ class FuzzServed:
         self.thread.start()
         self.core = InferenceServer()
         self.http = make_http_frontend(
-            http_server, self.core, "127.0.0.1", 0, max_body_bytes=MAX_BODY
+            http_server, self.core, "127.0.0.1", 0, HttpOptions(max_body_bytes=MAX_BODY)
         )
         self.grpc = GrpcFrontend(self.core, "127.0.0.1", 0, max_message_bytes=MAX_BODY)
         self.call(self._start())

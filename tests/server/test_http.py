@@ -35,6 +35,7 @@ from headrace.server.core import (
     RepositoryIndexEntry,
     ServerMetadata,
 )
+from headrace.server.http.options import HttpOptions
 from headrace.server.http.servers import make_http_frontend
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest, InferenceResponse, TensorSpec
@@ -161,7 +162,9 @@ class Served:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.frontend = make_http_frontend(http_server, core, "127.0.0.1", 0, **options)
+        self.frontend = make_http_frontend(
+            http_server, core, "127.0.0.1", 0, HttpOptions(**options)
+        )
         self.call(self.frontend.start())
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
@@ -735,7 +738,9 @@ def test_frontends_that_reuse_the_port_share_it(http_server: str) -> None:
     first = Served(core, http_server, reuse_port=True)
     try:
         port = first.frontend.port
-        second = make_http_frontend(http_server, core, "127.0.0.1", port, reuse_port=True)
+        second = make_http_frontend(
+            http_server, core, "127.0.0.1", port, HttpOptions(reuse_port=True)
+        )
         first.call(second.start())
         try:
             assert second.port == first.frontend.port

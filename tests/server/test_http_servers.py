@@ -9,6 +9,7 @@ import pytest
 from headrace.errors import InvalidConfig, MissingDependency
 from headrace.server.app import FrontendOptions
 from headrace.server.core import InferenceServer
+from headrace.server.http.options import HttpOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS, make_http_frontend
 
 
@@ -45,3 +46,15 @@ def test_serve_help_shows_the_flag_and_its_default(capsys: pytest.CaptureFixture
     out = " ".join(capsys.readouterr().out.split())
     assert "--http-server {aiohttp,granian}" in out
     assert f"(default {DEFAULT_HTTP_SERVER})" in out
+
+
+@pytest.mark.parametrize("http_server", ["aiohttp", "granian"])
+def test_both_servers_take_one_options_object(http_server: str) -> None:
+    pytest.importorskip(http_server)
+    options = HttpOptions(max_body_bytes=1 << 20, header_timeout_s=2.0, reuse_port=True)
+    frontend = make_http_frontend(http_server, InferenceServer(), "127.0.0.1", 0, options)
+    assert type(frontend).__name__ == {"aiohttp": "HttpFrontend"}.get(
+        http_server, "GranianHttpFrontend"
+    )
+    with pytest.raises(ValueError, match="--max-body-bytes must be positive, got 0"):
+        HttpOptions(max_body_bytes=0)

@@ -177,3 +177,18 @@ def test_grpc_use_ssl_takes_tritons_boolean_forms(flags: list[str], use_ssl: boo
     parser = argparse.ArgumentParser()
     add_security_arguments(parser)
     assert parser.parse_args(flags).grpc_use_ssl is use_ssl
+
+
+def test_every_security_and_bound_flag_shows_its_default() -> None:
+    import argparse
+
+    from headrace.server.security_cli import add_security_arguments
+
+    parser = argparse.ArgumentParser()
+    add_security_arguments(parser)
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert {"--default-max-queue-size", "--max-shared-memory-regions"} <= {
+        f for a in flags for f in a.option_strings
+    }
+    for action in flags:
+        assert action.help is not None and "default" in action.help, action.option_strings

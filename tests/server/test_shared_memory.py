@@ -14,12 +14,13 @@ import pytest
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 
-from headrace.errors import AlreadyExists, InternalError, InvalidInput, NotFound
+from headrace.errors import AlreadyExists, InternalError, InvalidInput, NotFound, Unavailable
 from headrace.server.app import FrontendOptions
 from headrace.server.binding import Server, Tensor
 from headrace.server.core import InferenceServer
 from headrace.server.memory import SharedMemoryRef, SharedMemoryRegistry
 from headrace.server.memory.cuda import cuda_supported
+from headrace.server.options import ServerOptions
 from headrace.types import DataType, RequestedOutput, serialize_bytes_tensor
 
 WAIT_S = 30.0
@@ -99,6 +100,29 @@ def test_registration_errors_name_the_region(memory: SharedMemoryRegistry, clien
     with pytest.raises(InvalidInput, match="'zero': byte_size must be positive"):
         memory.register_system("zero", key, 0, 0)
     assert [s.name for s in memory.status("system")] == ["in"]
+
+
+def test_registrations_are_bounded_by_the_flag(client: Client) -> None:
+    memory = SharedMemoryRegistry(max_regions=2)
+    key, _ = client.create(64)
+    try:
+        memory.register_system("a", key, 0, 32)
+        memory.register_system("b", key, 32, 32)
+        with pytest.raises(Unavailable) as refused:
+            memory.register_system("c", key, 0, 8)
+        assert refused.value.message == (
+            "failed to register shared memory region 'c': 2 regions are registered "
+            "(--max-shared-memory-regions); unregister some first"
+        )
+        memory.unregister("system", "a")
+        memory.register_system("c", key, 0, 8)  # room again
+        assert [r.name for r in memory.status("system")] == ["b", "c"]
+    finally:
+        memory.clear()
+    with pytest.raises(ValueError, match="--max-shared-memory-regions must be at least 1"):
+        SharedMemoryRegistry(max_regions=0)
+    server = InferenceServer(options=ServerOptions(max_shared_memory_regions=3))
+    assert server.shared_memory.max_regions == 3
 
 
 def test_inputs_are_read_only_views_of_the_region(

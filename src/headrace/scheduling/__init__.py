@@ -18,12 +18,13 @@ from headrace.scheduling.dispatch import NullStats, QueueingScheduler, execution
 from headrace.scheduling.dynamic import DynamicBatcher
 from headrace.scheduling.ensemble import EnsembleScheduler
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
-from headrace.scheduling.queue_policy import PriorityQueues, QueuePolicy
+from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE, PriorityQueues, QueuePolicy
 from headrace.scheduling.router import NoRouter, Route, Router
 from headrace.scheduling.sequence import SequenceBatcher
 from headrace.scheduling.sinks import FutureSink, StreamResponse, StreamSink
 
 __all__ = [
+    "DEFAULT_MAX_QUEUE_SIZE",
     "BatchOutcome",
     "DefaultScheduler",
     "DynamicBatcher",
@@ -54,12 +55,15 @@ def make_scheduler(
     source: str = "",
     router: Router | None = None,
     model_dir: str = "",
+    default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
 ) -> Scheduler:
     """The scheduler for a model version, given its ``ModelConfig`` and instance pool.
 
     ``router`` reaches the other loaded models: an ensemble (which has no pool) runs its
     steps on theirs, and is checked against them here. Without a router none are reachable.
     ``model_dir`` is where a sequence model's ``initial_state`` files are.
+    ``default_max_queue_size`` bounds the queues the config leaves unbounded
+    (``--default-max-queue-size``; 0: unbounded, as in Triton).
     """
     if config.platform == ENSEMBLE_PLATFORM:
         ensemble = EnsembleScheduler(config, router or NoRouter(), stats)
@@ -68,13 +72,21 @@ def make_scheduler(
     if pool is None:
         raise InvalidConfig(f"model '{config.name}' has no instances to schedule on")
     if config.HasField("sequence_batching"):
-        return SequenceBatcher(config, pool, stats, model_dir=model_dir)
+        return SequenceBatcher(
+            config, pool, stats, model_dir=model_dir, max_queue_size=default_max_queue_size
+        )
     queueing: QueueingScheduler
     if config.HasField("dynamic_batching"):
-        queueing = DynamicBatcher(config, pool, stats, source=source)
+        queueing = DynamicBatcher(
+            config, pool, stats, source=source, default_max_queue_size=default_max_queue_size
+        )
     else:
         queueing = DefaultScheduler(
-            pool, stats, name=config.name, max_batch_size=int(config.max_batch_size)
+            pool,
+            stats,
+            name=config.name,
+            max_batch_size=int(config.max_batch_size),
+            max_queue_size=default_max_queue_size,
         )
     queueing.execution_timeout_ms = execution_timeout_ms(config)
     if queueing.execution_timeout_ms:

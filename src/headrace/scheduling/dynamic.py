@@ -11,7 +11,8 @@ requests while their batch sizes sum to at most ``max_batch_size``. It dispatche
 - otherwise nothing: it waits for more requests, or for the delay to expire.
 
 Requests are never split across batches. Queue policies (sizes, timeouts, REJECT/DELAY) are
-applied per priority level by :class:`~headrace.scheduling.queue_policy.PriorityQueues`.
+applied per priority level by :class:`~headrace.scheduling.queue_policy.PriorityQueues`; a
+level whose policy sets no ``max_queue_size`` is bounded by ``--default-max-queue-size``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from headrace.errors import InvalidConfig
 from headrace.scheduling.base import StatsSink
 from headrace.scheduling.dispatch import QueueingScheduler
 from headrace.scheduling.pool import InstancePool
-from headrace.scheduling.queue_policy import PriorityQueues, QueuedRequest, QueuePolicy
+from headrace.scheduling.queue_policy import (
+    DEFAULT_MAX_QUEUE_SIZE,
+    PriorityQueues,
+    QueuedRequest,
+    QueuePolicy,
+)
 
 __all__ = ["DynamicBatcher"]
 
@@ -31,9 +37,16 @@ class DynamicBatcher(QueueingScheduler):
     """Batches queued requests per the model configuration's ``dynamic_batching``."""
 
     def __init__(
-        self, config: Any, pool: InstancePool, stats: StatsSink | None = None, source: str = ""
+        self,
+        config: Any,
+        pool: InstancePool,
+        stats: StatsSink | None = None,
+        source: str = "",
+        *,
+        default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> None:
-        """``config`` is the model's ``model_config_pb2.ModelConfig``."""
+        """``config`` is the model's ``model_config_pb2.ModelConfig``;
+        ``default_max_queue_size`` bounds the priority levels it leaves unbounded (0: none)."""
         super().__init__(pool, stats, name=config.name, max_batch_size=int(config.max_batch_size))
         settings = config.dynamic_batching
         source = source or config.name
@@ -57,6 +70,7 @@ class DynamicBatcher(QueueingScheduler):
             },
             source=source,
             model=config.name,
+            fallback_size=default_max_queue_size,
         )
         self._hold_until_ns: int | None = None
 

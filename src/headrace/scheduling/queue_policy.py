@@ -1,7 +1,9 @@
 """Queued requests, Triton queue policies and the per-priority-level queues that apply them.
 
-Semantics follow Triton's ``ModelQueuePolicy``: ``max_queue_size`` (0 = unbounded) refuses a
-request at once when its level is full; ``default_timeout_microseconds`` (0 = none) sets a
+Semantics follow Triton's ``ModelQueuePolicy``: ``max_queue_size`` refuses a request at once
+when its level is full, in Triton's words (``Exceeds maximum queue size``). Where the config
+leaves it 0 (Triton: unbounded) the server's ``--default-max-queue-size`` applies instead, so
+no queue grows with what clients send unless the operator asks for it (that flag at 0); ``default_timeout_microseconds`` (0 = none) sets a
 deadline that a request's own ``timeout_us`` may only shorten, and only when
 ``allow_timeout_override`` is set; past its deadline a request is rejected (``REJECT``) or
 moved behind every on-time request of its level (``DELAY``). Priority levels number from 1
@@ -20,10 +22,36 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from headrace.errors import InvalidConfig, Unavailable
+from headrace.errors import InvalidConfig, Unavailable, request_tag
 from headrace.types import WorkItem
 
-__all__ = ["PriorityQueues", "QueuePolicy", "QueuedRequest", "TimeoutAction"]
+__all__ = [
+    "DEFAULT_MAX_QUEUE_SIZE",
+    "MAX_QUEUE_SIZE_FLAG",
+    "PriorityQueues",
+    "QueuePolicy",
+    "QueuedRequest",
+    "TimeoutAction",
+    "queue_full",
+]
+
+DEFAULT_MAX_QUEUE_SIZE = 4096
+"""Requests one model version holds queued when its config sets no ``max_queue_size``
+(``--default-max-queue-size``; the dynamic batcher: per priority level). Far above what a
+normal load queues (one per client waiting), far below what exhausts memory."""
+MAX_QUEUE_SIZE_FLAG = "--default-max-queue-size"
+
+
+def queue_full(
+    item: WorkItem, model: str, limit: int, setting: str, where: str = ""
+) -> Unavailable:
+    """The refusal of a request that finds its queue full: Triton's words, then which queue
+    and which setting bounds it (``max_queue_size`` or the server's flag)."""
+    return Unavailable(
+        f"{request_tag(item.request_id)}Exceeds maximum queue size; model '{model}' has "
+        f"{limit} requests queued{where} ({setting})"
+    )
+
 
 TimeoutAction = str
 """``"REJECT"`` or ``"DELAY"``, as ``ModelQueuePolicy.TimeoutAction`` names them."""
@@ -116,7 +144,10 @@ class PriorityQueues:
         level_policies: Mapping[int, QueuePolicy] | None = None,
         source: str = "",
         model: str = "",
+        fallback_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> None:
+        """``fallback_size`` bounds each level whose policy leaves ``max_queue_size`` 0
+        (``--default-max-queue-size``; 0: such levels are unbounded, as in Triton)."""
         if levels < 0:
             raise InvalidConfig(
                 f"must not be negative, got {levels}",
@@ -138,7 +169,10 @@ class PriorityQueues:
                     source=source,
                     field="dynamic_batching.priority_queue_policy",
                 )
+        if fallback_size < 0:
+            raise InvalidConfig(f"{MAX_QUEUE_SIZE_FLAG} must not be negative, got {fallback_size}")
         self._model = model or source
+        self._fallback_size = fallback_size
         self.levels = levels
         self.default_level = default_level if levels else 0
         keys = range(1, levels + 1) if levels else range(1)
@@ -161,12 +195,12 @@ class PriorityQueues:
         item.level = self.level_for(priority)
         level = self._levels[item.level]
         limit = level.policy.max_queue_size
+        setting = "max_queue_size"
+        if not limit:
+            limit, setting = self._fallback_size, MAX_QUEUE_SIZE_FLAG
         if limit and level.size >= limit:
             where = f" at priority level {item.level}" if self.levels else ""
-            raise Unavailable(
-                f"queue of model '{self._model}' is full ({limit} requests queued{where}, "
-                "max_queue_size); request refused"
-            )
+            raise queue_full(item.item, self._model, limit, setting, where)
         timeout = level.policy.timeout_us(timeout_us)
         if timeout:
             item.deadline_ns = now_ns + timeout * 1000

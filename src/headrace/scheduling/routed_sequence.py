@@ -35,6 +35,7 @@ from headrace.errors import HeadraceError, InvalidConfig, Unavailable
 from headrace.scheduling.base import Scheduler, StatsSink
 from headrace.scheduling.dispatch import NullStats
 from headrace.scheduling.pool import InstancePool
+from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
 from headrace.scheduling.sinks import FutureSink
 from headrace.types import Outputs, WorkItem
 
@@ -67,7 +68,9 @@ class RoutedSequenceScheduler(Scheduler):
         stats: StatsSink | None = None,
         *,
         model_dir: str = "",
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> None:
+        """``max_queue_size`` bounds each actor's batcher, as it bounds a local one."""
         if not instances:
             raise InvalidConfig(f"model '{config.name}' has no instances to schedule on")
         self.name = config.name
@@ -75,6 +78,7 @@ class RoutedSequenceScheduler(Scheduler):
         self._instances = list(instances)
         self._stats: StatsSink = stats if stats is not None else NullStats()
         self._model_dir = model_dir
+        self._max_queue_size = max_queue_size
         self._pending = 0
         self._draining = False
         self._idle = asyncio.Event()
@@ -92,7 +96,13 @@ class RoutedSequenceScheduler(Scheduler):
         loop = asyncio.get_running_loop()
         instance = self._instances[route(item.sequence_id, len(self._instances))]
         start_ns = time.monotonic_ns()
-        sent = instance.call(_in_actor, self._config, self._model_dir, portable_request(item))
+        sent = instance.call(
+            _in_actor,
+            self._config,
+            self._model_dir,
+            self._max_queue_size,
+            portable_request(item),
+        )
         self._pending += 1
         self._idle.clear()
 
@@ -172,7 +182,9 @@ class _Recorder:
 class _Host:
     """The model's sequence batcher over the actor's one instance, and its recorder."""
 
-    def __init__(self, instance: Any, config_bytes: bytes, model_dir: str) -> None:
+    def __init__(
+        self, instance: Any, config_bytes: bytes, model_dir: str, max_queue_size: int
+    ) -> None:
         from headrace.config import ModelConfig
         from headrace.scheduling.sequence import SequenceBatcher
 
@@ -180,7 +192,11 @@ class _Host:
         config.ParseFromString(config_bytes)
         self.recorder = _Recorder()
         self.batcher = SequenceBatcher(
-            config, InstancePool([instance]), self.recorder, model_dir=model_dir
+            config,
+            InstancePool([instance]),
+            self.recorder,
+            model_dir=model_dir,
+            max_queue_size=max_queue_size,
         )
 
 
@@ -191,12 +207,14 @@ _HOSTS: dict[int, _Host] = {}
 """Per actor process: the batcher of each instance it holds (one), by the instance's id."""
 
 
-async def _in_actor(instance: Any, config_bytes: bytes, model_dir: str, item: WorkItem) -> _Answer:
+async def _in_actor(
+    instance: Any, config_bytes: bytes, model_dir: str, max_queue_size: int, item: WorkItem
+) -> _Answer:
     """Run ``item`` through the actor's sequence batcher: its outputs or its error (as a value,
     so the frontend tells it from the actor's death), and what the batcher recorded since."""
     host = _HOSTS.get(id(instance))
     if host is None:
-        host = _HOSTS[id(instance)] = _Host(instance, config_bytes, model_dir)
+        host = _HOSTS[id(instance)] = _Host(instance, config_bytes, model_dir, max_queue_size)
     sink = FutureSink(asyncio.get_running_loop())
     item.sink = sink
     try:

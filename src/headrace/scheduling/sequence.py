@@ -22,7 +22,8 @@ string), the first flagged START and the last END. The batcher, as Triton's does
 Refused at once with InvalidInput, each naming the id: no correlation id, an id of the wrong
 kind for the model's CORRID control, a request that does not START an unknown (never seen,
 ended or idle-released) sequence, a batch size other than 1, a server-filled input sent by the
-client. Overload (``max_queue_size`` requests queued) and draining are Unavailable.
+client. Overload (``--default-max-queue-size`` requests queued, all sequences together; Triton
+has no bound here: the flag at 0) and draining are Unavailable.
 
 Who holds which slot is :mod:`.sequence_table`'s; how slots form a batch, per strategy,
 :mod:`.sequence_slots`'; what the model is given, :mod:`.sequence_inputs`'. This module
@@ -42,6 +43,7 @@ from typing import Any
 from headrace.backends.base import RequestResult
 from headrace.errors import (
     HeadraceError,
+    InvalidConfig,
     InvalidInput,
     ModelExecutionError,
     Unavailable,
@@ -50,17 +52,15 @@ from headrace.errors import (
 from headrace.scheduling.base import Scheduler, StatsSink, batch_ran, ran
 from headrace.scheduling.dispatch import NullStats
 from headrace.scheduling.pool import BatchOutcome, InstancePool, Lease
+from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE, MAX_QUEUE_SIZE_FLAG, queue_full
 from headrace.scheduling.sequence_inputs import SequenceInputs
 from headrace.scheduling.sequence_slots import DirectPlan, OldestPlan, SequenceTicket, Slot
 from headrace.scheduling.sequence_table import SequenceTable
 from headrace.types import WorkItem
 
-__all__ = ["DEFAULT_QUEUE_PER_INSTANCE", "SequenceBatcher"]
+__all__ = ["SequenceBatcher"]
 
 _log = logging.getLogger(__name__)
-
-DEFAULT_QUEUE_PER_INSTANCE = 1024
-"""Queued requests (all sequences together) allowed per model instance when none is given."""
 
 
 class SequenceBatcher(Scheduler):
@@ -73,10 +73,11 @@ class SequenceBatcher(Scheduler):
         stats: StatsSink | None = None,
         *,
         model_dir: str = "",
-        max_queue_size: int | None = None,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> None:
         """``config`` is the ``ModelConfig``; ``model_dir`` holds ``initial_state/`` files
-        (default: the directory the pool's local instances were loaded from)."""
+        (default: the directory the pool's local instances were loaded from);
+        ``max_queue_size`` bounds the requests queued, all sequences together (0: no bound)."""
         settings = config.sequence_batching
         if settings.iterative_sequence:
             raise Unsupported(f"model '{config.name}': iterative sequences are not supported")
@@ -102,7 +103,9 @@ class SequenceBatcher(Scheduler):
             )
         idle_us = int(settings.max_sequence_idle_microseconds) or 1_000_000
         self._table = SequenceTable(len(pool), slots, idle_us * 1000)
-        self.max_queue_size = max_queue_size or DEFAULT_QUEUE_PER_INSTANCE * len(pool)
+        if max_queue_size < 0:
+            raise InvalidConfig(f"{MAX_QUEUE_SIZE_FLAG} must not be negative, got {max_queue_size}")
+        self.max_queue_size = max_queue_size
         self._queued = 0
         self._pending = 0
         self._batches_in_flight = 0
@@ -177,10 +180,8 @@ class SequenceBatcher(Scheduler):
         sequence = self._table.get(key)
         if sequence is None and not item.sequence_start:
             raise InvalidInput(self._no_start_message(key))
-        if self._queued >= self.max_queue_size:
-            raise Unavailable(
-                f"queue of model '{self.name}' is full ({self.max_queue_size} requests queued)"
-            )
+        if self.max_queue_size and self._queued >= self.max_queue_size:
+            raise queue_full(item, self.name, self.max_queue_size, MAX_QUEUE_SIZE_FLAG)
         if sequence is None:
             sequence = self._table.open(key)
         elif item.sequence_start:

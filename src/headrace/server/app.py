@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 from headrace.errors import InvalidConfig
 from headrace.files import atomic_write_bytes
 from headrace.server.core import InferenceServer
+from headrace.server.http.options import DEFAULT_MAX_BODY_BYTES, HttpOptions
 from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS, make_http_frontend
 from headrace.server.metrics import DEFAULT_METRICS_PORT, MetricsEndpoint, ServerMetrics
 from headrace.server.security import SecurityOptions
@@ -39,7 +40,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_EXIT_TIMEOUT_S = 30.0
 """tritonserver's ``--exit-timeout-secs`` default: how long a shutdown waits for accepted work."""
 _UNLOAD_S = 1.0
@@ -216,6 +216,7 @@ class ServerApp:
                 security.metrics_address or options.host,
                 options.metrics_port,
                 restriction=security.metrics_restricted,
+                header_timeout_s=security.http_header_timeout_s,
             )
             doors.append(("metrics", endpoint))
         if options.http_port is not None:
@@ -224,12 +225,14 @@ class ServerApp:
                 self.core,
                 options.host,
                 options.http_port,
-                max_body_bytes=options.max_body_bytes,
-                restricted=security.http_restricted,
-                tls=security.http_tls,
-                header_timeout_s=security.http_header_timeout_s,
-                body_timeout_s=security.http_body_timeout_s,
-                shutdown_timeout_s=options.exit_timeout_s,
+                HttpOptions(
+                    max_body_bytes=options.max_body_bytes,
+                    restricted=security.http_restricted,
+                    tls=security.http_tls,
+                    header_timeout_s=security.http_header_timeout_s,
+                    body_timeout_s=security.http_body_timeout_s,
+                    shutdown_timeout_s=options.exit_timeout_s,
+                ),
             )
             doors.append(("http", http))
         if options.grpc_port is not None:

@@ -289,6 +289,8 @@ def serve(args: argparse.Namespace) -> int:
             strict_model_config=args.strict_model_config,
             max_stream_pending_responses=args.max_stream_pending_responses,
             stream_send_timeout_s=args.stream_send_timeout,
+            default_max_queue_size=args.default_max_queue_size,
+            max_shared_memory_regions=args.max_shared_memory_regions,
             ray=ray,
         ),
     )

@@ -109,7 +109,7 @@ class InferenceServer:
             repository, mode=model_control_mode, load_models=load_models, options=self.options
         )
         self._table = self.models.table  # routing is a dict lookup on the hot path
-        self.shared_memory = SharedMemoryRegistry()
+        self.shared_memory = SharedMemoryRegistry(self.options.max_shared_memory_regions)
         """The shared memory regions clients registered; the doors read and write through it."""
         self._started = False
         self._stopping = False

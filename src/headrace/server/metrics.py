@@ -13,6 +13,7 @@ refreshes them every few seconds). GPU gauges (``nv_gpu_*``, labelled
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -22,8 +23,9 @@ from typing import Any
 
 from headrace.errors import require
 from headrace.scheduling.response_cache import CacheReport
+from headrace.server.http.header_deadline import HeaderDeadline
 from headrace.server.reports import ModelStatistics
-from headrace.server.security import Restriction
+from headrace.server.security import DEFAULT_HEADER_TIMEOUT_S, Restriction
 
 __all__ = ["DEFAULT_METRICS_PORT", "MetricsEndpoint", "ServerMetrics", "VersionSample"]
 
@@ -286,32 +288,69 @@ class MetricsEndpoint:
         host: str = "127.0.0.1",
         port: int = 8002,
         restriction: Restriction | None = None,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
     ) -> None:
         """``restriction``: a header and value every scrape must carry (``--metrics-restricted``),
-        refused with 403 as the HTTP door refuses a restricted API."""
+        refused with 403 as the HTTP door refuses a restricted API. ``header_timeout_s``
+        (``--http-header-timeout``) cuts off a scraper slow to send its headers, as on the
+        HTTP door: the port is as reachable as the others."""
         self.metrics = metrics
         self.host = host
         self.port = port
         self._restriction = restriction
+        self._header_timeout_s = header_timeout_s
+        self._deadlines: dict[Any, HeaderDeadline] = {}
         self._runner: Any = None
+        self._listener: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         web = require("aiohttp.web", "serve")
-        app = web.Application()
+        deadlines = self._deadlines
+
+        @web.middleware
+        async def headers_in(request: Any, handler: Any) -> Any:
+            deadline = deadlines.get(request.protocol)
+            if deadline is None:
+                return await handler(request)
+            deadline.request_started()
+            try:
+                return await handler(request)
+            finally:
+                deadline.request_ended()
+
+        app = web.Application(middlewares=[headers_in])
         app.router.add_get("/metrics", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound sockets only here
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        server = runner.server
+        assert server is not None  # setup() made it
+        timeout = self._header_timeout_s
+        try:
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: HeaderDeadline(server, timeout, deadlines),
+                self.host,
+                self.port,
+                reuse_address=True,
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner, self._listener = runner, listener
+        self.port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Close the port; a scrape is quick, so ``grace_s`` is only for the door protocol."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if runner is None:
+            return
+        server = runner.server
+        if server is not None:
+            server.pre_shutdown()
+            await server.shutdown(grace_s if grace_s is not None else 1.0)
+        await runner.cleanup()
 
     async def _handle(self, request: Any) -> Any:
         web = require("aiohttp.web", "serve")

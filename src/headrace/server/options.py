@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from headrace.errors import InvalidConfig
 from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
+from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
+from headrace.server.memory.registry import DEFAULT_MAX_SHARED_MEMORY_REGIONS
 
 __all__ = ["RayServing", "ServerOptions"]
 
@@ -73,6 +75,11 @@ class ServerOptions:
     model's send waits (``--max-stream-pending-responses``)."""
     stream_send_timeout_s: float = DEFAULT_STREAM_SEND_TIMEOUT_S
     """How long such a send waits for room before its request fails (``--stream-send-timeout``)."""
+    default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    """Requests a model version queues when its config sets no ``max_queue_size`` (dynamic
+    batcher: per priority level); 0: unbounded, as Triton (``--default-max-queue-size``)."""
+    max_shared_memory_regions: int = DEFAULT_MAX_SHARED_MEMORY_REGIONS
+    """Shared memory regions registered at once (``--max-shared-memory-regions``)."""
     ray: RayServing | None = None
     """Place every model's instances as Ray actors (``--ray-address``); None: in this server."""
 
@@ -99,6 +106,15 @@ class ServerOptions:
         if not self.stream_send_timeout_s > 0:
             raise InvalidConfig(
                 f"--stream-send-timeout must be positive, got {self.stream_send_timeout_s}"
+            )
+        if self.default_max_queue_size < 0:
+            raise InvalidConfig(
+                f"--default-max-queue-size must not be negative, got {self.default_max_queue_size}"
+            )
+        if self.max_shared_memory_regions < 1:
+            raise InvalidConfig(
+                "--max-shared-memory-regions must be at least 1, got "
+                f"{self.max_shared_memory_regions}"
             )
         if self.run_now_below_us < 0:
             raise InvalidConfig(

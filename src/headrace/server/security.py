@@ -137,7 +137,8 @@ def is_loopback(host: str) -> bool:
 
 
 DEFAULT_HEADER_TIMEOUT_S = 30.0
-"""How long an HTTP client may take to send a request's headers (granian's own default)."""
+"""How long an HTTP client may take to send a request's headers (granian's own default; the
+aiohttp door keeps the same one itself)."""
 DEFAULT_BODY_TIMEOUT_S = 60.0
 """How long an HTTP client may take to send a request's body once its headers are in."""
 DEFAULT_GRPC_MAX_STREAMS = 4096

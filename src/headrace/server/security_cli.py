@@ -11,7 +11,9 @@ import argparse
 from typing import Any
 
 from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STREAM_SEND_TIMEOUT_S
+from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
 from headrace.server.flags import triton_bool
+from headrace.server.memory.registry import DEFAULT_MAX_SHARED_MEMORY_REGIONS
 from headrace.server.security import (
     API_GROUPS,
     DEFAULT_BODY_TIMEOUT_S,
@@ -103,8 +105,8 @@ def add_security_arguments(parser: Any) -> None:
         type=float,
         default=DEFAULT_HEADER_TIMEOUT_S,
         metavar="SECONDS",
-        help="close HTTP connections whose request headers take longer (granian only; "
-        "default %(default)s)",
+        help="close HTTP (and metrics) connections whose request headers take longer, counted from the "
+        "connection's start or a later request's first byte (default %(default)s)",
     )
     group.add_argument(
         "--http-body-timeout",
@@ -136,6 +138,23 @@ def add_security_arguments(parser: Any) -> None:
         metavar="SECONDS",
         help="how long a decoupled model's send waits for such a client before its request "
         "fails (default %(default)s)",
+    )
+    group.add_argument(
+        "--default-max-queue-size",
+        type=int,
+        default=DEFAULT_MAX_QUEUE_SIZE,
+        metavar="N",
+        help="requests a model version queues when its config sets no max_queue_size (dynamic "
+        "batching: per priority level); more are refused with 503 / UNAVAILABLE; 0: unbounded, "
+        "as Triton (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-shared-memory-regions",
+        type=int,
+        default=DEFAULT_MAX_SHARED_MEMORY_REGIONS,
+        metavar="N",
+        help="shared memory regions (system and CUDA) registered at once; more are refused "
+        "with 503 / UNAVAILABLE until some are unregistered (default %(default)s)",
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from headrace.config import input_specs, output_specs
-from headrace.errors import InvalidInput
+from headrace.errors import InvalidInput, request_tag
 from headrace.types import BytesFramingError, DataType, InferenceRequest, TensorSpec
 
 __all__ = [
@@ -88,11 +88,6 @@ _BATCH_NOTE = (
     "batch dim in your input dims config, try setting max_batch_size to zero. See the model "
     "configuration docs for more info on max_batch_size."
 )
-
-
-def request_tag(request_id: str) -> str:
-    """Triton's prefix of a request's validation errors: ``[request id: ID] ``."""
-    return f"[request id: {request_id or '<id_unknown>'}] "
 
 
 def dims_text(shape: Iterable[int]) -> str:

@@ -8,7 +8,9 @@ their errors (and aiohttp's own 404/405) into ``{"error": ...}`` bodies. The gra
 
 A client that disconnects cancels its handler (aiohttp's ``handler_cancellation``), so the
 core withdraws its request: a streamed generate stops its model's responses, an infer leaves
-the queue. Model control is shielded from that and always runs to its end.
+the queue. Model control is shielded from that and always runs to its end. A client slow to
+send its headers is cut off by :mod:`~headrace.server.http.header_deadline`, which is why the
+door opens its listening socket itself, with aiohttp's server as the protocol factory.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, require
 from headrace.server.http.handlers import (
-    DEFAULT_MAX_BODY_BYTES,
     HttpCall,
     HttpHandlers,
     HttpResponse,
@@ -30,24 +31,22 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.header_deadline import HeaderDeadline
+from headrace.server.http.options import DEFAULT_MAX_BODY_BYTES, HttpOptions
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import ROUTES
-from headrace.server.security import (
-    DEFAULT_BODY_TIMEOUT_S,
-    DEFAULT_HEADER_TIMEOUT_S,
-    RestrictedApis,
-    body_timeout,
-)
+from headrace.server.security import body_timeout
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from headrace.server.core import InferenceServer
-    from headrace.server.tls import HttpTls
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpFrontend"]
 
 _log = logging.getLogger(__name__)
+_BACKLOG = 128
+"""Connections waiting to be accepted, as aiohttp's own sites take them."""
 _Handler = Callable[[HttpCall], Awaitable["HttpResponse | StreamedResponse"]]
 
 
@@ -59,32 +58,23 @@ class HttpFrontend:
         core: InferenceServer,
         host: str = "127.0.0.1",
         port: int = 8000,
-        *,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        shutdown_timeout_s: float = 30.0,
-        reuse_port: bool = False,
-        restricted: RestrictedApis | None = None,
-        tls: HttpTls | None = None,
-        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
-        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        options: HttpOptions | None = None,
     ) -> None:
-        """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`; the others as
-        for :class:`~headrace.server.http.granian_frontend.GranianHttpFrontend`, except that
-        aiohttp has no header read timeout (``header_timeout_s`` is taken and not used)."""
-        if max_body_bytes <= 0:
-            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
-        self._restricted = restricted if restricted else None  # None: the hot path skips it
-        self._tls = tls
-        self._body_timeout = body_timeout_s
+        """``options``: limits, guards and timeouts, as for granian's door; the header
+        timeout is kept here (:mod:`~headrace.server.http.header_deadline`), aiohttp having
+        none."""
+        options = options or HttpOptions()
+        self._options = options
+        self._restricted = options.restricted or None  # None: the hot path skips it
         self._web = require("aiohttp.web", "serve")
-        self._handlers = HttpHandlers(core, max_body_bytes)
+        self._handlers = HttpHandlers(core, options.max_body_bytes)
         self._core = core
         self._host = host
         self._requested_port = port
-        self._max_body = max_body_bytes
-        self._shutdown_timeout = shutdown_timeout_s
-        self._reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._deadlines: dict[Any, HeaderDeadline] = {}
+        """Each open connection's header deadline, by aiohttp's protocol for it."""
         self._port: int | None = None
 
     @property
@@ -104,8 +94,9 @@ class HttpFrontend:
         if self._runner is not None:
             raise RuntimeError("HttpFrontend is already started")
         web = self._web
+        options = self._options
         app = web.Application(
-            middlewares=[self._make_error_middleware()], client_max_size=self._max_body
+            middlewares=[self._make_error_middleware()], client_max_size=options.max_body_bytes
         )
         for route in ROUTES:
             handler = getattr(self._handlers, route.handler)
@@ -115,25 +106,31 @@ class HttpFrontend:
             app,
             auto_decompress=False,
             access_log=None,
-            shutdown_timeout=self._shutdown_timeout,
+            shutdown_timeout=options.shutdown_timeout_s,
             handler_cancellation=True,
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            self._host,
-            self._requested_port,
-            reuse_address=True,
-            reuse_port=self._reuse_port or None,
-            ssl_context=self._tls.context() if self._tls is not None else None,
-        )
+        server = runner.server
+        assert server is not None  # setup() made it
+        deadlines = self._deadlines
+        timeout = options.header_timeout_s
         try:
-            await site.start()
+            # aiohttp's server is the protocol factory, as in aiohttp's low-level serving;
+            # each connection's protocol sits behind its header deadline
+            listener = await asyncio.get_running_loop().create_server(
+                lambda: HeaderDeadline(server, timeout, deadlines),
+                self._host,
+                self._requested_port,
+                ssl=options.tls.context(),
+                reuse_address=True,
+                reuse_port=options.reuse_port or None,
+                backlog=_BACKLOG,
+            )
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._runner, self._listener = runner, listener
+        self._port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Close the listening socket at once (before the first await), let in-flight
@@ -142,12 +139,13 @@ class HttpFrontend:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        for site in list(runner.sites):
-            await site.stop()  # closes the listener without suspending
+        if self._listener is not None:
+            self._listener.close()  # the listening socket closes now; connections stay
+            self._listener = None
         server = runner.server
         if server is not None:
             server.pre_shutdown()
-            grace = self._shutdown_timeout if grace_s is None else grace_s
+            grace = self._options.shutdown_timeout_s if grace_s is None else grace_s
             await server.shutdown(grace)
         await runner.cleanup()
 
@@ -156,8 +154,8 @@ class HttpFrontend:
     def _adapt(self, handler: _Handler) -> Callable[[web.Request], Awaitable[Any]]:
         """An aiohttp handler calling ``handler`` with the request as an :class:`HttpCall`."""
         too_large_error = self._web.HTTPRequestEntityTooLarge
-        limit = self._max_body
-        timeout = self._body_timeout
+        limit = self._options.max_body_bytes
+        timeout = self._options.body_timeout_s
 
         async def handle(request: web.Request) -> web.StreamResponse:
             async def read() -> bytes:
@@ -205,7 +203,19 @@ class HttpFrontend:
 
         restricted = self._restricted
 
+        deadlines = self._deadlines
+
         @web.middleware
+        async def headers_in(request: Any, handler: Any) -> Any:
+            deadline = deadlines.get(request.protocol)
+            if deadline is None:
+                return await access(request, handler)
+            deadline.request_started()  # the headers are in: --http-header-timeout stops
+            try:
+                return await access(request, handler)
+            finally:
+                deadline.request_ended()
+
         async def access(request: Any, handler: Any) -> Any:
             log = self._core.access_log
             if log is None:
@@ -238,4 +248,4 @@ class HttpFrontend:
             except Exception as exc:
                 return self._response(error_response(exc, f"{request.method} {request.path}"))
 
-        return access
+        return headers_in

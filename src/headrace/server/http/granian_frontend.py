@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, Unsupported, require
 from headrace.server.http.handlers import (
-    DEFAULT_MAX_BODY_BYTES,
     HttpCall,
     HttpHandlers,
     HttpResponse,
@@ -39,18 +38,13 @@ from headrace.server.http.handlers import (
     too_large,
 )
 from headrace.server.http.linger import drain
+from headrace.server.http.options import HttpOptions
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
-from headrace.server.security import (
-    DEFAULT_BODY_TIMEOUT_S,
-    DEFAULT_HEADER_TIMEOUT_S,
-    RestrictedApis,
-    body_timeout,
-)
+from headrace.server.security import body_timeout
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
-    from headrace.server.tls import HttpTls
 
 __all__ = ["EXTRA", "GranianHttpFrontend"]
 
@@ -71,27 +65,18 @@ class GranianHttpFrontend:
         core: InferenceServer,
         host: str = "127.0.0.1",
         port: int = 8000,
-        *,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        shutdown_timeout_s: float = 30.0,
-        reuse_port: bool = False,
-        restricted: RestrictedApis | None = None,
-        tls: HttpTls | None = None,
-        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
-        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        options: HttpOptions | None = None,
     ) -> None:
-        """``restricted``: API groups that need a key (:mod:`headrace.server.security`);
-        ``tls``: serve HTTPS; a client slower than ``header_timeout_s`` to send its headers
-        loses its connection (granian's HTTP/1 ``header_read_timeout``), one slower than
-        ``body_timeout_s`` to send its body gets a 400."""
-        if max_body_bytes <= 0:
-            raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
+        """``options``: limits, guards and timeouts (:class:`HttpOptions`); the header
+        timeout is granian's HTTP/1 ``header_read_timeout``."""
+        options = options or HttpOptions()
+        max_body_bytes = options.max_body_bytes
         self._http1 = require("granian.http", EXTRA).HTTP1Settings(
-            header_read_timeout=max(1, round(header_timeout_s * 1000))
+            header_read_timeout=max(1, round(options.header_timeout_s * 1000))
         )
-        self._restricted = restricted if restricted else None  # None: the hot path skips it
-        self._tls = tls
-        self._body_timeout = body_timeout_s
+        self._restricted = options.restricted or None  # None: the hot path skips it
+        self._tls = options.tls
+        self._body_timeout = options.body_timeout_s
         self._native = require("granian._granian", EXTRA)
         self._futures = require("granian._futures", EXTRA)
         rsgi = require("granian.rsgi", EXTRA)
@@ -102,8 +87,8 @@ class GranianHttpFrontend:
         self._host = host
         self._requested_port = port
         self._max_body = max_body_bytes
-        self._shutdown_timeout = shutdown_timeout_s
-        self._reuse_port = reuse_port
+        self._shutdown_timeout = options.shutdown_timeout_s
+        self._reuse_port = options.reuse_port
         self._port: int | None = None
         self._signal: Any = None
         self._worker: Any = None
@@ -173,7 +158,7 @@ class GranianHttpFrontend:
 
     def _tls_args(self) -> tuple[Any, ...]:
         """granian's TLS arguments; the files are checked here so a bad one fails the start."""
-        if self._tls is None or not self._tls.enabled:
+        if not self._tls.enabled:
             return (False, None, None, None, "tls1.3", None, [], False)
         self._tls.check()
         return (True, self._tls.cert, self._tls.key, None, "tls1.2", None, [], False)

@@ -51,6 +51,7 @@ from headrace.server.http.messages import (
     server_metadata_json,
     statistics_json,
 )
+from headrace.server.http.options import DEFAULT_MAX_BODY_BYTES
 from headrace.server.http.status import http_status
 from headrace.server.tracing import trace_changes_from_json
 
@@ -71,9 +72,6 @@ __all__ = [
     "error_response",
     "too_large",
 ]
-
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Triton's default ``--http-max-input-size``."""
 
 JSON = "application/json"
 BINARY = "application/octet-stream"

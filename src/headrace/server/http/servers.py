@@ -7,12 +7,13 @@ the loop) and so in what a request costs. Each is imported only when chosen.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
     from headrace.server.http.frontend import HttpFrontend
     from headrace.server.http.granian_frontend import GranianHttpFrontend
+    from headrace.server.http.options import HttpOptions
 
 __all__ = ["DEFAULT_HTTP_SERVER", "HTTP_SERVERS", "HttpServerName", "make_http_frontend"]
 
@@ -24,15 +25,19 @@ DEFAULT_HTTP_SERVER: HttpServerName = "granian"
 
 
 def make_http_frontend(
-    server: str, core: InferenceServer, host: str, port: int, **options: Any
+    server: str,
+    core: InferenceServer,
+    host: str,
+    port: int,
+    options: HttpOptions | None = None,
 ) -> HttpFrontend | GranianHttpFrontend:
-    """The HTTP frontend on ``server``; ``options`` as :class:`HttpFrontend` takes them."""
+    """The HTTP frontend on ``server``, both taking the same :class:`HttpOptions`."""
     if server == "aiohttp":
         from headrace.server.http.frontend import HttpFrontend
 
-        return HttpFrontend(core, host, port, **options)
+        return HttpFrontend(core, host, port, options)
     if server == "granian":
         from headrace.server.http.granian_frontend import GranianHttpFrontend
 
-        return GranianHttpFrontend(core, host, port, **options)
+        return GranianHttpFrontend(core, host, port, options)
     raise ValueError(f"unknown HTTP server {server!r}; expected one of {', '.join(HTTP_SERVERS)}")

@@ -2,7 +2,9 @@
 
 One namespace holds both kinds, as in Triton: a name registered as a system region cannot
 also be a CUDA one. Registering a taken name is refused; unregistering an unknown one is not
-an error. Unregistering only forgets the name: requests already holding the region (their
+an error. At most ``--max-shared-memory-regions`` are registered at once (Triton has no
+bound): each maps memory into the server, and a client registering without end would
+exhaust the process's mappings. Unregistering only forgets the name: requests already holding the region (their
 inputs are views of it, their outputs are written after the model runs) finish with it, and
 the mapping or IPC handle is released when the last of them lets go. (Triton 2.51 refuses to
 unregister a region in use; later versions defer it, as here.)
@@ -22,13 +24,24 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
-from headrace.errors import AlreadyExists, InternalError, InvalidInput, NotFound
+from headrace.errors import AlreadyExists, InternalError, InvalidInput, NotFound, Unavailable
 from headrace.server.memory.cuda import CudaRegion, cuda_supported
 from headrace.server.memory.references import SharedMemoryRef
 from headrace.server.memory.system import SystemRegion
 from headrace.types import DataType, RequestedOutput, deserialize_bytes_tensor, wire_bytes
 
-__all__ = ["Kind", "OutputTarget", "RegionStatus", "SharedMemoryRegistry"]
+__all__ = [
+    "DEFAULT_MAX_SHARED_MEMORY_REGIONS",
+    "Kind",
+    "OutputTarget",
+    "RegionStatus",
+    "SharedMemoryRegistry",
+]
+
+DEFAULT_MAX_SHARED_MEMORY_REGIONS = 4096
+"""Regions registered at once (``--max-shared-memory-regions``): a client registers one or two
+per tensor it keeps there; each is one mapping of the process's ~65,000
+(``vm.max_map_count``)."""
 
 Kind: TypeAlias = Literal["system", "cuda"]
 Region: TypeAlias = SystemRegion | CudaRegion
@@ -50,7 +63,10 @@ class RegionStatus:
 class SharedMemoryRegistry:
     """The regions of one server. Thread-safe; lookups on the request path take no lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_regions: int = DEFAULT_MAX_SHARED_MEMORY_REGIONS) -> None:
+        if max_regions < 1:
+            raise ValueError(f"--max-shared-memory-regions must be at least 1, got {max_regions}")
+        self.max_regions = max_regions
         self._regions: dict[str, Region] = {}
         self._lock = threading.Lock()
 
@@ -99,6 +115,11 @@ class SharedMemoryRegistry:
     def _check_free(self, name: str) -> None:
         if name in self._regions:
             raise AlreadyExists(f"shared memory region '{name}' already in manager")
+        if len(self._regions) >= self.max_regions:
+            raise Unavailable(
+                f"failed to register shared memory region '{name}': {self.max_regions} regions "
+                "are registered (--max-shared-memory-regions); unregister some first"
+            )
 
     def _add(self, region: Region) -> None:
         with self._lock:

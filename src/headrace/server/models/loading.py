@@ -34,7 +34,7 @@ from headrace.engine.placement import (
     place_instances,
 )
 from headrace.errors import InvalidConfig
-from headrace.scheduling import InstancePool, Scheduler, make_scheduler
+from headrace.scheduling import DEFAULT_MAX_QUEUE_SIZE, InstancePool, Scheduler, make_scheduler
 from headrace.scheduling.caching import CachingScheduler
 from headrace.scheduling.response_cache import ResponseCache
 from headrace.scheduling.router import Router
@@ -93,14 +93,16 @@ async def load_version(
     run_now_below_us: float = 0.0,
     python_default: str = "in-server",
     cache: ResponseCache | None = None,
+    default_max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ray: RayServing | None = None,
 ) -> LoadedVersion:
     """Place the instances (on a thread), then build the pool and the scheduler.
 
     ``python_default`` is the runtime of python-backend models that do not choose one. A
     version whose config enables ``response_cache`` schedules through ``cache`` (the
-    server's, None when it has none: the version then runs uncached, as in Triton). With
-    ``ray`` the instances are Ray actors (see the module's docstring)."""
+    server's, None when it has none: the version then runs uncached, as in Triton).
+    ``default_max_queue_size`` bounds the queues its config leaves unbounded. With ``ray`` the
+    instances are Ray actors (see the module's docstring)."""
     config = source.config
     backend = source.backend or config.backend or config.platform or "python_callable"
     signature = Signature.for_config(source.name, config)
@@ -123,10 +125,15 @@ async def load_version(
             raise
         try:
             if ray is not None and ray.share and config.HasField("sequence_batching"):
-                scheduler = _routed_sequences(source, pool, stats)
+                scheduler = _routed_sequences(source, pool, stats, default_max_queue_size)
             else:
                 scheduler = make_scheduler(
-                    config, pool, stats, router=router, model_dir=source.model_dir
+                    config,
+                    pool,
+                    stats,
+                    router=router,
+                    model_dir=source.model_dir,
+                    default_max_queue_size=default_max_queue_size,
                 )
         except BaseException:
             await asyncio.to_thread(pool.close)
@@ -198,15 +205,27 @@ def _ray_builder(source: VersionSource, ray: RayServing | None) -> InstanceBuild
 
 
 def _routed_sequences(
-    source: VersionSource, pool: InstancePool, stats: VersionStatistics
+    source: VersionSource, pool: InstancePool, stats: VersionStatistics, max_queue_size: int
 ) -> Scheduler:
     """A sequence model shared by several frontends batches in its actors (``--ray-share``)."""
     from headrace.scheduling.routed_sequence import RoutedSequenceScheduler
 
     instances: list[Any] = [i for i in pool.instances if hasattr(i, "call")]
     if len(instances) != len(pool):  # a model that stayed local (decoupled) keeps its batcher
-        return make_scheduler(source.config, pool, stats, model_dir=source.model_dir)
-    return RoutedSequenceScheduler(source.config, instances, stats, model_dir=source.model_dir)
+        return make_scheduler(
+            source.config,
+            pool,
+            stats,
+            model_dir=source.model_dir,
+            default_max_queue_size=max_queue_size,
+        )
+    return RoutedSequenceScheduler(
+        source.config,
+        instances,
+        stats,
+        model_dir=source.model_dir,
+        max_queue_size=max_queue_size,
+    )
 
 
 def _cluster_gpus(builder: InstanceBuilder | None) -> tuple[int, ...] | None:

@@ -421,6 +421,7 @@ class ModelRegistry:
                     run_now_below_us=self.options.run_now_below_us,
                     python_default=self.options.python_runtime,
                     cache=self.cache,
+                    default_max_queue_size=self.options.default_max_queue_size,
                     ray=self.options.ray,
                 )
         except BaseException:
