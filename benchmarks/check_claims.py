@@ -193,6 +193,11 @@ def _span(result: str, data: Any, path: str, written: tuple[str, str], scale: fl
 
 
 BENCH = "benchmarks/README.md"
+_SCALE = "serve_scaleout.json"
+_SCALE_CPU = "records[part=scaleout][nodes={nodes}].frontend_cpu_us_per_inference"
+_SCALE_OVER = "records[part=overhead][system={s}][concurrency={c}].{k}"
+_SCALE_ROUNDS = "summary.overhead[concurrency={c}].rounds[*].{k}"
+_FE = "frontend_cpu_us_per_inference"
 TOP = "README.md"
 
 
@@ -1230,6 +1235,61 @@ CLAIMS: tuple[Claim | Row, ...] = (
     Claim(BENCH, "again 0.902-1.222 s later", _FAULTS, "records[*].faults.die_recovery_s"),
     Claim(BENCH, "drained in 2.88-2.89 s", _FAULTS, "records[*].drain.drain_s"),
     Claim(BENCH, "221-223 requests in flight", _FAULTS, "records[*].drain.in_flight_at_signal"),
+    # serve_scaleout.json: headrace serve --ray-address, 1 -> 3 nodes; a Ray actor vs local
+    Claim(BENCH, "| 3 | 462.3-463.7 |", _SCALE, "records[part=scaleout][nodes=3].throughput"),
+    Claim(BENCH, "| 154.1-154.6 |", _SCALE, "records[part=scaleout][nodes=3].throughput*0.333333"),
+    Claim(BENCH, "| 708-772 µs |", _SCALE, _SCALE_CPU.format(nodes=1)),
+    Claim(BENCH, "| 658-692 µs |", _SCALE, _SCALE_CPU.format(nodes=2)),
+    Claim(BENCH, "| 551-663 µs |", _SCALE, _SCALE_CPU.format(nodes=3)),
+    Claim(
+        BENCH,
+        "spends 551-772 µs of CPU",
+        _SCALE,
+        "records[part=scaleout].frontend_cpu_us_per_inference",
+    ),
+    Claim(BENCH, "c=1 | 279.8-320.0", _SCALE, _SCALE_OVER.format(s="ray", c=1, k="throughput")),
+    Claim(BENCH, "| 2,951-3,436 µs", _SCALE, _SCALE_OVER.format(s="ray", c=1, k="p50_us")),
+    Claim(BENCH, "| 1,572-1,605 µs", _SCALE, _SCALE_OVER.format(s="ray", c=1, k=_FE)),
+    Claim(BENCH, "| 1,319.8-1,383.8", _SCALE, _SCALE_OVER.format(s="local", c=1, k="throughput")),
+    Claim(BENCH, "| 693-709 µs", _SCALE, _SCALE_OVER.format(s="local", c=1, k="p50_us")),
+    Claim(BENCH, "| 490-512 µs", _SCALE, _SCALE_OVER.format(s="local", c=1, k=_FE)),
+    Claim(BENCH, "| 1,191.2-1,312.5", _SCALE, _SCALE_OVER.format(s="ray", c=16, k="throughput")),
+    Claim(
+        BENCH, "| 11.7-12.9 ms", _SCALE, _SCALE_OVER.format(s="ray", c=16, k="p50_us") + "*0.001"
+    ),
+    Claim(BENCH, "| 647-708 µs", _SCALE, _SCALE_OVER.format(s="ray", c=16, k=_FE)),
+    Claim(BENCH, "| 1,964.5-2,224.5", _SCALE, _SCALE_OVER.format(s="local", c=16, k="throughput")),
+    Claim(
+        BENCH, "| 6.9-7.0 ms", _SCALE, _SCALE_OVER.format(s="local", c=16, k="p50_us") + "*0.001"
+    ),
+    Claim(BENCH, "| 470-485 µs", _SCALE, _SCALE_OVER.format(s="local", c=16, k=_FE)),
+    Claim(
+        BENCH,
+        "served 0.21-0.23 of the",
+        _SCALE,
+        _SCALE_ROUNDS.format(c=1, k="ray_over_local_throughput"),
+    ),
+    Claim(
+        BENCH,
+        "(+2.3-2.7 ms at",
+        _SCALE,
+        _SCALE_ROUNDS.format(c=1, k="ray_minus_local_p50_us") + "*0.001",
+    ),
+    Claim(
+        BENCH,
+        "and 0.54-0.67 at c=16",
+        _SCALE,
+        _SCALE_ROUNDS.format(c=16, k="ray_over_local_throughput"),
+    ),
+    Claim(
+        BENCH, "took 1,630-1,735 µs wall", _SCALE, "records[part=bare_ray_call].wall_us_per_call"
+    ),
+    Claim(
+        BENCH,
+        "and 734-772 µs of the caller's",
+        _SCALE,
+        "records[part=bare_ray_call].caller_cpu_us_per_call",
+    ),
 )
 
 

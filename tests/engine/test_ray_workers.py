@@ -179,13 +179,13 @@ def test_placed_ray_instances_serve_through_the_instance_pool(
     import asyncio
 
     from headrace.engine.placement import PlacementOptions, place_instances
-    from headrace.engine.ray_workers import RayExecutor
+    from headrace.engine.ray_executor import RayExecutor
     from headrace.scheduling import DefaultScheduler, InstancePool
 
     options = PlacementOptions(count=2, device="cpu", num_buffers=2)
     instances = place_instances(mlp_context, load_backend, options, builder=RayExecutor())
     assert [i.name for i in instances] == ["mlp_0_0", "mlp_0_1"]
-    assert [(i.depth, i.can_run_now) for i in instances] == [(1, False), (1, False)]
+    assert [(i.depth, i.can_run_now) for i in instances] == [(2, False), (2, False)]
     pool = InstancePool(instances, run_now_below_us=500)
     scheduler = DefaultScheduler(pool, name="mlp", max_batch_size=16)
     batches = _batches(8, seed=5)
@@ -208,7 +208,7 @@ def test_ray_placement_refuses_what_it_cannot_serve(ray_cpus, mlp_context: Backe
     import dataclasses
 
     from headrace.engine.placement import PlacementOptions, place_instances
-    from headrace.engine.ray_workers import RayExecutor
+    from headrace.engine.ray_executor import RayExecutor
     from headrace.errors import Unsupported
 
     with pytest.raises(Unavailable, match="3 Ray instances of model 'mlp' need 3 CPU"):

@@ -126,3 +126,54 @@ def test_pool_needs_instances_and_a_positive_depth() -> None:
             InstancePool(pool.instances, depth=0)
     finally:
         pool.close()
+
+
+class _Remote:
+    """An instance living elsewhere (a Ray actor's stand-in): up or down, answering at once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.alive = True
+        self.depth = 1
+        self.can_run_now = False
+        self.batches = 0
+
+    def submit_requests_timed(self, requests):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        from headrace.engine.instance import TimedRequests
+        from headrace.engine.stats import StageTimes
+        from headrace.errors import Unavailable
+
+        self.batches += 1
+        future: Future = Future()
+        if not self.alive:
+            future.set_exception(Unavailable(f"instance '{self.name}' is down"))
+        else:
+            future.set_result(TimedRequests([dict(r) for r in requests], StageTimes()))
+        return future
+
+    def close(self, *, drain: bool = True) -> None:
+        pass
+
+
+def test_batches_go_to_instances_that_are_up_and_fail_at_once_when_none_is() -> None:
+    from headrace.errors import Unavailable
+
+    up, down = _Remote("up"), _Remote("down")
+    down.alive = False
+    pool = InstancePool([down, up])
+
+    async def main() -> list:
+        return [await pool.run([request(i)]) for i in range(4)]
+
+    assert (pool.alive, pool.free_slots) == (True, 1)  # the down instance's slot is not free
+    run(main())
+    assert (up.batches, down.batches) == (4, 0)
+    up.alive = False
+    assert (pool.alive, pool.free_slots) == (False, 2)  # none up: batches go, and fail at once
+    (error,) = run(pool.run([request(1)]))
+    assert isinstance(error, Unavailable) and "is down" in error.message
+    down.alive = True
+    run(pool.run([request(1)]))
+    assert down.batches == 2 and pool.alive

@@ -10,7 +10,7 @@ groups by one group of that many instances, ``device`` decides their kind and de
 Planning (:func:`plan_instances`) is pure; building loads one backend per planned instance
 with the model's :data:`~headrace.backends.base.BackendFactory`. The default builder
 (:func:`build_instances`) wraps each in a local :class:`~headrace.engine.instance.ModelInstance`
-on this process's threads; :class:`~headrace.engine.ray_workers.RayExecutor` puts each in a Ray
+on this process's threads; :class:`~headrace.engine.ray_executor.RayExecutor` puts each in a Ray
 actor instead. Either way the pool gets :class:`~headrace.engine.executor.Executor` objects and
 drives them alike. If one fails, those already built are closed, so nothing leaks from a
 half-placed model.

@@ -29,14 +29,13 @@ import dataclasses
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from headrace.backends.base import BackendContext, BackendFactory, ShippedContext
-from headrace.engine.instance import ModelInstance, Request, TimedRequests
+from headrace.engine.instance import ModelInstance, TimedRequests
 from headrace.engine.pipeline import Preprocess
 from headrace.errors import (
     HeadraceError,
@@ -44,22 +43,16 @@ from headrace.errors import (
     InvalidInput,
     ModelExecutionError,
     Unavailable,
-    Unsupported,
     require,
 )
 from headrace.types import Outputs, WorkItem
 
 __all__ = [
     "InstanceWorker",
-    "RayExecutor",
-    "RayInstance",
     "RayWorkerPool",
     "WorkerInfo",
     "connect_ray",
 ]
-
-if TYPE_CHECKING:
-    from headrace.engine.placement import InstanceSpec, PlacementOptions
 
 R = TypeVar("R")
 
@@ -73,6 +66,8 @@ class WorkerInfo:
     hostname: str
     pid: int
     gpu_ids: tuple[str, ...] = ()
+    node: str = ""
+    """The Ray node id (set by the serving actors; "" outside Ray)."""
 
 
 class InstanceWorker:
@@ -272,149 +267,6 @@ class RayWorkerPool:
 def _check_resources(ray: Any, num_workers: int, num_gpus_per_worker: float) -> None:
     needs = {"CPU": float(num_workers), "GPU": num_workers * num_gpus_per_worker}
     _check_needs(ray, needs, f"{num_workers} Ray workers")
-
-
-class RayInstance:
-    """One placed instance living in a Ray actor, driven by the instance pool.
-
-    Batches travel as numpy through Ray's object store; each request keeps its id, sequence
-    fields and parameters, but not its response sink, which cannot leave this process (so
-    decoupled models are not placed on Ray). ``depth`` batches may be in flight, as the
-    actor's pipeline has slots; nothing runs on the caller's thread.
-    """
-
-    def __init__(self, actor: Any, name: str, depth: int, ray: Any) -> None:
-        self.name = name
-        self._actor = actor
-        self._depth = depth
-        self._ray = ray
-
-    @property
-    def depth(self) -> int:
-        return self._depth
-
-    @property
-    def can_run_now(self) -> bool:
-        return False
-
-    def submit_requests_timed(self, requests: Sequence[Request]) -> Future[TimedRequests]:
-        payload = [_portable(request) for request in requests]
-        ref = self._actor.run_requests.remote(payload)
-        return _translated(ref.future(), self._ray, self.name)
-
-    def run_requests_now(self, requests: Sequence[Request]) -> TimedRequests:
-        raise Unavailable(f"model instance '{self.name}' runs in a Ray actor")
-
-    def close(self, *, drain: bool = True) -> None:
-        """Close the actor's instance (draining it), then end the actor."""
-        try:
-            self._ray.get(self._actor.close.remote())
-        except Exception:  # noqa: S110 - an actor that died has nothing left to close
-            pass
-        self._ray.kill(self._actor)
-
-
-class RayExecutor:
-    """Places instances as Ray actors, one :class:`InstanceWorker` each (a placement builder).
-
-    A CPU instance takes one CPU; a GPU instance takes ``num_gpus`` of a GPU (fractions
-    share one) and sees it as ``cuda:0``. The cluster must hold what every instance needs,
-    or placement is refused at once (Ray would wait for the resources forever).
-    """
-
-    def __init__(self, *, address: str = "", num_gpus: float = 1.0) -> None:
-        if num_gpus <= 0:
-            raise InvalidInput(f"GPUs per Ray GPU instance must be positive, got {num_gpus}")
-        self.address = address
-        self.num_gpus = num_gpus
-
-    def __call__(
-        self,
-        specs: Sequence[InstanceSpec],
-        factory: BackendFactory,
-        base: BackendContext,
-        options: PlacementOptions,
-    ) -> list[RayInstance]:
-        if base.config.model_transaction_policy.decoupled:
-            raise Unsupported(
-                f"model '{base.model_name}' is decoupled; its responses go through each "
-                "request's sink, which cannot reach a Ray actor, so it is not placed on Ray"
-            )
-        ray = connect_ray(self.address)
-        gpus = [spec for spec in specs if spec.kind == "gpu"]
-        _check_needs(
-            ray,
-            {"CPU": float(len(specs)), "GPU": len(gpus) * self.num_gpus},
-            f"{len(specs)} Ray instances of model '{base.model_name}'",
-        )
-        remote = ray.remote(_RayInstanceWorker)
-        instances: list[RayInstance] = []
-        try:
-            for index, spec in enumerate(specs):
-                on_gpu = spec.kind == "gpu"
-                context = dataclasses.replace(
-                    base, device="cuda:0" if on_gpu else "cpu", instance_name=spec.name
-                )
-                actor = remote.options(num_cpus=1, num_gpus=self.num_gpus if on_gpu else 0).remote(
-                    factory,
-                    ShippedContext.of(context),
-                    index=index,
-                    num_buffers=options.num_buffers,
-                    pin_memory=options.pin_memory,
-                )
-                ray.get(actor.describe.remote())  # loaded, or its error raised here
-                depth = options.num_buffers if on_gpu else 1
-                instances.append(RayInstance(actor, spec.name, depth, ray))
-        except BaseException as exc:
-            for instance in instances:
-                instance.close()
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, HeadraceError):
-                raise cause from exc
-            raise
-        return instances
-
-
-def _portable(request: Request) -> WorkItem:
-    """A request as it can travel to an actor: its fields, without its sink."""
-    if not isinstance(request, WorkItem):
-        return WorkItem(dict(request))
-    return WorkItem(
-        dict(request.inputs),
-        request_id=request.request_id,
-        sequence_id=request.sequence_id,
-        sequence_start=request.sequence_start,
-        sequence_end=request.sequence_end,
-        priority=request.priority,
-        timeout_us=request.timeout_us,
-        parameters=dict(request.parameters),
-        requested_outputs=request.requested_outputs,
-    )
-
-
-def _translated(source: Future[Any], ray: Any, name: str) -> Future[TimedRequests]:
-    """``source`` with an actor's headrace error re-raised as itself, others named."""
-    target: Future[TimedRequests] = Future()
-
-    def done(finished: Future[Any]) -> None:
-        error = finished.exception()
-        if error is None:
-            target.set_result(finished.result())
-            return
-        cause = getattr(error, "cause", None)
-        if isinstance(cause, HeadraceError):
-            target.set_exception(cause)
-        elif isinstance(error, ray.exceptions.RayActorError):
-            target.set_exception(
-                Unavailable(f"model instance '{name}' is gone: its Ray actor died ({error})")
-            )
-        else:
-            target.set_exception(
-                ModelExecutionError(f"model instance '{name}' failed in its Ray actor: {error}")
-            )
-
-    source.add_done_callback(done)
-    return target
 
 
 def _check_needs(ray: Any, needs: dict[str, float], what: str) -> None:

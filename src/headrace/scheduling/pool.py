@@ -2,7 +2,9 @@
 
 An instance holds at most ``depth`` batches in flight (default: ``ModelInstance.depth``, the
 pipeline's slots on a GPU so copies overlap compute, one on the CPU); instances of a group run
-concurrently, each on its own pipeline threads. Batches go to the least busy instance.
+concurrently, each on its own pipeline threads. Batches go to the least busy instance that is
+alive (a Ray actor being restarted is not; while none is, batches fail at once, see
+:mod:`headrace.engine.ray_executor`).
 ``submit_requests_timed`` of an instance (see :mod:`headrace.engine.executor`) never blocks (the pipeline contract), so batches are
 submitted straight from the event loop; completions come back through
 ``call_soon_threadsafe``. All accounting happens on the event loop thread.
@@ -94,6 +96,8 @@ class _Member:
     thread_cost_ns: float | None = None
     """Moving average of batches on the pipeline's threads, GIL waits included."""
     last_probe_ns: int | None = None
+    up: bool = True
+    """Whether the instance was alive at the pool's last look (``free_slots``, ``acquire``)."""
 
     def observe(self, times: StageTimes | None, *, ran_now: bool, probe: bool) -> None:
         if times is None:
@@ -171,7 +175,12 @@ class InstancePool:
 
     @property
     def free_slots(self) -> int:
-        return self.capacity - self.in_flight
+        """Slots free on the instances that are up (on all when none is: each fails at once).
+
+        It also takes the snapshot of which instances are up that ``try_acquire`` uses, so a
+        scheduler that saw a free slot here gets a lease there, on the same thread."""
+        members = self._up_members()
+        return sum(max(0, member.depth - member.in_flight) for member in members)
 
     def in_flight_per_instance(self) -> list[int]:
         return [member.in_flight for member in self._members]
@@ -195,20 +204,41 @@ class InstancePool:
                 return None
             member.in_flight += 1
             return Lease(affinity)
-        best: int | None = None
-        for index, member in enumerate(self._members):
-            if member.in_flight < member.depth and (
-                best is None or member.in_flight < self._members[best].in_flight
-            ):
-                best = index
+        best = self._least_busy(up_only=any(member.up for member in self._members))
         if best is None:
             return None
         self._members[best].in_flight += 1
         return Lease(best)
 
+    @property
+    def alive(self) -> bool:
+        """Whether any instance can run a batch: a remote one (a Ray actor) is down while its
+        actor is dead and being restarted; a local one is always up."""
+        return any(_alive(member.instance) for member in self._members)
+
+    def _up_members(self) -> list[_Member]:
+        """Refresh each member's ``up`` from its instance; those up, or all when none is."""
+        for member in self._members:
+            member.up = _alive(member.instance)
+        return [member for member in self._members if member.up] or self._members
+
+    def _least_busy(self, *, up_only: bool) -> int | None:
+        """The member with room and the fewest batches (among those up, with ``up_only``;
+        otherwise any: a batch on a down instance fails at once, saying why)."""
+        best: int | None = None
+        for index, member in enumerate(self._members):
+            if up_only and not member.up:
+                continue
+            if member.in_flight < member.depth and (
+                best is None or member.in_flight < self._members[best].in_flight
+            ):
+                best = index
+        return best
+
     async def acquire(self, affinity: int | None = None) -> Lease:
         """Wait for a free slot (first come, first served) and reserve it."""
         while True:
+            self._up_members()
             if not self._waiters:
                 lease = self.try_acquire(affinity)
                 if lease is not None:
@@ -302,6 +332,10 @@ class InstancePool:
             if not waiter.done():
                 waiter.set_result(None)
                 return
+
+
+def _alive(instance: Executor) -> bool:
+    return bool(getattr(instance, "alive", True))
 
 
 def _run_now(

@@ -32,6 +32,7 @@ from headrace.server.http.servers import DEFAULT_HTTP_SERVER, HTTP_SERVERS
 from headrace.server.log_settings import LOG_FORMATS, LogControl, LogSettings
 from headrace.server.metrics import DEFAULT_METRICS_PORT
 from headrace.server.models.registry import StartupFailed
+from headrace.server.ray_cli import add_ray_arguments, connect, ray_serving
 from headrace.server.security_cli import add_security_arguments, security_options
 from headrace.server.tracing import TraceControl, parse_trace_config
 
@@ -155,6 +156,7 @@ def register(subparsers: Any) -> None:
     )
     _add_startup_flags(parser)
     add_security_arguments(parser)
+    add_ray_arguments(parser)
     _add_log_and_trace_options(parser)
     parser.set_defaults(func=serve)
 
@@ -266,6 +268,13 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     sys.setswitchinterval(args.gil_switch_interval_us / 1e6)
     cache_bytes = parse_cache_config(args.cache_config)
+    try:  # --ray-address: model instances as Ray actors
+        ray = ray_serving(args)
+        if ray is not None:
+            connect(ray)
+    except Exception as exc:  # bad flags, or a cluster that cannot be reached
+        print(f"headrace: error: --ray-address {args.ray_address}: {exc}", file=sys.stderr)
+        return 1
     core = InferenceServer(
         args.repository,
         model_control_mode=args.model_control_mode,
@@ -282,6 +291,7 @@ def serve(args: argparse.Namespace) -> int:
             stream_send_timeout_s=args.stream_send_timeout,
             default_max_queue_size=args.default_max_queue_size,
             max_shared_memory_regions=args.max_shared_memory_regions,
+            ray=ray,
         ),
     )
     log_control = _log_and_trace(args, core)

@@ -353,11 +353,12 @@ class InferenceServer:
     # -- health and metadata ----------------------------------------------------------------
 
     def model_ready(self, name: str, version: str = "") -> bool:
+        """Loaded, and (instances as Ray actors) at least one instance's actor is alive."""
         try:
-            self.models.route(name, version)
+            loaded = self.models.route(name, version)
         except HeadraceError:
             return False
-        return not self._stopping
+        return not self._stopping and bool(getattr(loaded.pool, "alive", True))
 
     def server_metadata(self) -> ServerMetadata:
         from headrace import __version__

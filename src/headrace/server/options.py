@@ -9,7 +9,36 @@ from headrace.scheduling.backlog import DEFAULT_MAX_STREAM_PENDING, DEFAULT_STRE
 from headrace.scheduling.queue_policy import DEFAULT_MAX_QUEUE_SIZE
 from headrace.server.memory.registry import DEFAULT_MAX_SHARED_MEMORY_REGIONS
 
-__all__ = ["ServerOptions"]
+__all__ = ["RayServing", "ServerOptions"]
+
+
+@dataclass(frozen=True)
+class RayServing:
+    """Where model instances go when serving on Ray (``--ray-address`` and its flags)."""
+
+    address: str = ""
+    """``auto``, ``ray://HOST:PORT``, or "" for a Ray started by this server (``local``)."""
+    num_gpus_per_instance: float = 1.0
+    """Share of a GPU each GPU instance takes (fractions share one); CPU instances take none."""
+    max_restarts: int = -1
+    """How often Ray restarts an instance's actor after it dies (-1: always)."""
+    namespace: str = ""
+    """The Ray namespace of the instances' named actors ("": the frontend's own)."""
+    share: bool = False
+    """Share the instances with every frontend of ``namespace`` (``--ray-share``): detached
+    actors named by model, version, instance and config digest; sequence models batch in them."""
+
+    def __post_init__(self) -> None:
+        if not self.num_gpus_per_instance > 0:
+            raise InvalidConfig(
+                f"--ray-num-gpus-per-instance must be positive, got {self.num_gpus_per_instance}"
+            )
+        if self.max_restarts < -1:
+            raise InvalidConfig(f"--ray-max-restarts must be -1 or more, got {self.max_restarts}")
+        if self.share and not self.namespace:
+            raise InvalidConfig(
+                "--ray-share needs --ray-namespace: the frontends' shared namespace"
+            )
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,8 @@ class ServerOptions:
     batcher: per priority level); 0: unbounded, as Triton (``--default-max-queue-size``)."""
     max_shared_memory_regions: int = DEFAULT_MAX_SHARED_MEMORY_REGIONS
     """Shared memory regions registered at once (``--max-shared-memory-regions``)."""
+    ray: RayServing | None = None
+    """Place every model's instances as Ray actors (``--ray-address``); None: in this server."""
 
     def __post_init__(self) -> None:
         if self.repository_poll_secs <= 0:

@@ -422,6 +422,7 @@ class ModelRegistry:
                     python_default=self.options.python_runtime,
                     cache=self.cache,
                     default_max_queue_size=self.options.default_max_queue_size,
+                    ray=self.options.ray,
                 )
         except BaseException:
             await close_all(built.values())
