@@ -29,7 +29,7 @@ from kuberay_fields import (
     TOP_LEVEL,
 )
 
-from headrace.cli import build_parser, subcommand_parsers
+from headrace.cli import build_parser
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -149,14 +149,8 @@ def test_rayservice_serve_config_declares_no_application_and_no_proxy() -> None:
 
 def _parse(argv: list[str], where: str) -> argparse.Namespace:
     parser = build_parser()
-    subcommand = dict(subcommand_parsers(parser))[f"headrace {argv[0]}"]
-    known = {opt for action in subcommand._actions for opt in action.option_strings}
     args, unknown = parser.parse_known_args(argv)
-    # `--ray-address` is being added to `headrace serve` (issue 15); until then it is the one
-    # flag allowed to be unknown, and once it exists it is parsed like the rest.
-    pending = "--ray-address" in argv and "--ray-address" not in known
-    allowed = ["--ray-address", "auto"] if pending else []
-    assert unknown == allowed, f"{where}: `headrace {shlex.join(argv)}` leaves {unknown}"
+    assert unknown == [], f"{where}: `headrace {shlex.join(argv)}` leaves {unknown}"
     return args
 
 
