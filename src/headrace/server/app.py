@@ -230,6 +230,7 @@ class ServerApp:
                 tls=security.http_tls,
                 header_timeout_s=security.http_header_timeout_s,
                 body_timeout_s=security.http_body_timeout_s,
+                keepalive_timeout_s=security.http_keepalive_timeout_s,
                 shutdown_timeout_s=options.exit_timeout_s,
             )
             doors.append(("http", http))

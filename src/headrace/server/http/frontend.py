@@ -35,6 +35,7 @@ from headrace.server.http.routes import ROUTES
 from headrace.server.security import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
     RestrictedApis,
     body_timeout,
 )
@@ -67,6 +68,7 @@ class HttpFrontend:
         tls: HttpTls | None = None,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     ) -> None:
         """``reuse_port``: as for :class:`~headrace.server.grpc.GrpcFrontend`; the others as
         for :class:`~headrace.server.http.granian_frontend.GranianHttpFrontend`, except that
@@ -76,6 +78,7 @@ class HttpFrontend:
         self._restricted = restricted if restricted else None  # None: the hot path skips it
         self._tls = tls
         self._body_timeout = body_timeout_s
+        self._keepalive_timeout = keepalive_timeout_s
         self._web = require("aiohttp.web", "serve")
         self._handlers = HttpHandlers(core, max_body_bytes)
         self._core = core
@@ -117,6 +120,7 @@ class HttpFrontend:
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,
             handler_cancellation=True,
+            keepalive_timeout=self._keepalive_timeout,
         )
         await runner.setup()
         site = web.TCPSite(

@@ -8,6 +8,12 @@ on the loop given to it, headrace's loop. So handlers reach the core with no thr
 is no bridge to pay for. The socket is bound here (so port 0 works and a taken port fails at
 :meth:`start` with ``OSError``) and handed to the worker.
 
+Timeouts: hyper's one HTTP/1 timer (``header_read_timeout``, from the end of a response or the
+connect until the next request's headers are in) is set to the keep-alive timeout, and
+:class:`~headrace.server.http.header_watch.HeaderWatch` enforces the header timeout apart from
+it, so an idle kept-alive connection is not closed at the header timeout (where the watch
+cannot run, the timer stays at the header timeout).
+
 A client that disconnects cancels its request's task, as aiohttp's ``handler_cancellation``
 does: granian's ``client_disconnect`` future cancels it. :meth:`stop` closes the listening
 socket at once (new connections are refused), then waits for in-flight requests to end.
@@ -38,12 +44,14 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.header_watch import HeaderWatch, peer_of, supported
 from headrace.server.http.linger import drain
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
 from headrace.server.security import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
     RestrictedApis,
     body_timeout,
 )
@@ -79,16 +87,21 @@ class GranianHttpFrontend:
         tls: HttpTls | None = None,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S,
     ) -> None:
         """``restricted``: API groups that need a key (:mod:`headrace.server.security`);
         ``tls``: serve HTTPS; a client slower than ``header_timeout_s`` to send its headers
-        loses its connection (granian's HTTP/1 ``header_read_timeout``), one slower than
-        ``body_timeout_s`` to send its body gets a 400."""
+        loses its connection, one slower than ``body_timeout_s`` to send its body gets a
+        400; a connection idle for ``keepalive_timeout_s`` between requests is closed."""
         if max_body_bytes <= 0:
             raise ValueError(f"--max-body-bytes must be positive, got {max_body_bytes}")
+        self._header_timeout = header_timeout_s
+        self._watched = supported()
+        timer_s = keepalive_timeout_s if self._watched else header_timeout_s
         self._http1 = require("granian.http", EXTRA).HTTP1Settings(
-            header_read_timeout=max(1, round(header_timeout_s * 1000))
+            header_read_timeout=max(1, round(timer_s * 1000))
         )
+        self._watch: HeaderWatch | None = None
         self._restricted = restricted if restricted else None  # None: the hot path skips it
         self._tls = tls
         self._body_timeout = body_timeout_s
@@ -170,6 +183,9 @@ class GranianHttpFrontend:
         self._signal.add_cb(finished)
         worker.serve_async(scheduler, loop, self._signal)
         self._worker, self._port, self._done = worker, port, done
+        if self._watched:
+            self._watch = HeaderWatch(port, self._header_timeout)
+            self._watch.start()
 
     def _tls_args(self) -> tuple[Any, ...]:
         """granian's TLS arguments; the files are checked here so a bad one fails the start."""
@@ -201,6 +217,9 @@ class GranianHttpFrontend:
             return
         signal.set()
         grace = self._shutdown_timeout if grace_s is None else grace_s
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.stop()
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
@@ -231,9 +250,16 @@ class GranianHttpFrontend:
         log = self._core.access_log
         started = time.perf_counter()
         status = 499  # the client went away before the answer
+        watch = self._watch
+        peer = None
+        if watch is not None:
+            peer = peer_of(scope.client)
+            watch.begin(peer, scope.http_version)
         try:
             status = await self._answer(scope, proto)
         finally:
+            if peer is not None:
+                watch.end(peer)  # type: ignore[union-attr]
             self._tasks.discard(task)  # type: ignore[arg-type]
             if log is not None:
                 path = scope.path
