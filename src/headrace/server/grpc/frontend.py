@@ -79,6 +79,8 @@ _MAX_PENDING_CALLS = 1 << 14
 gRPC core cancels whatever waits beyond its default 1000, so a burst of a few thousand
 concurrent clients (perf_analyzer --concurrency-range) saw CANCELLED; the core's own
 bounded queues refuse real overload with UNAVAILABLE."""
+_SLOW_QUIET_S = 1.0
+"""A stop whose clients went quiet later than this says so (the refusals went on that long)."""
 _FINAL_FLAG = "triton_enable_empty_final_response"
 _FINAL_TRUE = {"triton_final_response": True}
 _FINAL_FALSE = {"triton_final_response": False}
@@ -196,10 +198,14 @@ class GrpcFrontend:
         server, self._server = self._server, None
         if server is None:
             return
-        deadline = time.monotonic() + (self._shutdown_timeout if grace_s is None else grace_s)
+        began = time.monotonic()
+        deadline = began + (self._shutdown_timeout if grace_s is None else grace_s)
         if self._servicer is not None:
             self._servicer.close()  # before the first await: refusing from this step on
             await self._servicer.gate.quiet(deadline)
+            waited = time.monotonic() - began
+            if waited >= _SLOW_QUIET_S:
+                _log.info("gRPC: clients kept calling for %.1f s; closing the port", waited)
         await server.stop(max(0.0, deadline - time.monotonic()))
 
 
