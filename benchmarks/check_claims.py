@@ -318,6 +318,7 @@ _CLOSED = "summary[mode=closed]"
 _OVER = "reliability/overload.json"
 _OVER_QUIET = "reliability/overload_quiet.json"
 _FAULTS = "reliability/faults.json"
+_SOAK_QUIET = "reliability/soak_quiet.json"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
 _VS_PA = "bench_load_vs_perf_analyzer.json"
@@ -1229,12 +1230,44 @@ CLAIMS: tuple[Claim | Row, ...] = (
     Claim(BENCH, "| 25.40-25.52 |", _OVER_QUIET, "records[system=headrace].answered_per_s"),
     Claim(BENCH, "| 4.38-12.89 |", _OVER_QUIET, "records[system=triton].answered_per_s"),
     Claim(BENCH, "/ 1.87-2.31 |", _OVER_QUIET, "records[system=triton].refused_p99_ms"),
-    Claim(BENCH, "after 509.9-510.8 ms", _FAULTS, "records[*].faults.hang.ms"),
-    Claim(BENCH, "after 205.95-211.03 ms", _FAULTS, "records[*].faults.behind_hang[*].ms"),
-    Claim(BENCH, "exit code after 20.87-31.05 ms", _FAULTS, "records[*].faults.die.ms"),
-    Claim(BENCH, "again 0.902-1.222 s later", _FAULTS, "records[*].faults.die_recovery_s"),
-    Claim(BENCH, "drained in 2.88-2.89 s", _FAULTS, "records[*].drain.drain_s"),
-    Claim(BENCH, "221-223 requests in flight", _FAULTS, "records[*].drain.in_flight_at_signal"),
+    Claim(BENCH, "error in 0.56-4.07 ms", _FAULTS, "records[*].faults.raise[*].ms"),
+    Claim(BENCH, "after 501.84-502.26 ms", _FAULTS, "records[*].faults.hang.ms"),
+    Claim(BENCH, "after 202.25-205.89 ms", _FAULTS, "records[*].faults.behind_hang[*].ms"),
+    Claim(BENCH, "exit code after 8.43-12.04 ms", _FAULTS, "records[*].faults.die.ms"),
+    Claim(BENCH, "again 0.374-0.383 s later", _FAULTS, "records[*].faults.die_recovery_s"),
+    Claim(BENCH, "(p99 47.9-63.83 ms)", _FAULTS, "records[*].faults.steady.p99_ms"),
+    Claim(BENCH, "drained in 2.84 s", _FAULTS, "records[*].drain.drain_s"),
+    Claim(
+        BENCH, "SIGTERM: 222 requests in flight", _FAULTS, "records[*].drain.in_flight_at_signal"
+    ),
+    Claim(BENCH, "755 answered", _FAULTS, "summary.drain_answered"),
+    Claim(BENCH, "and 845 refused", _FAULTS, "summary.drain_refused"),
+    # reliability/soak_quiet.json: the soak under the exclusive lock, after the keep-alive fix
+    Claim(
+        BENCH, "lock, after the keep-alive fix below): 36,000", _SOAK_QUIET, "summary.requests_ok"
+    ),
+    Claim(BENCH, "answers, 19 reloads", _SOAK_QUIET, "summary.reloads"),
+    Claim(BENCH, "RSS +0.44% after", _SOAK_QUIET, "summary.rss_server.growth_pct"),
+    Claim(BENCH, "(331.2 to", _SOAK_QUIET, "summary.rss_server.after_warmup_mib"),
+    Claim(BENCH, "to 332.7 MiB", _SOAK_QUIET, "summary.rss_server.last_minute_mib"),
+    Claim(
+        BENCH,
+        "median 3.64-5.01 ms per client",
+        _SOAK_QUIET,
+        "summary.p99_after_warmup[*].p99_ms_median",
+    ),
+    Claim(
+        BENCH,
+        "worst minutes 4.2-5.51 ms",
+        _SOAK_QUIET,
+        "summary.p99_after_warmup[*].p99_ms_max",
+    ),
+    Claim(
+        BENCH,
+        "at most 1.1-1.17x its median",
+        _SOAK_QUIET,
+        "summary.p99_after_warmup[*].p99_max_over_median",
+    ),
     # serve_scaleout.json: headrace serve --ray-address, 1 -> 3 nodes; a Ray actor vs local
     Claim(BENCH, "| 3 | 462.3-463.7 |", _SCALE, "records[part=scaleout][nodes=3].throughput"),
     Claim(BENCH, "| 154.1-154.6 |", _SCALE, "records[part=scaleout][nodes=3].throughput*0.333333"),

@@ -148,6 +148,7 @@ def test_serve_flags_become_security_options() -> None:
             "--http-ssl-key=hk.pem",
             "--http-header-timeout=2.5",
             "--http-body-timeout=7",
+            "--http-keepalive-timeout=90",
             "--grpc-max-concurrent-streams=64",
         ]
     )
@@ -161,6 +162,7 @@ def test_serve_flags_become_security_options() -> None:
     assert options.grpc_tls.enabled and options.grpc_tls.mutual
     assert (options.http_tls.cert, options.http_tls.key) == ("h.pem", "hk.pem")
     assert (options.http_header_timeout_s, options.http_body_timeout_s) == (2.5, 7.0)
+    assert options.http_keepalive_timeout_s == 90.0
     assert options.grpc_max_concurrent_streams == 64
 
 

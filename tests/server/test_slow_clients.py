@@ -1,6 +1,7 @@
 """Slow and hostile HTTP clients: one that sends its headers a byte at a time is cut off by
-``--http-header-timeout``, one that stalls in its body gets a 400 after
-``--http-body-timeout`` (both servers), and a normal client is served all the while."""
+``--http-header-timeout`` (on a new connection or a kept-alive one), one that stalls in its
+body gets a 400 after ``--http-body-timeout`` (both servers), and a normal client is served
+all the while."""
 
 from __future__ import annotations
 
@@ -42,23 +43,7 @@ def http_port(request: pytest.FixtureRequest) -> Iterator[int]:
 def _trickle(port: int, data: bytes, result: dict[str, object]) -> None:
     """Send ``data`` a byte at a time; record how many bytes went out before the server hung up."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sent = 0
-        try:
-            for byte in data:
-                sock.sendall(bytes([byte]))
-                sent += 1
-                time.sleep(BYTE_EVERY_S)  # the slow client itself: this is what it does
-                sock.setblocking(False)
-                try:
-                    if sock.recv(1024) == b"":
-                        break  # the server closed the connection
-                except BlockingIOError:
-                    pass
-                finally:
-                    sock.setblocking(True)
-        except (ConnectionResetError, BrokenPipeError):
-            pass
-        result["sent"] = sent
+        result["sent"] = _send_slowly(sock, data)
 
 
 def test_a_slow_header_client_is_cut_off_while_others_are_served(http_port: int) -> None:
@@ -74,6 +59,37 @@ def test_a_slow_header_client_is_cut_off_while_others_are_served(http_port: int)
         client.close()
     assert isinstance(result["sent"], int)
     assert result["sent"] < len(REQUEST), "the slow client sent its whole header unhindered"
+
+
+def test_a_slow_header_on_a_kept_alive_connection_is_cut_off(http_port: int) -> None:
+    """Idle time between requests is not header time (see test_http_keepalive.py), but
+    once the next request's first byte is in, its headers must follow within the timeout."""
+    with socket.create_connection(("127.0.0.1", http_port), timeout=30) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sent = _send_slowly(sock, REQUEST)
+    assert sent < len(REQUEST), "the slow client sent its whole header unhindered"
+
+
+def _send_slowly(sock: socket.socket, data: bytes) -> int:
+    """Send ``data`` a byte at a time; how many bytes went out before the server hung up."""
+    sent = 0
+    try:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            sent += 1
+            time.sleep(BYTE_EVERY_S)  # the slow client itself: this is what it does
+            sock.setblocking(False)
+            try:
+                if sock.recv(1024) == b"":
+                    break  # the server closed the connection
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return sent
 
 
 @pytest.mark.parametrize("http_server", ["aiohttp", "granian"])

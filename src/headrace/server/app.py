@@ -3,9 +3,10 @@
 Start order: models load first (the core), then the doors open (metrics, HTTP, gRPC), so a
 client that can connect finds the models ready. Stopping drains, within one budget
 (``--exit-timeout-secs``, as tritonserver's flag): the core refuses new requests and every door
-closes its listening socket at once (gRPC's closes on gRPC's own thread, milliseconds later;
-new calls on its open connections are refused meanwhile), so new connections are refused; the
-requests already accepted run to their end; then the core unloads the models. What is still
+stops accepting at once: the HTTP door closes its listening socket, the gRPC door refuses every
+new call with UNAVAILABLE and closes its port once its clients have gone quiet (so gRPC cancels
+no call waiting in its queue, :mod:`headrace.server.grpc.closing`); the requests already
+accepted run to their end; then the core unloads the models. What is still
 running when the budget is spent is cancelled and the :class:`DrainReport` says so.
 :func:`run_until_signal` does all that on SIGTERM or SIGINT.
 """
@@ -83,9 +84,9 @@ class FrontendOptions:
 
 
 class _Door(Protocol):
-    """A frontend. ``stop`` closes the listening socket before its first suspension point (so
-    doors stopped together stop accepting together), waits up to ``grace_s`` for the calls in
-    flight, cancels the rest and closes."""
+    """A frontend. ``stop`` stops accepting (closes the listening socket, or refuses every new
+    call) before its first suspension point (so doors stopped together stop accepting
+    together), waits up to ``grace_s`` for the calls in flight, cancels the rest and closes."""
 
     @property
     def port(self) -> int: ...
@@ -168,7 +169,7 @@ class ServerApp:
         stops = [
             asyncio.ensure_future(self._stop_door(label, door, timeout)) for label, door in doors
         ]
-        await asyncio.sleep(0)  # each door has run up to its first await: its socket is closed
+        await asyncio.sleep(0)  # each door has run up to its first await: it accepts no more
         in_flight = self.core.in_flight
         _log.info("stopped accepting; %d requests in flight", in_flight)
         if on_closed is not None:
@@ -231,6 +232,7 @@ class ServerApp:
                     tls=security.http_tls,
                     header_timeout_s=security.http_header_timeout_s,
                     body_timeout_s=security.http_body_timeout_s,
+                    keepalive_timeout_s=security.http_keepalive_timeout_s,
                     shutdown_timeout_s=options.exit_timeout_s,
                 ),
             )

@@ -329,7 +329,7 @@ def serve(args: argparse.Namespace) -> int:
 def print_draining(in_flight: int) -> None:
     """The first line of a shutdown: the doors are closed, what is left to finish."""
     print(
-        f"headrace: stopping: new connections refused; draining {in_flight} requests in flight",
+        f"headrace: stopping: new requests refused; draining {in_flight} requests in flight",
         file=sys.stderr,
         flush=True,
     )

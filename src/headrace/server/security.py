@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT_S",
     "DEFAULT_GRPC_MAX_STREAMS",
     "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_KEEPALIVE_TIMEOUT_S",
     "GRPC_KEY_PREFIX",
     "RestrictedApis",
     "Restriction",
@@ -139,6 +140,12 @@ def is_loopback(host: str) -> bool:
 DEFAULT_HEADER_TIMEOUT_S = 30.0
 """How long an HTTP client may take to send a request's headers (granian's own default; the
 aiohttp door keeps the same one itself)."""
+DEFAULT_KEEPALIVE_TIMEOUT_S = 600.0
+"""How long an HTTP/1.1 connection may stay idle between requests. Longer than the idle limits
+of common client pools (Go's 90 s, browsers' 300 s), which then close first; tritonclient's
+pool keeps connections without limit and Triton's server closes none, so a server that closed
+idle connections at a short, round timeout (it was the 30 s header timeout) met clients that
+reuse theirs at that period."""
 DEFAULT_BODY_TIMEOUT_S = 60.0
 """How long an HTTP client may take to send a request's body once its headers are in."""
 DEFAULT_GRPC_MAX_STREAMS = 4096
@@ -167,12 +174,14 @@ class SecurityOptions:
     http_tls: HttpTls = field(default_factory=HttpTls)
     http_header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
     http_body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    http_keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
     grpc_max_concurrent_streams: int = DEFAULT_GRPC_MAX_STREAMS
 
     def __post_init__(self) -> None:
         for flag, value in (
             ("--http-header-timeout", self.http_header_timeout_s),
             ("--http-body-timeout", self.http_body_timeout_s),
+            ("--http-keepalive-timeout", self.http_keepalive_timeout_s),
         ):
             if not value > 0:
                 raise InvalidConfig(f"{flag} must be positive, got {value}")

@@ -19,6 +19,7 @@ from headrace.server.security import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_GRPC_MAX_STREAMS,
     DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
     GRPC_KEY_PREFIX,
     SecurityOptions,
     parse_key_value,
@@ -105,8 +106,15 @@ def add_security_arguments(parser: Any) -> None:
         type=float,
         default=DEFAULT_HEADER_TIMEOUT_S,
         metavar="SECONDS",
-        help="close HTTP (and metrics) connections whose request headers take longer, counted from the "
-        "connection's start or a later request's first byte (default %(default)s)",
+        help="close HTTP (and metrics) connections whose request headers take longer, counted "
+        "from the connection's start or a later request's first byte (default %(default)s)",
+    )
+    group.add_argument(
+        "--http-keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close HTTP connections left idle this long between requests (default %(default)s)",
     )
     group.add_argument(
         "--http-body-timeout",
@@ -185,5 +193,6 @@ def security_options(args: argparse.Namespace) -> SecurityOptions:
         http_tls=HttpTls(cert=args.http_ssl_cert, key=args.http_ssl_key),
         http_header_timeout_s=args.http_header_timeout,
         http_body_timeout_s=args.http_body_timeout,
+        http_keepalive_timeout_s=args.http_keepalive_timeout,
         grpc_max_concurrent_streams=args.grpc_max_concurrent_streams,
     )

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import grpc
 from tritonclient.grpc import service_pb2
 
-from headrace.errors import ErrorCode, HeadraceError, InvalidInput
+from headrace.errors import ErrorCode, HeadraceError, InvalidInput, Unavailable
+from headrace.server.grpc.closing import SHUTTING_DOWN, Gate
 from headrace.server.grpc.codec import (
     decode_infer_request,
     encode_infer_response,
@@ -78,6 +79,8 @@ _MAX_PENDING_CALLS = 1 << 14
 gRPC core cancels whatever waits beyond its default 1000, so a burst of a few thousand
 concurrent clients (perf_analyzer --concurrency-range) saw CANCELLED; the core's own
 bounded queues refuse real overload with UNAVAILABLE."""
+_SLOW_QUIET_S = 1.0
+"""A stop whose clients went quiet later than this says so (the refusals went on that long)."""
 _FINAL_FLAG = "triton_enable_empty_final_response"
 _FINAL_TRUE = {"triton_final_response": True}
 _FINAL_FALSE = {"triton_final_response": False}
@@ -188,18 +191,22 @@ class GrpcFrontend:
         self._server, self._servicer, self._port = server, servicer, port
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Refuse new calls and connections at once, end the open streams once their
-        requests in flight are answered, give the calls in flight up to ``grace_s`` (default:
-        the shutdown timeout), then cancel the rest."""
+        """Refuse new calls at once (UNAVAILABLE) and end the open streams once their
+        requests in flight are answered; once clients have gone quiet, close the port and
+        give the calls in flight what is left of ``grace_s`` (default: the shutdown
+        timeout), then cancel the rest (:mod:`headrace.server.grpc.closing` says why)."""
         server, self._server = self._server, None
         if server is None:
             return
-        stopping = asyncio.ensure_future(
-            server.stop(self._shutdown_timeout if grace_s is None else grace_s)
-        )
+        began = time.monotonic()
+        deadline = began + (self._shutdown_timeout if grace_s is None else grace_s)
         if self._servicer is not None:
-            self._servicer.stop_streams()
-        await stopping
+            self._servicer.close()  # before the first await: refusing from this step on
+            await self._servicer.gate.quiet(deadline)
+            waited = time.monotonic() - began
+            if waited >= _SLOW_QUIET_S:
+                _log.info("gRPC: clients kept calling for %.1f s; closing the port", waited)
+        await server.stop(max(0.0, deadline - time.monotonic()))
 
 
 _SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -245,6 +252,9 @@ def _rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         started = time.perf_counter()
         status = grpc.StatusCode.OK
         try:
+            if self.gate.closed:
+                self.gate.refused()
+                raise Unavailable(SHUTTING_DOWN)
             return await handler(self, request, context)
         except HeadraceError as exc:
             status = grpc_status(exc)
@@ -283,12 +293,12 @@ class _Servicer:
         self._stream_window = stream_window
         self._decoder = InferRequestDecoder(core.shared_memory)
         self._streams: set[_Stream] = set()
-        self._stopping = False
+        self.gate = Gate()
 
-    def stop_streams(self) -> None:
-        """Stop reading every open stream (and any opened from now on); each ends once the
-        requests it has read are answered."""
-        self._stopping = True
+    def close(self) -> None:
+        """Refuse every new call and stream; stop reading every open stream, which ends
+        once the requests it has read are answered."""
+        self.gate.close()
         for stream in list(self._streams):
             stream.stop_reading()
 
@@ -348,12 +358,13 @@ class _Servicer:
         so a scheduler that queues a request before its first await (as the core's do) also
         sees the stream's requests in order.
         """
+        if self.gate.closed:
+            self.gate.refused()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         stream = _Stream(self, self._stream_window)
         reader = asyncio.create_task(stream.read(request_iterator))
         stream.reader = reader
         self._streams.add(stream)
-        if self._stopping:
-            stream.stop_reading()
         try:
             while (outgoing := await stream.out.get()) is not None:
                 if isinstance(outgoing, asyncio.Task):

@@ -108,6 +108,7 @@ class HttpFrontend:
             access_log=None,
             shutdown_timeout=options.shutdown_timeout_s,
             handler_cancellation=True,
+            keepalive_timeout=options.keepalive_timeout_s,
         )
         await runner.setup()
         server = runner.server

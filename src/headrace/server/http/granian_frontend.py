@@ -8,6 +8,12 @@ on the loop given to it, headrace's loop. So handlers reach the core with no thr
 is no bridge to pay for. The socket is bound here (so port 0 works and a taken port fails at
 :meth:`start` with ``OSError``) and handed to the worker.
 
+Timeouts: hyper's one HTTP/1 timer (``header_read_timeout``, from the end of a response or the
+connect until the next request's headers are in) is set to the keep-alive timeout, and
+:class:`~headrace.server.http.header_watch.HeaderWatch` enforces the header timeout apart from
+it, so an idle kept-alive connection is not closed at the header timeout (where the watch
+cannot run, the timer stays at the header timeout).
+
 A client that disconnects cancels its request's task, as aiohttp's ``handler_cancellation``
 does: granian's ``client_disconnect`` future cancels it. :meth:`stop` closes the listening
 socket at once (new connections are refused), then waits for in-flight requests to end.
@@ -37,6 +43,7 @@ from headrace.server.http.handlers import (
     error_response,
     too_large,
 )
+from headrace.server.http.header_watch import HeaderWatch, peer_of, supported
 from headrace.server.http.linger import drain
 from headrace.server.http.options import HttpOptions
 from headrace.server.http.restricted import refusal
@@ -67,13 +74,18 @@ class GranianHttpFrontend:
         port: int = 8000,
         options: HttpOptions | None = None,
     ) -> None:
-        """``options``: limits, guards and timeouts (:class:`HttpOptions`); the header
-        timeout is granian's HTTP/1 ``header_read_timeout``."""
+        """``options``: limits, guards and timeouts (:class:`HttpOptions`); a connection idle
+        for ``keepalive_timeout_s`` between requests is closed by granian's HTTP/1 timer, and
+        the header timeout is kept apart from it by :class:`HeaderWatch` where it can be."""
         options = options or HttpOptions()
         max_body_bytes = options.max_body_bytes
+        self._header_timeout = options.header_timeout_s
+        self._watched = supported()
+        timer_s = options.keepalive_timeout_s if self._watched else options.header_timeout_s
         self._http1 = require("granian.http", EXTRA).HTTP1Settings(
-            header_read_timeout=max(1, round(options.header_timeout_s * 1000))
+            header_read_timeout=max(1, round(timer_s * 1000))
         )
+        self._watch: HeaderWatch | None = None
         self._restricted = options.restricted or None  # None: the hot path skips it
         self._tls = options.tls
         self._body_timeout = options.body_timeout_s
@@ -155,6 +167,9 @@ class GranianHttpFrontend:
         self._signal.add_cb(finished)
         worker.serve_async(scheduler, loop, self._signal)
         self._worker, self._port, self._done = worker, port, done
+        if self._watched:
+            self._watch = HeaderWatch(port, self._header_timeout)
+            self._watch.start()
 
     def _tls_args(self) -> tuple[Any, ...]:
         """granian's TLS arguments; the files are checked here so a bad one fails the start."""
@@ -186,6 +201,9 @@ class GranianHttpFrontend:
             return
         signal.set()
         grace = self._shutdown_timeout if grace_s is None else grace_s
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.stop()
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except asyncio.TimeoutError:
@@ -216,9 +234,16 @@ class GranianHttpFrontend:
         log = self._core.access_log
         started = time.perf_counter()
         status = 499  # the client went away before the answer
+        watch = self._watch
+        peer = None
+        if watch is not None:
+            peer = peer_of(scope.client)
+            watch.begin(peer, scope.http_version)
         try:
             status = await self._answer(scope, proto)
         finally:
+            if peer is not None:
+                watch.end(peer)  # type: ignore[union-attr]
             self._tasks.discard(task)  # type: ignore[arg-type]
             if log is not None:
                 path = scope.path

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from headrace.server.security import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEPALIVE_TIMEOUT_S,
     RestrictedApis,
 )
 from headrace.server.tls import HttpTls
@@ -38,6 +39,8 @@ class HttpOptions:
     (``--http-header-timeout``)."""
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     """A client slower than this to send a request's body gets a 400 (``--http-body-timeout``)."""
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    """A connection idle this long between requests is closed (``--http-keepalive-timeout``)."""
     shutdown_timeout_s: float = 30.0
     """How long :meth:`stop` waits for requests in flight by default (``--exit-timeout-secs``)."""
     reuse_port: bool = False
