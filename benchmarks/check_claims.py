@@ -319,6 +319,8 @@ _OVER = "reliability/overload.json"
 _OVER_QUIET = "reliability/overload_quiet.json"
 _FAULTS = "reliability/faults.json"
 _SOAK_QUIET = "reliability/soak_quiet.json"
+_DOORS = "doors_after_hardening.json"
+_DOORS_AB = "records[setting={s}][protocol={p}].throughput"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
 _VS_PA = "bench_load_vs_perf_analyzer.json"
@@ -1268,6 +1270,11 @@ CLAIMS: tuple[Claim | Row, ...] = (
         _SOAK_QUIET,
         "summary.p99_after_warmup[*].p99_max_over_median",
     ),
+    # doors_after_hardening.json: the tree before the slow-client and drain work vs after
+    Claim(BENCH, "| http | 5,328-5,853 |", _DOORS, _DOORS_AB.format(s="before", p="http")),
+    Claim(BENCH, "5,853 | 5,205-5,655 |", _DOORS, _DOORS_AB.format(s="after", p="http")),
+    Claim(BENCH, "| grpc | 2,587-2,735 |", _DOORS, _DOORS_AB.format(s="before", p="grpc")),
+    Claim(BENCH, "2,735 | 2,459-2,649 |", _DOORS, _DOORS_AB.format(s="after", p="grpc")),
     # serve_scaleout.json: headrace serve --ray-address, 1 -> 3 nodes; a Ray actor vs local
     Claim(BENCH, "| 3 | 462.3-463.7 |", _SCALE, "records[part=scaleout][nodes=3].throughput"),
     Claim(BENCH, "| 154.1-154.6 |", _SCALE, "records[part=scaleout][nodes=3].throughput*0.333333"),
