@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
@@ -273,9 +274,12 @@ class RayExecutor:
     ``MODEL/VERSION/INSTANCE#ID`` in ``namespace`` ("" : the frontend's own). ``shared``
     actors are named ``MODEL/VERSION/INSTANCE@CONFIG-DIGEST`` instead, detached, and found
     rather than made when they exist: every frontend of the namespace serving the same
-    configuration drives the same actors, and none ends them when it closes. The cluster must
-    hold what every instance needs, or placement is refused at once (Ray would wait for the
-    resources forever).
+    configuration drives the same actors, and none ends them when it closes. With
+    ``placement_timeout_s`` 0 the cluster must hold what every instance needs, or placement is
+    refused at once (Ray would wait for the resources forever); above 0 the actors are made
+    anyway and the load waits that long for all of them to be scheduled and loaded (pending
+    actors are what an autoscaler such as KubeRay's adds nodes for), then fails naming the
+    resources still missing.
     """
 
     def __init__(
@@ -286,6 +290,7 @@ class RayExecutor:
         max_restarts: int = -1,
         namespace: str = "",
         shared: bool = False,
+        placement_timeout_s: float = 0.0,
     ) -> None:
         if num_gpus <= 0:
             raise InvalidInput(f"GPUs per Ray GPU instance must be positive, got {num_gpus}")
@@ -296,6 +301,11 @@ class RayExecutor:
         self.max_restarts = max_restarts
         self.namespace = namespace
         self.shared = shared
+        if not placement_timeout_s >= 0:
+            raise InvalidInput(
+                f"Ray placement timeout must be 0 or more, got {placement_timeout_s}"
+            )
+        self.placement_timeout_s = placement_timeout_s
         if shared and not namespace:
             raise InvalidInput("shared Ray instances need a namespace (--ray-namespace)")
 
@@ -317,19 +327,17 @@ class RayExecutor:
                 "request's sink, which cannot reach a Ray actor, so it is not placed on Ray"
             )
         ray = connect_ray(self.address)
-        gpus = [spec for spec in specs if spec.kind == "gpu"]
-        _check_needs(
-            ray,
-            {"CPU": float(len(specs)), "GPU": len(gpus) * self.num_gpus},
-            f"{len(specs)} Ray instances of model '{base.model_name}'",
-        )
+        if self.placement_timeout_s <= 0:  # fail fast: Ray would wait for them forever
+            _check_needs(
+                ray, self._needs(specs), f"{len(specs)} Ray instances of model '{base.model_name}'"
+            )
         remote = ray.remote(_ServingWorker)
         actors: list[Any] = []
         try:
             for index, spec in enumerate(specs):
                 actors.append(self._start(remote, index, spec, factory, base, options))
             # loaded (in parallel), or the first error raised here
-            infos: list[WorkerInfo] = ray.get([actor.describe.remote() for actor in actors])
+            infos = self._loaded(ray, actors, specs, base)
         except BaseException as exc:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
@@ -365,6 +373,36 @@ class RayExecutor:
                 )
             )
         return instances
+
+    def _needs(self, specs: Sequence[InstanceSpec]) -> dict[str, float]:
+        gpus = sum(1 for spec in specs if spec.kind == "gpu")
+        return {"CPU": float(len(specs)), "GPU": gpus * self.num_gpus}
+
+    def _loaded(
+        self, ray: Any, actors: Sequence[Any], specs: Sequence[InstanceSpec], base: BackendContext
+    ) -> list[WorkerInfo]:
+        """Each actor's description once it has loaded; with a placement timeout, an error
+        naming what the actors not placed by then still wait for."""
+        refs = [actor.describe.remote() for actor in actors]
+        if self.placement_timeout_s <= 0:
+            return list(ray.get(refs))
+        deadline = time.monotonic() + self.placement_timeout_s
+        waiting = list(refs)
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=left)
+            ray.get(ready)  # an actor that failed to load fails the load now
+        if not waiting:
+            return list(ray.get(refs))
+        late = [spec for spec, ref in zip(specs, refs) if ref in waiting]
+        raise Unavailable(
+            f"model '{base.model_name}' version {base.version}: {len(late)} of {len(specs)} "
+            f"Ray actors were not scheduled and loaded within --ray-placement-timeout "
+            f"{self.placement_timeout_s:g}s; they need {_amounts(self._needs(late))}, the "
+            f"cluster has {_amounts(ray.available_resources(), self._needs(late))} free"
+        )
 
     def _start(
         self,
@@ -410,6 +448,12 @@ def _digest(base: BackendContext) -> str:
     import hashlib
 
     return hashlib.sha256(base.config.SerializeToString(deterministic=True)).hexdigest()[:12]
+
+
+def _amounts(resources: dict[str, float], only: dict[str, float] | None = None) -> str:
+    """``1 CPU and 2 GPU``: the amounts of ``only``'s resources (or all) that are needed."""
+    names = [name for name, need in (only or resources).items() if need > 0]
+    return " and ".join(f"{float(resources.get(name, 0.0)):g} {name}" for name in names)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
