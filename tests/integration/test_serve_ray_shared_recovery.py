@@ -15,6 +15,8 @@ Run inside a private network namespace (Ray listens on every interface):
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -260,3 +262,62 @@ def test_readiness_follows_a_shared_actor_on_both_frontends(
     finally:
         for client in clients:
             client.close()
+
+
+def _ray_actors(cluster: Cluster, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``headrace ray-actors`` as an operator runs it, from its own process."""
+    command = [sys.executable, "-c", "import sys; from headrace.cli import main; sys.exit(main())"]
+    address = ["--ray-address", cluster.cluster.address, "--ray-namespace", NAMESPACE]
+    return subprocess.run(
+        [*command, "ray-actors", *address, *flags],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+
+
+def _rows(listing: str) -> dict[tuple[str, str], list[str]]:
+    """The table's rows by (model, instance)."""
+    header, *lines = listing.strip().splitlines()
+    assert header.split() == [
+        "MODEL", "VERSION", "INSTANCE", "CONFIG", "NODE", "STATE", "FRONTENDS"
+    ], header  # fmt: skip
+    rows = [line.split() for line in lines if not line.startswith(("removed", "kept"))]
+    return {(row[0], row[2]): row for row in rows}
+
+
+def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
+    cluster: Cluster, frontends: list[ServeProcess]
+) -> None:
+    listed = _ray_actors(cluster)
+    assert listed.returncode == 0, listed.stderr
+    rows = _rows(listed.stdout)
+    assert set(rows) == {("slow", "slow_0_0"), ("slow", "slow_0_1"), ("single", "single_0_0")}
+    nodes = {node.node_id[:12] for node in cluster.cluster.worker_nodes}
+    for (model, instance), row in rows.items():
+        name = f"{model}/1/{instance}@{row[3]}"
+        assert name in cluster.actors(model), (name, listed.stdout)
+        assert row[1] == "1" and row[4] in nodes and row[5] == "ALIVE", row
+        assert row[6] == "2", row  # both frontends serve through it
+    # one frontend gone: the other still uses every actor, so none is removed
+    assert frontends[1].stop() == 0, frontends[1].log_tail()
+    _wait_for("one frontend left", lambda: all(r[6] == "1" for r in _rows(_ray_actors(cluster).stdout).values()))  # fmt: skip
+    kept = _ray_actors(cluster, "--remove", "slow")
+    assert kept.returncode == 1, kept.stdout
+    assert kept.stderr.count("1 running frontend(s) serve through it") == 2, kept.stderr
+    stale = _ray_actors(cluster, "--remove-stale")
+    assert stale.returncode == 0 and "removed" not in stale.stdout, stale.stdout
+    assert len(cluster.actors("slow")) == 2
+    # no frontend left: every shared actor is stale; --remove takes one model, --remove-stale the rest
+    assert frontends[0].stop() == 0, frontends[0].log_tail()
+    _wait_for("no frontend left", lambda: all(r[6] == "0" for r in _rows(_ray_actors(cluster).stdout).values()))  # fmt: skip
+    digest = rows[("single", "single_0_0")][3]
+    removed = _ray_actors(cluster, "--remove", f"single@{digest}")
+    assert removed.returncode == 0, removed.stderr
+    assert f"removed single/1/single_0_0@{digest}" in removed.stdout
+    assert not cluster.actors("single") and len(cluster.actors("slow")) == 2
+    removed = _ray_actors(cluster, "--remove-stale")
+    assert removed.returncode == 0 and removed.stdout.count("removed slow/1/") == 2, removed.stdout
+    _wait_for("the actors' removal", lambda: not cluster.actors("slow"))
+    assert _rows(_ray_actors(cluster).stdout) == {}

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.engine.instance import Request, TimedRequests
+from headrace.engine.ray_frontends import FrontendMarker
 from headrace.engine.ray_workers import WorkerInfo, _check_needs, _RayInstanceWorker, connect_ray
 from headrace.errors import (
     HeadraceError,
@@ -113,12 +114,14 @@ class RayInstance:
         model: str = "",
         node: str = "",
         owned: bool = True,
+        released: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.model = model or name
         self.node = node
         self.owned = owned
         """Whether closing ends the actor; a shared one (``--ray-share``) outlives this frontend."""
+        self._released = released
         self._actor = actor
         self._depth = depth
         self._ray = ray
@@ -170,6 +173,8 @@ class RayInstance:
             if self._timer is not None:
                 self._timer.cancel()
         if not self.owned:
+            if self._released is not None:  # this frontend no longer uses it
+                self._released()
             return  # other frontends serve through it
         try:
             self._ray.get(self._actor.close.remote())
@@ -332,15 +337,21 @@ class RayExecutor:
                 ray, self._needs(specs), f"{len(specs)} Ray instances of model '{base.model_name}'"
             )
         remote = ray.remote(_ServingWorker)
+        names = [self._name(spec, base) for spec in specs]
+        if self.shared:  # before they exist, so `headrace ray-actors` never sees them stale
+            FrontendMarker.use(ray, self.namespace, names)
         actors: list[Any] = []
         try:
-            for index, spec in enumerate(specs):
-                actors.append(self._start(remote, index, spec, factory, base, options))
+            for index, (spec, name) in enumerate(zip(specs, names)):
+                actors.append(self._start(remote, index, spec, name, factory, base, options))
             # loaded (in parallel), or the first error raised here
             infos = self._loaded(ray, actors, specs, base)
         except BaseException as exc:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
+            if self.shared:
+                for name in names:
+                    FrontendMarker.drop(ray, self.namespace, name)
             if not isinstance(exc, ray.exceptions.RayError):
                 raise
             cause = _root_cause(exc)
@@ -353,7 +364,7 @@ class RayExecutor:
         # a second batch in flight hides the object store round trip of the first
         depth = max(2, options.num_buffers)
         instances = []
-        for spec, actor, info in zip(specs, actors, infos):
+        for spec, name, actor, info in zip(specs, names, actors, infos):
             _log.info(
                 "model '%s' instance '%s' placed as a Ray actor on node %s (%s)",
                 base.model_name,
@@ -370,6 +381,7 @@ class RayExecutor:
                     model=base.model_name,
                     node=info.node,
                     owned=not self.shared,
+                    released=self._releaser(ray, name) if self.shared else None,
                 )
             )
         return instances
@@ -404,11 +416,21 @@ class RayExecutor:
             f"cluster has {_amounts(ray.available_resources(), self._needs(late))} free"
         )
 
+    def _name(self, spec: InstanceSpec, base: BackendContext) -> str:
+        """``MODEL/VERSION/INSTANCE@CONFIG-DIGEST`` when shared (one for every frontend of
+        the namespace), else ``MODEL/VERSION/INSTANCE#ID``."""
+        prefix = f"{base.model_name}/{base.version}/{spec.name}"
+        return f"{prefix}@{_digest(base)}" if self.shared else f"{prefix}#{uuid.uuid4().hex[:8]}"
+
+    def _releaser(self, ray: Any, name: str) -> Callable[[], None]:
+        return lambda: FrontendMarker.drop(ray, self.namespace, name)
+
     def _start(
         self,
         remote: Any,
         index: int,
         spec: InstanceSpec,
+        name: str,
         factory: BackendFactory,
         base: BackendContext,
         options: PlacementOptions,
@@ -426,10 +448,9 @@ class RayExecutor:
             "max_restarts": self.max_restarts,
             "max_task_retries": 0,
             "scheduling_strategy": "SPREAD",
-            "name": f"{base.model_name}/{base.version}/{spec.name}#{uuid.uuid4().hex[:8]}",
+            "name": name,
         }
         if self.shared:  # one actor per instance for every frontend of the namespace
-            actor_options["name"] = f"{base.model_name}/{base.version}/{spec.name}@{_digest(base)}"
             actor_options["get_if_exists"] = True
             actor_options["lifetime"] = "detached"
         if self.namespace:
