@@ -4,8 +4,9 @@ A ``ray.cluster_utils.Cluster`` whose one worker node has one (simulated) GPU; m
 asks for two ``KIND_GPU`` instances of a whole GPU each, so its second actor waits for a GPU no
 node has free, as KubeRay's autoscaler sees it. While the load waits the model is LOADING and
 not ready; a second GPU node joins (what the autoscaler would add) and the load completes. A
-model needing two more GPUs than the cluster ever gets fails once the timeout is spent, with an
-error naming the model and the GPUs missing, and leaves no actor behind.
+model needing more GPUs than the cluster has fails once the timeout is spent, with an error
+naming the model and the GPUs missing, and leaves no actor behind. With ``--ray-share``, a
+frontend that gives up leaves the actors another frontend still waits for.
 
 Run inside a private network namespace (Ray listens on every interface):
     unshare -n sh -c 'ip link set lo up && HEADRACE_RAY_TESTS=1 RAY_USAGE_STATS_ENABLED=0 \
@@ -72,25 +73,33 @@ def cluster() -> Iterator[Any]:
 def server(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("serve_ray_autoscale")
     repository = root / "repo"
-    for name, count in (("gpu", 2), ("gpu_more", 2)):  # count per GPU the cluster has
+    for name, count in (
+        ("gpu", 2),
+        ("gpu_more", 2),
+        ("gpu_shared", 1),
+    ):  # count per GPU the cluster has
         (repository / name / "1").mkdir(parents=True)
         (repository / name / "config.pbtxt").write_text(_CONFIG.format(name=name, count=count))
         (repository / name / "1" / "model.py").write_text(_MODEL_PY)
-    args = [
+    process = start_server(repository, root, _args(cluster, PLACEMENT_TIMEOUT_S))
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log_tail()
+
+
+def _args(cluster: Any, timeout_s: float, *more: str) -> list[str]:
+    return [
         "--ray-address",
         cluster.address,
         "--ray-namespace",
         NAMESPACE,
         "--ray-placement-timeout",
-        str(PLACEMENT_TIMEOUT_S),
+        str(timeout_s),
         "--model-control-mode",
         "explicit",
+        *more,
     ]
-    process = start_server(repository, root, args)
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.log_tail()
 
 
 def _actors(model: str) -> list[str]:
@@ -188,3 +197,52 @@ def test_a_load_fails_naming_the_missing_gpus_when_the_timeout_is_spent(
     finally:
         load.join(WAIT_S)
         client.close()
+
+
+def test_a_shared_frontend_giving_up_leaves_the_actors_another_waits_for(
+    cluster: Any, server: ServeProcess
+) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    root = server.repository.parent
+    started: list[ServeProcess] = []
+    try:
+        for name, timeout_s in (("patient", WAIT_S), ("hasty", 5)):
+            (root / name).mkdir()
+            started.append(start_server(server.repository, root / name, _args(cluster, timeout_s, "--ray-share")))  # fmt: skip
+        patient, hasty = started
+        waiting = Load(patient, "gpu_shared")  # two GPUs, both taken: two actors wait
+        waiting.start()
+        _wait_for("the shared actors", lambda: len(_actors("gpu_shared")) == 2)
+        giving_up = Load(hasty, "gpu_shared")  # the same two actors, found
+        giving_up.start()
+        giving_up.join(WAIT_S)
+        assert giving_up.error is not None and "--ray-placement-timeout 5s" in str(giving_up.error)
+        assert len(_actors("gpu_shared")) == 2 and waiting.is_alive()  # still waited for
+        cluster.add_node(num_cpus=2, num_gpus=2)
+        waiting.join(WAIT_S)
+        assert not waiting.is_alive() and waiting.error is None, waiting.error
+        # four GPUs now, so the hasty frontend plans four instances (KIND_GPU counts per GPU)
+        # and waits for two more GPUs; giving up again, it ends only the two it alone uses
+        client = httpclient.InferenceServerClient(hasty.http_url)
+        try:
+            with pytest.raises(InferenceServerException, match="2 of 4 Ray actors"):
+                client.load_model("gpu_shared")
+            assert not client.is_model_ready("gpu_shared")
+        finally:
+            client.close()
+        _wait_for("the hasty frontend's own actors ended", lambda: len(_actors("gpu_shared")) == 2)
+        client = httpclient.InferenceServerClient(patient.http_url)
+        try:
+            assert client.is_model_ready("gpu_shared")
+            x = np.ones((1, 2), np.float32)
+            inputs = [httpclient.InferInput("INPUT0", [1, 2], "FP32")]
+            inputs[0].set_data_from_numpy(x)
+            out = client.infer("gpu_shared", inputs).as_numpy("OUTPUT0")
+            np.testing.assert_array_equal(out, x + 1)
+        finally:
+            client.close()
+    finally:
+        for process in started:
+            assert process.stop() == 0, process.log_tail()

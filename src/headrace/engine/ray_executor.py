@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.engine.instance import Request, TimedRequests
-from headrace.engine.ray_frontends import FrontendMarker
+from headrace.engine.ray_frontends import FrontendMarker, used_names
 from headrace.engine.ray_workers import WorkerInfo, _check_needs, _RayInstanceWorker, connect_ray
 from headrace.errors import (
     HeadraceError,
@@ -347,11 +347,12 @@ class RayExecutor:
             # loaded (in parallel), or the first error raised here
             infos = self._loaded(ray, actors, specs, base)
         except BaseException as exc:
+            if self.shared:  # another frontend may serve through them, or wait for them too
+                FrontendMarker.drop_now(ray, self.namespace, names)
+                used = used_names(ray, self.namespace)
+                actors = [a for a, name in zip(actors, names) if name not in used]
             for actor in actors:
                 ray.kill(actor, no_restart=True)
-            if self.shared:
-                for name in names:
-                    FrontendMarker.drop(ray, self.namespace, name)
             if not isinstance(exc, ray.exceptions.RayError):
                 raise
             cause = _root_cause(exc)

@@ -16,7 +16,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FRONTEND_PREFIX", "ActorEntry", "FrontendMarker", "list_actors", "parse_name"]
+__all__ = [
+    "FRONTEND_PREFIX",
+    "ActorEntry",
+    "FrontendMarker",
+    "list_actors",
+    "parse_name",
+    "used_names",
+]
 
 FRONTEND_PREFIX = "headrace-frontend/"
 _ASK_S = 5.0
@@ -59,6 +66,12 @@ class FrontendMarker:
     def drop(cls, ray: Any, namespace: str, name: str) -> None:
         """This frontend no longer serves through ``name`` (not waited for)."""
         cls._handle(ray, namespace).drop.remote(name)
+
+    @classmethod
+    def drop_now(cls, ray: Any, namespace: str, names: list[str]) -> None:
+        """``drop`` each of ``names``, waited for (before asking who else uses them)."""
+        handle = cls._handle(ray, namespace)
+        ray.get([handle.drop.remote(name) for name in names])
 
     @classmethod
     def _handle(cls, ray: Any, namespace: str) -> Any:
@@ -135,13 +148,7 @@ def list_actors(ray: Any, namespace: str) -> list[ActorEntry]:
         for entry in ray.util.list_named_actors(all_namespaces=True)
         if entry["namespace"] == namespace
     ]
-    used: dict[str, int] = {}
-    markers = [
-        ray.get_actor(n, namespace=namespace) for n in named if n.startswith(FRONTEND_PREFIX)
-    ]
-    for names in _ask(ray, [m.names.remote() for m in markers]):
-        for name in names or ():  # a marker that did not answer: its frontend is going
-            used[name] = used.get(name, 0) + 1
+    used = used_names(ray, namespace, named)
     parsed = [(n, p) for n in sorted(named) if (p := parse_name(n)) is not None]
     actors = [ray.get_actor(n, namespace=namespace) for n, _ in parsed]
     infos = _ask(ray, [actor.describe.remote() for actor in actors])
@@ -160,6 +167,25 @@ def list_actors(ray: Any, namespace: str) -> list[ActorEntry]:
             )
         )
     return entries
+
+
+def used_names(ray: Any, namespace: str, named: list[str] | None = None) -> dict[str, int]:
+    """The shared actor names the running frontends of ``namespace`` use, with how many use
+    each (``named``: the namespace's actor names, when already listed)."""
+    if named is None:
+        named = [
+            entry["name"]
+            for entry in ray.util.list_named_actors(all_namespaces=True)
+            if entry["namespace"] == namespace
+        ]
+    used: dict[str, int] = {}
+    markers = [
+        ray.get_actor(n, namespace=namespace) for n in named if n.startswith(FRONTEND_PREFIX)
+    ]
+    for names in _ask(ray, [m.names.remote() for m in markers]):
+        for name in names or ():  # a marker that did not answer: its frontend is going
+            used[name] = used.get(name, 0) + 1
+    return used
 
 
 def _ask(ray: Any, refs: list[Any]) -> list[Any]:
