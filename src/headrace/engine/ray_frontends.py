@@ -79,25 +79,29 @@ class FrontendMarker:
         with cls._lock:
             handle = cls._made.get(key)
             if handle is None:
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-                # on this frontend's own node: it must not die with another (instances') node
-                here = NodeAffinitySchedulingStrategy(
-                    ray.get_runtime_context().get_node_id(), soft=False
-                )
-                handle = (
-                    ray.remote(_Marker)
-                    .options(
-                        name=f"{FRONTEND_PREFIX}{uuid.uuid4().hex[:12]}",
-                        namespace=namespace,
-                        num_cpus=0,
-                        max_restarts=0,
-                        scheduling_strategy=here,
-                    )
-                    .remote()
-                )
+                options: dict[str, Any] = {
+                    "name": f"{FRONTEND_PREFIX}{uuid.uuid4().hex[:12]}",
+                    "namespace": namespace,
+                    "num_cpus": 0,
+                    "max_restarts": 0,
+                }
+                here = _this_node(ray)
+                if here is not None:  # it must not die with another (instances') node
+                    options["scheduling_strategy"] = here
+                handle = ray.remote(_Marker).options(**options).remote()
                 cls._made[key] = handle
             return handle
+
+
+def _this_node(ray: Any) -> Any:
+    """A strategy that keeps an actor on this process's node; None where Ray cannot say
+    which that is (the marker then goes where Ray puts it)."""
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    except Exception:
+        return None
 
 
 @dataclass(frozen=True)
