@@ -5,8 +5,11 @@ frontends with ``--ray-namespace`` and ``--ray-share`` serve ``slow`` (two insta
 cost per batch) and ``single`` (one instance) through the same three detached actors. Killing
 one of ``slow``'s actors under load through both frontends fails only the requests it had in
 flight, each with UNAVAILABLE naming the model; both frontends go on through the other actor
-and use the killed one again once Ray has restarted it. Removing the node of ``single``'s
+and use the killed one again once Ray has restarted it; a sequence whose actor was killed must
+START again, whichever frontend its next request enters. Removing the node of ``single``'s
 actor makes the model not ready on both frontends until a node joins and Ray restarts it there.
+``headrace ray-actors`` lists the shared actors with the frontends using each, and removes them
+once no frontend runs.
 
 Run inside a private network namespace (Ray listens on every interface):
     unshare -n sh -c 'ip link set lo up && HEADRACE_RAY_TESTS=1 RAY_USAGE_STATS_ENABLED=0 \
@@ -15,6 +18,7 @@ Run inside a private network namespace (Ray listens on every interface):
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,6 +32,8 @@ import pytest
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
+
+SEQUENCES = Path(__file__).resolve().parent.parent / "data" / "python_models" / "seq_accumulate"
 
 NAMESPACE = "headrace-recovery"
 LOAD_S = 60.0  # bound of each load loop
@@ -75,7 +81,7 @@ class Cluster:
         self.cluster = RayCluster(
             initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
         )
-        for _ in range(3):
+        for _ in range(4):
             self.cluster.add_node(num_cpus=1)
         self.cluster.wait_for_nodes()
         self.ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False)
@@ -123,6 +129,7 @@ def frontends(
         (repository / name / "1").mkdir(parents=True)
         (repository / name / "config.pbtxt").write_text(_CONFIG.format(name=name, count=count))
         (repository / name / "1" / "model.py").write_text(_MODEL_PY)
+    shutil.copytree(SEQUENCES, repository / SEQUENCES.name)
     args = ["--ray-address", cluster.cluster.address, "--ray-namespace", NAMESPACE, "--ray-share"]
     started: list[ServeProcess] = []
     try:
@@ -264,6 +271,44 @@ def test_readiness_follows_a_shared_actor_on_both_frontends(
             client.close()
 
 
+def _step(client: Any, module: Any, value: int, sequence: int, start: bool) -> int:
+    inputs = [module.InferInput("INPUT", [1, 1], "INT32")]
+    inputs[0].set_data_from_numpy(np.array([[value]], np.int32))
+    result = client.infer("seq_accumulate", inputs, sequence_id=sequence, sequence_start=start)
+    return int(result.as_numpy("OUTPUT").ravel()[0])
+
+
+def test_a_sequence_on_a_killed_shared_actor_must_start_again_on_either_frontend(
+    cluster: Cluster, frontends: list[ServeProcess]
+) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    (actor,) = cluster.actors("seq_accumulate").values()
+    a = httpclient.InferenceServerClient(frontends[0].http_url)
+    b = grpcclient.InferenceServerClient(frontends[1].grpc_url)
+    try:
+        assert _step(a, httpclient, 5, 7, True) == 5
+        assert _step(b, grpcclient, 3, 7, False) == 8  # the state lives in the actor
+        cluster.ray.kill(actor, no_restart=False)  # its sequences' state is gone
+        _wait_for("the actor's restart", lambda: cluster.answers(actor))
+        _wait_for("ready on both", lambda: a.is_model_ready("seq_accumulate") and b.is_model_ready("seq_accumulate"))  # fmt: skip
+        for client, module in ((a, httpclient), (b, grpcclient)):
+            with pytest.raises(InferenceServerException) as caught:
+                _step(client, module, 1, 7, False)
+            assert caught.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+            assert caught.value.message() == (
+                "inference request for sequence 7 to model 'seq_accumulate' must specify the "
+                "START flag on the first request of the sequence"
+            )
+        assert _step(b, grpcclient, 2, 8, True) == 2  # a new sequence: either frontend
+        assert _step(a, httpclient, 4, 8, False) == 6
+    finally:
+        a.close()
+        b.close()
+
+
 def _ray_actors(cluster: Cluster, *flags: str) -> subprocess.CompletedProcess[str]:
     """``headrace ray-actors`` as an operator runs it, from its own process."""
     command = [sys.executable, "-c", "import sys; from headrace.cli import main; sys.exit(main())"]
@@ -293,7 +338,12 @@ def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
     listed = _ray_actors(cluster)
     assert listed.returncode == 0, listed.stderr
     rows = _rows(listed.stdout)
-    assert set(rows) == {("slow", "slow_0_0"), ("slow", "slow_0_1"), ("single", "single_0_0")}
+    assert set(rows) == {
+        ("slow", "slow_0_0"),
+        ("slow", "slow_0_1"),
+        ("single", "single_0_0"),
+        ("seq_accumulate", "seq_accumulate_0_0"),
+    }
     nodes = {node.node_id[:12] for node in cluster.cluster.worker_nodes}
     for (model, instance), row in rows.items():
         name = f"{model}/1/{instance}@{row[3]}"
@@ -319,5 +369,6 @@ def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
     assert not cluster.actors("single") and len(cluster.actors("slow")) == 2
     removed = _ray_actors(cluster, "--remove-stale")
     assert removed.returncode == 0 and removed.stdout.count("removed slow/1/") == 2, removed.stdout
+    assert removed.stdout.count("removed seq_accumulate/1/") == 1, removed.stdout
     _wait_for("the actors' removal", lambda: not cluster.actors("slow"))
     assert _rows(_ray_actors(cluster).stdout) == {}
