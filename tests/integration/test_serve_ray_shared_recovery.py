@@ -1,8 +1,9 @@
 """``headrace serve --ray-share``: two frontends survive the loss of an actor they share.
 
-A ``ray.cluster_utils.Cluster`` with three worker nodes of one CPU each; two ``headrace serve``
+A ``ray.cluster_utils.Cluster`` with four worker nodes of one CPU each; two ``headrace serve``
 frontends with ``--ray-namespace`` and ``--ray-share`` serve ``slow`` (two instances, a fixed
-cost per batch) and ``single`` (one instance) through the same three detached actors. Killing
+cost per batch), ``single`` and ``seq_accumulate`` (one instance each) through the same four
+detached actors. Killing
 one of ``slow``'s actors under load through both frontends fails only the requests it had in
 flight, each with UNAVAILABLE naming the model; both frontends go on through the other actor
 and use the killed one again once Ray has restarted it; a sequence whose actor was killed must
