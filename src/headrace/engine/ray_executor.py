@@ -348,9 +348,7 @@ class RayExecutor:
             infos = self._loaded(ray, actors, specs, base)
         except BaseException as exc:
             if self.shared:  # another frontend may serve through them, or wait for them too
-                FrontendMarker.drop_now(ray, self.namespace, names)
-                used = used_names(ray, self.namespace)
-                actors = [a for a, name in zip(actors, names) if name not in used]
+                actors = self._unused(ray, actors, names)
             for actor in actors:
                 ray.kill(actor, no_restart=True)
             if not isinstance(exc, ray.exceptions.RayError):
@@ -386,6 +384,18 @@ class RayExecutor:
                 )
             )
         return instances
+
+    def _unused(self, ray: Any, actors: list[Any], names: list[str]) -> list[Any]:
+        """The shared ``actors`` (named ``names``) no other running frontend uses, this one
+        having given them up; none when that cannot be told (``headrace ray-actors`` can
+        remove them later)."""
+        try:
+            FrontendMarker.drop_now(ray, self.namespace, names)
+            used = used_names(ray, self.namespace)
+        except Exception as exc:
+            _log.warning("cannot tell whether other frontends use %s, left running: %s", names, exc)
+            return []
+        return [actor for actor, name in zip(actors, names) if name not in used]
 
     def _needs(self, specs: Sequence[InstanceSpec]) -> dict[str, float]:
         gpus = sum(1 for spec in specs if spec.kind == "gpu")
