@@ -31,6 +31,7 @@ __all__ = ["PLUGINS", "build_parser", "main", "plain_text", "subcommand_parsers"
 PLUGINS: tuple[str, ...] = (
     "headrace.repository.cli",
     "headrace.server.cli",
+    "headrace.server.ray_actors_cli",
     "headrace.bench.cli",
     "headrace.batch.cli",
 )

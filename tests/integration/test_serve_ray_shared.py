@@ -78,6 +78,15 @@ def frontends(
             assert process.stop() == 0, process.log_tail()
 
 
+def _instance_actors(ray: Any) -> list[str]:
+    """The namespace's instance actors (not the frontends' markers, headrace-frontend/ID)."""
+    return sorted(
+        entry["name"]
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if entry["namespace"] == NAMESPACE and not entry["name"].startswith("headrace-frontend/")
+    )
+
+
 def _send(client: Any, module: Any, value: int, sequence: int, start: bool, end: bool) -> int:
     inputs = [module.InferInput("INPUT", [1, 1], "INT32")]
     inputs[0].set_data_from_numpy(np.array([[value]], np.int32))
@@ -94,11 +103,7 @@ def test_two_frontends_share_two_actors_and_each_sequences_state(
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    names = sorted(
-        entry["name"]
-        for entry in ray.util.list_named_actors(all_namespaces=True)
-        if entry["namespace"] == NAMESPACE
-    )
+    names = _instance_actors(ray)
     assert len(names) == 2 and all(n.startswith(f"{MODEL}/1/") and "@" in n for n in names)
     a = httpclient.InferenceServerClient(frontends[0].http_url)
     b = grpcclient.InferenceServerClient(frontends[1].grpc_url)
@@ -119,7 +124,7 @@ def test_two_frontends_share_two_actors_and_each_sequences_state(
         assert _send(b, grpcclient, 6, 42, False, True) == 10
         a.load_model(MODEL)  # finds the same actors again
         assert _send(a, httpclient, 7, 43, True, True) == 7
-        assert len(ray.util.list_named_actors(all_namespaces=True)) == 2
+        assert _instance_actors(ray) == names
     finally:
         a.close()
         b.close()

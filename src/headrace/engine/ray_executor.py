@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.backends.base import BackendContext, BackendFactory
 from headrace.engine.instance import Request, TimedRequests
+from headrace.engine.ray_frontends import FrontendMarker, used_names
 from headrace.engine.ray_workers import WorkerInfo, _check_needs, _RayInstanceWorker, connect_ray
 from headrace.errors import (
     HeadraceError,
@@ -112,12 +114,14 @@ class RayInstance:
         model: str = "",
         node: str = "",
         owned: bool = True,
+        released: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.model = model or name
         self.node = node
         self.owned = owned
         """Whether closing ends the actor; a shared one (``--ray-share``) outlives this frontend."""
+        self._released = released
         self._actor = actor
         self._depth = depth
         self._ray = ray
@@ -169,6 +173,8 @@ class RayInstance:
             if self._timer is not None:
                 self._timer.cancel()
         if not self.owned:
+            if self._released is not None:  # this frontend no longer uses it
+                self._released()
             return  # other frontends serve through it
         try:
             self._ray.get(self._actor.close.remote())
@@ -273,9 +279,12 @@ class RayExecutor:
     ``MODEL/VERSION/INSTANCE#ID`` in ``namespace`` ("" : the frontend's own). ``shared``
     actors are named ``MODEL/VERSION/INSTANCE@CONFIG-DIGEST`` instead, detached, and found
     rather than made when they exist: every frontend of the namespace serving the same
-    configuration drives the same actors, and none ends them when it closes. The cluster must
-    hold what every instance needs, or placement is refused at once (Ray would wait for the
-    resources forever).
+    configuration drives the same actors, and none ends them when it closes. With
+    ``placement_timeout_s`` 0 the cluster must hold what every instance needs, or placement is
+    refused at once (Ray would wait for the resources forever); above 0 the actors are made
+    anyway and the load waits that long for all of them to be scheduled and loaded (pending
+    actors are what an autoscaler such as KubeRay's adds nodes for), then fails naming the
+    resources still missing.
     """
 
     def __init__(
@@ -286,6 +295,7 @@ class RayExecutor:
         max_restarts: int = -1,
         namespace: str = "",
         shared: bool = False,
+        placement_timeout_s: float = 0.0,
     ) -> None:
         if num_gpus <= 0:
             raise InvalidInput(f"GPUs per Ray GPU instance must be positive, got {num_gpus}")
@@ -296,6 +306,11 @@ class RayExecutor:
         self.max_restarts = max_restarts
         self.namespace = namespace
         self.shared = shared
+        if not placement_timeout_s >= 0:
+            raise InvalidInput(
+                f"Ray placement timeout must be 0 or more, got {placement_timeout_s}"
+            )
+        self.placement_timeout_s = placement_timeout_s
         if shared and not namespace:
             raise InvalidInput("shared Ray instances need a namespace (--ray-namespace)")
 
@@ -317,20 +332,23 @@ class RayExecutor:
                 "request's sink, which cannot reach a Ray actor, so it is not placed on Ray"
             )
         ray = connect_ray(self.address)
-        gpus = [spec for spec in specs if spec.kind == "gpu"]
-        _check_needs(
-            ray,
-            {"CPU": float(len(specs)), "GPU": len(gpus) * self.num_gpus},
-            f"{len(specs)} Ray instances of model '{base.model_name}'",
-        )
+        if self.placement_timeout_s <= 0:  # fail fast: Ray would wait for them forever
+            _check_needs(
+                ray, self._needs(specs), f"{len(specs)} Ray instances of model '{base.model_name}'"
+            )
         remote = ray.remote(_ServingWorker)
+        names = [self._name(spec, base) for spec in specs]
+        if self.shared:  # before they exist, so `headrace ray-actors` never sees them stale
+            FrontendMarker.use(ray, self.namespace, names)
         actors: list[Any] = []
         try:
-            for index, spec in enumerate(specs):
-                actors.append(self._start(remote, index, spec, factory, base, options))
+            for index, (spec, name) in enumerate(zip(specs, names)):
+                actors.append(self._start(remote, index, spec, name, factory, base, options))
             # loaded (in parallel), or the first error raised here
-            infos: list[WorkerInfo] = ray.get([actor.describe.remote() for actor in actors])
+            infos = self._loaded(ray, actors, specs, base)
         except BaseException as exc:
+            if self.shared:  # another frontend may serve through them, or wait for them too
+                actors = self._unused(ray, actors, names)
             for actor in actors:
                 ray.kill(actor, no_restart=True)
             if not isinstance(exc, ray.exceptions.RayError):
@@ -345,7 +363,7 @@ class RayExecutor:
         # a second batch in flight hides the object store round trip of the first
         depth = max(2, options.num_buffers)
         instances = []
-        for spec, actor, info in zip(specs, actors, infos):
+        for spec, name, actor, info in zip(specs, names, actors, infos):
             _log.info(
                 "model '%s' instance '%s' placed as a Ray actor on node %s (%s)",
                 base.model_name,
@@ -362,15 +380,68 @@ class RayExecutor:
                     model=base.model_name,
                     node=info.node,
                     owned=not self.shared,
+                    released=self._releaser(ray, name) if self.shared else None,
                 )
             )
         return instances
+
+    def _unused(self, ray: Any, actors: list[Any], names: list[str]) -> list[Any]:
+        """The shared ``actors`` (named ``names``) no other running frontend uses, this one
+        having given them up; none when that cannot be told (``headrace ray-actors`` can
+        remove them later)."""
+        try:
+            FrontendMarker.drop_now(ray, self.namespace, names)
+            used = used_names(ray, self.namespace)
+        except Exception as exc:
+            _log.warning("cannot tell whether other frontends use %s, left running: %s", names, exc)
+            return []
+        return [actor for actor, name in zip(actors, names) if name not in used]
+
+    def _needs(self, specs: Sequence[InstanceSpec]) -> dict[str, float]:
+        gpus = sum(1 for spec in specs if spec.kind == "gpu")
+        return {"CPU": float(len(specs)), "GPU": gpus * self.num_gpus}
+
+    def _loaded(
+        self, ray: Any, actors: Sequence[Any], specs: Sequence[InstanceSpec], base: BackendContext
+    ) -> list[WorkerInfo]:
+        """Each actor's description once it has loaded; with a placement timeout, an error
+        naming what the actors not placed by then still wait for."""
+        refs = [actor.describe.remote() for actor in actors]
+        if self.placement_timeout_s <= 0:
+            return list(ray.get(refs))
+        deadline = time.monotonic() + self.placement_timeout_s
+        waiting = list(refs)
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=left)
+            ray.get(ready)  # an actor that failed to load fails the load now
+        if not waiting:
+            return list(ray.get(refs))
+        late = [spec for spec, ref in zip(specs, refs) if ref in waiting]
+        raise Unavailable(
+            f"model '{base.model_name}' version {base.version}: {len(late)} of {len(specs)} "
+            f"Ray actors were not scheduled and loaded within --ray-placement-timeout "
+            f"{self.placement_timeout_s:g}s; they need {_amounts(self._needs(late))}, the "
+            f"cluster has {_amounts(ray.available_resources(), self._needs(late))} free"
+        )
+
+    def _name(self, spec: InstanceSpec, base: BackendContext) -> str:
+        """``MODEL/VERSION/INSTANCE@CONFIG-DIGEST`` when shared (one for every frontend of
+        the namespace), else ``MODEL/VERSION/INSTANCE#ID``."""
+        prefix = f"{base.model_name}/{base.version}/{spec.name}"
+        return f"{prefix}@{_digest(base)}" if self.shared else f"{prefix}#{uuid.uuid4().hex[:8]}"
+
+    def _releaser(self, ray: Any, name: str) -> Callable[[], None]:
+        return lambda: FrontendMarker.drop(ray, self.namespace, name)
 
     def _start(
         self,
         remote: Any,
         index: int,
         spec: InstanceSpec,
+        name: str,
         factory: BackendFactory,
         base: BackendContext,
         options: PlacementOptions,
@@ -388,10 +459,9 @@ class RayExecutor:
             "max_restarts": self.max_restarts,
             "max_task_retries": 0,
             "scheduling_strategy": "SPREAD",
-            "name": f"{base.model_name}/{base.version}/{spec.name}#{uuid.uuid4().hex[:8]}",
+            "name": name,
         }
         if self.shared:  # one actor per instance for every frontend of the namespace
-            actor_options["name"] = f"{base.model_name}/{base.version}/{spec.name}@{_digest(base)}"
             actor_options["get_if_exists"] = True
             actor_options["lifetime"] = "detached"
         if self.namespace:
@@ -410,6 +480,12 @@ def _digest(base: BackendContext) -> str:
     import hashlib
 
     return hashlib.sha256(base.config.SerializeToString(deterministic=True)).hexdigest()[:12]
+
+
+def _amounts(resources: dict[str, float], only: dict[str, float] | None = None) -> str:
+    """``1 CPU and 2 GPU``: the amounts of ``only``'s resources (or all) that are needed."""
+    names = [name for name, need in (only or resources).items() if need > 0]
+    return " and ".join(f"{float(resources.get(name, 0.0)):g} {name}" for name in names)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -27,6 +27,9 @@ class RayServing:
     share: bool = False
     """Share the instances with every frontend of ``namespace`` (``--ray-share``): detached
     actors named by model, version, instance and config digest; sequence models batch in them."""
+    placement_timeout_s: float = 0.0
+    """How long a load waits for its actors to be scheduled and loaded (0: refused at once
+    when the cluster lacks the resources); an autoscaler adds nodes for the actors waiting."""
 
     def __post_init__(self) -> None:
         if not self.num_gpus_per_instance > 0:
@@ -35,6 +38,10 @@ class RayServing:
             )
         if self.max_restarts < -1:
             raise InvalidConfig(f"--ray-max-restarts must be -1 or more, got {self.max_restarts}")
+        if not self.placement_timeout_s >= 0:
+            raise InvalidConfig(
+                f"--ray-placement-timeout must be 0 or more, got {self.placement_timeout_s}"
+            )
         if self.share and not self.namespace:
             raise InvalidConfig(
                 "--ray-share needs --ray-namespace: the frontends' shared namespace"

@@ -55,6 +55,7 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
         "(MODEL/VERSION/INSTANCE#ID), so tools can find them (default: the server's own)",
     )
     _add_share(group)
+    _add_placement_timeout(group)
 
 
 def _add_share(group: Any) -> None:
@@ -68,6 +69,21 @@ def _add_share(group: Any) -> None:
     )
 
 
+def _add_placement_timeout(group: Any) -> None:
+    group.add_argument(
+        "--ray-placement-timeout",
+        type=float,
+        default=RayServing.placement_timeout_s,
+        metavar="SECONDS",
+        help="with --ray-address: how long a model's load waits for its actors to be "
+        "scheduled and loaded before it fails naming the resources missing; the model is not "
+        "ready meanwhile; 0 refuses the load at once when the cluster lacks the resources. "
+        "On an autoscaled cluster (KubeRay) set it above a new node's start plus the model's "
+        "load, e.g. 600, since the autoscaler adds nodes only for actors that wait "
+        "(default %(default)g)",
+    )
+
+
 def ray_serving(args: argparse.Namespace) -> RayServing | None:
     """The Ray settings the flags ask for; None without --ray-address."""
     if not args.ray_address:
@@ -78,6 +94,7 @@ def ray_serving(args: argparse.Namespace) -> RayServing | None:
         max_restarts=args.ray_max_restarts,
         namespace=args.ray_namespace,
         share=args.ray_share,
+        placement_timeout_s=args.ray_placement_timeout,
     )
 
 

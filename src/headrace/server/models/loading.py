@@ -201,6 +201,7 @@ def _ray_builder(source: VersionSource, ray: RayServing | None) -> InstanceBuild
         max_restarts=ray.max_restarts,
         namespace=ray.namespace,
         shared=ray.share,
+        placement_timeout_s=ray.placement_timeout_s,
     )
 
 
