@@ -204,16 +204,7 @@ def test_a_send_that_waits_past_the_timeout_fails_its_request(repository: Path) 
         assert stats.inference_count >= 1
 
 
-GRANIAN_UNBOUNDED = pytest.mark.xfail(
-    strict=True,
-    reason="granian's RSGI response stream takes every chunk at once, without backpressure: "
-    "a stalled SSE client makes the server hold the rest of the stream in memory (SECURITY.md)",
-)
-
-
-@pytest.mark.parametrize(
-    "http_server", ["aiohttp", pytest.param("granian", marks=GRANIAN_UNBOUNDED)]
-)
+@pytest.mark.parametrize("http_server", ["aiohttp", "granian"])
 def test_an_sse_client_that_stops_reading_is_bounded(repository: Path, http_server: str) -> None:
     count, size = 400, 4096  # ~20 KB an event, 8 MB in all: past what the sockets buffer
     with _serve(repository, http_server) as app:

@@ -48,6 +48,7 @@ from headrace.server.http.linger import drain
 from headrace.server.http.options import HttpOptions
 from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
+from headrace.server.http.send_window import SendWindow, StalledClient
 from headrace.server.security import body_timeout
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ class GranianHttpFrontend:
             if isinstance(response, HttpResponse):
                 self._send(proto, response)
             else:
-                await self._stream(proto, response)
+                await self._stream(scope, proto, response)
         except asyncio.CancelledError:
             if self._cut_off:  # stop() gave up on it: answer, rather than drop the connection
                 self._send(proto, error_json(503, _CUT_OFF))
@@ -321,15 +322,26 @@ class GranianHttpFrontend:
         else:
             proto.response_empty(response.status, headers)
 
-    @staticmethod
-    async def _stream(proto: Any, streamed: StreamedResponse) -> None:
+    async def _stream(self, scope: Any, proto: Any, streamed: StreamedResponse) -> None:
+        """Send the chunks as they come, paced by the client's reading (:mod:`.send_window`:
+        granian itself would take them all)."""
+        window = SendWindow(None, 0.0)
+        if self._watched and self._port is not None:
+            timeout = self._core.options.stream_send_timeout_s
+            window = await asyncio.to_thread(
+                SendWindow.open, self._port, peer_of(scope.client), timeout
+            )
         try:
             transport = proto.response_stream(
                 streamed.status, [("content-type", streamed.content_type)]
             )
             async for data in streamed.chunks:
+                await window.room(len(data))
                 await transport.send_bytes(data)
+        except StalledClient as exc:
+            _log.warning("HTTP: stream to %s ended: %s", scope.client, exc)
         finally:
+            window.close()
             await streamed.chunks.aclose()  # a client gone mid-stream cancels the request here
 
     @staticmethod

@@ -30,7 +30,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["Conn", "HeaderWatch", "judge", "peer_of", "supported"]
+__all__ = ["Conn", "HeaderWatch", "judge", "own_sockets", "peer_of", "supported"]
 
 _log = logging.getLogger(__name__)
 _BYTES_RECEIVED = struct.Struct("=Q")
@@ -164,7 +164,7 @@ class HeaderWatch:
         returns the peers seen (any thread: it only reads the request counts)."""
         seen: set[int] = set()
         peers: set[Peer] = set()
-        for inode, fd in _own_sockets(self.port):
+        for inode, fd in own_sockets(self.port):
             try:
                 dup = os.dup(fd)
             except OSError:
@@ -210,7 +210,7 @@ class HeaderWatch:
         self._absent = absent
 
 
-def _own_sockets(port: int) -> list[tuple[int, int]]:
+def own_sockets(port: int) -> list[tuple[int, int]]:
     """(inode, fd) of this process's established TCP sockets whose local port is ``port``."""
     inodes = _established_inodes(port)
     if not inodes:
