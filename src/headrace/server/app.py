@@ -233,6 +233,7 @@ class ServerApp:
                     header_timeout_s=security.http_header_timeout_s,
                     body_timeout_s=security.http_body_timeout_s,
                     keepalive_timeout_s=security.http_keepalive_timeout_s,
+                    stream_send_timeout_s=self.core.options.stream_send_timeout_s,
                     shutdown_timeout_s=options.exit_timeout_s,
                 ),
             )

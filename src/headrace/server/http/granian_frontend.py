@@ -90,6 +90,7 @@ class GranianHttpFrontend:
         self._restricted = options.restricted or None  # None: the hot path skips it
         self._tls = options.tls
         self._body_timeout = options.body_timeout_s
+        self._stream_send_timeout = options.stream_send_timeout_s
         self._native = require("granian._granian", EXTRA)
         self._futures = require("granian._futures", EXTRA)
         rsgi = require("granian.rsgi", EXTRA)
@@ -327,9 +328,8 @@ class GranianHttpFrontend:
         granian itself would take them all)."""
         window = SendWindow(None, 0.0)
         if self._watched and self._port is not None:
-            timeout = self._core.options.stream_send_timeout_s
             window = await asyncio.to_thread(
-                SendWindow.open, self._port, peer_of(scope.client), timeout
+                SendWindow.open, self._port, peer_of(scope.client), self._stream_send_timeout
             )
         try:
             transport = proto.response_stream(

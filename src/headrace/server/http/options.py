@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from headrace.scheduling.backlog import DEFAULT_STREAM_SEND_TIMEOUT_S
 from headrace.server.security import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
@@ -41,6 +42,9 @@ class HttpOptions:
     """A client slower than this to send a request's body gets a 400 (``--http-body-timeout``)."""
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
     """A connection idle this long between requests is closed (``--http-keepalive-timeout``)."""
+    stream_send_timeout_s: float = DEFAULT_STREAM_SEND_TIMEOUT_S
+    """An SSE stream whose client reads nothing for this long is ended (``--stream-send-timeout``;
+    granian's door paces streams itself, :mod:`~headrace.server.http.send_window`)."""
     shutdown_timeout_s: float = 30.0
     """How long :meth:`stop` waits for requests in flight by default (``--exit-timeout-secs``)."""
     reuse_port: bool = False

@@ -32,7 +32,7 @@ _BYTES_ACKED = struct.Struct("=Q")
 _BYTES_ACKED_AT = 120
 """Offset of ``tcpi_bytes_acked`` in Linux's ``struct tcp_info`` (since 4.1)."""
 _TCP_INFO_LEN = _BYTES_ACKED_AT + _BYTES_ACKED.size
-_FIRST_PAUSE_S, _LONGEST_PAUSE_S = 0.002, 0.05
+_FIRST_PAUSE_S, _LONGEST_PAUSE_S = 0.0005, 0.01
 
 
 class StalledClient(Exception):
