@@ -320,6 +320,8 @@ _OVER_QUIET = "reliability/overload_quiet.json"
 _FAULTS = "reliability/faults.json"
 _SOAK_QUIET = "reliability/soak_quiet.json"
 _DOORS = "doors_after_hardening.json"
+_SSE_SMALL = "stream_backlog_sse_small.json"
+_SSE_LARGE = "stream_backlog_sse_large.json"
 _DOORS_AB = "records[setting={s}][protocol={p}].throughput"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
@@ -1286,6 +1288,11 @@ CLAIMS: tuple[Claim | Row, ...] = (
     Claim(BENCH, "5,853 | 5,205-5,655 |", _DOORS, _DOORS_AB.format(s="after", p="http")),
     Claim(BENCH, "| grpc | 2,587-2,735 |", _DOORS, _DOORS_AB.format(s="before", p="grpc")),
     Claim(BENCH, "2,735 | 2,459-2,649 |", _DOORS, _DOORS_AB.format(s="after", p="grpc")),
+    # stream_backlog_sse_*.json: SSE pacing on granian, before and after
+    Claim(BENCH, "| 15,198-20,824 |", _SSE_SMALL, "records[tree=before].rate"),
+    Claim(BENCH, "20,824 | 15,118-22,898 |", _SSE_SMALL, "records[tree=after].rate"),
+    Claim(BENCH, "| 4,611-7,890 |", _SSE_LARGE, "records[tree=before].rate"),
+    Claim(BENCH, "7,890 | 4,288-7,596 |", _SSE_LARGE, "records[tree=after].rate"),
     # serve_scaleout.json: headrace serve --ray-address, 1 -> 3 nodes; a Ray actor vs local
     Claim(BENCH, "| 3 | 462.3-463.7 |", _SCALE, "records[part=scaleout][nodes=3].throughput"),
     Claim(BENCH, "| 154.1-154.6 |", _SCALE, "records[part=scaleout][nodes=3].throughput*0.333333"),

@@ -2,6 +2,12 @@
 before (``--base-src``, a tree without the bound) and after (this tree), side by side.
 
     python benchmarks/stream_backlog.py --base-src /tmp/base/src      # ~2 min
+    python benchmarks/stream_backlog.py --base-src /tmp/base/src --protocol sse \
+        --runtimes in-server --out benchmarks/results/stream_backlog_sse.json
+
+With ``--protocol sse`` the stream is HTTP ``generate_stream`` (server-sent events over the
+default HTTP server, granian) read from a plain socket, which measures what the SSE send
+window (the granian door's pacing by the client's acknowledgements) costs a reading client.
 
 One gRPC ``ModelStreamInfer`` stream (unmodified tritonclient) asks ``flood_decoupled``
 (tests/data/python_models) for ``--count`` small responses and reads them as they come; the
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -70,6 +77,30 @@ def responses_per_second(url: str, count: int, size: int) -> float:
     return count / elapsed
 
 
+def sse_responses_per_second(address: str, count: int, size: int) -> float:
+    """One ``generate_stream`` request read to its ``count``-th event, from a plain socket."""
+    host, _, port = address.rpartition(":")
+    body = json.dumps({"COUNT": count, "SIZE": size}).encode()
+    head = (
+        "POST /v2/models/flood_decoupled/generate_stream HTTP/1.1\r\n"
+        f"Host: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=120) as sock:
+        started = time.perf_counter()
+        sock.sendall(head + body)
+        seen, tail = 0, b""
+        while seen < count:
+            chunk = sock.recv(1 << 18)
+            if not chunk:
+                raise RuntimeError(f"the stream ended after {seen} of {count} events")
+            data = tail + chunk
+            seen += data.count(b"data: ")
+            tail = data[-5:]  # a marker split across reads is counted once, with the next
+            seen -= tail.count(b"data: ")
+        return count / (time.perf_counter() - started)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-src", required=True, help="src/ of the tree without the bound")
@@ -77,7 +108,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=5000, help="responses per request")
     parser.add_argument("--size", type=int, default=16, help="INT32 values per response")
     parser.add_argument("--runtimes", default="in-server,process")
+    parser.add_argument("--protocol", choices=("grpc", "sse"), default="grpc")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    results: Path = args.out
     trees = {"before": str(Path(args.base_src).resolve()), "after": str(ROOT / "src")}
     runtimes = args.runtimes.split(",")
     records: list[dict[str, Any]] = []
@@ -101,9 +135,14 @@ def main() -> int:
                         extra_args=["--python-runtime", runtime],
                     ) as server:
                         assert server.ports is not None
-                        url = server.ports.url("grpc")
-                        responses_per_second(url, min(args.count, 500), args.size)  # warm-up
-                        rate = responses_per_second(url, args.count, args.size)
+                        measure = (
+                            responses_per_second
+                            if args.protocol == "grpc"
+                            else sse_responses_per_second
+                        )
+                        url = server.ports.url("grpc" if args.protocol == "grpc" else "http")
+                        measure(url, min(args.count, 500), args.size)  # warm-up
+                        rate = measure(url, args.count, args.size)
                     records.append(
                         {"round": round_index, "tree": tree, "runtime": runtime, "rate": rate}
                     )
@@ -125,12 +164,16 @@ def main() -> int:
             runtime, f"{medians['before']:.0f}", f"{medians['after']:.0f}", f"{ratio:.2f}"
         )
     Console().print(table)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(
         json.dumps(
             {
                 "machine": machine_info(),
-                "settings": {k: v for k, v in vars(args).items() if k != "base_src"},
+                "settings": {
+                    k: str(v) if isinstance(v, Path) else v
+                    for k, v in vars(args).items()
+                    if k != "base_src"
+                },
                 "summary": summary,
                 "records": records,
             },
@@ -138,7 +181,7 @@ def main() -> int:
         )
         + "\n"
     )
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {results}")
     return 0
 
 

@@ -94,3 +94,25 @@ def _read_all(sock: socket.socket, total: int) -> int:
             break
         got += len(data)
     return got
+
+
+def test_a_chunk_larger_than_the_window_goes_once_the_client_caught_up() -> None:
+    listener, client, server = _pair(small_buffer=False)
+    window = SendWindow(socket.socket(fileno=os.dup(server.fileno())), 5.0, 64 << 10)
+    big = b"z" * (256 << 10)
+
+    async def stream() -> None:
+        loop = asyncio.get_running_loop()
+        reader = loop.run_in_executor(None, _read_all, client, 3 * len(big))
+        for _ in range(3):
+            await window.room(len(big))
+            await loop.sock_sendall(server, big)
+        assert await reader == 3 * len(big)
+
+    server.setblocking(False)
+    try:
+        asyncio.run(stream())
+    finally:
+        window.close()
+        for sock in (client, server, listener):
+            sock.close()

@@ -50,6 +50,8 @@ class SendWindow:
         self._window = window_bytes
         self._base = self._acked() if sock is not None else 0
         self._handed = 0
+        self._known_room = 0
+        """Up to where ``_handed`` may grow before the acknowledgements are read again."""
 
     @classmethod
     def open(cls, port: int, peer: Peer, timeout_s: float) -> SendWindow:
@@ -75,13 +77,20 @@ class SendWindow:
         return self._sock is not None
 
     async def room(self, nbytes: int) -> None:
-        """Wait until ``nbytes`` more fit the window; StalledClient past the timeout."""
+        """Wait until ``nbytes`` more fit the window; StalledClient past the timeout.
+
+        The client's acknowledgements are read only once the room known from the last
+        reading is spent (one system call per half window or so, not one per chunk)."""
         if self._sock is None:
             return
-        if self._handed + nbytes - (self._acked() - self._base) > self._window:
+        self._handed += nbytes
+        if self._handed <= self._known_room:
+            return
+        unacked = self._unacked()
+        if unacked > self._window:
             deadline = time.monotonic() + self._timeout_s
             pause = _FIRST_PAUSE_S
-            while self._handed - (self._acked() - self._base) > self._window // 2:
+            while unacked - nbytes > self._window // 2:  # this chunk is not sent yet
                 if time.monotonic() > deadline:
                     raise StalledClient(
                         f"the client read nothing of {self._window} bytes for "
@@ -89,12 +98,16 @@ class SendWindow:
                     )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _LONGEST_PAUSE_S)
-        self._handed += nbytes
+                unacked = self._unacked()
+        self._known_room = self._handed + self._window - unacked
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+    def _unacked(self) -> int:
+        return self._handed - (self._acked() - self._base)
 
     def _acked(self) -> int:
         assert self._sock is not None
