@@ -18,57 +18,17 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from ray_serving import WAIT_S, infer, wait_for, write_models
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
 
 NAMESPACE = "headrace-test"
 LOAD_S = 30.0  # bound of each load loop
-WAIT_S = 90.0  # bound of each wait for the cluster to settle
-
-_MODEL_PY = """\
-import os
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(0.02)  # a fixed cost per batch, so requests are in flight when it dies
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            pid = np.full((x.shape[0], 1), os.getpid(), np.int64)
-            outputs = [pb_utils.Tensor("OUTPUT0", x * 2), pb_utils.Tensor("PID", pid)]
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
-        return responses
-"""
-
-_CONFIG = """\
-name: "{name}"
-backend: "python"
-max_batch_size: 8
-input {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }}
-output {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }}
-output {{ name: "PID" data_type: TYPE_INT64 dims: [ 1 ] }}
-instance_group [ {{ count: {count} kind: KIND_CPU }} ]
-dynamic_batching {{ }}
-"""
-
-
-def _repository(root: Path) -> Path:
-    for name, count in (("slow", 2), ("single", 1)):
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "config.pbtxt").write_text(_CONFIG.format(name=name, count=count))
-        (root / name / "1" / "model.py").write_text(_MODEL_PY)
-    return root
 
 
 class Cluster:
@@ -125,21 +85,13 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("serve_ray")
-    repository = _repository(root / "repo")
+    repository = write_models(root / "repo")
     args = ["--ray-address", cluster.cluster.address, "--ray-namespace", NAMESPACE]
     process = start_server(repository, root, args)
     try:
         yield process
     finally:
         assert process.stop() == 0, process.log_tail()
-
-
-def _infer(client: Any, module: Any, model: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    inputs = [module.InferInput("INPUT0", list(x.shape), "FP32")]
-    inputs[0].set_data_from_numpy(x)
-    outputs = [module.InferRequestedOutput("OUTPUT0"), module.InferRequestedOutput("PID")]
-    result = client.infer(model, inputs, outputs=outputs)
-    return result.as_numpy("OUTPUT0"), result.as_numpy("PID")
 
 
 def test_serves_through_actors_on_three_nodes(cluster: Cluster, server: ServeProcess) -> None:
@@ -158,7 +110,7 @@ def test_serves_through_actors_on_three_nodes(cluster: Cluster, server: ServePro
         for client, module in ((http, httpclient), (grpc, grpcclient)):
             assert client.is_model_ready("slow") and client.is_model_ready("single")
             for _ in range(20):
-                out, pid = _infer(client, module, "slow", x)
+                out, pid = infer(client, module, "slow", x)
                 np.testing.assert_array_equal(out, x * 2)
                 pids.update(int(p) for p in pid.ravel())
         assert os.getpid() not in pids and len(pids) >= 1
@@ -228,7 +180,7 @@ class LoadLoop:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
                 try:
-                    _infer(client, httpclient, self.model, x)
+                    infer(client, httpclient, self.model, x)
                     with self._lock:
                         self.ok.append(time.monotonic())
                 except InferenceServerException as exc:
@@ -247,14 +199,6 @@ def _check_failures(load: LoadLoop, model: str) -> None:
         assert f"model '{model}' instance" in message and "Ray actor died" in message, message
 
 
-def _wait_for(what: str, check: Any) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {WAIT_S}s")
-        time.sleep(0.1)
-
-
 def test_killing_an_actor_mid_load_fails_only_its_requests(
     cluster: Cluster, server: ServeProcess
 ) -> None:
@@ -264,7 +208,7 @@ def test_killing_an_actor_mid_load_fails_only_its_requests(
         killed_at = time.monotonic()
         cluster.ray.kill(victim, no_restart=False)  # Ray restarts it
         load.wait_ok(40, since=killed_at)  # the other instance keeps serving
-        _wait_for("the killed actor's restart", lambda: _answers(cluster, victim))
+        wait_for("the killed actor's restart", lambda: _answers(cluster, victim))
         load.wait_ok(40, since=time.monotonic())
     _check_failures(load, "slow")
     assert name in cluster.actors("slow")  # the same actor, restarted
@@ -283,7 +227,7 @@ def test_removing_a_node_mid_load_then_adding_one_resumes(
         cluster.cluster.remove_node(node)  # no CPU left for it elsewhere: it stays down
         load.wait_ok(40, since=removed_at)
         cluster.add_node()
-        _wait_for("the actor's restart on the new node", lambda: _answers(cluster, actors[0]))
+        wait_for("the actor's restart on the new node", lambda: _answers(cluster, actors[0]))
         load.wait_ok(40, since=time.monotonic())
     _check_failures(load, "slow")
     client = httpclient.InferenceServerClient(server.http_url)
@@ -306,20 +250,20 @@ def test_readiness_is_false_while_no_instance_is_alive(
     x = np.ones((1, 4), np.float32)
     try:
         cluster.cluster.remove_node(cluster.node_of(actor))
-        _wait_for("model 'single' not ready", lambda: not client.is_model_ready("single"))
+        wait_for("model 'single' not ready", lambda: not client.is_model_ready("single"))
         assert client.is_model_ready("slow")
         with pytest.raises(InferenceServerException) as caught:
-            _infer(client, httpclient, "single", x)
+            infer(client, httpclient, "single", x)
         assert caught.value.status() == "503"
         assert "model 'single' instance 'single_0_0' is unavailable" in caught.value.message()
         with pytest.raises(InferenceServerException) as caught:
-            _infer(grpc, grpcclient, "single", x)
+            infer(grpc, grpcclient, "single", x)
         assert caught.value.status() == "StatusCode.UNAVAILABLE"
         assert "model 'single' instance 'single_0_0' is unavailable" in caught.value.message()
         assert not grpc.is_model_ready("single")
         cluster.add_node()
-        _wait_for("model 'single' ready again", lambda: client.is_model_ready("single"))
-        out, _ = _infer(client, httpclient, "single", x)
+        wait_for("model 'single' ready again", lambda: client.is_model_ready("single"))
+        out, _ = infer(client, httpclient, "single", x)
         np.testing.assert_array_equal(out, x * 2)
     finally:
         client.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ray_serving import WAIT_S, infer, wait_for, write_models
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
@@ -38,38 +39,6 @@ SEQUENCES = Path(__file__).resolve().parent.parent / "data" / "python_models" / 
 
 NAMESPACE = "headrace-recovery"
 LOAD_S = 60.0  # bound of each load loop
-WAIT_S = 90.0  # bound of each wait for the cluster to settle
-
-_MODEL_PY = """\
-import os
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(0.02)  # a fixed cost per batch, so requests are in flight when it dies
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            pid = np.full((x.shape[0], 1), os.getpid(), np.int64)
-            outputs = [pb_utils.Tensor("OUTPUT0", x * 2), pb_utils.Tensor("PID", pid)]
-            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
-        return responses
-"""
-
-_CONFIG = """\
-name: "{name}"
-backend: "python"
-max_batch_size: 8
-input {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] }}
-output {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] }}
-output {{ name: "PID" data_type: TYPE_INT64 dims: [ 1 ] }}
-instance_group [ {{ count: {count} kind: KIND_CPU }} ]
-dynamic_batching {{ }}
-"""
 
 
 class Cluster:
@@ -126,10 +95,7 @@ def frontends(
 ) -> Iterator[list[ServeProcess]]:
     root = tmp_path_factory.mktemp("serve_ray_recovery")
     repository = root / "repo"
-    for name, count in (("slow", 2), ("single", 1)):
-        (repository / name / "1").mkdir(parents=True)
-        (repository / name / "config.pbtxt").write_text(_CONFIG.format(name=name, count=count))
-        (repository / name / "1" / "model.py").write_text(_MODEL_PY)
+    write_models(repository)
     shutil.copytree(SEQUENCES, repository / SEQUENCES.name)
     args = ["--ray-address", cluster.cluster.address, "--ray-namespace", NAMESPACE, "--ray-share"]
     started: list[ServeProcess] = []
@@ -141,14 +107,6 @@ def frontends(
     finally:
         for process in started:
             assert process.stop() == 0, process.log_tail()
-
-
-def _infer(client: Any, module: Any, model: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    inputs = [module.InferInput("INPUT0", list(x.shape), "FP32")]
-    inputs[0].set_data_from_numpy(x)
-    outputs = [module.InferRequestedOutput("OUTPUT0"), module.InferRequestedOutput("PID")]
-    result = client.infer(model, inputs, outputs=outputs)
-    return result.as_numpy("OUTPUT0"), result.as_numpy("PID")
 
 
 class LoadLoop:
@@ -204,7 +162,7 @@ class LoadLoop:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
                 try:
-                    _, pid = _infer(client, httpclient, self.model, x)
+                    _, pid = infer(client, httpclient, self.model, x)
                     with self._lock:
                         self.ok.append((front, time.monotonic(), int(pid.ravel()[0])))
                 except InferenceServerException as exc:
@@ -212,14 +170,6 @@ class LoadLoop:
                         self.errors.append((front, str(exc.status()), exc.message()))
         finally:
             client.close()
-
-
-def _wait_for(what: str, check: Any) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {WAIT_S}s")
-        time.sleep(0.1)
 
 
 def test_killing_a_shared_actor_fails_only_its_requests_and_both_frontends_resume(
@@ -233,7 +183,7 @@ def test_killing_a_shared_actor_fails_only_its_requests_and_both_frontends_resum
         killed_at = time.monotonic()
         cluster.ray.kill(victim, no_restart=False)  # Ray restarts it
         load.wait_ok(20, since=killed_at)  # the other actor keeps both serving
-        _wait_for("the killed actor's restart", lambda: cluster.answers(victim))
+        wait_for("the killed actor's restart", lambda: cluster.answers(victim))
         load.wait_ok(10, since=killed_at, pid=cluster.pid_of(victim))  # both use it again
     print(f"slow: {len(load.ok)} ok, {len(load.errors)} failed: {load.errors[:1]}")
     assert len(load.errors) <= load.clients, load.errors
@@ -256,16 +206,16 @@ def test_readiness_follows_a_shared_actor_on_both_frontends(
         assert all(client.is_model_ready("single") for client in clients)
         cluster.cluster.remove_node(cluster.node_of(actor))  # no CPU left: it stays down
         for client in clients:
-            _wait_for("'single' not ready", lambda c=client: not c.is_model_ready("single"))
+            wait_for("'single' not ready", lambda c=client: not c.is_model_ready("single"))
             with pytest.raises(InferenceServerException) as caught:
-                _infer(client, httpclient, "single", x)
+                infer(client, httpclient, "single", x)
             assert caught.value.status() == "503"
             assert "model 'single' instance 'single_0_0' is unavailable" in caught.value.message()
             assert client.is_model_ready("slow")
         cluster.cluster.add_node(num_cpus=1)
         for client in clients:
-            _wait_for("'single' ready again", lambda c=client: c.is_model_ready("single"))
-            out, _ = _infer(client, httpclient, "single", x)
+            wait_for("'single' ready again", lambda c=client: c.is_model_ready("single"))
+            out, _ = infer(client, httpclient, "single", x)
             np.testing.assert_array_equal(out, x * 2)
     finally:
         for client in clients:
@@ -293,8 +243,8 @@ def test_a_sequence_on_a_killed_shared_actor_must_start_again_on_either_frontend
         assert _step(a, httpclient, 5, 7, True) == 5
         assert _step(b, grpcclient, 3, 7, False) == 8  # the state lives in the actor
         cluster.ray.kill(actor, no_restart=False)  # its sequences' state is gone
-        _wait_for("the actor's restart", lambda: cluster.answers(actor))
-        _wait_for("ready on both", lambda: a.is_model_ready("seq_accumulate") and b.is_model_ready("seq_accumulate"))  # fmt: skip
+        wait_for("the actor's restart", lambda: cluster.answers(actor))
+        wait_for("ready on both", lambda: a.is_model_ready("seq_accumulate") and b.is_model_ready("seq_accumulate"))  # fmt: skip
         for client, module in ((a, httpclient), (b, grpcclient)):
             with pytest.raises(InferenceServerException) as caught:
                 _step(client, module, 1, 7, False)
@@ -353,7 +303,7 @@ def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
         assert row[6] == "2", row  # both frontends serve through it
     # one frontend gone: the other still uses every actor, so none is removed
     assert frontends[1].stop() == 0, frontends[1].log_tail()
-    _wait_for("one frontend left", lambda: all(r[6] == "1" for r in _rows(_ray_actors(cluster).stdout).values()))  # fmt: skip
+    wait_for("one frontend left", lambda: all(r[6] == "1" for r in _rows(_ray_actors(cluster).stdout).values()))  # fmt: skip
     kept = _ray_actors(cluster, "--remove", "slow")
     assert kept.returncode == 1, kept.stdout
     assert kept.stderr.count("1 running frontend(s) serve through it") == 2, kept.stderr
@@ -362,7 +312,7 @@ def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
     assert len(cluster.actors("slow")) == 2
     # no frontend left: every shared actor is stale; --remove takes one model, --remove-stale the rest
     assert frontends[0].stop() == 0, frontends[0].log_tail()
-    _wait_for("no frontend left", lambda: all(r[6] == "0" for r in _rows(_ray_actors(cluster).stdout).values()))  # fmt: skip
+    wait_for("no frontend left", lambda: all(r[6] == "0" for r in _rows(_ray_actors(cluster).stdout).values()))  # fmt: skip
     digest = rows[("single", "single_0_0")][3]
     removed = _ray_actors(cluster, "--remove", f"single@{digest}")
     assert removed.returncode == 0, removed.stderr
@@ -371,5 +321,5 @@ def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
     removed = _ray_actors(cluster, "--remove-stale")
     assert removed.returncode == 0 and removed.stdout.count("removed slow/1/") == 2, removed.stdout
     assert removed.stdout.count("removed seq_accumulate/1/") == 1, removed.stdout
-    _wait_for("the actors' removal", lambda: not cluster.actors("slow"))
+    wait_for("the actors' removal", lambda: not cluster.actors("slow"))
     assert _rows(_ray_actors(cluster).stdout) == {}
