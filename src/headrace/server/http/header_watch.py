@@ -30,7 +30,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["Conn", "HeaderWatch", "judge", "own_sockets", "peer_of", "supported"]
+__all__ = ["Conn", "HeaderWatch", "judge", "own_sockets", "peer_at", "peer_of", "supported"]
 
 _log = logging.getLogger(__name__)
 _BYTES_RECEIVED = struct.Struct("=Q")
@@ -94,10 +94,11 @@ Peer = tuple[str, int]
 def peer_of(client: str) -> Peer:
     """granian's ``host:port`` (``scope.client``) as the watch keys peers."""
     host, _, port = client.rpartition(":")
-    return _peer(host, int(port) if port.isdigit() else -1)
+    return peer_at(host, int(port) if port.isdigit() else -1)
 
 
-def _peer(host: str, port: int) -> Peer:
+def peer_at(host: str, port: int) -> Peer:
+    """A socket's peer address as the watch keys peers (IPv4-mapped IPv6 as IPv4)."""
     return host.strip("[]").removeprefix("::ffff:"), port
 
 
@@ -177,7 +178,7 @@ class HeaderWatch:
                     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
                 except OSError:
                     continue
-                peer = _peer(str(address[0]), int(address[1]))
+                peer = peer_at(str(address[0]), int(address[1]))
                 seen.add(inode)
                 peers.add(peer)
                 received = _BYTES_RECEIVED.unpack_from(info, _BYTES_RECEIVED_AT)[0]

@@ -21,7 +21,7 @@ import socket
 import struct
 import time
 
-from headrace.server.http.header_watch import Peer, own_sockets
+from headrace.server.http.header_watch import Peer, own_sockets, peer_at
 
 __all__ = ["DEFAULT_WINDOW_BYTES", "SendWindow", "StalledClient"]
 
@@ -65,7 +65,7 @@ class SendWindow:
             sock = socket.socket(fileno=dup)
             try:
                 address = sock.getpeername()
-                if os.fstat(dup).st_ino == inode and _same(address, peer):
+                if os.fstat(dup).st_ino == inode and peer_at(str(address[0]), address[1]) == peer:
                     return cls(sock, timeout_s)
             except OSError:
                 pass
@@ -116,8 +116,3 @@ class SendWindow:
         except OSError:
             return self._base + self._handed  # the connection is gone: nothing to wait for
         return _BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0]
-
-
-def _same(address: tuple[str, int] | tuple[str, int, int, int], peer: Peer) -> bool:
-    host = str(address[0]).strip("[]").removeprefix("::ffff:")
-    return (host, int(address[1])) == peer
