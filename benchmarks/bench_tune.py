@@ -6,7 +6,8 @@ model's own config.
 
 Builds the examples repository (``headrace examples create``) and runs one ``headrace bench
 tune`` per model. ``MODEL`` tunes the model with its examples config as the baseline (the MLP's
-is already tuned by hand: 2 instances, max batch 64, 100 µs queue delay); ``MODEL:plain``
+is already tuned by hand: Triton's default instances (2 on a CPU), max batch 64, 100 µs queue
+delay); ``MODEL:plain``
 first strips the config to what a user starts with (no ``dynamic_batching``, no
 ``instance_group``: Triton's defaults fill them in), which is the config that the knobs are for.
 ``fixed_cost`` is not an example: a python-backend model written here whose every call waits
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--instances", default="1,2", help="(default 1,2)")
     p.add_argument("--max-batch-sizes", default="8,64", help="(default 8,64)")
     p.add_argument("--queue-delays-us", default="0,500", help="(default 0,500)")
+    p.add_argument("--intra-op-threads", default="0,1", help="(default 0,1)")
     p.add_argument("--concurrency", default="4,16", help="(default 4,16)")
     p.add_argument("--measurement-ms", default="1500", help="(default 1500)")
     p.add_argument("--side-by-side-rounds", default="3", help="(default 3)")
@@ -47,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="per model (default mlp=20,particlenet=50,fixed_cost=50)",
     )
     p.add_argument("--out-dir", type=Path, default=RESULTS, help=f"(default {RESULTS})")
+    p.add_argument(
+        "--suffix", default="", help="appended to each file's stem, e.g. _c1 (default none)"
+    )
     return p.parse_args(argv)
 
 
@@ -120,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = repository / model
             if variant == "plain":
                 model_dir = plain(model_dir, Path(tmp) / "plain")
-            stem = f"{model}_{variant or 'own'}"
+            stem = f"{model}_{variant or 'own'}{args.suffix}"
             command = [
                 sys.executable, "-m", "headrace.cli", "bench", "tune", str(model_dir),
                 "--instances", args.instances, "--max-batch-sizes", args.max_batch_sizes,
-                "--queue-delays-us", args.queue_delays_us, "--concurrency", args.concurrency,
+                "--queue-delays-us", args.queue_delays_us,
+                "--intra-op-threads", args.intra_op_threads, "--concurrency", args.concurrency,
                 "--measurement-ms", args.measurement_ms,
                 "--side-by-side-rounds", args.side_by_side_rounds,
                 "--p99-ms", bounds.get(model, "50"), "--budget-s", "900",

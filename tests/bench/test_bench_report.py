@@ -99,6 +99,25 @@ def test_tune_document_gets_its_own_plot_and_table(tmp_path: Path) -> None:
     text = write_report(tmp_path, tmp_path / "out" / "page.html").read_text()
     assert text.count("data:image/png;base64,") == 1
     assert "died" in text and "chosen" in text
+    assert "Side by side" not in text  # none recorded
+
+
+def test_tune_side_by_side_rounds_are_on_the_page(tmp_path: Path) -> None:
+    def side(config: dict[str, int], rounds: list[float]) -> dict[str, object]:
+        return {"config": config, "throughput": sorted(rounds)[1], "p99_ms": 4.0,
+                "rounds": [{"throughput": r, "p99_ms": 4.0, "error": None} for r in rounds]}  # fmt: skip
+
+    own = {"instances": 2, "max_batch_size": 64, "max_queue_delay_us": 100, "intra_op_threads": 0}
+    pick = {**own, "instances": 1, "intra_op_threads": 1}
+    pair = {"concurrency": 16, "chosen": side(pick, [6100.0, 6400.0, 6250.0]),
+            "baseline": side(own, [5600.0, 5700.0, 5650.0]), "throughput_gain": 6250 / 5650}  # fmt: skip
+    points = [{"config": own, "concurrency": 16, "throughput": 5650.0, "p99_ms": 4.0, "cost": 1.0}]
+    tune = {"study": "bench tune", "model": "mlp", "points": points, "pareto": [0], "best": 0,
+            "baseline": 0, "p99_ms_bound": 10.0, "cost_function": "c", "side_by_side": [pair]}  # fmt: skip
+    (tmp_path / "tune.json").write_text(json.dumps(tune))
+    text = write_report(tmp_path, tmp_path / "page.html").read_text()
+    assert "Side by side" in text and "gain 1.11x" in text
+    assert "6,100.0 / 6,400.0 / 6,250.0" in text and "intra_op_threads 1" in text
 
 
 def test_cli_writes_the_page_and_refuses_a_missing_folder(tmp_path: Path) -> None:

@@ -27,6 +27,17 @@ def test_grid_puts_the_baseline_first_once_and_checks_values() -> None:
         grid((0,), (8,), (0,))
 
 
+def test_grid_searches_threads_and_drops_the_backends_own_share() -> None:
+    settings = grid((1, 2), (8,), (0,), None, (0, 1))
+    assert settings == [Setting(1, 8, 0, 0), Setting(1, 8, 0, 1), Setting(2, 8, 0, 0),
+                        Setting(2, 8, 0, 1)]  # fmt: skip
+    # on 2 cores, 2 instances get 1 thread each anyway: 1 is the same setting as 0
+    assert grid((1, 2), (8,), (0,), None, (0, 1), cores=2) == settings[:3]
+    assert grid((2,), (8,), (0,), None, (1,), cores=2) == [Setting(2, 8, 0, 1)]  # no 0 to share
+    with pytest.raises(InvalidInput, match="--intra-op-threads"):
+        grid((1,), (8,), (0,), None, (-1,))
+
+
 def test_cost_per_million_inferences() -> None:
     point = _m(500.0, 3.0, cpu_s=0.5)
     assert cost(point, "device-seconds-per-million") == pytest.approx(500.0)
@@ -83,6 +94,19 @@ def test_model_setting_and_apply_setting_round_trip() -> None:
     assert not apply_setting(config, Setting(1, 8, -1)).HasField("dynamic_batching")
 
 
+def test_threads_are_the_onnxruntime_parameter_and_0_removes_it() -> None:
+    config = parse_config(_CONFIG)
+    one = apply_setting(config, Setting(1, 8, 0, 1))
+    assert one.parameters["intra_op_thread_count"].string_value == "1"
+    assert model_setting(one) == Setting(1, 8, 0, 1)
+    assert "intra_op_thread_count" not in apply_setting(one, Setting(1, 8, 0, 0)).parameters
+    torch_model = parse_config(_CONFIG.replace("onnxruntime_onnx", "pytorch_libtorch"))
+    torch_model.parameters["intra_op_thread_count"].string_value = "3"
+    assert model_setting(torch_model).intra_op_threads == 0  # not a knob of that backend
+    with pytest.raises(InvalidInput, match="onnxruntime models only"):
+        apply_setting(torch_model, Setting(1, 8, 0, 2))
+
+
 def test_side_by_side_compares_medians_over_rounds() -> None:
     from headrace.bench.tune import SideBySide
 
@@ -101,4 +125,5 @@ def test_side_by_side_compares_medians_over_rounds() -> None:
     assert data["baseline"]["config"] == own.as_dict()
     assert data["chosen"]["cost"] == pytest.approx(1000.0)
     assert len(data["baseline"]["rounds"]) == 3
+    assert data["rounds_won"] == 2  # the third round's baseline was not measured
     assert SideBySide(4, (), tuple(baseline)).gain() is None

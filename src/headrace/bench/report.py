@@ -212,6 +212,7 @@ def _tune_table(document: dict[str, Any]) -> str:
                 config.get("instances"),
                 config.get("max_batch_size"),
                 config.get("max_queue_delay_us"),
+                config.get("intra_op_threads", 0),
                 p.get("concurrency"),
                 _f(p.get("throughput")),
                 _f(p.get("p99_ms"), 2),
@@ -224,6 +225,7 @@ def _tune_table(document: dict[str, Any]) -> str:
         "instances",
         "max batch",
         "queue delay µs",
+        "threads",
         "concurrency",
         "infer/s",
         "p99 ms",
@@ -232,7 +234,50 @@ def _tune_table(document: dict[str, Any]) -> str:
     ]
     bound = document.get("p99_ms_bound")
     summary = f"<p>p99 bound: {bound} ms; cost: {_e(str(document.get('cost_function')))}.</p>"
-    return summary + _table(header, rows)
+    return summary + _table(header, rows) + _side_by_side_table(document)
+
+
+def _gain_note(pair: dict[str, Any]) -> str:
+    gain, won = pair.get("throughput_gain"), pair.get("rounds_won")
+    if not gain:
+        return ""
+    rounds = len(pair["chosen"].get("rounds", []))
+    return f"gain {gain:.2f}x" + (
+        f", faster in {won} of {rounds} rounds" if won is not None else ""
+    )
+
+
+def _side_by_side_table(document: dict[str, Any]) -> str:
+    """The pick against the model's own config, measured in turns (one row per round)."""
+    pairs = document.get("side_by_side") or []
+    if not pairs:
+        return ""
+    rows = []
+    for pair in pairs:
+        if "error" in pair:
+            rows.append([pair.get("concurrency"), "", "", "", "", "", pair["error"][:200]])
+            continue
+        for which, label in (("chosen", "chosen"), ("baseline", "model's config")):
+            side = pair[which]
+            config = side.get("config") or {}
+            rounds = " / ".join(_f(r.get("throughput")) for r in side.get("rounds", []))
+            rows.append(
+                [
+                    pair.get("concurrency"),
+                    label,
+                    ", ".join(f"{k} {v}" for k, v in config.items()),
+                    _f(side.get("throughput")),
+                    _f(side.get("p99_ms"), 2),
+                    rounds,
+                    _gain_note(pair) if which == "chosen" else "",
+                ]
+            )
+    header = ["concurrency", "", "config", "median infer/s", "median p99 ms", "rounds", "note"]
+    intro = (
+        "<p>Side by side: both configs served at once and loaded in turns, "
+        "the order alternating.</p>"
+    )
+    return intro + _table(header, rows)
 
 
 def _monitor_row(log: MonitorLog) -> list[Any]:

@@ -3,7 +3,9 @@
 Pure logic, no server: :mod:`headrace.bench.tune_run` measures the points, this module decides.
 
 A *setting* is what goes into ``config.pbtxt`` (instance count, ``max_batch_size``, the dynamic
-batcher's ``max_queue_delay_microseconds``); a *point* is a setting measured at one client
+batcher's ``max_queue_delay_microseconds``, and for onnxruntime models the
+``intra_op_thread_count`` parameter: each instance's compute threads, which on a few shared
+cores decide how much CPU the server's frontend is left); a *point* is a setting measured at one client
 concurrency. A point is on the Pareto front when no other point has at least its throughput
 and at most its p99 with one of them strictly better. The chosen point is the cheapest under
 the p99 bound; ties go to the higher throughput.
@@ -51,12 +53,14 @@ class Setting:
     instances: int
     max_batch_size: int
     max_queue_delay_us: int
+    intra_op_threads: int = 0  # 0: the backend's own share (usable cores / CPU instances)
 
     def as_dict(self) -> dict[str, int]:
         return {
             "instances": self.instances,
             "max_batch_size": self.max_batch_size,
             "max_queue_delay_us": self.max_queue_delay_us,
+            "intra_op_threads": self.intra_op_threads,
         }
 
 
@@ -86,18 +90,30 @@ def grid(
     max_batch_sizes: Sequence[int],
     queue_delays_us: Sequence[int],
     baseline: Setting | None = None,
+    intra_op_threads: Sequence[int] = (0,),
+    cores: int | None = None,
 ) -> list[Setting]:
-    """Every combination, the model's own setting first (measured once even if repeated)."""
+    """Every combination, the model's own setting first (measured once even if repeated).
+
+    With ``cores`` (the server's usable cores), a thread count equal to the backend's own share
+    for that instance count (``cores // instances``, at least 1) is the same setting as 0 and
+    is left out when 0 is searched too.
+    """
     for label, values, least in (
         ("--instances", instances, 1),
         ("--max-batch-sizes", max_batch_sizes, 1),
         ("--queue-delays-us", queue_delays_us, 0),
+        ("--intra-op-threads", intra_op_threads, 0),
     ):
         if not values or min(values) < least:
             raise InvalidInput(f"{label} needs values of at least {least}, got {list(values)}")
     settings = [baseline] if baseline else []
-    for n, b, d in itertools.product(instances, max_batch_sizes, queue_delays_us):
-        setting = Setting(n, b, d)
+    for n, b, d, t in itertools.product(
+        instances, max_batch_sizes, queue_delays_us, intra_op_threads
+    ):
+        if t and 0 in intra_op_threads and cores is not None and t == max(1, cores // n):
+            continue
+        setting = Setting(n, b, d, t)
         if setting not in settings:
             settings.append(setting)
     return settings
@@ -206,7 +222,16 @@ class SideBySide:
             "chosen": side("chosen"),
             "baseline": side("baseline"),
             "throughput_gain": self.gain(),
+            "rounds_won": self.rounds_won(),
         }
+
+    def rounds_won(self) -> int:
+        """Rounds (paired in the order measured) where the chosen setting was faster."""
+        won = 0
+        for a, b in zip(self.chosen, self.baseline):
+            if a.throughput is not None and b.throughput is not None and a.ok and b.ok:
+                won += a.throughput > b.throughput
+        return won
 
 
 def _median(values: Sequence[float | None]) -> float | None:

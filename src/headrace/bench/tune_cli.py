@@ -23,7 +23,8 @@ def add_tune_command(commands: Any) -> None:
 
     p = commands.add_parser(
         "tune",
-        help="instances x max batch size x queue delay x concurrency on a served model: "
+        help="instances x max batch size x queue delay x threads x concurrency on a served "
+        "model: "
         "Pareto front of throughput vs p99 and the cheapest config.pbtxt under a p99 bound",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="the model's folder in a repository")
@@ -39,6 +40,14 @@ def add_tune_command(commands: Any) -> None:
         type=_ints,
         default=(0, 500),
         help="dynamic_batching max_queue_delay_microseconds values (default 0,500)",
+    )
+    p.add_argument(
+        "--intra-op-threads",
+        type=_ints,
+        default=(0, 1),
+        help="onnxruntime models: compute threads per instance (intra_op_thread_count), "
+        "0 = the backend's share, usable cores / CPU instances; other models search 0 only "
+        "(default 0,1)",
     )
     p.add_argument(
         "--concurrency", type=_ints, default=(4, 16), help="client concurrencies (default 4,16)"
@@ -97,9 +106,16 @@ def add_tune_command(commands: Any) -> None:
 
 
 def run_tune_command(args: argparse.Namespace) -> int:
+    from headrace.backends.threads import usable_cpus
     from headrace.bench.tune import choose, grid
     from headrace.bench.tune_report import print_table, tune_document, write_new
-    from headrace.bench.tune_run import TuneOptions, apply_setting, model_setting, run_tune
+    from headrace.bench.tune_run import (
+        TuneOptions,
+        apply_setting,
+        model_setting,
+        run_tune,
+        tunes_threads,
+    )
     from headrace.config.text import format_config, read_config
 
     model_dir = Path(args.model_dir)
@@ -107,11 +123,20 @@ def run_tune_command(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         raise InvalidInput(f"bench tune: {str(model_dir)!r} has no config.pbtxt")
     config = read_config(str(config_path))
+    threads = args.intra_op_threads
+    if not tunes_threads(config) and any(threads):
+        print(
+            f"bench tune: model {config.name!r} is not an onnxruntime model; "
+            "--intra-op-threads searches 0 only",
+            file=sys.stderr,
+        )
+        threads = (0,)
     options = TuneOptions(
         model_dir=model_dir,
         instances=args.instances,
         max_batch_sizes=args.max_batch_sizes,
         queue_delays_us=args.queue_delays_us,
+        intra_op_threads=threads,
         concurrencies=args.concurrency,
         measurement_ms=args.measurement_ms,
         budget_s=args.budget_s,
@@ -119,7 +144,14 @@ def run_tune_command(args: argparse.Namespace) -> int:
         shapes=dict(_shape(text) for text in args.shape),
     )
     baseline = model_setting(config)
-    settings = grid(options.instances, options.max_batch_sizes, options.queue_delays_us, baseline)
+    settings = grid(
+        options.instances,
+        options.max_batch_sizes,
+        options.queue_delays_us,
+        baseline,
+        options.intra_op_threads,
+        cores=usable_cpus(),
+    )
 
     measurements = run_tune(options, settings, baseline, _progress)
     choice = choose(measurements, args.p99_ms, args.cost)

@@ -40,12 +40,14 @@ def tune_document(
             "own headrace serve on 127.0.0.1; at each concurrency the load generator's "
             "throughput and p99, the server's inference count (statistics endpoint) and its "
             "process tree's CPU seconds (psutil) over the whole load run; cost = spent seconds "
-            "per million inferences; max_queue_delay_us -1 = no dynamic_batching"
+            "per million inferences; max_queue_delay_us -1 = no dynamic_batching; "
+            "intra_op_threads 0 = the backend's share (usable cores / CPU instances)"
         ),
         "grid": {
             "instances": list(options.instances),
             "max_batch_sizes": list(options.max_batch_sizes),
             "queue_delays_us": list(options.queue_delays_us),
+            "intra_op_threads": list(options.intra_op_threads),
             "concurrencies": list(options.concurrencies),
             "measurement_ms": options.measurement_ms,
             "budget_s": options.budget_s,
@@ -87,7 +89,18 @@ def print_table(document: dict[str, Any]) -> None:
     table = Table(
         title=f"bench tune {document['model']}: p99 bound {document['p99_ms_bound']:g} ms"
     )
-    for column in ("#", "inst", "max b", "delay µs", "c", "infer/s", "p99 ms", "cost", "note"):
+    for column in (
+        "#",
+        "inst",
+        "max b",
+        "delay µs",
+        "thr",
+        "c",
+        "infer/s",
+        "p99 ms",
+        "cost",
+        "note",
+    ):
         table.add_column(column, justify="right")
     front = set(document["pareto"])
     for index, p in enumerate(document["points"]):
@@ -126,6 +139,7 @@ def print_table(document: dict[str, Any]) -> None:
             f"side by side at c={pair['concurrency']} ({len(chosen['rounds'])} rounds each): "
             f"chosen {_rate(chosen)}, model's own {_rate(own)}"
             + (f", gain {gain:.2f}x" if gain else "")
+            + f", faster in {pair.get('rounds_won', '?')} of {len(chosen['rounds'])} rounds"
         )
 
 

@@ -32,10 +32,20 @@ from headrace.config.text import ModelConfig, format_config, read_config
 from headrace.errors import HeadraceError, InvalidInput
 from headrace.types import DataType
 
-__all__ = ["TuneOptions", "apply_setting", "model_setting", "run_side_by_side", "run_tune"]
+__all__ = [
+    "TuneOptions",
+    "apply_setting",
+    "model_setting",
+    "run_side_by_side",
+    "run_tune",
+    "tunes_threads",
+]
 
 _NO_BATCHER = -1
 """``max_queue_delay_us`` of a setting without ``dynamic_batching`` (only the model's own)."""
+
+THREADS_PARAMETER = "intra_op_thread_count"
+"""The onnxruntime backend's per-instance compute threads (Triton's parameter name)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class TuneOptions:
     instances: tuple[int, ...] = (1, 2)
     max_batch_sizes: tuple[int, ...] = (8, 64)
     queue_delays_us: tuple[int, ...] = (0, 500)
+    intra_op_threads: tuple[int, ...] = (0,)
     concurrencies: tuple[int, ...] = (4, 16)
     measurement_ms: int = 2000
     budget_s: float = 300.0
@@ -64,7 +75,25 @@ def model_setting(config: ModelConfig) -> Setting:
         else _NO_BATCHER
     )
     instances = sum(group.count for group in filled.instance_group) or 1
-    return Setting(instances, filled.max_batch_size, delay)
+    threads = _threads(config) if tunes_threads(config) else 0
+    return Setting(instances, filled.max_batch_size, delay, threads)
+
+
+def tunes_threads(config: ModelConfig) -> bool:
+    """Whether the model's backend takes ``intra_op_thread_count`` (onnxruntime does)."""
+    return config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx"
+
+
+def _threads(config: ModelConfig) -> int:
+    if THREADS_PARAMETER not in config.parameters:
+        return 0
+    text = config.parameters[THREADS_PARAMETER].string_value
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise InvalidInput(
+            f"model {config.name!r}: parameter {THREADS_PARAMETER} {text!r} is not an integer"
+        ) from None
 
 
 def apply_setting(config: ModelConfig, setting: Setting) -> ModelConfig:
@@ -92,6 +121,15 @@ def apply_setting(config: ModelConfig, setting: Setting) -> ModelConfig:
         kept = [b for b in batching.preferred_batch_size if b <= setting.max_batch_size]
         del batching.preferred_batch_size[:]
         batching.preferred_batch_size.extend(kept)
+    if setting.intra_op_threads:
+        if not tunes_threads(config):
+            raise InvalidInput(
+                f"model {config.name!r} is not an onnxruntime model; --intra-op-threads "
+                "applies to onnxruntime models only"
+            )
+        out.parameters[THREADS_PARAMETER].string_value = str(setting.intra_op_threads)
+    elif tunes_threads(config) and THREADS_PARAMETER in out.parameters:
+        del out.parameters[THREADS_PARAMETER]  # 0: the backend's own share
     return out
 
 
