@@ -15,6 +15,7 @@ Results: benchmarks/results/bench_load_vs_perf_analyzer.json, with the machine.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -82,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                             flip += 1
                             for generator in order:
                                 settings = _settings(args, server.ports, model, protocol)
+                                before = _client_cpu_s(), time.monotonic()
                                 (result,) = run_load(
                                     settings, [LoadPoint(concurrency=c)], generator, tool
                                 )
                                 record = {"model": model, "round": round_no, **result.as_dict()}
+                                record.update(_client_use(before, record))
                                 records.append(record)
                                 print(_line(record), flush=True)
     summary = summarize(records)
@@ -102,6 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"results: {args.out}")
     return 0 if all(row["within_10pct"] for row in summary["points"]) else 1
+
+
+def _client_cpu_s() -> float:
+    """CPU seconds of this process and its finished children: the load generator's own.
+
+    The server is a child that is still running, so it is not counted; the generator's
+    worker processes and perf_analyzer have exited (and been waited for) when a point ends.
+    """
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def _client_use(before: tuple[float, float], record: dict[str, Any]) -> dict[str, float]:
+    """The generator's CPU over the whole point (warm-up and unstable windows included):
+    cores it kept busy, and an estimate per request at the measured throughput."""
+    cpu_s, wall_s = _client_cpu_s() - before[0], time.monotonic() - before[1]
+    use = {"client_cpu_s": round(cpu_s, 3), "client_wall_s": round(wall_s, 3)}
+    use["client_cores"] = round(cpu_s / wall_s, 3) if wall_s > 0 else 0.0
+    if record.get("throughput"):
+        use["client_cpu_us_per_request"] = round(cpu_s / (record["throughput"] * wall_s) * 1e6, 1)
+    return use
 
 
 def _settings(args: argparse.Namespace, ports: Any, model: str, protocol: str) -> LoadSettings:
@@ -149,6 +176,12 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                 statistics.median(x["p50_us"] for x in rows) if rows else None
             )
             row[f"{generator}_rounds"] = len(rows)
+            per_request = [
+                x["client_cpu_us_per_request"] for x in rows if "client_cpu_us_per_request" in x
+            ]
+            row[f"{generator}_client_cpu_us_per_request"] = (
+                statistics.median(per_request) if per_request else None
+            )
         ours, theirs = row["headrace_throughput"], row["perf_analyzer_throughput"]
         row["ratio"] = ours / theirs if ours and theirs else None
         row["within_10pct"] = row["ratio"] is not None and abs(row["ratio"] - 1) <= TOLERANCE
@@ -166,7 +199,15 @@ def _print(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="bench load vs perf_analyzer (median over rounds)")
-    for column in ("model", "protocol", "c", "headrace inf/s", "perf_analyzer inf/s", "ratio"):
+    for column in (
+        "model",
+        "protocol",
+        "c",
+        "headrace inf/s",
+        "perf_analyzer inf/s",
+        "ratio",
+        "client CPU µs/req (headrace / perf_analyzer)",
+    ):
         table.add_column(column)
     for p in summary["points"]:
         ratio = f"{p['ratio']:.3f}" if p["ratio"] is not None else "-"
@@ -178,8 +219,14 @@ def _print(summary: dict[str, Any]) -> None:
             f"{p['headrace_throughput'] or 0:.1f}",
             f"{p['perf_analyzer_throughput'] or 0:.1f}",
             ratio + mark,
+            f"{_us(p['headrace_client_cpu_us_per_request'])} / "
+            f"{_us(p['perf_analyzer_client_cpu_us_per_request'])}",
         )
-    Console(width=120).print(table)
+    Console(width=140).print(table)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":

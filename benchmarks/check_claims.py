@@ -382,48 +382,56 @@ CLAIMS: tuple[Claim | Row, ...] = (
     ),
     # bench_load_vs_perf_analyzer.json: headrace bench load vs perf_analyzer, one server
     Claim(
-        BENCH, "measured 0.89-1.22x perf_analyzer's throughput", _VS_PA, "summary.points[*].ratio"
+        BENCH, "measured 1.00-1.24x perf_analyzer's throughput", _VS_PA, "summary.points[*].ratio"
     ),
-    Claim(TOP, "measured 0.89-1.22x perf_analyzer's", _VS_PA, "summary.points[*].ratio"),
-    Claim(
-        BENCH, "gRPC streaming c=1 (identity 1.22x", _VS_PA, _pa("identity_bytes", "grpc-stream", 1)
-    ),
-    Claim(BENCH, "MLP 1.14x)", _VS_PA, _pa("mlp", "grpc-stream", 1)),
-    Claim(BENCH, "HTTP c=1 on the MLP (1.15x)", _VS_PA, _pa("mlp", "http", 1)),
-    Claim(BENCH, "HTTP c=16 on the MLP (1.10x)", _VS_PA, _pa("mlp", "http", 16)),
-    Claim(BENCH, "identity HTTP c=1, is 0.89x", _VS_PA, _pa("identity_bytes", "http", 1)),
-    Claim(
-        BENCH,
-        "p50 398 µs",
-        _VS_PA,
-        "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1].headrace_p50_us",
-    ),
-    Claim(
-        BENCH,
-        "against perf_analyzer's 456 µs",
-        _VS_PA,
-        "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
-        ".perf_analyzer_p50_us",
-    ),
+    Claim(TOP, "measured 1.00-1.24x perf_analyzer's", _VS_PA, "summary.points[*].ratio"),
+    Claim(BENCH, "unary 1.13x", _VS_PA, _pa("identity_bytes", "grpc", 1)),
+    Claim(BENCH, "streaming 1.24x", _VS_PA, _pa("identity_bytes", "grpc-stream", 1)),
     Row(
         BENCH,
-        "496 against 559 µs",
+        "(p50 490 against 539 µs;",
         _VS_PA,
         (
-            "summary.points[model=mlp][protocol=http][concurrency=1].headrace_p50_us",
-            "summary.points[model=mlp][protocol=http][concurrency=1].perf_analyzer_p50_us",
+            None,
+            "summary.points[model=identity_bytes][protocol=grpc][concurrency=1].headrace_p50_us",
+            "summary.points[model=identity_bytes][protocol=grpc][concurrency=1]"
+            ".perf_analyzer_p50_us",
         ),
     ),
     Row(
         BENCH,
-        "headrace 1,971 and 2,080 /s, perf_analyzer 2,321 and 2,251 /s",
+        "(p50 382 against 450 µs)",
+        _VS_PA,
+        (
+            None,
+            "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
+            ".headrace_p50_us",
+            "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
+            ".perf_analyzer_p50_us",
+        ),
+    ),
+    Row(
+        BENCH,
+        "headrace 2,029, 1,994 and 1,998 /s,\nperf_analyzer 1,865, 1,774 and 1,681 /s",
         _VS_PA,
         tuple(
-            f"records[model=identity_bytes][protocol=http][concurrency=1][generator={g}]"
+            f"records[model=identity_bytes][protocol=grpc][concurrency=1][generator={g}]"
             f"[round={r}].throughput"
             for g in ("headrace", "perf_analyzer")
-            for r in (0, 1)
+            for r in (0, 1, 2)
         ),
+    ),
+    Claim(
+        BENCH,
+        "headrace's generator spent 61-145 µs",
+        _VS_PA,
+        "summary.points[*].headrace_client_cpu_us_per_request",
+    ),
+    Claim(
+        BENCH,
+        "perf_analyzer 66-116 µs",
+        _VS_PA,
+        "summary.points[*].perf_analyzer_client_cpu_us_per_request",
     ),
     # bench_tune/*.json: headrace bench tune, the pick side by side with the model's config
     Row(
