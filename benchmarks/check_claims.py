@@ -330,6 +330,7 @@ _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
 _TUNE_MLP_PLAIN = "bench_tune/mlp_plain.json"
 _TUNE_MLP_C1 = "bench_tune/mlp_own_c1.json"
+_SPIN = "serve_ab_onnx_spinning.json"
 _TUNE_PN = "bench_tune/particlenet_plain.json"
 
 
@@ -432,6 +433,49 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "perf_analyzer 66-116 µs",
         _VS_PA,
         "summary.points[*].perf_analyzer_client_cpu_us_per_request",
+    ),
+    # serve_ab_onnx_spinning.json: onnxruntime's pool sleeping when idle in the server
+    Claim(BENCH, "the MLP served 1.03-1.21x", _SPIN, "summary[model=mlp_onnx].after_over_before"),
+    Claim(
+        BENCH,
+        "rounds 5,084-5,456",
+        _SPIN,
+        "records[model=mlp_onnx][protocol=http][concurrency=16][setting=after].throughput",
+    ),
+    Claim(
+        BENCH,
+        "against\n4,090-4,607 /s",
+        _SPIN,
+        "records[model=mlp_onnx][protocol=http][concurrency=16][setting=before].throughput",
+    ),
+    Row(
+        BENCH,
+        "server CPU per inference 404 → 224 µs",
+        _SPIN,
+        (
+            "summary[model=mlp_onnx][protocol=http][concurrency=16].before"
+            ".server_cpu_us_per_inference",
+            "summary[model=mlp_onnx][protocol=http][concurrency=16].after"
+            ".server_cpu_us_per_inference",
+        ),
+    ),
+    Claim(
+        BENCH,
+        "the compute-bound model 0.99x",
+        _SPIN,
+        "summary[model=compute_onnx].after_over_before",
+    ),
+    Claim(
+        BENCH,
+        "each of the 3 rounds after, 642-656 /s",
+        _SPIN,
+        "records[model=compute_onnx][protocol=grpc][concurrency=16][setting=after].throughput",
+    ),
+    Claim(
+        BENCH,
+        "below each before, 662-696 /s",
+        _SPIN,
+        "records[model=compute_onnx][protocol=grpc][concurrency=16][setting=before].throughput",
     ),
     # bench_tune/*.json: headrace bench tune, the pick side by side with the model's config
     Row(

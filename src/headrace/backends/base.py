@@ -48,7 +48,9 @@ class BackendContext:
     """Everything a backend needs to load one model version.
 
     ``version_dir`` is always a local directory (remote repositories are localised first);
-    ``device`` is ``"cpu"`` or ``"cuda:N"``.
+    ``device`` is ``"cpu"`` or ``"cuda:N"``. ``serving``: the instance runs in a server, whose
+    frontends need the same cores between batches (a backend's compute threads should then
+    sleep rather than spin while idle); False for direct and offline use.
     """
 
     model_name: str
@@ -58,6 +60,7 @@ class BackendContext:
     config: model_config_pb2.ModelConfig
     device: str = "cpu"
     instance_name: str = ""
+    serving: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ parameters, under Triton's onnxruntime backend names:
   as it is (``SessionOptions.add_session_config_entry``), e.g.
   ``session.intra_op.allow_spinning`` ``0`` to stop the intra-op threads spinning for work
   after each run, which on a machine with few cores takes CPU from the other models.
+  In a server (``BackendContext.serving``) on the CPU, with more than one intra-op thread, that
+  entry defaults to ``0`` (and ``session.inter_op.allow_spinning`` too in parallel mode): the
+  spinning threads take the cores the frontends parse and answer requests on (one instance of
+  the MLP example on 2 cores: 1.03-1.21x the requests served, a compute-bound model 0.99x,
+  ``benchmarks/results/serve_ab_onnx_spinning.json``). Alone in a process (direct and offline
+  runs) spinning shortens each operator's hand-over to the pool and nothing else wants the
+  cores, so there onnxruntime's default stays. A configuration that sets the entry keeps its value.
 
 ``InferenceSession.run`` releases the GIL, so instances of one model run concurrently.
 
@@ -132,6 +139,8 @@ class OnnxRuntimeBackend(Backend):
         if int_parameter(config, "execution_mode", 0) == 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         _add_session_entries(options, config, path)
+        if context.serving and not on_gpu:
+            _sleep_when_idle(options, config)
         stream = _torch_stream(device) if on_gpu else None
         try:
             self.session = ort.InferenceSession(
@@ -247,6 +256,19 @@ class OnnxRuntimeBackend(Backend):
 
 
 _Described = tuple[str, DataType, tuple[int, ...]]
+
+
+_SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
+def _sleep_when_idle(options: Any, config: model_config_pb2.ModelConfig) -> None:
+    """Turn off the spinning of thread pools that exist (more than one thread), unless the
+    configuration says; see the module's docstring."""
+    pools = (options.intra_op_num_threads != 1, options.inter_op_num_threads != 1)
+    parallel = int_parameter(config, "execution_mode", 0) == 1
+    for key, pool in zip(_SPINNING, (pools[0], pools[1] and parallel)):
+        if pool and key not in config.parameters:
+            options.add_session_config_entry(key, "0")
 
 
 def _add_session_entries(options: Any, config: model_config_pb2.ModelConfig, path: str) -> None:

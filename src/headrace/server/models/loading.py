@@ -82,6 +82,7 @@ class VersionSource:
             model_dir=self.model_dir,
             version_dir=self.version_dir,
             config=self.config,
+            serving=True,
         )
 
 
