@@ -147,3 +147,18 @@ def test_the_load_vs_perf_analyzer_benchmark_file_reads_as_a_load_study(tmp_path
     ]
     text = write_report(tmp_path).read_text()
     assert text.count("data:image/png;base64,") == 1 and "perf_analyzer" in text
+
+
+def test_a_load_level_measured_in_several_rounds_is_one_point_at_the_medians() -> None:
+    from headrace.bench.report_plots import _median_per_level
+
+    rows = [
+        {"concurrency": c, "throughput": t, "p50_us": p, "p99_us": 2 * p}
+        for c, t, p in ((16, 300.0, 9.0), (1, 100.0, 1.0), (16, 320.0, 7.0), (16, 280.0, 8.0))
+    ]
+    merged, rounds = _median_per_level(rows)
+    assert [(r["concurrency"], r["throughput"], r["p50_us"], r["p99_us"]) for r in merged] == [
+        (1, 100.0, 1.0, 2.0),
+        (16, 300.0, 8.0, 16.0),
+    ]
+    assert rounds == 3

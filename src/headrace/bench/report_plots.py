@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,10 +85,12 @@ def load_figure(loads: Sequence[StudyFile]) -> bytes:
     figure = _figure(width=10.0, height=4.2 * max(len(panels), 1))
     for number, (name, lines) in enumerate(sorted(panels.items()), start=1):
         axes = figure.add_subplot(max(len(panels), 1), 1, number)
-        for index, ((generator, protocol, batch), rows) in enumerate(sorted(lines.items())):
-            rows.sort(key=lambda r: (r.get("concurrency") or 0, r.get("request_rate") or 0.0))
+        for index, ((generator, protocol, batch), measured) in enumerate(sorted(lines.items())):
+            rows, rounds = _median_per_level(measured)
             colour = f"C{index % 10}"
-            label = f"{generator} {protocol} b={batch}"
+            label = f"{generator} {protocol} b={batch}" + (
+                f" (median of {rounds})" if rounds > 1 else ""
+            )
             x = [r["throughput"] for r in rows]
             axes.plot(
                 x, [r["p99_us"] / 1e3 for r in rows], "o-", color=colour, label=f"{label} p99"
@@ -116,6 +119,27 @@ def load_figure(loads: Sequence[StudyFile]) -> bytes:
         axes.grid(True, which="both", lw=0.3)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure)
+
+
+def _level(row: dict[str, Any]) -> tuple[int, float]:
+    return (row.get("concurrency") or 0, row.get("request_rate") or 0.0)
+
+
+def _median_per_level(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """One row per load level, in level order: the median throughput and latencies where a
+    study measured a level several times (rounds), so a line does not zigzag between them;
+    and the most rows any level had."""
+    by_level: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_level.setdefault(_level(row), []).append(row)
+    out = []
+    for level in sorted(by_level):
+        group = by_level[level]
+        merged = dict(group[0])
+        for field in ("throughput", "p50_us", "p99_us"):
+            merged[field] = statistics.median(float(r[field]) for r in group)
+        out.append(merged)
+    return out, max((len(g) for g in by_level.values()), default=0)
 
 
 def monitor_figure(log: MonitorLog, spans: Sequence[tuple[float, float, str]] = ()) -> bytes:
