@@ -10,11 +10,18 @@ with the same windows and stability rule; the order of the two alternates from p
 and round to round, because client and server share the CPU. The check: headrace's throughput
 within 10% of perf_analyzer's, the median over rounds per point; every row is recorded.
 Results: benchmarks/results/bench_load_vs_perf_analyzer.json, with the machine.
+
+``--server-cpus 1 --client-cpus 0`` pins the server's process tree and the load generators
+(this process, its worker processes, perf_analyzer) to disjoint cores, so that neither
+generator's threads wait behind the server's for a core: each generator then measures the
+server, not the contention. Unpinned, a generator's own time per request at c=1 includes
+waiting for a core the server holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -52,6 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=2, help="headrace client processes (2)")
     p.add_argument("--perf-analyzer", default=None, help="executable (default: located)")
     p.add_argument(
+        "--server-cpus", default="", help="cores for the server's processes, e.g. 1 (default: any)"
+    )
+    p.add_argument(
+        "--client-cpus",
+        default="",
+        help="cores for the load generators, e.g. 0 (default: any)",
+    )
+    p.add_argument(
         "--out", type=Path, default=HERE / "results" / "bench_load_vs_perf_analyzer.json"
     )
     return p.parse_args(argv)
@@ -74,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         with servers.launch("headrace", repository, models, Path(tmp), {}) as server:
             assert server.ports is not None
+            if args.server_cpus:
+                pin_tree(server.process.pid, _cpus(args.server_cpus))
+            if args.client_cpus:
+                os.sched_setaffinity(0, _cpus(args.client_cpus))  # inherited by generators
             flip = 0
             for round_no in range(args.rounds):
                 for model in models:
@@ -105,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"results: {args.out}")
     return 0 if all(row["within_10pct"] for row in summary["points"]) else 1
+
+
+def _cpus(text: str) -> set[int]:
+    return {int(part) for part in text.split(",") if part}
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` and of its children to ``cpus`` (threads started later inherit)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    for member in [process, *process.children(recursive=True)]:
+        for thread in member.threads():
+            os.sched_setaffinity(thread.id, cpus)
 
 
 def _client_cpu_s() -> float:

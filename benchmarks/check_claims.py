@@ -326,6 +326,7 @@ _DOORS_AB = "records[setting={s}][protocol={p}].throughput"
 
 _SCAN = "bench_scan_particlenet_cpu.json"
 _VS_PA = "bench_load_vs_perf_analyzer.json"
+_VS_PA_PINNED = "bench_load_vs_perf_analyzer_pinned.json"
 _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
 _TUNE_MLP_PLAIN = "bench_tune/mlp_plain.json"
@@ -433,6 +434,28 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "perf_analyzer 66-116 µs",
         _VS_PA,
         "summary.points[*].perf_analyzer_client_cpu_us_per_request",
+    ),
+    # bench_load_vs_perf_analyzer_pinned.json: the same with server and generators pinned apart
+    Claim(BENCH, "measured 1.01-1.17x perf_analyzer's", _VS_PA_PINNED, "summary.points[*].ratio"),
+    Claim(TOP, "it measured 1.01-1.17x", _VS_PA_PINNED, "summary.points[*].ratio"),
+    Claim(BENCH, "(unary 1.07x)", _VS_PA_PINNED, _pa("identity_bytes", "grpc", 1)),
+    Claim(
+        BENCH,
+        "the\nidentity model at c=1 (1.15x)",
+        _VS_PA_PINNED,
+        _pa("identity_bytes", "grpc-stream", 1),
+    ),
+    Row(
+        BENCH,
+        "the MLP at c=16 (1.17x; 5,060 against 4,315 /s)",
+        _VS_PA_PINNED,
+        (
+            None,
+            _pa("mlp", "grpc-stream", 16),
+            "summary.points[model=mlp][protocol=grpc-stream][concurrency=16].headrace_throughput",
+            "summary.points[model=mlp][protocol=grpc-stream][concurrency=16]"
+            ".perf_analyzer_throughput",
+        ),
     ),
     # serve_ab_onnx_spinning.json: onnxruntime's pool sleeping when idle in the server
     Claim(BENCH, "the MLP served 1.03-1.21x", _SPIN, "summary[model=mlp_onnx].after_over_before"),
