@@ -38,7 +38,12 @@ sys.path.insert(0, str(HERE / "serve_models"))
 import report  # noqa: E402
 import servers  # noqa: E402
 
-from headrace.bench.load import LoadPoint, LoadSettings, run_load  # noqa: E402
+from headrace.bench.load import (  # noqa: E402
+    GRPC_STREAMS_PER_CONNECTION,
+    LoadPoint,
+    LoadSettings,
+    run_load,
+)
 from headrace.bench.perf_analyzer import locate  # noqa: E402
 
 MODELS = {"identity_bytes": {"INPUT0": [16]}, "mlp": {}}
@@ -57,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-trials", type=int, default=8, help="(default 8)")
     p.add_argument("--stability", type=float, default=20.0, help="percent (default 20)")
     p.add_argument("--processes", type=int, default=2, help="headrace client processes (2)")
+    p.add_argument(
+        "--grpc-streams-per-connection",
+        type=int,
+        default=GRPC_STREAMS_PER_CONNECTION,
+        help=f"headrace's generator (default {GRPC_STREAMS_PER_CONNECTION}, as perf_analyzer)",
+    )
     p.add_argument("--perf-analyzer", default=None, help="executable (default: located)")
     p.add_argument(
         "--server-cpus", default="", help="cores for the server's processes, e.g. 1 (default: any)"
@@ -176,6 +187,7 @@ def _settings(args: argparse.Namespace, ports: Any, model: str, protocol: str) -
         stability_percent=args.stability,
         max_trials=args.max_trials,
         processes=args.processes,
+        grpc_streams_per_connection=args.grpc_streams_per_connection,
     )
 
 

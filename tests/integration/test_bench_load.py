@@ -53,10 +53,14 @@ def settings(server: ServeProcess, wire: str, model: str = "mlp", **extra: objec
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("wire", WIRES)
-def test_a_concurrency_sweep_on_every_wire(server: ServeProcess, wire: str) -> None:
+@pytest.mark.parametrize(
+    ("wire", "shared"),
+    [("http", 1), ("grpc", 1), ("grpc", 2), ("grpc-stream", 1), ("grpc-stream", 2)],
+)
+def test_a_concurrency_sweep_on_every_wire(server: ServeProcess, wire: str, shared: int) -> None:
     points = [LoadPoint(concurrency=1), LoadPoint(concurrency=3)]
-    results = list(run_load(settings(server, wire, batch_size=2), points))
+    load = settings(server, wire, batch_size=2, grpc_streams_per_connection=shared)
+    results = list(run_load(load, points))
     assert [r.point.concurrency for r in results] == [1, 3]
     for result in results:
         assert result.error == "" and result.errors == 0
@@ -164,3 +168,57 @@ def test_the_http2_stream_carries_request_after_request(server: ServeProcess) ->
     with pytest.raises(H2Error, match="no_such_model"):
         stream.call(request.SerializeToString())
     stream.close()
+
+
+@pytest.mark.slow
+def test_threads_share_a_connection_and_each_gets_its_own_answer(server: ServeProcess) -> None:
+    import threading
+
+    from tritonclient.grpc import service_pb2
+
+    from headrace.bench.load_h2 import H2Error
+    from headrace.bench.load_h2_shared import (
+        SharedConnections,
+        SharedStreamCall,
+        SharedUnaryCall,
+    )
+
+    host, _, port = server.grpc_url.rpartition(":")
+    service = "/inference.GRPCInferenceService"
+    pool = SharedConnections(host, int(port), 4, 10.0)
+    request = service_pb2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(bytes(4 * 64))
+    big = service_pb2.ModelInferRequest(model_name="mlp")
+    big.inputs.add(name="INPUT0", datatype="FP32", shape=[64, 64])
+    big.raw_input_contents.append(bytes(4 * 64 * 64))  # more than one DATA frame
+    failures: list[BaseException] = []
+
+    def work(call: SharedUnaryCall | SharedStreamCall, body: bytes) -> None:
+        try:
+            for _ in range(30):
+                call.call(body)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    calls = [SharedUnaryCall(pool, f"{service}/ModelInfer") for _ in range(2)]
+    calls += [SharedStreamCall(pool, f"{service}/ModelStreamInfer") for _ in range(2)]
+    bodies = [request.SerializeToString(), big.SerializeToString()] * 2
+    threads = [threading.Thread(target=work, args=pair) for pair in zip(calls, bodies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert list(pool.connections) == [0]  # four threads, four streams per connection: one
+    request.model_name = "no_such_model"
+    with pytest.raises(H2Error, match="gRPC call failed"):
+        calls[0].call(request.SerializeToString())
+    with pytest.raises(H2Error, match="no_such_model"):
+        calls[2].call(request.SerializeToString())
+    calls[2].call(big.SerializeToString())  # the error was an answer: the stream goes on
+    connection = pool.get(0)
+    pool.close()
+    assert connection.broken
+    with pytest.raises(H2Error, match="stopping"):
+        calls[1].call(big.SerializeToString())

@@ -44,6 +44,7 @@ from headrace.bench.perf_analyzer import (
 from headrace.errors import InvalidConfig, Unavailable
 
 __all__ = [
+    "GRPC_STREAMS_PER_CONNECTION",
     "LoadPoint",
     "LoadResult",
     "LoadSettings",
@@ -51,6 +52,9 @@ __all__ = [
     "run_load",
     "split_address",
 ]
+
+GRPC_STREAMS_PER_CONNECTION = 6
+"""perf_analyzer's: tritonclient's C++ gRPC client puts up to 6 clients on one connection."""
 
 _STAT_FIELDS = ("success", "queue", "compute_input", "compute_infer", "compute_output")
 _WORKER_START_S = 60.0
@@ -76,13 +80,22 @@ class LoadSettings:
     request_timeout_s: float = 60.0
     max_in_flight: int = 1024
     """Request-rate mode: the most outstanding requests per process before sends are skipped."""
+    grpc_streams_per_connection: int = GRPC_STREAMS_PER_CONNECTION
+    """gRPC: a worker process's requests in flight per HTTP/2 connection (1: one each)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in ("http", "grpc"):
             raise InvalidConfig(f"--protocol must be http or grpc, got {self.protocol!r}")
         if self.streaming and self.protocol != "grpc":
             raise InvalidConfig("--streaming needs --protocol grpc")
-        for label in ("batch_size", "window_ms", "max_trials", "processes", "max_in_flight"):
+        for label in (
+            "batch_size",
+            "window_ms",
+            "max_trials",
+            "processes",
+            "max_in_flight",
+            "grpc_streams_per_connection",
+        ):
             if getattr(self, label) < 1:
                 raise InvalidConfig(
                     f"--{label.replace('_', '-')} must be >= 1, got {getattr(self, label)}"
@@ -235,6 +248,7 @@ def _plans(settings: LoadSettings, target: ModelTarget, point: LoadPoint) -> lis
         max_in_flight=settings.max_in_flight,
         string_length=settings.string_length,
         timeout_s=settings.request_timeout_s,
+        grpc_streams_per_connection=settings.grpc_streams_per_connection,
     )
     if point.concurrency:
         count = min(settings.processes, point.concurrency)

@@ -9,9 +9,11 @@ a machine they share.
 
 - HTTP: a keep-alive HTTP/1.1 connection per thread, each request one ``sendall`` of pre-built
   bytes; only the status line, the headers it needs and the body's length are read.
-- unary gRPC: the pre-serialized ``ModelInferRequest`` over an HTTP/2 connection per thread
-  (:mod:`headrace.bench.load_h2`, pre-built frames), the response not parsed;
-- gRPC streaming: a ``ModelStreamInfer`` stream per thread, the same way.
+- unary gRPC: the pre-serialized ``ModelInferRequest`` over HTTP/2 (pre-built frames), the
+  response not parsed: a connection per thread (:mod:`headrace.bench.load_h2`), or, as
+  perf_analyzer's contexts do, up to N threads sharing each connection, read by a thread of
+  its own (:mod:`headrace.bench.load_h2_shared`);
+- gRPC streaming: a ``ModelStreamInfer`` stream per thread, on connections the same way.
 """
 
 from __future__ import annotations
@@ -77,33 +79,41 @@ def http_call(address: str, message: bytes, timeout_s: float) -> BlockingCall:
     )
 
 
-def grpc_call(address: str, body: bytes, timeout_s: float) -> BlockingCall:
+def grpc_call(address: str, body: bytes, timeout_s: float, per_connection: int = 1) -> BlockingCall:
     """``ModelInfer`` with the serialized request ``body`` over HTTP/2
-    (:mod:`headrace.bench.load_h2`)."""
-    from headrace.bench.load_h2 import GrpcH2Connection
-
-    host, _, port = address.rpartition(":")
-    path = f"{GRPC_SERVICE}/ModelInfer"
-    return BlockingCall(
-        lambda: GrpcH2Connection(host, int(port), path, timeout_s),
-        lambda connection: connection.call(body),
-    )
+    (:mod:`headrace.bench.load_h2`); ``per_connection`` > 1: that many threads share each
+    connection (:mod:`headrace.bench.load_h2_shared`)."""
+    return _grpc(address, "ModelInfer", body, timeout_s, per_connection)
 
 
-def grpc_stream_call(address: str, body: bytes, timeout_s: float) -> BlockingCall:
+def grpc_stream_call(
+    address: str, body: bytes, timeout_s: float, per_connection: int = 1
+) -> BlockingCall:
     """``ModelStreamInfer``, one request in flight on each thread's stream at a time.
 
     perf_analyzer keeps one stream per context (one per request in flight at a concurrency);
     here each thread's stream carries its requests one after another, so the response read
-    back is the answer to the request just written."""
-    from headrace.bench.load_h2 import GrpcH2Stream
+    back is the answer to the request just written. ``per_connection`` > 1: that many
+    threads' streams share each connection, as perf_analyzer's contexts do."""
+    return _grpc(address, "ModelStreamInfer", body, timeout_s, per_connection)
+
+
+def _grpc(
+    address: str, method: str, body: bytes, timeout_s: float, per_connection: int
+) -> BlockingCall:
+    from headrace.bench import load_h2, load_h2_shared
 
     host, _, port = address.rpartition(":")
-    path = f"{GRPC_SERVICE}/ModelStreamInfer"
-    return BlockingCall(
-        lambda: GrpcH2Stream(host, int(port), path, timeout_s),
-        lambda stream: stream.call(body),
-    )
+    path = f"{GRPC_SERVICE}/{method}"
+    streaming = method == "ModelStreamInfer"
+    if per_connection > 1:
+        pool = load_h2_shared.SharedConnections(host, int(port), per_connection, timeout_s)
+        shared = load_h2_shared.SharedStreamCall if streaming else load_h2_shared.SharedUnaryCall
+        return BlockingCall(
+            lambda: shared(pool, path), lambda call: call.call(body), after_close=pool.close
+        )
+    own = load_h2.GrpcH2Stream if streaming else load_h2.GrpcH2Connection
+    return BlockingCall(lambda: own(host, int(port), path, timeout_s), lambda call: call.call(body))
 
 
 class HttpConnection:

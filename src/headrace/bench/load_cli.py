@@ -14,7 +14,7 @@ DEFAULT_RESULTS_DIR = os.path.join("benchmarks", "results")
 
 def add_load_command(commands: Any) -> None:
     """Add ``load`` to the ``bench`` subcommands."""
-    from headrace.bench.load import default_processes
+    from headrace.bench.load import GRPC_STREAMS_PER_CONNECTION, default_processes
 
     parser = commands.add_parser(
         "load",
@@ -77,6 +77,16 @@ def add_load_command(commands: Any) -> None:
         help=f"client processes (default min(4, cores) = {default_processes()})",
     )
     parser.add_argument(
+        "--grpc-streams-per-connection",
+        type=int,
+        default=GRPC_STREAMS_PER_CONNECTION,
+        metavar="N",
+        help="gRPC: requests in flight sharing one HTTP/2 connection, each connection read by "
+        "a thread of its own, as perf_analyzer's contexts share tritonclient's channels; 1: a "
+        f"connection per request in flight, read by its caller (default "
+        f"{GRPC_STREAMS_PER_CONNECTION})",
+    )
+    parser.add_argument(
         "--string-length",
         type=int,
         default=128,
@@ -119,6 +129,7 @@ def run_load_command(args: argparse.Namespace) -> int:
         max_trials=args.max_trials,
         processes=args.processes,
         string_length=args.string_length,
+        grpc_streams_per_connection=args.grpc_streams_per_connection,
     )
     if args.request_rate:
         points = [LoadPoint(request_rate=rate) for rate in args.request_rate]

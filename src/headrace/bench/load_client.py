@@ -75,6 +75,7 @@ class WorkerPlan:
     string_length: int = 128
     timeout_s: float = 60.0
     seed: int = 0
+    grpc_streams_per_connection: int = 1
 
 
 @dataclass(frozen=True)
@@ -175,11 +176,13 @@ class _Worker:
     def _call(self) -> BlockingCall:
         plan = self.plan
         values = random_inputs(plan.target, plan.batch_size, plan.seed, plan.string_length)
+        shared = plan.grpc_streams_per_connection
         if plan.streaming:
             body = grpc_request_bytes(plan.target, values)
-            return grpc_stream_call(plan.address, body, plan.timeout_s)
+            return grpc_stream_call(plan.address, body, plan.timeout_s, shared)
         if plan.protocol == "grpc":
-            return grpc_call(plan.address, grpc_request_bytes(plan.target, values), plan.timeout_s)
+            body = grpc_request_bytes(plan.target, values)
+            return grpc_call(plan.address, body, plan.timeout_s, shared)
         path, headers, body = http_request(plan.target, values)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         message = (

@@ -25,7 +25,7 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["GrpcH2Connection", "GrpcH2Stream", "H2Error"]
+__all__ = ["GrpcH2Connection", "GrpcH2Stream", "H2Error", "open_connection"]
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
@@ -91,6 +91,29 @@ def request_headers(path: str, authority: str) -> bytes:
     )
 
 
+def open_connection(host: str, port: int, timeout_s: float) -> socket.socket:
+    """A TCP connection that has sent the client preface, our SETTINGS (no push, no HPACK
+    dynamic table, the largest stream window) and the largest connection window."""
+    sock = socket.create_connection((host, port), timeout=timeout_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    header_table_size, enable_push = 1, 2
+    settings = struct.pack(
+        ">HIHIHI",
+        header_table_size,
+        0,
+        enable_push,
+        0,
+        _SETTINGS_INITIAL_WINDOW_SIZE,
+        _MAX_WINDOW,
+    )
+    sock.sendall(
+        _PREFACE
+        + _frame(_SETTINGS, 0, 0, settings)
+        + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW))
+    )
+    return sock
+
+
 class GrpcH2Connection:
     """One HTTP/2 connection to a gRPC server, one unary call on it at a time."""
 
@@ -134,30 +157,13 @@ class GrpcH2Connection:
             sock.close()
 
     def _connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
+        self.sock = open_connection(self.host, self.port, self.timeout_s)
         self.next_stream = 1
         self.send_window = _DEFAULT_WINDOW  # the connection's, for our DATA
         self.stream_window_start = _DEFAULT_WINDOW  # each new stream's, from the server's SETTINGS
         self.stream_window = 0
         self.max_frame = 16384
         self.unacknowledged = 0  # DATA bytes received since our last connection WINDOW_UPDATE
-        header_table_size, enable_push = 1, 2
-        settings = struct.pack(
-            ">HIHIHI",
-            header_table_size,
-            0,
-            enable_push,
-            0,
-            _SETTINGS_INITIAL_WINDOW_SIZE,
-            _MAX_WINDOW,
-        )
-        sock.sendall(
-            _PREFACE
-            + _frame(_SETTINGS, 0, 0, settings)
-            + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW))
-        )
 
     def _begin(self) -> int:
         """Open the next stream (its HEADERS go out with its first DATA)."""

@@ -1,0 +1,366 @@
+"""gRPC over HTTP/2 connections that several load-generator threads share, as perf_analyzer's do.
+
+perf_analyzer's gRPC contexts go through tritonclient's C++ client, which puts up to 6
+clients on one channel, one HTTP/2 connection (``TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT``):
+at concurrency 16 its 16 requests in flight travel on 3 connections. A server reads a
+connection's frames in order, so how requests are spread over connections is part of the load
+it sees. With ``--grpc-streams-per-connection N`` (N > 1) the load generator does the same:
+the threads of a worker process take turns on connections of N streams each
+(:class:`SharedConnections`), each connection read by one thread that hands every stream its
+frames (:class:`SharedH2Connection`). A calling thread writes its request under the
+connection's lock and sleeps until its stream has the answer, the hand-over from a reader
+thread to the waiting caller that perf_analyzer's contexts make too. The frames, settings and
+flow control are :mod:`headrace.bench.load_h2`'s.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+from headrace.bench.load_h2 import (
+    _ACK,
+    _CONTINUATION,
+    _DATA,
+    _DEFAULT_WINDOW,
+    _END_HEADERS,
+    _END_STREAM,
+    _ERROR_MESSAGE_TAG,
+    _GOAWAY,
+    _HEADERS,
+    _MAX_STREAM_ID,
+    _MAX_WINDOW,
+    _PADDED,
+    _PING,
+    _RECV_BYTES,
+    _REPLENISH,
+    _RST_STREAM,
+    _SETTINGS,
+    _SETTINGS_INITIAL_WINDOW_SIZE,
+    _SETTINGS_MAX_FRAME_SIZE,
+    _WINDOW_UPDATE,
+    H2Error,
+    _frame,
+    _grpc_message,
+    _stream_error,
+    open_connection,
+    request_headers,
+)
+
+__all__ = ["SharedConnections", "SharedH2Connection", "SharedStreamCall", "SharedUnaryCall"]
+
+
+class _Stream:
+    """One stream's state, guarded by its connection's lock."""
+
+    __slots__ = ("ended", "error_text", "headers", "id", "inbox", "pending_end", "ready", "window")
+
+    def __init__(self, lock: threading.Lock, headers: bytes) -> None:
+        self.id = 0  # given when its HEADERS go out
+        self.inbox = bytearray()
+        self.ended = self.pending_end = False
+        self.error_text = ""
+        self.window = 0
+        self.headers = headers  # the HEADERS frame's block, sent with the first DATA
+        self.ready = threading.Condition(lock)
+
+
+class SharedH2Connection:
+    """One HTTP/2 connection, any number of streams, one reader thread."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)  # the server's windows grew
+        self.streams: dict[int, _Stream] = {}
+        self.next_stream = 1
+        self.send_window = _DEFAULT_WINDOW
+        self.stream_window_start = _DEFAULT_WINDOW
+        self.max_frame = 16384
+        self.unacknowledged = 0
+        self.failure: BaseException | None = None
+        self.buffer = bytearray()
+        sock = open_connection(host, port, timeout_s)
+        sock.settimeout(None)  # the reader waits as long as the connection lives
+        self.sock = sock
+        self.reader = threading.Thread(target=self._read_loop, name="h2-reader", daemon=True)
+        self.reader.start()
+
+    @property
+    def broken(self) -> bool:
+        return self.failure is not None
+
+    def open(self, block: bytes) -> _Stream:
+        """A new stream whose HEADERS (``block``) go out with its first message.
+
+        Its id is given then, under the lock that sends them: HTTP/2 wants a client's new
+        streams to appear in increasing id order, which threads taking ids first and sending
+        later would break (a lower id sent after a higher one is a closed stream)."""
+        with self.lock:
+            self._check()
+            return _Stream(self.lock, block)
+
+    def send(self, state: _Stream, message: bytes, end: bool) -> None:
+        """One gRPC message on the stream within the frame size and both windows."""
+        body = b"\x00" + struct.pack(">I", len(message)) + message
+        with self.lock:
+            self._check()
+            out = []
+            if state.headers:
+                if self.next_stream > _MAX_STREAM_ID:
+                    raise H2Error("the connection has used every stream id")
+                state.id = self.next_stream
+                self.next_stream += 2
+                state.window = self.stream_window_start
+                self.streams[state.id] = state
+                out.append(_frame(_HEADERS, _END_HEADERS, state.id, state.headers))
+                state.headers = b""
+            sent = 0
+            while sent < len(body):
+                self._check()
+                if state.ended:
+                    raise H2Error(f"the server ended the stream: {state.error_text}")
+                room = min(self.max_frame, self.send_window, state.window)
+                if room <= 0:
+                    if out:
+                        self.sock.sendall(b"".join(out))
+                        out = []
+                    if not self.room.wait(self.timeout_s):
+                        raise H2Error(f"no flow-control window within {self.timeout_s:g} s")
+                    continue
+                chunk = body[sent : sent + room]
+                sent += len(chunk)
+                self.send_window -= len(chunk)
+                state.window -= len(chunk)
+                last = end and sent == len(body)
+                out.append(_frame(_DATA, _END_STREAM if last else 0, state.id, chunk))
+            self.sock.sendall(b"".join(out))
+
+    def next_message(self, state: _Stream) -> bytes:
+        """The stream's next gRPC message (a ``ModelStreamInfer`` response)."""
+        with self.lock:
+            while True:
+                if len(state.inbox) >= 5:
+                    size = int.from_bytes(state.inbox[1:5], "big")
+                    if len(state.inbox) >= 5 + size:
+                        message = bytes(state.inbox[5 : 5 + size])
+                        del state.inbox[: 5 + size]
+                        return message
+                if state.ended:
+                    raise H2Error(f"the server ended the stream: {state.error_text or 'no reason'}")
+                self._wait(state)
+
+    def finish(self, state: _Stream) -> tuple[bytes, str]:
+        """Wait for a unary stream to end; its DATA and its trailers' message, and forget it."""
+        with self.lock:
+            try:
+                while not state.ended:
+                    self._wait(state)
+                return bytes(state.inbox), state.error_text
+            finally:
+                self.streams.pop(state.id, None)
+
+    def forget(self, state: _Stream) -> None:
+        with self.lock:
+            self.streams.pop(state.id, None)
+
+    def close(self) -> None:
+        """End the connection; calls waiting on it fail."""
+        with self.lock:
+            if self.failure is None:
+                self.failure = H2Error("the connection was closed")
+            self._wake_all()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _wait(self, state: _Stream) -> None:
+        self._check()
+        if not state.ready.wait(self.timeout_s):
+            self._check()
+            raise H2Error(f"no answer within {self.timeout_s:g} s")
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise H2Error(f"{self.host}:{self.port}: {self.failure}")
+
+    def _wake_all(self) -> None:
+        for state in self.streams.values():
+            state.ready.notify_all()
+        self.room.notify_all()
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                header = self._exactly(9)
+                length = int.from_bytes(header[:3], "big")
+                payload = self._exactly(length)
+                target = int.from_bytes(header[5:9], "big") & _MAX_STREAM_ID
+                with self.lock:
+                    self._dispatch(header[3], header[4], target, payload)
+        except BaseException as exc:  # every waiter must hear of it
+            with self.lock:
+                if self.failure is None:
+                    self.failure = exc
+                self._wake_all()
+
+    def _dispatch(self, kind: int, flags: int, target: int, payload: bytes) -> None:
+        """One frame, under the lock (see :meth:`GrpcH2Connection._read_frame`)."""
+        state = self.streams.get(target)
+        if kind == _DATA:
+            self.unacknowledged += len(payload)
+            if self.unacknowledged >= _REPLENISH:
+                update = struct.pack(">I", self.unacknowledged)
+                self.sock.sendall(_frame(_WINDOW_UPDATE, 0, 0, update))
+                self.unacknowledged = 0
+            if state is not None:
+                if flags & _PADDED:
+                    payload = payload[1 : len(payload) - payload[0]]
+                state.inbox += payload
+                state.ended |= bool(flags & _END_STREAM)
+                state.ready.notify()
+        elif kind in (_HEADERS, _CONTINUATION) and state is not None:
+            if kind == _HEADERS:
+                state.pending_end = bool(flags & _END_STREAM)
+            if state.pending_end:
+                state.error_text += _grpc_message(payload)
+            if state.pending_end and flags & _END_HEADERS:
+                state.ended = True
+                state.ready.notify()
+        elif kind == _SETTINGS and not flags & _ACK:
+            self._settings(payload)
+            self.sock.sendall(_frame(_SETTINGS, _ACK, 0))
+            self.room.notify_all()
+        elif kind == _PING and not flags & _ACK:
+            self.sock.sendall(_frame(_PING, _ACK, 0, payload))
+        elif kind == _WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & _MAX_WINDOW
+            if target == 0:
+                self.send_window += increment
+            elif state is not None:
+                state.window += increment
+            self.room.notify_all()
+        elif kind == _RST_STREAM and state is not None:
+            state.error_text = f"the server reset the stream (error code {payload[:4].hex()})"
+            state.ended = True
+            state.ready.notify()
+        elif kind == _GOAWAY:
+            raise H2Error(f"the server closed the connection (GOAWAY {payload[4:8].hex()})")
+
+    def _settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - 5, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == _SETTINGS_MAX_FRAME_SIZE:
+                self.max_frame = value
+            elif key == _SETTINGS_INITIAL_WINDOW_SIZE:
+                for state in self.streams.values():
+                    state.window += value - self.stream_window_start
+                self.stream_window_start = value
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(_RECV_BYTES)
+            if not chunk:
+                raise H2Error(f"{self.host}:{self.port} closed the connection")
+            self.buffer += chunk
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
+class SharedConnections:
+    """A worker process's connections: thread k of the process uses connection k // N."""
+
+    def __init__(self, host: str, port: int, per_connection: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.per_connection = per_connection
+        self.lock = threading.Lock()
+        self.connections: dict[int, SharedH2Connection] = {}
+        self.threads = 0
+        self.closed = False
+
+    def seat(self) -> int:
+        """The connection index of the next thread to call."""
+        with self.lock:
+            index = self.threads // self.per_connection
+            self.threads += 1
+            return index
+
+    def get(self, index: int) -> SharedH2Connection:
+        """Connection ``index``, opened (or opened again after it broke) when needed."""
+        with self.lock:
+            if self.closed:
+                raise H2Error("the load generator is stopping")
+            connection = self.connections.get(index)
+            if connection is None or connection.broken:
+                connection = SharedH2Connection(self.host, self.port, self.timeout_s)
+                self.connections[index] = connection
+            return connection
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            connections = list(self.connections.values())
+        for connection in connections:
+            connection.close()
+
+
+class SharedUnaryCall:
+    """One thread's unary calls (``ModelInfer``), each a new stream on its shared connection."""
+
+    def __init__(self, pool: SharedConnections, path: str) -> None:
+        self.pool = pool
+        self.index = pool.seat()
+        self.block = request_headers(path, f"{pool.host}:{pool.port}")
+
+    def call(self, message: bytes) -> None:
+        connection = self.pool.get(self.index)
+        stream = connection.open(self.block)
+        try:
+            connection.send(stream, message, end=True)
+        except BaseException:
+            connection.forget(stream)
+            raise
+        data, error_text = connection.finish(stream)
+        if len(data) < 5:
+            raise H2Error(f"gRPC call failed: {error_text or 'trailers without a message'}")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class SharedStreamCall:
+    """One thread's ``ModelStreamInfer`` stream on its shared connection: each call writes one
+    request and reads the next response."""
+
+    def __init__(self, pool: SharedConnections, path: str) -> None:
+        self.pool = pool
+        self.index = pool.seat()
+        self.block = request_headers(path, f"{pool.host}:{pool.port}")
+        self.connection: SharedH2Connection | None = None
+        self.stream: _Stream | None = None
+
+    def call(self, message: bytes) -> None:
+        try:
+            if self.connection is None or self.stream is None or self.connection.broken:
+                self.connection = self.pool.get(self.index)
+                self.stream = self.connection.open(self.block)
+            self.connection.send(self.stream, message, end=False)
+            response = self.connection.next_message(self.stream)
+        except BaseException:
+            self._drop()
+            raise
+        if response[:1] == _ERROR_MESSAGE_TAG:
+            raise H2Error(f"stream response with an error: {_stream_error(response)}")
+
+    def _drop(self) -> None:
+        connection, self.connection = self.connection, None
+        stream, self.stream = self.stream, None
+        if connection is not None and stream is not None:
+            connection.forget(stream)
+
+    def close(self) -> None:
+        self.pool.close()
