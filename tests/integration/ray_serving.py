@@ -1,15 +1,81 @@
-"""What the Ray serving tests share: a python model with a fixed cost per batch that answers
-with its process id (so a test knows which actor served it), its repository, and one infer."""
+"""What the Ray serving tests share: a simulated cluster with the test's own Ray driver, a
+python model with a fixed cost per batch that answers with its process id (so a test knows
+which actor served it), its repository, and one infer."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 WAIT_S = 90.0  # bound of each wait for the cluster to settle
+
+
+class RayTestCluster:
+    """A ``ray.cluster_utils.Cluster`` whose head has no CPU (nothing is placed there), the
+    worker ``nodes`` (``add_node`` keyword arguments), and this test's Ray driver on it in
+    ``namespace``."""
+
+    def __init__(self, namespace: str, nodes: Sequence[Mapping[str, Any]]) -> None:
+        import pytest
+
+        self.ray = pytest.importorskip("ray")
+        from ray.cluster_utils import Cluster
+
+        self.namespace = namespace
+        self.cluster = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+        )
+        for node in nodes:
+            self.cluster.add_node(**node)
+        self.cluster.wait_for_nodes()
+        self.ray.init(address=self.cluster.address, namespace=namespace, log_to_driver=False)
+
+    def actors(self, model: str) -> dict[str, Any]:
+        """The model's named actors in this namespace, by name."""
+        names = self.ray.util.list_named_actors(all_namespaces=True)
+        return {
+            entry["name"]: self.ray.get_actor(entry["name"], namespace=entry["namespace"])
+            for entry in names
+            if entry["namespace"] == self.namespace and entry["name"].startswith(f"{model}/")
+        }
+
+    def pid_of(self, actor: Any) -> int:
+        return int(self.ray.get(actor.describe.remote(), timeout=WAIT_S).pid)
+
+    def node_of(self, actor: Any) -> Any:
+        node_id = self.ray.get(actor.describe.remote(), timeout=WAIT_S).node
+        for node in self.cluster.worker_nodes:
+            if node.node_id == node_id:
+                return node
+        raise AssertionError(f"actor's node {node_id} is not a worker node")
+
+    def answers(self, actor: Any) -> bool:
+        """Whether the actor answers within 5 s (alive, not restarting)."""
+        try:
+            self.ray.get(actor.describe.remote(), timeout=5)
+        except Exception:
+            return False
+        return True
+
+    def shutdown(self) -> None:
+        self.ray.shutdown()
+        self.cluster.shutdown()
+
+
+@contextmanager
+def ray_cluster(namespace: str, nodes: Sequence[Mapping[str, Any]]) -> Iterator[Any]:
+    """A :class:`RayTestCluster` for a module's tests, shut down on the way out."""
+    made = RayTestCluster(namespace, nodes)
+    try:
+        yield made
+    finally:
+        made.shutdown()
+
 
 MODEL_PY = """\
 import os

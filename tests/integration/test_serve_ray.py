@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ray_serving import WAIT_S, infer, wait_for, write_models
+from ray_serving import RayTestCluster, infer, wait_for, write_models
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
@@ -31,46 +31,17 @@ NAMESPACE = "headrace-test"
 LOAD_S = 30.0  # bound of each load loop
 
 
-class Cluster:
-    """The simulated cluster, the test's own Ray driver on it, and the actors' names."""
+class Cluster(RayTestCluster):
+    """Three worker nodes of one CPU, each with a resource naming it (``node1``…)."""
 
     def __init__(self) -> None:
-        self.ray = pytest.importorskip("ray")
-        from ray.cluster_utils import Cluster as RayCluster
-
-        self.cluster = RayCluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 0, "include_dashboard": False},
-        )
-        self.added = 0
-        for _ in range(3):
-            self.add_node()
-        self.cluster.wait_for_nodes()
-        self.ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        self.added = 3
+        nodes = [{"num_cpus": 1, "resources": {f"node{i}": 1}} for i in range(1, 4)]
+        super().__init__(NAMESPACE, nodes)
 
     def add_node(self) -> Any:
         self.added += 1
         return self.cluster.add_node(num_cpus=1, resources={f"node{self.added}": 1})
-
-    def actors(self, model: str) -> dict[str, Any]:
-        """The model's actors by name."""
-        names = self.ray.util.list_named_actors(all_namespaces=True)
-        return {
-            entry["name"]: self.ray.get_actor(entry["name"], namespace=entry["namespace"])
-            for entry in names
-            if entry["namespace"] == NAMESPACE and entry["name"].startswith(f"{model}/")
-        }
-
-    def node_of(self, actor: Any) -> Any:
-        node_id = self.ray.get(actor.describe.remote(), timeout=WAIT_S).node
-        for node in self.cluster.worker_nodes:
-            if node.node_id == node_id:
-                return node
-        raise AssertionError(f"actor's node {node_id} is not a worker node")
-
-    def shutdown(self) -> None:
-        self.ray.shutdown()
-        self.cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +179,7 @@ def test_killing_an_actor_mid_load_fails_only_its_requests(
         killed_at = time.monotonic()
         cluster.ray.kill(victim, no_restart=False)  # Ray restarts it
         load.wait_ok(40, since=killed_at)  # the other instance keeps serving
-        wait_for("the killed actor's restart", lambda: _answers(cluster, victim))
+        wait_for("the killed actor's restart", lambda: cluster.answers(victim))
         load.wait_ok(40, since=time.monotonic())
     _check_failures(load, "slow")
     assert name in cluster.actors("slow")  # the same actor, restarted
@@ -227,7 +198,7 @@ def test_removing_a_node_mid_load_then_adding_one_resumes(
         cluster.cluster.remove_node(node)  # no CPU left for it elsewhere: it stays down
         load.wait_ok(40, since=removed_at)
         cluster.add_node()
-        wait_for("the actor's restart on the new node", lambda: _answers(cluster, actors[0]))
+        wait_for("the actor's restart on the new node", lambda: cluster.answers(actors[0]))
         load.wait_ok(40, since=time.monotonic())
     _check_failures(load, "slow")
     client = httpclient.InferenceServerClient(server.http_url)
@@ -268,11 +239,3 @@ def test_readiness_is_false_while_no_instance_is_alive(
     finally:
         client.close()
         grpc.close()
-
-
-def _answers(cluster: Cluster, actor: Any) -> bool:
-    try:
-        cluster.ray.get(actor.describe.remote(), timeout=5)
-    except Exception:
-        return False
-    return True

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ray_serving import ray_cluster
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
@@ -55,18 +56,8 @@ instance_group [ {{ count: {count} kind: KIND_GPU }} ]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    made.add_node(num_cpus=4, num_gpus=1)
-    made.wait_for_nodes()
-    ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
-    try:
-        yield made
-    finally:
-        ray.shutdown()
-        made.shutdown()
+    with ray_cluster(NAMESPACE, [{"num_cpus": 4, "num_gpus": 1}]) as made:
+        yield made.cluster
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ray_serving import ray_cluster
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
@@ -32,19 +33,9 @@ MODEL = "seq_accumulate"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for index in range(2):
-        made.add_node(num_cpus=1, resources={f"node{index + 1}": 1})
-    made.wait_for_nodes()
-    ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
-    try:
-        yield made
-    finally:
-        ray.shutdown()
-        made.shutdown()
+    nodes = [{"num_cpus": 1, "resources": {f"node{i}": 1}} for i in (1, 2)]
+    with ray_cluster(NAMESPACE, nodes) as made:
+        yield made.cluster
 
 
 @pytest.fixture(scope="module")

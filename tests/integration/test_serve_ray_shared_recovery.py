@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ray_serving import WAIT_S, infer, wait_for, write_models
+from ray_serving import WAIT_S, RayTestCluster, infer, ray_cluster, wait_for, write_models
 from serve_process import ServeProcess, start_server
 
 pytestmark = pytest.mark.ray
@@ -41,57 +41,15 @@ NAMESPACE = "headrace-recovery"
 LOAD_S = 60.0  # bound of each load loop
 
 
-class Cluster:
-    """The simulated cluster and the test's own Ray driver on it."""
-
-    def __init__(self) -> None:
-        self.ray = pytest.importorskip("ray")
-        from ray.cluster_utils import Cluster as RayCluster
-
-        self.cluster = RayCluster(
-            initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
-        )
-        for _ in range(4):
-            self.cluster.add_node(num_cpus=1)
-        self.cluster.wait_for_nodes()
-        self.ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False)
-
-    def actors(self, model: str) -> dict[str, Any]:
-        names = self.ray.util.list_named_actors(all_namespaces=True)
-        return {
-            entry["name"]: self.ray.get_actor(entry["name"], namespace=entry["namespace"])
-            for entry in names
-            if entry["namespace"] == NAMESPACE and entry["name"].startswith(f"{model}/")
-        }
-
-    def pid_of(self, actor: Any) -> int:
-        return int(self.ray.get(actor.describe.remote(), timeout=WAIT_S).pid)
-
-    def node_of(self, actor: Any) -> Any:
-        node_id = self.ray.get(actor.describe.remote(), timeout=WAIT_S).node
-        return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
-
-    def answers(self, actor: Any) -> bool:
-        try:
-            self.ray.get(actor.describe.remote(), timeout=5)
-        except Exception:
-            return False
-        return True
-
-
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
-    try:
+def cluster() -> Iterator[RayTestCluster]:
+    with ray_cluster(NAMESPACE, [{"num_cpus": 1}] * 4) as made:
         yield made
-    finally:
-        made.ray.shutdown()
-        made.cluster.shutdown()
 
 
 @pytest.fixture(scope="module")
 def frontends(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+    cluster: RayTestCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServeProcess]]:
     root = tmp_path_factory.mktemp("serve_ray_recovery")
     repository = root / "repo"
@@ -173,7 +131,7 @@ class LoadLoop:
 
 
 def test_killing_a_shared_actor_fails_only_its_requests_and_both_frontends_resume(
-    cluster: Cluster, frontends: list[ServeProcess]
+    cluster: RayTestCluster, frontends: list[ServeProcess]
 ) -> None:
     actors = cluster.actors("slow")
     assert len(actors) == 2 and all("@" in name for name in actors)  # shared: one set
@@ -194,7 +152,7 @@ def test_killing_a_shared_actor_fails_only_its_requests_and_both_frontends_resum
 
 
 def test_readiness_follows_a_shared_actor_on_both_frontends(
-    cluster: Cluster, frontends: list[ServeProcess]
+    cluster: RayTestCluster, frontends: list[ServeProcess]
 ) -> None:
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -230,7 +188,7 @@ def _step(client: Any, module: Any, value: int, sequence: int, start: bool) -> i
 
 
 def test_a_sequence_on_a_killed_shared_actor_must_start_again_on_either_frontend(
-    cluster: Cluster, frontends: list[ServeProcess]
+    cluster: RayTestCluster, frontends: list[ServeProcess]
 ) -> None:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
@@ -260,7 +218,7 @@ def test_a_sequence_on_a_killed_shared_actor_must_start_again_on_either_frontend
         b.close()
 
 
-def _ray_actors(cluster: Cluster, *flags: str) -> subprocess.CompletedProcess[str]:
+def _ray_actors(cluster: RayTestCluster, *flags: str) -> subprocess.CompletedProcess[str]:
     """``headrace ray-actors`` as an operator runs it, from its own process."""
     command = [sys.executable, "-c", "import sys; from headrace.cli import main; sys.exit(main())"]
     address = ["--ray-address", cluster.cluster.address, "--ray-namespace", NAMESPACE]
@@ -284,7 +242,7 @@ def _rows(listing: str) -> dict[tuple[str, str], list[str]]:
 
 
 def test_ray_actors_lists_the_shared_actors_and_removes_them_once_stale(
-    cluster: Cluster, frontends: list[ServeProcess]
+    cluster: RayTestCluster, frontends: list[ServeProcess]
 ) -> None:
     listed = _ray_actors(cluster)
     assert listed.returncode == 0, listed.stderr
