@@ -25,7 +25,16 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["GrpcH2Connection", "GrpcH2Stream", "H2Error", "open_connection"]
+__all__ = [
+    "GrpcH2Connection",
+    "GrpcH2Stream",
+    "H2Error",
+    "check_stream_response",
+    "open_connection",
+    "read_exactly",
+    "settings_entries",
+    "take_message",
+]
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
@@ -89,6 +98,41 @@ def request_headers(path: str, authority: str) -> bytes:
         + _literal(name_content_type, "application/grpc")
         + _literal_name("te", "trailers")
     )
+
+
+def take_message(inbox: bytearray) -> bytes | None:
+    """The first whole gRPC message in ``inbox`` (length-prefixed), removed; None if none yet."""
+    if len(inbox) < 5:
+        return None
+    size = int.from_bytes(inbox[1:5], "big")
+    if len(inbox) < 5 + size:
+        return None
+    message = bytes(inbox[5 : 5 + size])
+    del inbox[: 5 + size]
+    return message
+
+
+def check_stream_response(response: bytes) -> None:
+    """Raise if a ``ModelStreamInferResponse`` carries an error message."""
+    if response[:1] == _ERROR_MESSAGE_TAG:
+        raise H2Error(f"stream response with an error: {_stream_error(response)}")
+
+
+def settings_entries(payload: bytes) -> list[tuple[int, int]]:
+    """A SETTINGS frame's (identifier, value) pairs."""
+    return [struct.unpack_from(">HI", payload, at) for at in range(0, len(payload) - 5, 6)]
+
+
+def read_exactly(sock: socket.socket, buffer: bytearray, size: int, peer: str) -> bytes:
+    """``size`` bytes from ``buffer``, filled from ``sock`` as needed; the rest stays."""
+    while len(buffer) < size:
+        chunk = sock.recv(_RECV_BYTES)
+        if not chunk:
+            raise H2Error(f"{peer} closed the connection")
+        buffer += chunk
+    data = bytes(buffer[:size])
+    del buffer[:size]
+    return data
 
 
 def open_connection(host: str, port: int, timeout_s: float) -> socket.socket:
@@ -241,8 +285,7 @@ class GrpcH2Connection:
             raise H2Error(f"the server closed the connection (GOAWAY {payload[4:8].hex()})")
 
     def _settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - 5, 6):
-            key, value = struct.unpack_from(">HI", payload, offset)
+        for key, value in settings_entries(payload):
             if key == _SETTINGS_MAX_FRAME_SIZE:
                 self.max_frame = value
             elif key == _SETTINGS_INITIAL_WINDOW_SIZE:
@@ -255,14 +298,7 @@ class GrpcH2Connection:
 
     def _exactly(self, size: int) -> bytes:
         assert self.sock is not None
-        while len(self.buffer) < size:
-            chunk = self.sock.recv(_RECV_BYTES)
-            if not chunk:
-                raise H2Error(f"{self.host}:{self.port} closed the connection")
-            self.buffer += chunk
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
+        return read_exactly(self.sock, self.buffer, size, f"{self.host}:{self.port}")
 
 
 class GrpcH2Stream(GrpcH2Connection):
@@ -282,17 +318,13 @@ class GrpcH2Stream(GrpcH2Connection):
         except BaseException:
             self.close()
             raise
-        if response[:1] == _ERROR_MESSAGE_TAG:
-            raise H2Error(f"stream response with an error: {_stream_error(response)}")
+        check_stream_response(response)
 
     def _next_message(self) -> bytes:
         while True:
-            if len(self.inbox) >= 5:
-                size = int.from_bytes(self.inbox[1:5], "big")
-                if len(self.inbox) >= 5 + size:
-                    message = bytes(self.inbox[5 : 5 + size])
-                    del self.inbox[: 5 + size]
-                    return message
+            message = take_message(self.inbox)
+            if message is not None:
+                return message
             if self.ended:
                 raise H2Error(f"the server ended the stream: {self.error_text or 'no reason'}")
             self._read_frame(self.stream)

@@ -26,14 +26,12 @@ from headrace.bench.load_h2 import (
     _DEFAULT_WINDOW,
     _END_HEADERS,
     _END_STREAM,
-    _ERROR_MESSAGE_TAG,
     _GOAWAY,
     _HEADERS,
     _MAX_STREAM_ID,
     _MAX_WINDOW,
     _PADDED,
     _PING,
-    _RECV_BYTES,
     _REPLENISH,
     _RST_STREAM,
     _SETTINGS,
@@ -43,9 +41,12 @@ from headrace.bench.load_h2 import (
     H2Error,
     _frame,
     _grpc_message,
-    _stream_error,
+    check_stream_response,
     open_connection,
+    read_exactly,
     request_headers,
+    settings_entries,
+    take_message,
 )
 
 __all__ = ["SharedConnections", "SharedH2Connection", "SharedStreamCall", "SharedUnaryCall"]
@@ -141,12 +142,9 @@ class SharedH2Connection:
         """The stream's next gRPC message (a ``ModelStreamInfer`` response)."""
         with self.lock:
             while True:
-                if len(state.inbox) >= 5:
-                    size = int.from_bytes(state.inbox[1:5], "big")
-                    if len(state.inbox) >= 5 + size:
-                        message = bytes(state.inbox[5 : 5 + size])
-                        del state.inbox[: 5 + size]
-                        return message
+                message = take_message(state.inbox)
+                if message is not None:
+                    return message
                 if state.ended:
                     raise H2Error(f"the server ended the stream: {state.error_text or 'no reason'}")
                 self._wait(state)
@@ -251,8 +249,7 @@ class SharedH2Connection:
             raise H2Error(f"the server closed the connection (GOAWAY {payload[4:8].hex()})")
 
     def _settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - 5, 6):
-            key, value = struct.unpack_from(">HI", payload, offset)
+        for key, value in settings_entries(payload):
             if key == _SETTINGS_MAX_FRAME_SIZE:
                 self.max_frame = value
             elif key == _SETTINGS_INITIAL_WINDOW_SIZE:
@@ -261,14 +258,7 @@ class SharedH2Connection:
                 self.stream_window_start = value
 
     def _exactly(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            chunk = self.sock.recv(_RECV_BYTES)
-            if not chunk:
-                raise H2Error(f"{self.host}:{self.port} closed the connection")
-            self.buffer += chunk
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
+        return read_exactly(self.sock, self.buffer, size, f"{self.host}:{self.port}")
 
 
 class SharedConnections:
@@ -315,9 +305,12 @@ class SharedUnaryCall:
         self.pool = pool
         self.index = pool.seat()
         self.block = request_headers(path, f"{pool.host}:{pool.port}")
+        self.connection: SharedH2Connection | None = None
 
     def call(self, message: bytes) -> None:
-        connection = self.pool.get(self.index)
+        connection = self.connection
+        if connection is None or connection.broken:
+            connection = self.connection = self.pool.get(self.index)
         stream = connection.open(self.block)
         try:
             connection.send(stream, message, end=True)
@@ -329,7 +322,7 @@ class SharedUnaryCall:
             raise H2Error(f"gRPC call failed: {error_text or 'trailers without a message'}")
 
     def close(self) -> None:
-        self.pool.close()
+        """Nothing of its own: the pool, closed by whoever made it, holds the connections."""
 
 
 class SharedStreamCall:
@@ -353,8 +346,7 @@ class SharedStreamCall:
         except BaseException:
             self._drop()
             raise
-        if response[:1] == _ERROR_MESSAGE_TAG:
-            raise H2Error(f"stream response with an error: {_stream_error(response)}")
+        check_stream_response(response)
 
     def _drop(self) -> None:
         connection, self.connection = self.connection, None
@@ -363,4 +355,4 @@ class SharedStreamCall:
             connection.forget(stream)
 
     def close(self) -> None:
-        self.pool.close()
+        """Nothing of its own: the pool, closed by whoever made it, holds the connections."""
