@@ -143,27 +143,17 @@ def test_cuda_device_matches_cpu(mlp_version):
 
 def test_session_parameters_reach_onnxruntime(mlp_version, monkeypatch):
     """``session.*`` parameters become onnxruntime session config entries; others do not."""
-    import onnxruntime as ort
-
-    entries: list[tuple[str, str]] = []
-    original = ort.SessionOptions.add_session_config_entry
-
-    def record(self, key, value):
-        entries.append((key, value))
-        return original(self, key, value)
-
-    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
-    _, version_dir, exported = mlp_version
-    config = model_config("mlp", exported, backend="onnxruntime")
-    config.parameters["session.intra_op.allow_spinning"].string_value = "0"
-    config.parameters["intra_op_thread_count"].string_value = "1"
-    backend = OnnxRuntimeBackend(context_for(config, version_dir))
+    entries = _session_entries(
+        mlp_version,
+        monkeypatch,
+        False,
+        session__intra_op__allow_spinning="0",
+        intra_op_thread_count="1",
+    )
     assert entries == [("session.intra_op.allow_spinning", "0")]
-    out = backend.execute({"x": np.ones((2, 64), dtype=np.float32)})
-    assert out["y"].shape == (2, 1)
 
 
-def _spinning_entries(mlp_version, monkeypatch, serving, **parameters):
+def _session_entries(mlp_version, monkeypatch, serving, **parameters):
     """The session config entries the backend adds, for a context with ``serving``."""
     import dataclasses
 
@@ -190,15 +180,15 @@ def _spinning_entries(mlp_version, monkeypatch, serving, **parameters):
 def test_a_served_cpu_pool_sleeps_when_idle_unless_the_config_says(mlp_version, monkeypatch):
     off = ("session.intra_op.allow_spinning", "0")
     two = {"intra_op_thread_count": "2"}
-    assert _spinning_entries(mlp_version, monkeypatch, True, **two) == [off]
+    assert _session_entries(mlp_version, monkeypatch, True, **two) == [off]
     # direct and offline use keep onnxruntime's default; one thread has no pool to spin
-    assert _spinning_entries(mlp_version, monkeypatch, False, **two) == []
-    assert _spinning_entries(mlp_version, monkeypatch, True, intra_op_thread_count="1") == []
-    kept = _spinning_entries(
+    assert _session_entries(mlp_version, monkeypatch, False, **two) == []
+    assert _session_entries(mlp_version, monkeypatch, True, intra_op_thread_count="1") == []
+    kept = _session_entries(
         mlp_version, monkeypatch, True, session__intra_op__allow_spinning="1", **two
     )
     assert kept == [("session.intra_op.allow_spinning", "1")]
-    parallel = _spinning_entries(
+    parallel = _session_entries(
         mlp_version, monkeypatch, True, execution_mode="1", inter_op_thread_count="2", **two
     )
     assert parallel == [off, ("session.inter_op.allow_spinning", "0")]

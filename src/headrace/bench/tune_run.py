@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from headrace.backends.signature import int_parameter
 from headrace.bench.tune import Measurement, Setting, SideBySide
 from headrace.bench.tune_serve import TuneServer, serve
 from headrace.config.defaults import fill_defaults
+from headrace.config.platforms import backend_of_platform
 from headrace.config.tensors import input_specs
 from headrace.config.text import ModelConfig, format_config, read_config
 from headrace.errors import HeadraceError, InvalidInput
@@ -81,19 +83,12 @@ def model_setting(config: ModelConfig) -> Setting:
 
 def tunes_threads(config: ModelConfig) -> bool:
     """Whether the model's backend takes ``intra_op_thread_count`` (onnxruntime does)."""
-    return config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx"
+    backend = config.backend or backend_of_platform(config.platform)
+    return backend == "onnxruntime"
 
 
 def _threads(config: ModelConfig) -> int:
-    if THREADS_PARAMETER not in config.parameters:
-        return 0
-    text = config.parameters[THREADS_PARAMETER].string_value
-    try:
-        return max(0, int(text))
-    except ValueError:
-        raise InvalidInput(
-            f"model {config.name!r}: parameter {THREADS_PARAMETER} {text!r} is not an integer"
-        ) from None
+    return max(0, int_parameter(config, THREADS_PARAMETER, 0))
 
 
 def apply_setting(config: ModelConfig, setting: Setting) -> ModelConfig:
