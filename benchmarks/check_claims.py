@@ -353,9 +353,12 @@ def _side_by_side(concurrency: int, cells: tuple[str | None, ...]) -> tuple[str 
     return tuple(None if cell is None else paths[cell] for cell in cells)
 
 
+def _pa_point(model: str, protocol: str, concurrency: int) -> str:
+    return f"summary.points[model={model}][protocol={protocol}][concurrency={concurrency}]"
+
+
 def _pa(model: str, protocol: str, concurrency: int) -> str:
-    point = f"summary.points[model={model}][protocol={protocol}][concurrency={concurrency}]"
-    return f"{point}.ratio"
+    return f"{_pa_point(model, protocol, concurrency)}.ratio"
 
 
 CLAIMS: tuple[Claim | Row, ...] = (
@@ -382,80 +385,110 @@ CLAIMS: tuple[Claim | Row, ...] = (
         _SCAN,
         "points[model=particlenet_torchscript][mode~=http,grpc].throughput_mean",
     ),
-    # bench_load_vs_perf_analyzer.json: headrace bench load vs perf_analyzer, one server
+    # bench_load_vs_perf_analyzer_pinned.json: headrace bench load vs perf_analyzer, one
+    # server, server and generators on separate cores
+    Claim(BENCH, "measured 0.955-1.114x perf_analyzer's", _VS_PA_PINNED, "summary.points[*].ratio"),
+    Claim(TOP, "measured 0.955-1.114x perf_analyzer's", _VS_PA_PINNED, "summary.points[*].ratio"),
+    Claim(BENCH, "unary gRPC 0.955-0.984x", _VS_PA_PINNED, "summary.points[protocol=grpc].ratio"),
     Claim(
-        BENCH, "measured 0.94-1.14x perf_analyzer's throughput", _VS_PA, "summary.points[*].ratio"
+        BENCH,
+        "gRPC streaming\n1.011-1.051x",
+        _VS_PA_PINNED,
+        "summary.points[protocol=grpc-stream].ratio",
     ),
-    Claim(TOP, "measured 0.94-1.14x perf_analyzer's", _VS_PA, "summary.points[*].ratio"),
-    Claim(BENCH, "the identity model 1.14x", _VS_PA, _pa("identity_bytes", "grpc-stream", 1)),
-    Claim(TOP, "(identity 1.14x", _VS_PA, _pa("identity_bytes", "grpc-stream", 1)),
-    Claim(BENCH, "and the MLP 1.13x", _VS_PA, _pa("mlp", "grpc-stream", 1)),
-    Claim(TOP, "MLP 1.13x)", _VS_PA, _pa("mlp", "grpc-stream", 1)),
+    Claim(BENCH, "HTTP 0.986-1.114x", _VS_PA_PINNED, "summary.points[protocol=http].ratio"),
+    Claim(BENCH, "model: 1.114x**", _VS_PA_PINNED, _pa("identity_bytes", "http", 1)),
+    Claim(TOP, "(1.114x), where", _VS_PA_PINNED, _pa("identity_bytes", "http", 1)),
     Row(
         BENCH,
-        "(p50\n434 against 473 µs;",
-        _VS_PA,
-        (
-            None,
-            "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
-            ".headrace_p50_us",
-            "summary.points[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
-            ".perf_analyzer_p50_us",
-        ),
-    ),
-    Row(
-        BENCH,
-        "headrace 2,138, 2,212 and 2,167 /s, perf_analyzer 1,786, 1,900 and\n1,990 /s",
-        _VS_PA,
+        "(2,594 against 2,329 /s; p50 377 against 418 µs;",
+        _VS_PA_PINNED,
         tuple(
-            f"records[model=identity_bytes][protocol=grpc-stream][concurrency=1]"
-            f"[generator={g}][round={r}].throughput"
-            for g in ("headrace", "perf_analyzer")
-            for r in (0, 1, 2)
+            None if field is None else f"{_pa_point('identity_bytes', 'http', 1)}.{field}"
+            for field in (
+                "headrace_throughput",
+                "perf_analyzer_throughput",
+                None,  # p50
+                "headrace_p50_us",
+                "perf_analyzer_p50_us",
+            )
         ),
     ),
-    Claim(BENCH, "HTTP ranged 0.96-1.10x", _VS_PA, "summary.points[protocol=http].ratio"),
-    Claim(BENCH, "unary gRPC 0.99-1.05x", _VS_PA, "summary.points[protocol=grpc].ratio"),
-    Claim(BENCH, "1.09x then, 1.01x now", _VS_PA, _pa("identity_bytes", "http", 16)),
     Claim(
         BENCH,
-        "headrace's generator spent 60-186 µs",
-        _VS_PA,
+        "2,561-2,624 against",
+        _VS_PA_PINNED,
+        "records[model=identity_bytes][protocol=http][concurrency=1][generator=headrace]"
+        ".throughput",
+    ),
+    Claim(
+        BENCH,
+        "against 2,199-2,375 /s",
+        _VS_PA_PINNED,
+        "records[model=identity_bytes][protocol=http][concurrency=1][generator=perf_analyzer]"
+        ".throughput",
+    ),
+    Claim(
+        BENCH,
+        "(queue 8-9 µs",
+        _VS_PA_PINNED,
+        "records[model=identity_bytes][protocol=http][concurrency=1].server_queue_us",
+    ),
+    Claim(
+        BENCH,
+        "infer 22-23 µs)",
+        _VS_PA_PINNED,
+        "records[model=identity_bytes][protocol=http][concurrency=1].server_compute_infer_us",
+    ),
+    Claim(
+        BENCH,
+        "headrace's generator spent 52-181 µs",
+        _VS_PA_PINNED,
         "summary.points[*].headrace_client_cpu_us_per_request",
     ),
     Claim(
         BENCH,
-        "perf_analyzer 66-126 µs",
-        _VS_PA,
-        "summary.points[*].perf_analyzer_client_cpu_us_per_request",
-    ),
-    Claim(
-        BENCH,
-        "175-186 µs per request at unary gRPC c=1",
-        _VS_PA,
-        "summary.points[protocol=grpc][concurrency=1].headrace_client_cpu_us_per_request",
-    ),
-    # bench_load_vs_perf_analyzer_pinned.json: the same with server and generators pinned apart
-    Claim(BENCH, "measured 1.01-1.17x perf_analyzer's", _VS_PA_PINNED, "summary.points[*].ratio"),
-    Claim(TOP, "it measured 1.01-1.17x", _VS_PA_PINNED, "summary.points[*].ratio"),
-    Claim(BENCH, "(unary 1.07x)", _VS_PA_PINNED, _pa("identity_bytes", "grpc", 1)),
-    Claim(
-        BENCH,
-        "the\nidentity model at c=1 (1.15x)",
+        "perf_analyzer 54-106 µs",
         _VS_PA_PINNED,
-        _pa("identity_bytes", "grpc-stream", 1),
+        "summary.points[*].perf_analyzer_client_cpu_us_per_request",
     ),
     Row(
         BENCH,
-        "the MLP at c=16 (1.17x; 5,060 against 4,315 /s)",
+        "against 1.012x and 1.011x now",
         _VS_PA_PINNED,
-        (
-            None,
-            _pa("mlp", "grpc-stream", 16),
-            "summary.points[model=mlp][protocol=grpc-stream][concurrency=16].headrace_throughput",
-            "summary.points[model=mlp][protocol=grpc-stream][concurrency=16]"
-            ".perf_analyzer_throughput",
-        ),
+        (_pa("identity_bytes", "grpc-stream", 1), _pa("mlp", "grpc-stream", 1)),
+    ),
+    # bench_load_vs_perf_analyzer.json: the same, unpinned
+    Claim(BENCH, "ranged 0.863-1.177x", _VS_PA, "summary.points[*].ratio"),
+    Claim(TOP, "it measured 0.863-1.177x", _VS_PA, "summary.points[*].ratio"),
+    Claim(BENCH, "HTTP 0.949-1.177x", _VS_PA, "summary.points[protocol=http].ratio"),
+    Claim(BENCH, "unary gRPC\n0.863-1.024x", _VS_PA, "summary.points[protocol=grpc].ratio"),
+    Claim(
+        BENCH, "gRPC streaming 0.898-1.041x", _VS_PA, "summary.points[protocol=grpc-stream].ratio"
+    ),
+    Claim(BENCH, "identity HTTP c=1 1.177x", _VS_PA, _pa("identity_bytes", "http", 1)),
+    Claim(BENCH, "unary gRPC c=1 0.863x", _VS_PA, _pa("mlp", "grpc", 1)),
+    Claim(BENCH, "MLP streaming c=16 0.898x", _VS_PA, _pa("mlp", "grpc-stream", 16)),
+    Claim(BENCH, "MLP HTTP c=16 1.133x", _VS_PA, _pa("mlp", "http", 16)),
+    Claim(
+        BENCH,
+        "1,277-1,295 and",
+        _VS_PA,
+        "records[model=mlp][protocol=grpc][concurrency=1][generator=headrace][round~=0,2,4]"
+        ".throughput",
+    ),
+    Claim(
+        BENCH,
+        "and 1,496-1,497 /s",
+        _VS_PA,
+        "records[model=mlp][protocol=grpc][concurrency=1][generator=headrace][round~=1,3]"
+        ".throughput",
+    ),
+    Row(
+        BENCH,
+        "1.041x and 0.976x in this run",
+        _VS_PA,
+        (_pa("identity_bytes", "grpc-stream", 1), _pa("mlp", "grpc-stream", 1)),
     ),
     # serve_ab_onnx_spinning.json: onnxruntime's pool sleeping when idle in the server
     Claim(BENCH, "the MLP served 1.03-1.21x", _SPIN, "summary[model=mlp_onnx].after_over_before"),

@@ -1,8 +1,14 @@
-"""The HTTP/2 client's encodings on known inputs (RFC 7541's examples)."""
+"""The HTTP/2 client's encodings on known inputs (RFC 7541's examples) and its flow control."""
 
 from __future__ import annotations
 
-from headrace.bench.load_h2 import _grpc_message, _integer, request_headers
+import socket
+import threading
+
+import pytest
+
+from headrace.bench.load_h2 import GrpcH2Stream, _grpc_message, _integer, request_headers
+from headrace.bench.load_h2_shared import SharedConnections, SharedStreamCall
 
 
 def test_prefix_integers_as_rfc_7541_c1() -> None:
@@ -27,3 +33,68 @@ def test_grpc_message_read_only_when_raw() -> None:
     huffman = b"\x00\x0cgrpc-message\x85abcde"
     assert _grpc_message(huffman) == ""
     assert _grpc_message(b"") == ""
+
+
+def _read_frame(sock: socket.socket, buffer: bytearray) -> tuple[int, int, int, bytes]:
+    while len(buffer) < 9 or len(buffer) < 9 + int.from_bytes(buffer[:3], "big"):
+        chunk = sock.recv(65536)
+        assert chunk, "the client closed the connection"
+        buffer += chunk
+    length = int.from_bytes(buffer[:3], "big")
+    kind, flags = buffer[3], buffer[4]
+    stream = int.from_bytes(buffer[5:9], "big")
+    payload = bytes(buffer[9 : 9 + length])
+    del buffer[: 9 + length]
+    return kind, flags, stream, payload
+
+
+def _one_stream_server(listener: socket.socket, seen: list[tuple[int, int, int]]) -> None:
+    """Answers one message on stream 1, then records the client's frames until it closes."""
+    sock, _ = listener.accept()
+    with sock:
+        buffer = bytearray()
+        while len(buffer) < 24:
+            buffer += sock.recv(65536)
+        assert buffer[:24] == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        del buffer[:24]
+        sock.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # our SETTINGS, empty
+        while True:
+            kind, _, stream, payload = _read_frame(sock, buffer)
+            if kind == 0 and stream == 1:  # the request's DATA
+                break
+        response = b"\x00" + (100).to_bytes(4, "big") + bytes(100)
+        sock.sendall(len(response).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big"))
+        sock.sendall(response)
+        sock.settimeout(5)
+        try:
+            while True:
+                kind, _, stream, payload = _read_frame(sock, buffer)
+                if kind == 8:  # WINDOW_UPDATE
+                    seen.append((kind, stream, int.from_bytes(payload, "big")))
+        except (AssertionError, OSError):
+            pass
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own", "shared"])
+def test_each_data_frame_received_is_given_back_to_stream_and_connection(shared: bool) -> None:
+    """As gRPC's C-core clients do: WINDOW_UPDATEs for the stream and the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[tuple[int, int, int]] = []
+    server = threading.Thread(target=_one_stream_server, args=(listener, seen), daemon=True)
+    server.start()
+    path = "/inference.GRPCInferenceService/ModelStreamInfer"
+    if shared:
+        pool = SharedConnections("127.0.0.1", port, 6, 5.0)
+        call = SharedStreamCall(pool, path)
+        call.call(b"request")
+        call.close()
+        pool.close()
+    else:
+        own = GrpcH2Stream("127.0.0.1", port, path, 5.0)
+        own.call(b"request")
+        own.close()
+    server.join(10)
+    listener.close()
+    updates = [(stream, size) for _, stream, size in seen if size == 105]
+    assert sorted(updates) == [(0, 105), (1, 105)]

@@ -9,9 +9,16 @@ indexed) and the request's DATA frames, then reads frames until its answer is in
 
 What it does of HTTP/2 (RFC 9113) and gRPC's mapping onto it:
 
-- the connection preface and SETTINGS (no push; a large receive window, replenished, so the
-  server never waits on the client; ``SETTINGS_HEADER_TABLE_SIZE`` 0, so nothing the server
-  sends refers to an HPACK dynamic table); SETTINGS and PING are acknowledged;
+- the connection preface and SETTINGS (no push; the largest receive windows, so the server
+  never waits on the client; ``SETTINGS_HEADER_TABLE_SIZE`` 0, so nothing the server sends
+  refers to an HPACK dynamic table); SETTINGS and PING are acknowledged;
+- every DATA frame received is acknowledged at once with WINDOW_UPDATE frames for its stream
+  (while open) and the connection, as gRPC's C-core clients (tritonclient, perf_analyzer) do:
+  seen through a frame-counting proxy, perf_analyzer sends two WINDOW_UPDATEs per response,
+  most often in a TCP segment of their own. The server reads and handles them like any frame,
+  so a generator that left them out would measure a server doing less work per request than
+  under a real client (about 8% more throughput on a ``ModelStreamInfer`` stream at
+  concurrency 1 on a 2-core machine);
 - its own sends respect the server's flow-control windows and maximum frame size;
 - a unary call succeeds when a gRPC message arrived and the stream ended; one that fails
   ends with trailers alone (no message). On a ``ModelStreamInfer`` stream
@@ -34,6 +41,7 @@ __all__ = [
     "read_exactly",
     "settings_entries",
     "take_message",
+    "window_updates",
 ]
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -43,7 +51,6 @@ _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTIN
 _END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
 _MAX_WINDOW = 2**31 - 1
 _DEFAULT_WINDOW = 65535
-_REPLENISH = 2**30
 _MAX_STREAM_ID = 2**31 - 1
 _RECV_BYTES = 1 << 16
 _SETTINGS_MAX_FRAME_SIZE, _SETTINGS_INITIAL_WINDOW_SIZE = 5, 4
@@ -98,6 +105,16 @@ def request_headers(path: str, authority: str) -> bytes:
         + _literal(name_content_type, "application/grpc")
         + _literal_name("te", "trailers")
     )
+
+
+def window_updates(stream: int, size: int, flags: int) -> bytes:
+    """The WINDOW_UPDATE frames that give back ``size`` bytes of a DATA frame just received:
+    its stream's (unless the frame ended the stream) and the connection's."""
+    increment = struct.pack(">I", size)
+    update = _frame(_WINDOW_UPDATE, 0, 0, increment)
+    if flags & _END_STREAM:
+        return update
+    return _frame(_WINDOW_UPDATE, 0, stream, increment) + update
 
 
 def take_message(inbox: bytearray) -> bytes | None:
@@ -207,7 +224,6 @@ class GrpcH2Connection:
         self.stream_window_start = _DEFAULT_WINDOW  # each new stream's, from the server's SETTINGS
         self.stream_window = 0
         self.max_frame = 16384
-        self.unacknowledged = 0  # DATA bytes received since our last connection WINDOW_UPDATE
 
     def _begin(self) -> int:
         """Open the next stream (its HEADERS go out with its first DATA)."""
@@ -253,10 +269,8 @@ class GrpcH2Connection:
         target = int.from_bytes(header[5:9], "big") & _MAX_STREAM_ID
         payload = self._exactly(length)
         if kind == _DATA:
-            self.unacknowledged += length
-            if self.unacknowledged >= _REPLENISH:
-                self._send(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self.unacknowledged)))
-                self.unacknowledged = 0
+            if length:
+                self._send(window_updates(target, length, flags))
             if target == stream:
                 if flags & _PADDED:
                     payload = payload[1 : len(payload) - payload[0]]

@@ -32,7 +32,6 @@ from headrace.bench.load_h2 import (
     _MAX_WINDOW,
     _PADDED,
     _PING,
-    _REPLENISH,
     _RST_STREAM,
     _SETTINGS,
     _SETTINGS_INITIAL_WINDOW_SIZE,
@@ -47,6 +46,7 @@ from headrace.bench.load_h2 import (
     request_headers,
     settings_entries,
     take_message,
+    window_updates,
 )
 
 __all__ = ["SharedConnections", "SharedH2Connection", "SharedStreamCall", "SharedUnaryCall"]
@@ -79,7 +79,6 @@ class SharedH2Connection:
         self.send_window = _DEFAULT_WINDOW
         self.stream_window_start = _DEFAULT_WINDOW
         self.max_frame = 16384
-        self.unacknowledged = 0
         self.failure: BaseException | None = None
         self.buffer = bytearray()
         sock = open_connection(host, port, timeout_s)
@@ -209,11 +208,8 @@ class SharedH2Connection:
         """One frame, under the lock (see :meth:`GrpcH2Connection._read_frame`)."""
         state = self.streams.get(target)
         if kind == _DATA:
-            self.unacknowledged += len(payload)
-            if self.unacknowledged >= _REPLENISH:
-                update = struct.pack(">I", self.unacknowledged)
-                self.sock.sendall(_frame(_WINDOW_UPDATE, 0, 0, update))
-                self.unacknowledged = 0
+            if payload:
+                self.sock.sendall(window_updates(target, len(payload), flags))
             if state is not None:
                 if flags & _PADDED:
                     payload = payload[1 : len(payload) - payload[0]]
