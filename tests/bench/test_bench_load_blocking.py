@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -99,15 +100,28 @@ def test_a_closed_server_is_an_error_not_a_hang(
 def test_records_split_at_the_window_end_and_count_errors() -> None:
     record = _Record()
     record.ends, record.latencies = [100, 200, 300], [10_000, 20_000, 30_000]
+    record.responses = [1, 3, 2]  # a decoupled model's responses per request
     record.error_ends = [150, 350]
     record.first_error = "RuntimeError: x"
     record.skip()
     first = record.take(200)
     assert first.latencies_us.tolist() == [10.0, 20.0]
     assert (first.errors, first.skipped, first.first_error) == (1, 1, "RuntimeError: x")
+    assert first.responses == 4
     second = record.take(400)
     assert second.latencies_us.tolist() == [30.0]
-    assert (second.errors, second.skipped) == (1, 0)
+    assert (second.errors, second.skipped, second.responses) == (1, 0, 2)
+
+
+def test_a_decoupled_request_is_timed_to_its_first_response() -> None:
+    record = _Record()
+    start = time.monotonic_ns()
+    record.ok(start, (start + 5_000, 3))
+    record.ok(start)  # one response, timed to the end of the call
+    taken = record.take(time.monotonic_ns())
+    assert taken.latencies_us[0] == 5.0
+    assert taken.latencies_us[1] > 0
+    assert taken.responses == 4
 
 
 def test_describe_gives_a_grpc_errors_code_and_details() -> None:

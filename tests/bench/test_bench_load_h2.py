@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
-from headrace.bench.load_h2 import GrpcH2Stream, _grpc_message, _integer, request_headers
+from headrace.bench.load_h2 import (
+    GrpcH2Stream,
+    H2Error,
+    _grpc_message,
+    _integer,
+    decoupled_answer,
+    request_headers,
+)
 from headrace.bench.load_h2_shared import SharedConnections, SharedStreamCall
 
 
@@ -98,3 +106,35 @@ def test_each_data_frame_received_is_given_back_to_stream_and_connection(shared:
     listener.close()
     updates = [(stream, size) for _, stream, size in seen if size == 105]
     assert sorted(updates) == [(0, 105), (1, 105)]
+
+
+def _stream_response(outputs: int = 0, final: bool | None = None, error: str = "") -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    response = service_pb2.ModelStreamInferResponse(error_message=error)
+    for index in range(outputs):
+        response.infer_response.outputs.add(name=f"OUT{index}", datatype="INT32", shape=[1])
+        response.infer_response.raw_output_contents.append(bytes(4))
+    if final is not None:
+        response.infer_response.parameters["triton_final_response"].bool_param = final
+    return response.SerializeToString()
+
+
+def test_a_decoupled_answer_reads_to_the_final_flag_and_counts_responses_with_outputs() -> None:
+    three = [_stream_response(1, False)] * 3
+    # after the final flag: the next request's first response
+    messages = iter([*three, _stream_response(final=True), _stream_response(1, False)])
+    before = time.monotonic_ns()
+    first_ns, responses = decoupled_answer(lambda: next(messages))
+    assert responses == 3
+    assert before <= first_ns <= time.monotonic_ns()
+    assert next(messages) == _stream_response(1, False)  # not read: it is not this request's
+    # a final response with outputs counts; one without the flag set true does not end it
+    messages = iter([_stream_response(2), _stream_response(1, True)])
+    assert decoupled_answer(lambda: next(messages))[1] == 2
+
+
+def test_a_decoupled_answer_fails_on_an_error_response() -> None:
+    messages = iter([_stream_response(1, False), _stream_response(error="negative input -1")])
+    with pytest.raises(H2Error, match="negative input -1"):
+        decoupled_answer(lambda: next(messages))

@@ -63,3 +63,15 @@ def test_summary_merges_windows_like_perf_analyzer() -> None:
 def test_window_throughput_counts_inferences() -> None:
     assert Window(2.0, np.ones(10), batch_size=8).throughput == pytest.approx(40)
     assert Window(0.0, np.ones(10)).throughput == 0
+
+
+def test_a_decoupled_models_responses_per_second_over_the_merged_windows() -> None:
+    windows = [
+        Window(1.0, np.ones(3), responses=9),
+        Window(0.5, np.ones(1), responses=3),
+    ]
+    summary = summarize_windows(windows)
+    assert summary.throughput == pytest.approx(4 / 1.5)
+    assert summary.response_throughput == pytest.approx(12 / 1.5)
+    plain = summarize_windows([Window(1.0, np.ones(3))])
+    assert plain.response_throughput is None  # one response per request: not counted

@@ -61,6 +61,23 @@ def test_parse_verbose_csv_keeps_breakdown_and_extra_columns() -> None:
     assert row.extra == {"request/response": 41, "response wait": 1736}
 
 
+def test_parse_a_decoupled_models_response_throughput() -> None:
+    # the header perf_analyzer 2.51's client wrote for a decoupled model (3 responses a request)
+    text = (
+        "Concurrency,Inferences/Second,Response Throughput,Client Send,"
+        "Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,"
+        "Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,"
+        "Avg latency,request/response,response wait\n"
+        "1,1286.47,3859.4,0,579,11,1,82,0,0,660,715,757,944,673,0,0\n"
+    )
+    (row,) = parse_csv(text)
+    assert row.throughput == pytest.approx(1286.47)
+    assert row.response_throughput == pytest.approx(3859.4)
+    assert "Response Throughput" not in row.extra
+    (plain,) = parse_csv(VERBOSE_CSV)
+    assert plain.response_throughput is None
+
+
 def test_parse_plain_csv_with_several_levels() -> None:
     rows = parse_csv(PLAIN_CSV + "\n")
     assert [r.concurrency for r in rows] == [4, 16]

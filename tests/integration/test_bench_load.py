@@ -18,9 +18,11 @@ from serve_process import ServeProcess, examples_repository, start_server
 
 from headrace.bench.load import LoadPoint, LoadSettings, run_load
 from headrace.bench.perf_analyzer import locate
-from headrace.errors import Unavailable
+from headrace.errors import InvalidConfig, Unavailable
 
 WIRES = ("http", "grpc", "grpc-stream")
+DECOUPLED = Path(__file__).resolve().parent.parent / "data" / "python_models" / "repeat_decoupled"
+"""Three responses per request, then the final flag on its own."""
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     workdir = tmp_path_factory.mktemp("bench-load")
     repository = workdir / "repo"
     shutil.copytree(examples_repository(tmp_path_factory), repository)
+    shutil.copytree(DECOUPLED, repository / DECOUPLED.name)
     process = start_server(repository, workdir)
     yield process
     assert process.stop() == 0, process.log_tail()
@@ -73,6 +76,7 @@ def test_a_concurrency_sweep_on_every_wire(server: ServeProcess, wire: str, shar
         assert row.avg_us > 0
         assert row.server_compute_infer_us > 0  # read from the statistics endpoint
         assert row.extra["server_request_us"] >= row.server_compute_infer_us
+        assert row.response_throughput is None  # one response per request: not counted
 
 
 @pytest.mark.slow
@@ -124,6 +128,44 @@ def test_perf_analyzer_gives_the_same_rows(server: ServeProcess, wire: str) -> N
     assert result.generator == "perf_analyzer" and result.error == "", result.error
     assert result.row is not None and result.row.throughput > 0
     assert result.row.avg_us > 0 and result.row.p99_us >= result.row.p50_us
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", [1, 2])
+def test_a_decoupled_model_is_timed_to_its_first_response_and_counts_them_all(
+    server: ServeProcess, shared: int
+) -> None:
+    load = settings(server, "grpc-stream", "repeat_decoupled", grpc_streams_per_connection=shared)
+    (result,) = run_load(load, [LoadPoint(concurrency=3)])
+    assert result.error == "" and result.errors == 0, result.error
+    row = result.row
+    assert row is not None and result.requests > 0
+    # every request ended with its final flag, after its three responses
+    assert row.response_throughput == pytest.approx(3 * row.throughput)
+    assert 0 < row.p50_us <= row.p99_us
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wire", ["http", "grpc"])
+def test_a_decoupled_model_off_a_stream_is_refused_with_the_way_to_measure_it(
+    server: ServeProcess, wire: str
+) -> None:
+    load = settings(server, wire, "repeat_decoupled")
+    with pytest.raises(InvalidConfig, match=r"decoupled.*--protocol grpc --streaming"):
+        list(run_load(load, [LoadPoint(concurrency=1)]))
+
+
+@pytest.mark.slow
+def test_perf_analyzer_counts_a_decoupled_model_as_headrace_does(server: ServeProcess) -> None:
+    try:
+        tool = locate()
+    except Unavailable:
+        pytest.skip("perf_analyzer is not installed")
+    load = settings(server, "grpc-stream", "repeat_decoupled", window_ms=500)
+    (result,) = run_load(load, [LoadPoint(concurrency=2)], "perf_analyzer", tool)
+    assert result.error == "", result.error
+    assert result.row is not None and result.row.response_throughput is not None
+    assert result.row.response_throughput == pytest.approx(3 * result.row.throughput, rel=0.02)
 
 
 @pytest.mark.slow

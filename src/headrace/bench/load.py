@@ -10,6 +10,11 @@ p50/p90/p95/p99 latency, and the server-side breakdown per request (queue, compu
 infer, output) from the statistics' change over the same windows. A point that never became
 stable keeps its last three windows and says so (``stable: false``).
 
+A decoupled model (any number of responses per request) is measured as perf_analyzer
+measures one: over a gRPC stream only, each request asking for the empty final response,
+latency to its first response, the request in flight until its final one, and the responses
+per second beside the requests per second.
+
 With ``generator="perf_analyzer"`` the same points run through NVIDIA's perf_analyzer
 (:mod:`headrace.bench.perf_analyzer`) and its CSV becomes the same rows.
 """
@@ -203,8 +208,13 @@ def fetch_target(settings: LoadSettings) -> ModelTarget:
             raise Unavailable(
                 f"cannot read model {model!r} from {settings.url} ({settings.protocol}): {exc}"
             ) from exc
+        decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
         return ModelTarget.from_metadata(
-            metadata, int(config.get("max_batch_size", 0)), version, settings.shapes
+            metadata,
+            int(config.get("max_batch_size", 0)),
+            version,
+            settings.shapes,
+            decoupled=decoupled,
         )
     finally:
         client.close()
@@ -336,7 +346,8 @@ def _measure(settings: LoadSettings, target: ModelTarget, point: LoadPoint) -> L
                     conn.send(("collect", end_ns))
                 parts: list[Collected] = [_expect(conn, "", _COLLECT_S) for conn in conns]
                 readings.append(_read_stats(stats_client, settings))
-                windows.append(_window(parts, (end_ns - start_ns) / 1e9, settings.batch_size))
+                duration_s = (end_ns - start_ns) / 1e9
+                windows.append(_window(parts, duration_s, settings.batch_size, target.decoupled))
                 skipped += sum(p.skipped for p in parts)
                 first_error = first_error or next(
                     (p.first_error for p in parts if p.first_error), ""
@@ -364,6 +375,7 @@ def _measure(settings: LoadSettings, target: ModelTarget, point: LoadPoint) -> L
         p95_us=summary.percentiles_us[95],
         p99_us=summary.percentiles_us[99],
         avg_us=summary.avg_us,
+        response_throughput=summary.response_throughput,
         extra={"server_request_us": server["success"]},
     )
     return LoadResult(
@@ -381,11 +393,14 @@ def _measure(settings: LoadSettings, target: ModelTarget, point: LoadPoint) -> L
     )
 
 
-def _window(parts: Sequence[Collected], duration_s: float, batch_size: int) -> Window:
+def _window(
+    parts: Sequence[Collected], duration_s: float, batch_size: int, decoupled: bool = False
+) -> Window:
     import numpy as np
 
     latencies = np.concatenate([p.latencies_us for p in parts]) if parts else np.empty(0)
-    return Window(duration_s, latencies, batch_size, sum(p.errors for p in parts))
+    responses = sum(p.responses for p in parts) if decoupled else None
+    return Window(duration_s, latencies, batch_size, sum(p.errors for p in parts), responses)
 
 
 def _measure_perf_analyzer(
@@ -427,6 +442,11 @@ def run_load(
         raise InvalidConfig(f"generator must be headrace or perf_analyzer, got {generator!r}")
     target = fetch_target(settings) if generator == "headrace" else None
     if target is not None:
+        if target.decoupled and not settings.streaming:
+            raise InvalidConfig(
+                f"model {settings.model!r} is decoupled (model_transaction_policy): it answers "
+                "over a gRPC stream only; use --protocol grpc --streaming"
+            )
         for spec in target.inputs:
             target.request_shape(spec, settings.batch_size)  # refuse a bad batch size up front
     for point in points:

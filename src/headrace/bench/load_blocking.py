@@ -13,7 +13,9 @@ a machine they share.
   response not parsed: a connection per thread (:mod:`headrace.bench.load_h2`), or, as
   perf_analyzer's contexts do, up to N threads sharing each connection, read by a thread of
   its own (:mod:`headrace.bench.load_h2_shared`);
-- gRPC streaming: a ``ModelStreamInfer`` stream per thread, on connections the same way.
+- gRPC streaming: a ``ModelStreamInfer`` stream per thread, on connections the same way; for
+  a decoupled model each call reads its request's responses up to the final one and returns
+  when the first arrived and how many there were.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _RECV_BYTES = 1 << 16
 class BlockingCall:
     """Send one pre-built request and wait for its whole response; raise if it failed.
 
+    ``send`` returns None, or for a decoupled model's stream a
+    :data:`~headrace.bench.load_h2.DecoupledAnswer`.
+
     Safe to call from many threads at once, each on its own connection (or stream), opened
     at its first call; ``close()`` (from any thread) closes them all, which ends the calls in
     progress with an error: how a stopping worker frees threads stuck on a server."""
@@ -46,7 +51,7 @@ class BlockingCall:
     def __init__(
         self,
         connect: Callable[[], Any],
-        send: Callable[[Any], None],
+        send: Callable[[Any], Any],
         after_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._connect, self._send, self._after_close = connect, send, after_close
@@ -54,13 +59,13 @@ class BlockingCall:
         self._opened: list[Any] = []
         self._lock = threading.Lock()
 
-    def send(self) -> None:
+    def send(self) -> Any:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._connect()
             with self._lock:
                 self._opened.append(connection)
-        self._send(connection)
+        return self._send(connection)
 
     def close(self) -> None:
         with self._lock:
@@ -87,19 +92,25 @@ def grpc_call(address: str, body: bytes, timeout_s: float, per_connection: int =
 
 
 def grpc_stream_call(
-    address: str, body: bytes, timeout_s: float, per_connection: int = 1
+    address: str, body: bytes, timeout_s: float, per_connection: int = 1, decoupled: bool = False
 ) -> BlockingCall:
     """``ModelStreamInfer``, one request in flight on each thread's stream at a time.
 
     perf_analyzer keeps one stream per context (one per request in flight at a concurrency);
     here each thread's stream carries its requests one after another, so the response read
-    back is the answer to the request just written. ``per_connection`` > 1: that many
-    threads' streams share each connection, as perf_analyzer's contexts do."""
-    return _grpc(address, "ModelStreamInfer", body, timeout_s, per_connection)
+    back is the answer to the request just written (``decoupled``: the responses up to the
+    final one). ``per_connection`` > 1: that many threads' streams share each connection, as
+    perf_analyzer's contexts do."""
+    return _grpc(address, "ModelStreamInfer", body, timeout_s, per_connection, decoupled)
 
 
 def _grpc(
-    address: str, method: str, body: bytes, timeout_s: float, per_connection: int
+    address: str,
+    method: str,
+    body: bytes,
+    timeout_s: float,
+    per_connection: int,
+    decoupled: bool = False,
 ) -> BlockingCall:
     from headrace.bench import load_h2, load_h2_shared
 
@@ -108,12 +119,26 @@ def _grpc(
     streaming = method == "ModelStreamInfer"
     if per_connection > 1:
         pool = load_h2_shared.SharedConnections(host, int(port), per_connection, timeout_s)
-        shared = load_h2_shared.SharedStreamCall if streaming else load_h2_shared.SharedUnaryCall
+        if streaming:
+            return BlockingCall(
+                lambda: load_h2_shared.SharedStreamCall(pool, path, decoupled),
+                lambda call: call.call(body),
+                after_close=pool.close,
+            )
         return BlockingCall(
-            lambda: shared(pool, path), lambda call: call.call(body), after_close=pool.close
+            lambda: load_h2_shared.SharedUnaryCall(pool, path),
+            lambda call: call.call(body),
+            after_close=pool.close,
         )
-    own = load_h2.GrpcH2Stream if streaming else load_h2.GrpcH2Connection
-    return BlockingCall(lambda: own(host, int(port), path, timeout_s), lambda call: call.call(body))
+    if streaming:
+        return BlockingCall(
+            lambda: load_h2.GrpcH2Stream(host, int(port), path, timeout_s, decoupled),
+            lambda call: call.call(body),
+        )
+    return BlockingCall(
+        lambda: load_h2.GrpcH2Connection(host, int(port), path, timeout_s),
+        lambda call: call.call(body),
+    )
 
 
 class HttpConnection:

@@ -29,7 +29,10 @@ def add_load_command(commands: Any) -> None:
     parser.add_argument(
         "--streaming",
         action="store_true",
-        help="gRPC ModelStreamInfer instead of unary calls; needs --protocol grpc (default off)",
+        help=(
+            "gRPC ModelStreamInfer instead of unary calls; needs --protocol grpc; the only "
+            "wire for a decoupled model (default off)"
+        ),
     )
     load = parser.add_mutually_exclusive_group()
     load.add_argument(

@@ -14,7 +14,9 @@ bottleneck, and talks to each over a pipe:
 Every request in flight is one thread's blocking call (:mod:`headrace.bench.load_blocking`),
 which costs the client less per request than an event loop. Each request is timed from just
 before it is handed to the transport to the moment its whole response has arrived; the
-response is checked for success, not decoded (as perf_analyzer does).
+response is checked for success, not decoded (as perf_analyzer does). A decoupled model's
+request is timed to its first response, as perf_analyzer does, and holds its slot until its
+final response; its responses are counted for the response throughput.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from headrace.bench.load_blocking import (
     grpc_stream_call,
     http_call,
 )
+from headrace.bench.load_h2 import DecoupledAnswer
 from headrace.bench.load_inputs import (
     ModelTarget,
     grpc_request_bytes,
@@ -45,9 +48,6 @@ from headrace.bench.load_inputs import (
 
 __all__ = ["Collected", "WorkerPlan", "worker_main"]
 
-import os
-
-_ASYNC_STREAMS = os.environ.get("HR_ASYNC_STREAMS") == "1"
 _ERROR_BACKOFF_S = 0.01
 """A failed closed-loop request waits this long before its slot sends again, so a refusing
 server is not hammered in a tight loop."""
@@ -87,6 +87,8 @@ class Collected:
     first_error: str
     skipped: int
     """Open loop only: requests not sent because ``max_in_flight`` were outstanding."""
+    responses: int = 0
+    """Responses of the requests in ``latencies_us`` (one each, but for a decoupled model)."""
 
 
 class _Record:
@@ -96,15 +98,18 @@ class _Record:
         self.lock = threading.Lock()
         self.ends: list[int] = []
         self.latencies: list[int] = []
+        self.responses: list[int] = []
         self.error_ends: list[int] = []
         self.first_error = ""
         self.skipped = 0
 
-    def ok(self, start_ns: int) -> None:
+    def ok(self, start_ns: int, answer: DecoupledAnswer | None = None) -> None:
         end = time.monotonic_ns()
+        first, responses = answer if answer is not None else (end, 1)
         with self.lock:
             self.ends.append(end)
-            self.latencies.append(end - start_ns)
+            self.latencies.append(first - start_ns)
+            self.responses.append(responses)
 
     def failed(self, error: BaseException) -> None:
         end = time.monotonic_ns()
@@ -121,14 +126,22 @@ class _Record:
         with self.lock:
             ends = np.asarray(self.ends, dtype=np.int64)
             latencies = np.asarray(self.latencies, dtype=np.int64)
+            responses = np.asarray(self.responses, dtype=np.int64)
             keep = ends <= end_ns
             self.ends = ends[~keep].tolist()
             self.latencies = latencies[~keep].tolist()
+            self.responses = responses[~keep].tolist()
             errors = sum(1 for e in self.error_ends if e <= end_ns)
             self.error_ends = [e for e in self.error_ends if e > end_ns]
             skipped, self.skipped = self.skipped, 0
             first_error = self.first_error
-        return Collected(latencies[keep].astype(np.float64) / 1000.0, errors, first_error, skipped)
+        return Collected(
+            latencies[keep].astype(np.float64) / 1000.0,
+            errors,
+            first_error,
+            skipped,
+            int(responses[keep].sum()),
+        )
 
 
 def worker_main(plan: WorkerPlan, conn: Connection) -> None:
@@ -178,8 +191,9 @@ class _Worker:
         values = random_inputs(plan.target, plan.batch_size, plan.seed, plan.string_length)
         shared = plan.grpc_streams_per_connection
         if plan.streaming:
-            body = grpc_request_bytes(plan.target, values)
-            return grpc_stream_call(plan.address, body, plan.timeout_s, shared)
+            decoupled = plan.target.decoupled
+            body = grpc_request_bytes(plan.target, values, empty_final=decoupled)
+            return grpc_stream_call(plan.address, body, plan.timeout_s, shared, decoupled)
         if plan.protocol == "grpc":
             body = grpc_request_bytes(plan.target, values)
             return grpc_call(plan.address, body, plan.timeout_s, shared)
@@ -210,33 +224,33 @@ class _Worker:
         for thread in self.threads:
             thread.join(_STOP_JOIN_S)
 
-    def _closed_loop(self, send: Callable[[], None]) -> None:
+    def _closed_loop(self, send: Callable[[], DecoupledAnswer | None]) -> None:
         record, stopping = self.record, self.stopping
         while not stopping.is_set():
             start = time.monotonic_ns()
             try:
-                send()
+                answer = send()
             except Exception as error:
                 if stopping.is_set():
                     return
                 record.failed(error)
                 stopping.wait(_ERROR_BACKOFF_S)
                 continue
-            record.ok(start)
+            record.ok(start, answer)
 
-    def _open_loop(self, send: Callable[[], None]) -> None:
+    def _open_loop(self, send: Callable[[], DecoupledAnswer | None]) -> None:
         plan, record, stopping = self.plan, self.record, self.stopping
         room = threading.BoundedSemaphore(plan.max_in_flight)
 
         def one() -> None:
             start = time.monotonic_ns()
             try:
-                send()
+                answer = send()
             except Exception as error:
                 if not stopping.is_set():
                     record.failed(error)
             else:
-                record.ok(start)
+                record.ok(start, answer)
             finally:
                 room.release()
 

@@ -24,19 +24,25 @@ What it does of HTTP/2 (RFC 9113) and gRPC's mapping onto it:
   ends with trailers alone (no message). On a ``ModelStreamInfer`` stream
   (:class:`GrpcH2Stream`) each call writes one message and reads the next one back, which
   failed if it carries an error message. RST_STREAM and GOAWAY fail a call too. Responses
-  are not decoded further (as perf_analyzer does not).
+  are not decoded further (as perf_analyzer does not), except a decoupled model's
+  (:func:`decoupled_answer`): its request asks for the empty final response, and the call
+  reads responses until the one flagged ``triton_final_response``;
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
+from collections.abc import Callable
 
 __all__ = [
+    "DecoupledAnswer",
     "GrpcH2Connection",
     "GrpcH2Stream",
     "H2Error",
     "check_stream_response",
+    "decoupled_answer",
     "open_connection",
     "read_exactly",
     "settings_entries",
@@ -133,6 +139,37 @@ def check_stream_response(response: bytes) -> None:
     """Raise if a ``ModelStreamInferResponse`` carries an error message."""
     if response[:1] == _ERROR_MESSAGE_TAG:
         raise H2Error(f"stream response with an error: {_stream_error(response)}")
+
+
+DecoupledAnswer = tuple[int, int]
+"""A decoupled request's answer: when its first response arrived (``time.monotonic_ns``), and
+how many responses carried outputs (the empty final response not counted)."""
+
+
+def decoupled_answer(next_message: Callable[[], bytes]) -> DecoupledAnswer:
+    """Read one decoupled request's responses off its stream, up to the final one.
+
+    The request asked for ``triton_enable_empty_final_response``, so its last response says
+    ``triton_final_response``; latency is timed to the first response, as perf_analyzer does
+    for decoupled models. An error response fails the request (the caller then drops the
+    stream, so that nothing of this request is read as the next one's)."""
+    from tritonclient.grpc import service_pb2
+
+    first_ns = 0
+    responses = 0
+    while True:
+        message = next_message()
+        if not first_ns:
+            first_ns = time.monotonic_ns()
+        response = service_pb2.ModelStreamInferResponse.FromString(message)
+        if response.error_message:
+            raise H2Error(f"the server answered with an error: {response.error_message}")
+        answer = response.infer_response
+        if answer.outputs or answer.raw_output_contents:
+            responses += 1
+        final = answer.parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            return first_ns, responses
 
 
 def settings_entries(payload: bytes) -> list[tuple[int, int]]:
@@ -317,22 +354,32 @@ class GrpcH2Connection:
 
 class GrpcH2Stream(GrpcH2Connection):
     """One long-lived stream (``ModelStreamInfer``) on its own connection: each call writes
-    one request message on it and reads the next response message back."""
+    one request message on it and reads the next response message back, or, for a decoupled
+    model, every response up to the final one (:func:`decoupled_answer`)."""
 
     stream = 0
 
-    def call(self, message: bytes) -> None:
+    def __init__(
+        self, host: str, port: int, path: str, timeout_s: float, decoupled: bool = False
+    ) -> None:
+        super().__init__(host, port, path, timeout_s)
+        self.decoupled = decoupled
+
+    def call(self, message: bytes) -> DecoupledAnswer | None:  # type: ignore[override]
         """Send one message on the stream; raise if the response carries an error message."""
         try:
             if self.sock is None:
                 self._connect()
                 self.stream = self._begin()
             self._send_data(self.stream, message, end=False)
+            if self.decoupled:
+                return decoupled_answer(self._next_message)
             response = self._next_message()
         except BaseException:
             self.close()
             raise
         check_stream_response(response)
+        return None
 
     def _next_message(self) -> bytes:
         while True:

@@ -37,10 +37,12 @@ from headrace.bench.load_h2 import (
     _SETTINGS_INITIAL_WINDOW_SIZE,
     _SETTINGS_MAX_FRAME_SIZE,
     _WINDOW_UPDATE,
+    DecoupledAnswer,
     H2Error,
     _frame,
     _grpc_message,
     check_stream_response,
+    decoupled_answer,
     open_connection,
     read_exactly,
     request_headers,
@@ -323,26 +325,32 @@ class SharedUnaryCall:
 
 class SharedStreamCall:
     """One thread's ``ModelStreamInfer`` stream on its shared connection: each call writes one
-    request and reads the next response."""
+    request and reads the next response, or a decoupled model's responses up to the final one
+    (:func:`~headrace.bench.load_h2.decoupled_answer`)."""
 
-    def __init__(self, pool: SharedConnections, path: str) -> None:
+    def __init__(self, pool: SharedConnections, path: str, decoupled: bool = False) -> None:
         self.pool = pool
         self.index = pool.seat()
         self.block = request_headers(path, f"{pool.host}:{pool.port}")
         self.connection: SharedH2Connection | None = None
         self.stream: _Stream | None = None
+        self.decoupled = decoupled
 
-    def call(self, message: bytes) -> None:
+    def call(self, message: bytes) -> DecoupledAnswer | None:
         try:
             if self.connection is None or self.stream is None or self.connection.broken:
                 self.connection = self.pool.get(self.index)
                 self.stream = self.connection.open(self.block)
-            self.connection.send(self.stream, message, end=False)
-            response = self.connection.next_message(self.stream)
+            connection, stream = self.connection, self.stream
+            connection.send(stream, message, end=False)
+            if self.decoupled:
+                return decoupled_answer(lambda: connection.next_message(stream))
+            response = connection.next_message(stream)
         except BaseException:
             self._drop()
             raise
         check_stream_response(response)
+        return None
 
     def _drop(self) -> None:
         connection, self.connection = self.connection, None

@@ -56,6 +56,9 @@ class ModelTarget:
     inputs: tuple[InputSpec, ...]
     outputs: tuple[str, ...]
     shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    decoupled: bool = False
+    """``model_transaction_policy { decoupled: true }``: any number of responses per request,
+    over a gRPC stream only."""
 
     @classmethod
     def from_metadata(
@@ -64,6 +67,7 @@ class ModelTarget:
         max_batch_size: int,
         version: str = "",
         shapes: Mapping[str, Sequence[int]] | None = None,
+        decoupled: bool = False,
     ) -> ModelTarget:
         """From KServe v2 model metadata (JSON form); ``shapes`` fill variable dimensions."""
         given = dict(shapes or {})
@@ -92,7 +96,7 @@ class ModelTarget:
                 )
             inputs.append(InputSpec(str(entry["name"]), str(entry["datatype"]), tuple(dims)))
         outputs = tuple(str(o["name"]) for o in metadata.get("outputs", []))
-        return cls(name, version, max_batch_size, tuple(inputs), outputs, given)
+        return cls(name, version, max_batch_size, tuple(inputs), outputs, given, decoupled)
 
     def request_shape(self, spec: InputSpec, batch_size: int) -> list[int]:
         if self.max_batch_size > 0:
@@ -168,14 +172,21 @@ def http_request(
 
 
 def grpc_request_bytes(
-    target: ModelTarget, values: Mapping[str, np.ndarray], request_id: str = ""
+    target: ModelTarget,
+    values: Mapping[str, np.ndarray],
+    request_id: str = "",
+    empty_final: bool = False,
 ) -> bytes:
-    """A serialized ``ModelInferRequest`` (raw input contents) for these inputs."""
+    """A serialized ``ModelInferRequest`` (raw input contents) for these inputs;
+    ``empty_final`` asks a decoupled model's server for the empty final response
+    (``triton_enable_empty_final_response``), which tells the client the request is done."""
     from tritonclient.grpc import service_pb2
 
     request = service_pb2.ModelInferRequest(
         model_name=target.model, model_version=target.version, id=request_id
     )
+    if empty_final:
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
     for spec in target.inputs:
         tensor = request.inputs.add()
         tensor.name = spec.name

@@ -56,12 +56,14 @@ def print_table(results: Sequence[LoadResult], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
+    responses = any(r.row is not None and r.row.response_throughput is not None for r in results)
     columns = (
         "generator",
         "protocol",
         "batch",
         "load",
         "infer/s",
+        *(("resp/s",) if responses else ()),
         "avg ms",
         "p50",
         "p90",
@@ -84,7 +86,7 @@ def print_table(results: Sequence[LoadResult], title: str) -> None:
         head = [result.generator, result.protocol, str(result.batch_size), load]
         row = result.row
         if row is None:
-            table.add_row(*head, f"[red]{result.error[:60]}[/red]", *[""] * 10)
+            table.add_row(*head, f"[red]{result.error[:60]}[/red]", *[""] * (len(columns) - 5))
             continue
         ms = [
             row.avg_us,
@@ -100,9 +102,16 @@ def print_table(results: Sequence[LoadResult], title: str) -> None:
         stable = "yes" if result.stable else "[yellow]no[/yellow]"
         if result.errors:
             stable += f" [red]{result.errors} err[/red]"
-        table.add_row(*head, f"{row.throughput:.1f}", *[f"{v / 1000:.3f}" for v in ms], stable)
+        rates = [f"{row.throughput:.1f}"]
+        if responses:
+            rates.append(
+                "" if row.response_throughput is None else f"{row.response_throughput:.1f}"
+            )
+        table.add_row(*head, *rates, *[f"{v / 1000:.3f}" for v in ms], stable)
     console = Console()
     if not console.is_terminal:  # a log file or pipe: room for every column
         console = Console(width=160)
     console.print(table)
     print("latency columns in ms; queue/c.in/c.infer/c.out: server per request (statistics)")
+    if responses:
+        print("resp/s: a decoupled model's responses per second; its latency is to the first")

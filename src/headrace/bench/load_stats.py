@@ -39,6 +39,8 @@ class Window:
     """One entry per request that completed successfully inside the window."""
     batch_size: int = 1
     errors: int = 0
+    responses: int | None = None
+    """A decoupled model's responses in the window (None: one per request, not counted)."""
 
     @property
     def throughput(self) -> float:
@@ -61,6 +63,8 @@ class WindowSummary:
     errors: int
     avg_us: float
     percentiles_us: dict[int, float]
+    response_throughput: float | None = None
+    """Responses per second, for a decoupled model (perf_analyzer's "Response Throughput")."""
 
 
 def percentile_us(sorted_latencies: np.ndarray, percentile: float) -> float:
@@ -100,10 +104,15 @@ def summarize_windows(windows: Sequence[Window]) -> WindowSummary:
         else np.empty(0, dtype=np.float64)
     )
     batch = windows[-1].batch_size if windows else 1
+    counted = [w.responses for w in windows if w.responses is not None]
+    response_throughput = None
+    if windows and len(counted) == len(windows) and duration > 0:
+        response_throughput = sum(counted) / duration
     return WindowSummary(
         throughput=len(latencies) * batch / duration if duration > 0 else 0.0,
         requests=len(latencies),
         errors=sum(w.errors for w in windows),
         avg_us=float(np.mean(latencies)) if len(latencies) else 0.0,
         percentiles_us={p: percentile_us(latencies, p) for p in PERCENTILES},
+        response_throughput=response_throughput,
     )

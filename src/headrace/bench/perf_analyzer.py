@@ -63,6 +63,7 @@ _COLUMNS = {
     "Concurrency": "concurrency",
     "Request Rate": "request_rate",
     "Inferences/Second": "throughput",
+    "Response Throughput": "response_throughput",
     "Client Send": "client_send_us",
     "Network+Server Send/Recv": "network_us",
     "Server Queue": "server_queue_us",
@@ -105,6 +106,8 @@ class PerfRow:
     p95_us: float = 0.0
     p99_us: float = 0.0
     avg_us: float = 0.0
+    response_throughput: float | None = None
+    """Responses per second of a decoupled model (None for others)."""
     extra: Mapping[str, float] = field(default_factory=dict)
 
 
