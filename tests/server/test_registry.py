@@ -11,6 +11,7 @@ from server_fakes import run, write_python_model
 from headrace.errors import InvalidConfig, ModelNotFound
 from headrace.server.core import InferenceServer
 from headrace.server.models.registry import dependencies
+from headrace.server.options import ServerOptions
 from headrace.types import InferenceRequest
 
 ENSEMBLE = """
@@ -111,6 +112,51 @@ def test_unload_dependents_unloads_the_models_that_use_it(tmp_path: Path) -> Non
         assert found["other"][0] == "READY"
         with pytest.raises(ModelNotFound):
             server.models.route("nope")
+        await server.stop()
+
+    run(body)
+
+
+def test_the_index_lists_each_version_of_a_model_that_failed_or_was_unloaded(
+    tmp_path: Path,
+) -> None:
+    """As NVIDIA Triton 2.51 answers (checked side by side on the same repository): a version
+    that failed to load, and each version of an unloaded model, shows with UNAVAILABLE and
+    the reason; a model whose config cannot be read has no version to show."""
+    write_python_model(tmp_path, "two", {1: 2, 2: 3}, extra="version_policy: { all: {} }")
+    write_python_model(tmp_path, "broken", {1: 2})
+    (tmp_path / "broken" / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('broken on purpose')\n"
+        "    def execute(self, requests):\n"
+        "        return []\n"
+    )
+    write_python_model(tmp_path, "unreadable", {1: 2})
+    (tmp_path / "unreadable" / "config.pbtxt").write_text('name: "unreadable" max_batch_size: x')
+
+    def index(server: InferenceServer) -> dict[tuple[str, str], tuple[str, str]]:
+        return {(e.name, e.version): (e.state, e.reason) for e in server.repository_index()}
+
+    async def body() -> None:
+        server = InferenceServer(
+            tmp_path,
+            model_control_mode="explicit",
+            load_models=["two", "broken", "unreadable"],
+            options=ServerOptions(exit_on_error=False),
+        )
+        await server.start()
+        found = index(server)
+        assert found[("two", "1")] == found[("two", "2")] == ("READY", "")
+        state, reason = found[("broken", "1")]
+        assert state == "UNAVAILABLE" and "broken on purpose" in reason
+        assert [key for key in found if key[0] == "unreadable"] == [("unreadable", "")]
+        assert found[("unreadable", "")][0] == "UNAVAILABLE"
+        await server.unload_model("two")
+        found = index(server)
+        assert found[("two", "1")] == found[("two", "2")] == ("UNAVAILABLE", "unloaded")
+        await server.load_model("two")
+        assert index(server)[("two", "2")] == ("READY", "")
         await server.stop()
 
     run(body)

@@ -438,6 +438,11 @@ class InferenceServer:
                     )
                     for v in sorted(record.versions)
                 )
+            elif record is not None and record.idle_versions:
+                index.extend(
+                    RepositoryIndexEntry(name, str(v), record.state, record.reason)
+                    for v in record.idle_versions
+                )
             elif record is not None:
                 index.append(RepositoryIndexEntry(name, "", record.state, record.reason))
             elif (problem := self.models.problem(name)) is not None:

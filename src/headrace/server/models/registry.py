@@ -360,6 +360,7 @@ class ModelRegistry:
         async with record.lock:
             if not record.versions:
                 record.state, record.reason = ModelState.LOADING, ""
+            sources: list[VersionSource] = []
             try:
                 sources, fingerprint = await self._sources(name, override, files, report)
                 await self._load_dependencies(name, sources, report, (*chain, name))
@@ -374,6 +375,8 @@ class ModelRegistry:
                 record.reason = message
                 if not record.versions:
                     record.state = ModelState.UNAVAILABLE
+                    if isinstance(exc, Exception):
+                        record.idle_versions = await self._tried_versions(name, sources)
                 if isinstance(exc, HeadraceError) or not isinstance(exc, Exception):
                     raise
                 raise InternalError(f"model '{name}' failed to load: {message}") from exc
@@ -381,10 +384,29 @@ class ModelRegistry:
             self._forget_responses()
             self._settle_heap_soon()
             record.state, record.reason = ModelState.READY, ""
+            record.idle_versions = ()
             if fingerprint is not None:
                 self._fingerprints[name] = fingerprint
             _log.info("model '%s' serving versions %s", name, sorted(new))
             await close_all(old.values())
+
+    async def _tried_versions(self, name: str, sources: Sequence[VersionSource]) -> tuple[int, ...]:
+        """The versions a failed load was for: its sources, or, when it failed while they
+        were being completed, the versions the repository's config selects (none when that
+        config cannot be read, as Triton shows such a model without a version)."""
+        if sources:
+            return tuple(sorted(source.version for source in sources))
+        repository = self._repository
+        if repository is None:
+            return ()
+
+        def selected() -> tuple[int, ...]:
+            try:
+                return tuple(repository[name].versions()) if name in repository else ()
+            except Exception:
+                return ()
+
+        return await asyncio.to_thread(selected)
 
     async def _load_dependencies(
         self,
@@ -470,6 +492,8 @@ class ModelRegistry:
         async with record.lock:
             record.state = ModelState.UNLOADING
             old = record.swap({})
+            if old:
+                record.idle_versions = tuple(sorted(old))
             self._forget_responses()
             self._settle_heap_soon()
             try:

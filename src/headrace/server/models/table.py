@@ -94,6 +94,10 @@ class ModelRecord:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     highest: LoadedVersion | None = None
     by_label: Mapping[str, LoadedVersion] = field(default_factory=_empty)
+    idle_versions: tuple[int, ...] = ()
+    """While no version serves: the versions that last failed to load, or that served before
+    the model was unloaded. The index lists each with the model's state and reason, as
+    Triton does; empty when the failure came before any version was known (a bad config)."""
 
     def swap(self, versions: Mapping[int, LoadedVersion]) -> Mapping[int, LoadedVersion]:
         """Serve ``versions`` from now on; returns the set that served before."""
