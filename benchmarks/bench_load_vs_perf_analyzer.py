@@ -11,6 +11,10 @@ and round to round, because client and server share the CPU. The check: headrace
 within 10% of perf_analyzer's, the median over rounds per point; every row is recorded.
 Results: benchmarks/results/bench_load_vs_perf_analyzer.json, with the machine.
 
+``--models decoupled_repeat`` adds a decoupled python-backend model written by this script
+(three responses per request, then the final flag), measured over gRPC streaming only (the one
+wire a decoupled model answers on); its points also compare the responses per second.
+
 ``--server-cpus 1 --client-cpus 0`` pins the server's process tree and the load generators
 (this process, its worker processes, perf_analyzer) to disjoint cores, so that neither
 generator's threads wait behind the server's for a core: each generator then measures the
@@ -47,6 +51,31 @@ from headrace.bench.load import (  # noqa: E402
 from headrace.bench.perf_analyzer import locate  # noqa: E402
 
 MODELS = {"identity_bytes": {"INPUT0": [16]}, "mlp": {}}
+DECOUPLED = "decoupled_repeat"
+"""A decoupled model this script writes: for input n, responses n, n + 1, n + 2, then the
+final flag on its own."""
+_DECOUPLED_CONFIG = f"""name: "{DECOUPLED}"
+backend: "python"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+output [ {{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+"""
+_DECOUPLED_MODEL = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            n = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
+            for step in range(3):
+                out = pb_utils.Tensor("OUT", np.array([n + step], dtype=np.int32))
+                sender.send(pb_utils.InferenceResponse(output_tensors=[out]))
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+"""
 PROTOCOLS = ("http", "grpc", "grpc-stream")
 GENERATORS = ("headrace", "perf_analyzer")
 TOLERANCE = 0.10
@@ -54,7 +83,11 @@ TOLERANCE = 0.10
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS), help="(default identity_bytes,mlp)")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"of identity_bytes, mlp, {DECOUPLED} (default identity_bytes,mlp)",
+    )
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="(default all three)")
     p.add_argument("--concurrency", default="1,4,16", help="(default 1,4,16)")
     p.add_argument("--rounds", type=int, default=2, help="(default 2)")
@@ -98,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
+        if DECOUPLED in models:
+            (repository / DECOUPLED / "1").mkdir(parents=True)
+            (repository / DECOUPLED / "config.pbtxt").write_text(_DECOUPLED_CONFIG)
+            (repository / DECOUPLED / "1" / "model.py").write_text(_DECOUPLED_MODEL)
         with servers.launch("headrace", repository, models, Path(tmp), {}) as server:
             assert server.ports is not None
             if args.server_cpus:
@@ -108,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(args.rounds):
                 for model in models:
                     for protocol in protocols:
+                        if model == DECOUPLED and protocol != "grpc-stream":
+                            continue  # a decoupled model answers over a stream only
                         for c in concurrency:
                             order = GENERATORS if flip % 2 == 0 else GENERATORS[::-1]
                             flip += 1
@@ -221,6 +260,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                 statistics.median(x["p50_us"] for x in rows) if rows else None
             )
             row[f"{generator}_rounds"] = len(rows)
+            responses = [x["response_throughput"] for x in rows if x.get("response_throughput")]
+            if responses:
+                row[f"{generator}_response_throughput"] = statistics.median(responses)
             per_request = [
                 x["client_cpu_us_per_request"] for x in rows if "client_cpu_us_per_request" in x
             ]
@@ -229,6 +271,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             )
         ours, theirs = row["headrace_throughput"], row["perf_analyzer_throughput"]
         row["ratio"] = ours / theirs if ours and theirs else None
+        ours_r = row.get("headrace_response_throughput")
+        theirs_r = row.get("perf_analyzer_response_throughput")
+        if ours_r and theirs_r:
+            row["response_ratio"] = ours_r / theirs_r
         row["within_10pct"] = row["ratio"] is not None and abs(row["ratio"] - 1) <= TOLERANCE
         points.append(row)
     ratios = [p["ratio"] for p in points if p["ratio"] is not None]
@@ -244,6 +290,7 @@ def _print(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="bench load vs perf_analyzer (median over rounds)")
+    responses = any("response_ratio" in p for p in summary["points"])
     for column in (
         "model",
         "protocol",
@@ -251,6 +298,7 @@ def _print(summary: dict[str, Any]) -> None:
         "headrace inf/s",
         "perf_analyzer inf/s",
         "ratio",
+        *(("responses/s ratio",) if responses else ()),
         "client CPU µs/req (headrace / perf_analyzer)",
     ):
         table.add_column(column)
@@ -264,6 +312,11 @@ def _print(summary: dict[str, Any]) -> None:
             f"{p['headrace_throughput'] or 0:.1f}",
             f"{p['perf_analyzer_throughput'] or 0:.1f}",
             ratio + mark,
+            *(
+                (f"{p['response_ratio']:.3f}" if "response_ratio" in p else "-",)
+                if responses
+                else ()
+            ),
             f"{_us(p['headrace_client_cpu_us_per_request'])} / "
             f"{_us(p['perf_analyzer_client_cpu_us_per_request'])}",
         )

@@ -327,6 +327,7 @@ _DOORS_AB = "records[setting={s}][protocol={p}].throughput"
 _SCAN = "bench_scan_particlenet_cpu.json"
 _VS_PA = "bench_load_vs_perf_analyzer.json"
 _VS_PA_PINNED = "bench_load_vs_perf_analyzer_pinned.json"
+_VS_PA_DECOUPLED = "bench_load_vs_perf_analyzer_decoupled.json"
 _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
 _TUNE_MLP_PLAIN = "bench_tune/mlp_plain.json"
@@ -457,6 +458,41 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "against 1.012x and 1.011x now",
         _VS_PA_PINNED,
         (_pa("identity_bytes", "grpc-stream", 1), _pa("mlp", "grpc-stream", 1)),
+    ),
+    # bench_load_vs_perf_analyzer_decoupled.json: a decoupled model, pinned
+    Claim(
+        BENCH,
+        "measured 0.976-1.019x perf_analyzer's requests",
+        _VS_PA_DECOUPLED,
+        "summary.points[*].ratio",
+    ),
+    Claim(
+        BENCH,
+        "0.976-1.019x its responses",
+        _VS_PA_DECOUPLED,
+        "summary.points[*].response_ratio",
+    ),
+    Claim(TOP, "it measured 0.976-1.019x", _VS_PA_DECOUPLED, "summary.points[*].ratio"),
+    Claim(TOP, "it measured 0.976-1.019x", _VS_PA_DECOUPLED, "summary.points[*].response_ratio"),
+    Row(
+        BENCH,
+        "(4,028 against 3,951 /s at c=1)",
+        _VS_PA_DECOUPLED,
+        (
+            "summary.points[concurrency=1].headrace_response_throughput",
+            "summary.points[concurrency=1].perf_analyzer_response_throughput",
+            None,
+        ),
+    ),
+    Row(
+        BENCH,
+        "(c=1: 465 against\n643 µs)",
+        _VS_PA_DECOUPLED,
+        (
+            None,
+            "summary.points[concurrency=1].headrace_p50_us",
+            "summary.points[concurrency=1].perf_analyzer_p50_us",
+        ),
     ),
     # bench_load_vs_perf_analyzer.json: the same, unpinned
     Claim(BENCH, "ranged 0.863-1.177x", _VS_PA, "summary.points[*].ratio"),
