@@ -24,7 +24,7 @@ def test_tune_identity_two_points(
     code = main([
         "bench", "tune", str(model_dir), "--instances", "1", "--max-batch-sizes", "4",
         "--queue-delays-us", "0", "--concurrency", "2", "--measurement-ms", "300",
-        "--generator", "client", "--p99-ms", "10000", "--out", str(out),
+        "--generator", "headrace", "--p99-ms", "10000", "--out", str(out),
         "--write-config", str(written),
     ])  # fmt: skip
     assert code == 0
@@ -37,6 +37,7 @@ def test_tune_identity_two_points(
         assert "error" not in point, point
         assert point["throughput"] > 0 and point["p99_ms"] > 0
         assert point["inferences"] > 0 and point["cpu_s"] > 0 and point["cost"] > 0
+        assert point["generator"] == "headrace"  # bench load's generator
     assert document["best"] in (0, 1) and document["pareto"]
     chosen = read_config(str(written))
     assert chosen.name == "identity_bytes"
@@ -51,7 +52,7 @@ def test_side_by_side_serves_both_and_alternates(
     from headrace.bench.tune_run import TuneOptions, model_setting, run_side_by_side
 
     model_dir = examples_repository(tmp_path_factory) / "identity_bytes"
-    options = TuneOptions(model_dir=model_dir, measurement_ms=300, generator="client")
+    options = TuneOptions(model_dir=model_dir, measurement_ms=300, generator="headrace")
     own = model_setting(read_config(str(model_dir / "config.pbtxt")))
     seen: list[Setting] = []
     pair = run_side_by_side(

@@ -81,9 +81,10 @@ def add_tune_command(commands: Any) -> None:
     )
     p.add_argument(
         "--generator",
-        choices=("auto", "perf_analyzer", "client"),
+        choices=("auto", "perf_analyzer", "headrace", "client"),
         default="auto",
-        help="load generator: perf_analyzer when found, else a small async client (default auto)",
+        help="load generator: auto is perf_analyzer when found, else headrace's own (bench "
+        "load's; 'client' is an older name for it) (default auto)",
     )
     p.add_argument(
         "--shape",

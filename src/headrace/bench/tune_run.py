@@ -3,7 +3,8 @@
 Each setting is written into a fresh temporary repository holding only the tuned model (its
 files copied, its ``config.pbtxt`` rewritten), served by its own ``headrace serve`` on
 127.0.0.1, then loaded at each client concurrency. The load is perf_analyzer when it is found
-(:mod:`headrace.bench.perf_analyzer`), else :mod:`headrace.bench.tune_client`. Throughput and
+(:mod:`headrace.bench.perf_analyzer`), else headrace's own generator, ``bench load``'s
+(:mod:`headrace.bench.load`), with the same windows, trials and stability band. Throughput and
 p99 are the load generator's; inferences and CPU seconds are the server's own over the whole
 load run (statistics endpoint and psutil), so the cost does not depend on the generator.
 The search stops starting new settings once ``budget_s`` would be overrun.
@@ -22,8 +23,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from headrace.backends.signature import int_parameter
 from headrace.bench.tune import Measurement, Setting, SideBySide
 from headrace.bench.tune_serve import TuneServer, serve
@@ -32,7 +31,6 @@ from headrace.config.platforms import backend_of_platform
 from headrace.config.tensors import input_specs
 from headrace.config.text import ModelConfig, format_config, read_config
 from headrace.errors import HeadraceError, InvalidInput
-from headrace.types import DataType
 
 __all__ = [
     "TuneOptions",
@@ -45,6 +43,10 @@ __all__ = [
 
 _NO_BATCHER = -1
 """``max_queue_delay_us`` of a setting without ``dynamic_batching`` (only the model's own)."""
+_MAX_TRIALS = 6
+_STABILITY_PERCENT = 30.0
+"""Each point's load: at most this many windows, stable once the last three lie within ±this
+percent of their mean (perf_analyzer's rule; the same for either generator)."""
 
 THREADS_PARAMETER = "intra_op_thread_count"
 """The onnxruntime backend's per-instance compute threads (Triton's parameter name)."""
@@ -62,7 +64,7 @@ class TuneOptions:
     concurrencies: tuple[int, ...] = (4, 16)
     measurement_ms: int = 2000
     budget_s: float = 300.0
-    generator: str = "auto"  # auto, perf_analyzer or client
+    generator: str = "auto"  # auto, perf_analyzer or headrace ("client": headrace's, older name)
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     serve_args: tuple[str, ...] = ()
 
@@ -249,7 +251,7 @@ def _load_once(
 
 
 def _measurer(options: TuneOptions, config: ModelConfig) -> Measure:
-    """perf_analyzer when found (or asked for), else the small async client."""
+    """perf_analyzer when found (or asked for), else headrace's own generator (``bench load``)."""
     from headrace.bench import perf_analyzer
 
     specs = input_specs(config)
@@ -257,7 +259,7 @@ def _measurer(options: TuneOptions, config: ModelConfig) -> Measure:
         s.name: options.shapes.get(s.name, tuple(16 if d < 0 else d for d in s.dims)) for s in specs
     }
     executable = None
-    if options.generator != "client":
+    if options.generator not in ("headrace", "client"):
         try:
             executable = perf_analyzer.locate()
         except HeadraceError:
@@ -275,41 +277,31 @@ def _measurer(options: TuneOptions, config: ModelConfig) -> Measure:
                 concurrency=concurrency,
                 shapes=shapes,
                 measurement_ms=options.measurement_ms,
-                max_trials=6,
+                max_trials=_MAX_TRIALS,
+                stability_percent=_STABILITY_PERCENT,
             )
             row = perf_analyzer.run_perf_analyzer(load, executable=executable)
             return row.throughput, row.p50_us / 1e3, row.p99_us / 1e3, "perf_analyzer"
 
         return with_perf_analyzer
-    from headrace.bench.tune_client import run_closed_loop
+    from headrace.bench.load import LoadPoint, LoadSettings, run_load
 
-    rng = np.random.default_rng(0)
-    batched = config.max_batch_size > 0
-    inputs = {
-        s.name: _random(s.datatype, ((1,) if batched else ()) + shapes[s.name], rng) for s in specs
-    }
-    datatypes = {s.name: s.datatype.value for s in specs}
-
-    def with_client(server: TuneServer, concurrency: int) -> tuple[float, float, float, str]:
-        result = run_closed_loop(
-            server.http_url,
-            config.name,
-            inputs,
-            datatypes,
-            concurrency=concurrency,
-            duration_s=options.measurement_ms / 1e3,
+    def with_headrace(server: TuneServer, concurrency: int) -> tuple[float, float, float, str]:
+        settings = LoadSettings(
+            url=server.http_url,
+            model=config.name,
+            protocol="http",
+            shapes=shapes,
+            window_ms=options.measurement_ms,
+            max_trials=_MAX_TRIALS,
+            stability_percent=_STABILITY_PERCENT,
         )
-        if result.requests == 0:
-            raise InvalidInput(f"no request succeeded: {result.first_error}")
-        return result.throughput, result.p50_ms, result.p99_ms, "client"
+        (result,) = run_load(settings, [LoadPoint(concurrency=concurrency)])
+        row = result.row
+        if row is None or result.requests == 0:
+            raise InvalidInput(f"no request succeeded: {result.error or 'none completed'}")
+        if result.errors:
+            raise InvalidInput(f"{result.errors} requests failed: {result.error}")
+        return row.throughput, row.p50_us / 1e3, row.p99_us / 1e3, "headrace"
 
-    return with_client
-
-
-def _random(datatype: DataType, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    dtype = datatype.numpy_dtype
-    if datatype is DataType.BYTES:
-        return np.full(shape, b"headrace", dtype=object)
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    return rng.integers(0, 2, shape).astype(dtype)
+    return with_headrace
