@@ -11,7 +11,7 @@ from serve_process import examples_repository
 from headrace.cli import main
 from headrace.config.text import read_config
 
-pytest.importorskip("tritonclient.http.aio")
+pytest.importorskip("tritonclient.http")
 pytest.importorskip("psutil")
 
 
