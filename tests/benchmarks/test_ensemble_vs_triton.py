@@ -7,11 +7,10 @@ servers serve the same repository of python-backend models and ensembles, and ev
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ensemble_vs_triton.py"
 TRITON_READY = Path.home() / ".cache" / "headrace-tools" / "tritonserver" / "dist" / ".ready"
@@ -24,11 +23,7 @@ TOOL = Path(__file__).resolve().parents[3] / "shared" / "tools" / "tritonserver"
     reason="the tritonserver tool is not installed (../shared/tools/tritonserver next to the checkout)",
 )
 def test_ensembles_answer_as_triton_does(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("ensemble_vs_triton", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "ensemble_vs_triton")
     result = module.compare(tmp_path)
     assert result["differ"] == [], {
         key: (result["headrace"].get(key), result["triton"].get(key)) for key in result["differ"]

@@ -7,13 +7,12 @@ by the part of their text any server's words hold.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from bench_scripts import load_script
 from decoupled_client import (
     GENERATE_CASES,
     Sent,
@@ -38,11 +37,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "stateful_vs_trito
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stateful_vs_triton", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "stateful_vs_triton")
     return module
 
 
