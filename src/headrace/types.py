@@ -322,8 +322,11 @@ class InferenceRequest:
     sequence_start: bool = False
     sequence_end: bool = False
 
-    def with_inputs(self, inputs: Mapping[str, np.ndarray]) -> InferenceRequest:
-        """This request with other inputs, and a copy of its parameters.
+    def with_inputs(
+        self, inputs: Mapping[str, np.ndarray], request_id: str | None = None
+    ) -> InferenceRequest:
+        """This request with other inputs (and ``request_id`` as its id, when given), and a
+        copy of its parameters.
 
         For a door that replays a decoded request header (the gRPC frontend's), once per
         request: filled field by field, a fraction of the cost of ``dataclasses.replace``.
@@ -333,6 +336,8 @@ class InferenceRequest:
         fields.update(self.__dict__)
         fields["inputs"] = inputs
         fields["parameters"] = dict(self.parameters)
+        if request_id is not None:
+            fields["id"] = request_id
         return clone
 
 

@@ -181,6 +181,34 @@ def test_infer_typed_contents_input(served: Served) -> None:
     np.testing.assert_array_equal(y, [2.0, 4.0, 6.0, 8.0])
 
 
+def test_a_stream_request_that_cannot_be_decoded_is_answered_in_place_and_named(
+    served: Served,
+) -> None:
+    """Stream requests are decoded on arrival (with the unary door's header memo): one whose
+    raw contents do not fit its shape gets an error response carrying its model and id, in
+    its place in the stream, and requests with the same header after it are served."""
+    import grpc
+
+    def request(request_id: str, raw: bytes) -> service_pb2.ModelInferRequest:
+        message = service_pb2.ModelInferRequest(model_name="scale", id=request_id)
+        message.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+        message.raw_input_contents.append(raw)
+        return message
+
+    good = np.arange(4, dtype=np.float32).tobytes()
+    sent = [request("a", good), request("short", good[:12]), request("a", good)]
+    sent.append(service_pb2.ModelInferRequest(model_name="nope", id="unknown"))
+    with grpc.insecure_channel(served.url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        answers = list(stub.ModelStreamInfer(iter(sent), timeout=30))
+    assert [a.infer_response.id for a in answers] == ["a", "short", "a", "unknown"]
+    assert [bool(a.error_message) for a in answers] == [False, True, False, True]
+    assert "12" in answers[1].error_message and answers[1].infer_response.model_name == "scale"
+    y = np.frombuffer(answers[2].infer_response.raw_output_contents[0], dtype=np.float32)
+    np.testing.assert_array_equal(y, np.arange(4) * 2)
+    assert "nope" in answers[3].error_message
+
+
 def test_fp16_and_bytes_including_empty_and_non_ascii(client: Any) -> None:
     x = np.array([[0.5, -1.25, 3.0]], dtype=np.float16)
     tensor = grpcclient.InferInput("X", [1, 3], "FP16")

@@ -81,8 +81,34 @@ def test_malformed_requests_are_refused_and_headers_kept_are_bounded() -> None:
     decoder = InferRequestDecoder(None, capacity=2)
     with pytest.raises(InvalidInput, match="malformed ModelInferRequest"):
         decoder.decode(_wire(np.zeros(2, np.float32))[:-3])
-    for request_id in ("a", "b", "c", "a"):
-        request = decoder.decode(_wire(np.ones(2, np.float32), request_id=request_id))
+    for size, request_id in ((2, "a"), (3, "b"), (4, "c"), (2, "d")):  # three headers
+        request = decoder.decode(_wire(np.ones(size, np.float32), request_id=request_id))
         assert request.id == request_id
-        np.testing.assert_array_equal(request.inputs["x"], np.ones(2, np.float32))
+        np.testing.assert_array_equal(request.inputs["x"], np.ones(size, np.float32))
     assert len(decoder._plans) == 2
+
+
+def test_numbered_requests_share_one_kept_header_and_keep_their_own_ids() -> None:
+    """perf_analyzer numbers its stream requests; the id is not part of what is kept."""
+    decoder = InferRequestDecoder(SharedMemoryRegistry())
+    x = np.ones((2, 3), np.float32)
+    ids = ["0", "281474976710656", "", "é-unicode"]
+    decoded = [decoder.decode(_wire(x, request_id=i)) for i in ids]
+    assert [d.id for d in decoded] == ids
+    assert len(decoder._plans) == 1  # one header kept for all four
+    for request, request_id in zip(decoded, ids):
+        expected = _full(_wire(x, request_id=request_id))
+        for field in ("model_name", "model_version", "id", "outputs", "parameters", "priority"):
+            assert getattr(request, field) == getattr(expected, field), field
+
+
+def test_a_header_with_a_second_id_field_is_never_replayed_with_the_first() -> None:
+    # protobuf keeps the last of a repeated scalar field: the request's id is "second"
+    message = service_pb2.ModelInferRequest(model_name="m", id="first")
+    message.inputs.add(name="x", datatype="FP32", shape=[1])
+    late = service_pb2.ModelInferRequest(id="second").SerializeToString()
+    raw = service_pb2.ModelInferRequest(raw_input_contents=[b"\0" * 4]).SerializeToString()
+    wire = message.SerializeToString() + late + raw
+    decoder = InferRequestDecoder(SharedMemoryRegistry())
+    assert [decoder.decode(wire).id for _ in range(3)] == ["second"] * 3
+    assert _full(wire).id == "second"  # type: ignore[attr-defined]

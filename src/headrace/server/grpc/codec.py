@@ -152,7 +152,7 @@ _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
 _FIXED_SIZES = {1: 8, 5: 4}
 
 
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+def _read_varint(view: bytes | memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = view[pos]

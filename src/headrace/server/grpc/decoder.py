@@ -9,6 +9,13 @@ checked input specs and the request without its inputs) keyed by the header's by
 replays it: per request only the raw contents are checked and wrapped, with the same checks
 and error texts as :func:`~headrace.server.grpc.codec.decode_infer_request`.
 
+A request's ``id`` is not part of what is kept: clients that number their requests (as
+perf_analyzer does on a stream, and tritonclient users who pass ``request_id``) would make
+every header new. Protobuf writes fields in number order, so the id (field 3) comes right
+after the model name and version; it is cut out of the header before the lookup and put
+into the replayed request. A header whose id is not among those leading fields is decoded in
+full each time.
+
 Only headers whose inputs all arrive in ``raw_input_contents`` (none in shared memory, none in
 typed ``contents``) are kept; other requests, and headers whose decoding failed, take the full
 path every time. At most ``capacity`` headers are kept, the oldest dropped first. The decoder
@@ -25,7 +32,13 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from headrace.errors import InvalidInput
-from headrace.server.grpc.codec import decode_infer_request, from_raw, scan_infer_request
+from headrace.server.grpc.codec import (
+    _FIXED_SIZES,
+    _read_varint,
+    decode_infer_request,
+    from_raw,
+    scan_infer_request,
+)
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest
 
@@ -33,6 +46,7 @@ __all__ = ["InferRequestDecoder"]
 
 _MAX_HEADER_BYTES = 4096
 """Longer headers (many inputs or parameters) are decoded in full, not kept."""
+_ID_FIELD = 3  # ModelInferRequest.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +81,10 @@ class InferRequestDecoder:
     def decode(self, data: bytes | memoryview) -> InferenceRequest:
         """The request ``data`` carries; raises :class:`InvalidInput` as the full decoding does."""
         header, raws = scan_infer_request(data)
-        plan = self._plans.get(header)
+        key, request_id = _without_id(header)
+        plan = self._plans.get(key)
         if plan is None or len(raws) != len(plan.inputs):
-            return self._decode(header, raws)
+            return self._decode(header, key, request_id, raws)
         inputs: dict[str, np.ndarray] = {}
         for spec, raw in zip(plan.inputs, raws):
             if spec.nbytes is not None and len(raw) == spec.nbytes:
@@ -83,21 +98,74 @@ class InferRequestDecoder:
                     plan.request.model_name,
                     plan.request.id,
                 )
-        return plan.request.with_inputs(inputs)
+        return plan.request.with_inputs(inputs, request_id or "")
 
-    def _decode(self, header: bytes, raws: list[memoryview]) -> InferenceRequest:
+    def _decode(
+        self, header: bytes, key: bytes, request_id: str | None, raws: list[memoryview]
+    ) -> InferenceRequest:
         try:
             message = service_pb2.ModelInferRequest.FromString(header)
         except DecodeError as exc:
             raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
         request = decode_infer_request(message, raws, self._memory)
-        if self._capacity and len(header) <= _MAX_HEADER_BYTES:
+        if (
+            self._capacity
+            and len(header) <= _MAX_HEADER_BYTES
+            and _keyable(key, request_id, message)
+        ):
             plan = _plan(message, request, len(raws))
             if plan is not None:
                 if len(self._plans) >= self._capacity:
                     del self._plans[next(iter(self._plans))]
-                self._plans[header] = plan
+                self._plans[key] = plan
         return request
+
+
+def _without_id(header: bytes) -> tuple[bytes, str | None]:
+    """``header`` without its ``id`` field, and the id; ``(header, None)`` when the id is not
+    among the leading length-delimited fields (model_name, model_version, id)."""
+    pos, end = 0, len(header)
+    try:
+        while pos < end:
+            start = pos
+            key, pos = _read_varint(header, pos)
+            field = key >> 3
+            if key & 7 != 2 or field > _ID_FIELD:
+                return header, None
+            length, pos = _read_varint(header, pos)
+            if field == _ID_FIELD:
+                text = header[pos : pos + length].decode()
+                return header[:start] + header[pos + length :], text
+            pos += length
+    except (ValueError, IndexError, UnicodeDecodeError):
+        pass  # the full decoding says what is wrong
+    return header, None
+
+
+def _keyable(key: bytes, request_id: str | None, message: service_pb2.ModelInferRequest) -> bool:
+    """Whether a header may be kept under ``key``, every replay of it then taking the id found
+    beside it (``""`` when none was): only when that id is the message's, and no other id
+    field is left in the key (protobuf's last one would win)."""
+    if request_id is None:
+        return message.id == ""
+    return message.id == request_id and _ID_FIELD not in _fields(key)
+
+
+def _fields(data: bytes) -> set[int]:
+    """The field numbers at the top level of a serialized message (read once per new header)."""
+    found, pos, end = set(), 0, len(data)
+    while pos < end:
+        key, pos = _read_varint(data, pos)
+        found.add(key >> 3)
+        wire = key & 7
+        if wire == 2:
+            length, pos = _read_varint(data, pos)
+            pos += length
+        elif wire == 0:
+            _, pos = _read_varint(data, pos)
+        else:
+            pos += _FIXED_SIZES.get(wire, end)
+    return found
 
 
 def _plan(

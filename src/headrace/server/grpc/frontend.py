@@ -35,7 +35,6 @@ from tritonclient.grpc import service_pb2
 from headrace.errors import ErrorCode, HeadraceError, InvalidInput, Unavailable
 from headrace.server.grpc.closing import SHUTTING_DOWN, Gate
 from headrace.server.grpc.codec import (
-    decode_infer_request,
     encode_infer_response,
     encode_stream_response,
     parameter_value,
@@ -52,6 +51,7 @@ from headrace.server.grpc.messages import (
 )
 from headrace.server.grpc.restricted import RestrictedInterceptor
 from headrace.server.security import DEFAULT_GRPC_MAX_STREAMS, RestrictedApis
+from headrace.types import InferenceRequest
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
@@ -381,34 +381,54 @@ class _Servicer:
             stream.cancel()
 
     async def _stream_one(
-        self, message: service_pb2.ModelInferRequest, raw: list[memoryview]
+        self, decoded: InferenceRequest
     ) -> bytes | service_pb2.ModelStreamInferResponse:
-        """One plain request of a stream: its response, or its error as a response."""
+        """One plain request of a stream (decoded on arrival, see :meth:`_Stream._start`):
+        its response, or its error as a response."""
         memory = self._core.shared_memory
         started = time.perf_counter()
         status = "OK"
         try:
-            decoded = decode_infer_request(message, raw, memory)
             shared = memory.output_targets(decoded.outputs)
             result = await self._core.infer(decoded)
             return encode_stream_response(result, _FINAL_TRUE, shared)
         except HeadraceError as exc:
             status = grpc_status(exc).name
-            return _stream_error(message, exc.message)
+            return _stream_error_of(decoded, exc.message)
         except Exception as exc:
             status = "INTERNAL"
             _log.exception("gRPC ModelStreamInfer request failed")
-            return _stream_error(message, f"internal error: {type(exc).__name__}: {exc}")
+            return _stream_error_of(decoded, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if self._core.access_log is not None:
                 self._core.access_log.record(
-                    "grpc", "ModelStreamInfer", message.model_name, status, started
+                    "grpc", "ModelStreamInfer", decoded.model_name, status, started
                 )
+
+    def _stream_refusal(
+        self, data: bytes, exc: BaseException
+    ) -> service_pb2.ModelStreamInferResponse:
+        """A stream request that could not be decoded, answered as an error response that
+        names its model and id where its header can be read."""
+        try:
+            message, _ = split_infer_request(data)
+        except Exception:
+            message = service_pb2.ModelInferRequest()
+        if isinstance(exc, HeadraceError):
+            status, text = grpc_status(exc).name, exc.message
+        else:
+            status, text = "INTERNAL", _error_text(exc)
+            _log.error("gRPC ModelStreamInfer request failed", exc_info=exc)
+        if self._core.access_log is not None:
+            self._core.access_log.record(
+                "grpc", "ModelStreamInfer", message.model_name, status, time.perf_counter()
+            )
+        return _stream_error(message, text)
 
     async def _stream_decoupled(
         self,
         message: service_pb2.ModelInferRequest,
-        raw: list[memoryview],
+        decoded: InferenceRequest,
         stream: _Stream,
     ) -> None:
         """One decoupled request of a stream: each response onto its ``out`` as it is sent.
@@ -422,7 +442,6 @@ class _Servicer:
         status = "OK"
         backlog = stream.backlog
         try:
-            decoded = decode_infer_request(message, raw, memory)
             shared = memory.output_targets(decoded.outputs)
             async for sent in self._core.stream(decoded, backlog):
                 if sent.error is not None:
@@ -622,19 +641,24 @@ class _Stream:
         self.out.put_nowait(outgoing)
 
     def _start(self, data: bytes) -> None:
+        """Decode the request on arrival, with the unary door's memo of request headers (a
+        stream repeats its header request after request), and start its task."""
         servicer = self._servicer
         try:
-            message, raw = split_infer_request(data)
+            decoded = servicer._decoder.decode(data)
+            decoupled = _is_decoupled(servicer._core, decoded)
+            if decoupled:  # its parameters (the empty final response) and ids are read there
+                message, _ = split_infer_request(data)
         except Exception as exc:
-            self.put_extra(_stream_error(service_pb2.ModelInferRequest(), _error_text(exc)))
+            self.put_extra(servicer._stream_refusal(data, exc))
             self.window.release()
             return
-        if _is_decoupled(servicer._core, message):
-            task = asyncio.create_task(servicer._stream_decoupled(message, raw, self))
+        if decoupled:
+            task = asyncio.create_task(servicer._stream_decoupled(message, decoded, self))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
         else:
-            self.put_extra(asyncio.create_task(servicer._stream_one(message, raw)))
+            self.put_extra(asyncio.create_task(servicer._stream_one(decoded)))
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -667,9 +691,9 @@ def _log_value(value: Any) -> bool | int | str | None:
     return None if kind is None else getattr(value, kind)
 
 
-def _is_decoupled(core: InferenceServer, message: service_pb2.ModelInferRequest) -> bool:
+def _is_decoupled(core: InferenceServer, request: InferenceRequest) -> bool:
     try:
-        return core.is_decoupled(message.model_name, message.model_version)
+        return core.is_decoupled(request.model_name, request.model_version)
     except HeadraceError:
         return False  # the plain path reports the unknown model
 
@@ -695,6 +719,16 @@ def _error_text(error: BaseException) -> str:
     if isinstance(error, HeadraceError):
         return error.message
     return f"internal error: {type(error).__name__}: {error}"
+
+
+def _stream_error_of(request: InferenceRequest, text: str) -> service_pb2.ModelStreamInferResponse:
+    """A failed stream request, named from its decoded form."""
+    return service_pb2.ModelStreamInferResponse(
+        error_message=text,
+        infer_response=service_pb2.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )
 
 
 def _stream_error(
