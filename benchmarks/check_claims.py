@@ -495,6 +495,25 @@ CLAIMS: tuple[Claim | Row, ...] = (
             None,
         ),
     ),
+    # serve_vs_triton_stream.json: gRPC streaming, headrace vs Triton 2.51
+    Claim(
+        BENCH,
+        "reaches 0.60-0.68 of Triton 2.51",
+        "serve_vs_triton_stream.json",
+        "summary[*].headrace_over_triton",
+    ),
+    Row(
+        BENCH,
+        "(identity c=16 5,383 against 8,094 /s; server CPU per\ninference 204 against 123 µs",
+        "serve_vs_triton_stream.json",
+        (
+            None,
+            "summary[model=identity_python][concurrency=16].headrace.throughput",
+            "summary[model=identity_python][concurrency=16].triton.throughput",
+            "summary[model=identity_python][concurrency=16].headrace.server_cpu_us_per_inference",
+            "summary[model=identity_python][concurrency=16].triton.server_cpu_us_per_inference",
+        ),
+    ),
     # bench_load_vs_perf_analyzer_decoupled.json: a decoupled model, pinned
     Claim(
         BENCH,
