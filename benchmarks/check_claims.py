@@ -495,6 +495,26 @@ CLAIMS: tuple[Claim | Row, ...] = (
             None,
         ),
     ),
+    # grpc_stream_backlog_fast_path.json: the backlog's release without a second lock
+    Claim(
+        BENCH,
+        "`--protocols grpc-stream`, `--out\nbenchmarks/results/grpc_stream_backlog_fast_path.json`): 0.98-1.03x",
+        "grpc_stream_backlog_fast_path.json",
+        "summary[*].after_over_before",
+    ),
+    Row(
+        BENCH,
+        "(identity c=16 201.8 → 197.6 µs, MLP c=16 279.6 → 271.1 µs)",
+        "grpc_stream_backlog_fast_path.json",
+        (
+            None,
+            "summary[model=identity_python][concurrency=16].before.server_cpu_us_per_inference",
+            "summary[model=identity_python][concurrency=16].after.server_cpu_us_per_inference",
+            None,
+            "summary[model=mlp_python][concurrency=16].before.server_cpu_us_per_inference",
+            "summary[model=mlp_python][concurrency=16].after.server_cpu_us_per_inference",
+        ),
+    ),
     # serve_vs_triton_stream.json: gRPC streaming, headrace vs Triton 2.51
     Claim(
         BENCH,

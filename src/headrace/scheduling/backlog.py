@@ -59,6 +59,7 @@ class StreamBacklog:
         "_cond",
         "_low",
         "_on_room",
+        "_sleepers",
         "_waiters",
         "limit",
         "overruns",
@@ -90,6 +91,8 @@ class StreamBacklog:
         self._cond = threading.Condition(threading.Lock())
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._on_room: list[Callable[[], None]] = []
+        self._sleepers = 0
+        """Threads waiting in :meth:`reserve` (a release with nobody waiting wakes nobody)."""
 
     @property
     def full(self) -> bool:
@@ -124,7 +127,11 @@ class StreamBacklog:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
-                    self._cond.wait(left)
+                    self._sleepers += 1
+                    try:
+                        self._cond.wait(left)
+                    finally:
+                        self._sleepers -= 1
             self.pending += 1
             self.peak = max(self.peak, self.pending)
             return True
@@ -159,6 +166,8 @@ class StreamBacklog:
             self.pending -= count
             if self.pending > self._low:
                 return
+            if not (self._sleepers or self._on_room or self._waiters):
+                return  # the common case: a response per release, nobody held back
             self._cond.notify_all()
         self._wake()
 

@@ -618,9 +618,11 @@ class _Stream:
     async def read(self, request_iterator: AsyncIterator[bytes]) -> None:
         requests = aiter(request_iterator)
         try:
+            window, backlog = self.window, self.backlog
             while True:
-                await self.window.acquire()
-                await self.backlog.room()  # a client that does not read sends no more
+                await window.acquire()
+                if backlog.full:  # a client that does not read sends no more
+                    await backlog.room()
                 data = await anext(requests, None)
                 if data is None:
                     self.window.release()
