@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 __all__ = [
@@ -117,28 +118,19 @@ def _grpc(
     host, _, port = address.rpartition(":")
     path = f"{GRPC_SERVICE}/{method}"
     streaming = method == "ModelStreamInfer"
+    connect: Callable[[], Any]
     if per_connection > 1:
         pool = load_h2_shared.SharedConnections(host, int(port), per_connection, timeout_s)
         if streaming:
-            return BlockingCall(
-                lambda: load_h2_shared.SharedStreamCall(pool, path, decoupled),
-                lambda call: call.call(body),
-                after_close=pool.close,
-            )
-        return BlockingCall(
-            lambda: load_h2_shared.SharedUnaryCall(pool, path),
-            lambda call: call.call(body),
-            after_close=pool.close,
-        )
+            connect = partial(load_h2_shared.SharedStreamCall, pool, path, decoupled)
+        else:
+            connect = partial(load_h2_shared.SharedUnaryCall, pool, path)
+        return BlockingCall(connect, lambda call: call.call(body), after_close=pool.close)
     if streaming:
-        return BlockingCall(
-            lambda: load_h2.GrpcH2Stream(host, int(port), path, timeout_s, decoupled),
-            lambda call: call.call(body),
-        )
-    return BlockingCall(
-        lambda: load_h2.GrpcH2Connection(host, int(port), path, timeout_s),
-        lambda call: call.call(body),
-    )
+        connect = partial(load_h2.GrpcH2Stream, host, int(port), path, timeout_s, decoupled)
+    else:
+        connect = partial(load_h2.GrpcH2Connection, host, int(port), path, timeout_s)
+    return BlockingCall(connect, lambda call: call.call(body))
 
 
 class HttpConnection:

@@ -42,11 +42,17 @@ __all__ = [
     "GrpcH2Stream",
     "H2Error",
     "check_stream_response",
+    "data_content",
     "decoupled_answer",
+    "frame_header",
+    "goaway_error",
     "open_connection",
     "read_exactly",
+    "reset_text",
+    "settings_changes",
     "settings_entries",
     "take_message",
+    "window_increment",
     "window_updates",
 ]
 
@@ -121,6 +127,44 @@ def window_updates(stream: int, size: int, flags: int) -> bytes:
     if flags & _END_STREAM:
         return update
     return _frame(_WINDOW_UPDATE, 0, stream, increment) + update
+
+
+def frame_header(header: bytes) -> tuple[int, int, int, int]:
+    """A frame's 9-byte header: payload length, type, flags and stream id."""
+    length = int.from_bytes(header[:3], "big")
+    return length, header[3], header[4], int.from_bytes(header[5:9], "big") & _MAX_STREAM_ID
+
+
+def data_content(payload: bytes, flags: int) -> bytes:
+    """A DATA frame's content, its padding (if any) removed."""
+    return payload[1 : len(payload) - payload[0]] if flags & _PADDED else payload
+
+
+def window_increment(payload: bytes) -> int:
+    """A WINDOW_UPDATE frame's increment."""
+    return int.from_bytes(payload[:4], "big") & _MAX_WINDOW
+
+
+def settings_changes(payload: bytes) -> tuple[int | None, int | None]:
+    """What a SETTINGS frame changes for a client: the maximum frame size and the initial
+    stream window (None where it leaves them)."""
+    max_frame = initial_window = None
+    for key, value in settings_entries(payload):
+        if key == _SETTINGS_MAX_FRAME_SIZE:
+            max_frame = value
+        elif key == _SETTINGS_INITIAL_WINDOW_SIZE:
+            initial_window = value
+    return max_frame, initial_window
+
+
+def reset_text(payload: bytes) -> str:
+    """Why a RST_STREAM frame ended a stream."""
+    return f"the server reset the stream (error code {payload[:4].hex()})"
+
+
+def goaway_error(payload: bytes) -> H2Error:
+    """The error a GOAWAY frame makes of every call on the connection."""
+    return H2Error(f"the server closed the connection (GOAWAY {payload[4:8].hex()})")
 
 
 def take_message(inbox: bytearray) -> bytes | None:
@@ -300,18 +344,13 @@ class GrpcH2Connection:
         self.sock.sendall(b"".join(out))
 
     def _read_frame(self, stream: int) -> None:
-        header = self._exactly(9)
-        length = int.from_bytes(header[:3], "big")
-        kind, flags = header[3], header[4]
-        target = int.from_bytes(header[5:9], "big") & _MAX_STREAM_ID
+        length, kind, flags, target = frame_header(self._exactly(9))
         payload = self._exactly(length)
         if kind == _DATA:
             if length:
                 self._send(window_updates(target, length, flags))
             if target == stream:
-                if flags & _PADDED:
-                    payload = payload[1 : len(payload) - payload[0]]
-                self.inbox += payload
+                self.inbox += data_content(payload, flags)
                 self.ended |= bool(flags & _END_STREAM)
         elif kind in (_HEADERS, _CONTINUATION) and target == stream:
             if kind == _HEADERS:
@@ -325,23 +364,22 @@ class GrpcH2Connection:
         elif kind == _PING and not flags & _ACK:
             self._send(_frame(_PING, _ACK, 0, payload))
         elif kind == _WINDOW_UPDATE:
-            increment = int.from_bytes(payload[:4], "big") & _MAX_WINDOW
             if target == 0:
-                self.send_window += increment
+                self.send_window += window_increment(payload)
             elif target == stream:
-                self.stream_window += increment
+                self.stream_window += window_increment(payload)
         elif kind == _RST_STREAM and target == stream:
-            raise H2Error(f"the server reset the stream (error code {payload[:4].hex()})")
+            raise H2Error(reset_text(payload))
         elif kind == _GOAWAY:
-            raise H2Error(f"the server closed the connection (GOAWAY {payload[4:8].hex()})")
+            raise goaway_error(payload)
 
     def _settings(self, payload: bytes) -> None:
-        for key, value in settings_entries(payload):
-            if key == _SETTINGS_MAX_FRAME_SIZE:
-                self.max_frame = value
-            elif key == _SETTINGS_INITIAL_WINDOW_SIZE:
-                self.stream_window += value - self.stream_window_start
-                self.stream_window_start = value
+        max_frame, initial_window = settings_changes(payload)
+        if max_frame is not None:
+            self.max_frame = max_frame
+        if initial_window is not None:
+            self.stream_window += initial_window - self.stream_window_start
+            self.stream_window_start = initial_window
 
     def _send(self, data: bytes) -> None:
         assert self.sock is not None

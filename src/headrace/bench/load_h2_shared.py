@@ -29,25 +29,26 @@ from headrace.bench.load_h2 import (
     _GOAWAY,
     _HEADERS,
     _MAX_STREAM_ID,
-    _MAX_WINDOW,
-    _PADDED,
     _PING,
     _RST_STREAM,
     _SETTINGS,
-    _SETTINGS_INITIAL_WINDOW_SIZE,
-    _SETTINGS_MAX_FRAME_SIZE,
     _WINDOW_UPDATE,
     DecoupledAnswer,
     H2Error,
     _frame,
     _grpc_message,
     check_stream_response,
+    data_content,
     decoupled_answer,
+    frame_header,
+    goaway_error,
     open_connection,
     read_exactly,
     request_headers,
-    settings_entries,
+    reset_text,
+    settings_changes,
     take_message,
+    window_increment,
     window_updates,
 )
 
@@ -194,12 +195,10 @@ class SharedH2Connection:
     def _read_loop(self) -> None:
         try:
             while True:
-                header = self._exactly(9)
-                length = int.from_bytes(header[:3], "big")
+                length, kind, flags, target = frame_header(self._exactly(9))
                 payload = self._exactly(length)
-                target = int.from_bytes(header[5:9], "big") & _MAX_STREAM_ID
                 with self.lock:
-                    self._dispatch(header[3], header[4], target, payload)
+                    self._dispatch(kind, flags, target, payload)
         except BaseException as exc:  # every waiter must hear of it
             with self.lock:
                 if self.failure is None:
@@ -213,9 +212,7 @@ class SharedH2Connection:
             if payload:
                 self.sock.sendall(window_updates(target, len(payload), flags))
             if state is not None:
-                if flags & _PADDED:
-                    payload = payload[1 : len(payload) - payload[0]]
-                state.inbox += payload
+                state.inbox += data_content(payload, flags)
                 state.ended |= bool(flags & _END_STREAM)
                 state.ready.notify()
         elif kind in (_HEADERS, _CONTINUATION) and state is not None:
@@ -233,27 +230,26 @@ class SharedH2Connection:
         elif kind == _PING and not flags & _ACK:
             self.sock.sendall(_frame(_PING, _ACK, 0, payload))
         elif kind == _WINDOW_UPDATE:
-            increment = int.from_bytes(payload[:4], "big") & _MAX_WINDOW
             if target == 0:
-                self.send_window += increment
+                self.send_window += window_increment(payload)
             elif state is not None:
-                state.window += increment
+                state.window += window_increment(payload)
             self.room.notify_all()
         elif kind == _RST_STREAM and state is not None:
-            state.error_text = f"the server reset the stream (error code {payload[:4].hex()})"
+            state.error_text = reset_text(payload)
             state.ended = True
             state.ready.notify()
         elif kind == _GOAWAY:
-            raise H2Error(f"the server closed the connection (GOAWAY {payload[4:8].hex()})")
+            raise goaway_error(payload)
 
     def _settings(self, payload: bytes) -> None:
-        for key, value in settings_entries(payload):
-            if key == _SETTINGS_MAX_FRAME_SIZE:
-                self.max_frame = value
-            elif key == _SETTINGS_INITIAL_WINDOW_SIZE:
-                for state in self.streams.values():
-                    state.window += value - self.stream_window_start
-                self.stream_window_start = value
+        max_frame, initial_window = settings_changes(payload)
+        if max_frame is not None:
+            self.max_frame = max_frame
+        if initial_window is not None:
+            for state in self.streams.values():
+                state.window += initial_window - self.stream_window_start
+            self.stream_window_start = initial_window
 
     def _exactly(self, size: int) -> bytes:
         return read_exactly(self.sock, self.buffer, size, f"{self.host}:{self.port}")
