@@ -112,3 +112,15 @@ def test_a_header_with_a_second_id_field_is_never_replayed_with_the_first() -> N
     decoder = InferRequestDecoder(SharedMemoryRegistry())
     assert [decoder.decode(wire).id for _ in range(3)] == ["second"] * 3
     assert _full(wire).id == "second"  # type: ignore[attr-defined]
+
+
+def test_a_replayed_refusal_names_its_own_request_id() -> None:
+    decoder = InferRequestDecoder(SharedMemoryRegistry())
+    decoder.decode(_wire(np.zeros((2, 3), np.float32), request_id="first"))
+    wire = _wire(np.zeros((2, 3), np.float32), raw=[b"\0" * 20, b"\3\0\0\0abc"], request_id="later")
+    with pytest.raises(InvalidInput) as full:
+        _full(wire)
+    with pytest.raises(InvalidInput) as replayed:
+        decoder.decode(wire)
+    assert str(replayed.value) == str(full.value)
+    assert "later" in str(replayed.value) and "first" not in str(replayed.value)

@@ -48,13 +48,16 @@ from headrace.types import (
 )
 
 __all__ = [
+    "ID_FIELD",
     "decode_infer_request",
     "encode_infer_response",
     "encode_stream_response",
     "from_raw",
+    "message_fields",
     "parameter_value",
     "scan_infer_request",
     "split_infer_request",
+    "without_request_id",
 ]
 
 # Client hints the server honours elsewhere (the stream's final-response flag).
@@ -149,7 +152,47 @@ def scan_infer_request(data: bytes | memoryview) -> tuple[bytes, list[memoryview
 
 
 _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
+ID_FIELD = 3  # ModelInferRequest.id
 _FIXED_SIZES = {1: 8, 5: 4}
+
+
+def without_request_id(header: bytes) -> tuple[bytes, str | None]:
+    """A request header (see :func:`scan_infer_request`) without its ``id`` field, and the
+    id; ``(header, None)`` when the id is not among the leading length-delimited fields
+    (model_name, model_version, id: the order protobuf writes them in)."""
+    pos, end = 0, len(header)
+    try:
+        while pos < end:
+            start = pos
+            key, pos = _read_varint(header, pos)
+            field = key >> 3
+            if key & 7 != 2 or field > ID_FIELD:
+                return header, None
+            length, pos = _read_varint(header, pos)
+            if field == ID_FIELD:
+                text = header[pos : pos + length].decode()
+                return header[:start] + header[pos + length :], text
+            pos += length
+    except (ValueError, IndexError, UnicodeDecodeError):
+        pass  # the full decoding says what is wrong
+    return header, None
+
+
+def message_fields(data: bytes) -> set[int]:
+    """The field numbers at the top level of a well-formed serialized message."""
+    found, pos, end = set(), 0, len(data)
+    while pos < end:
+        key, pos = _read_varint(data, pos)
+        found.add(key >> 3)
+        wire = key & 7
+        if wire == 2:
+            length, pos = _read_varint(data, pos)
+            pos += length
+        elif wire == 0:
+            _, pos = _read_varint(data, pos)
+        else:
+            pos += _FIXED_SIZES.get(wire, end)
+    return found
 
 
 def _read_varint(view: bytes | memoryview, pos: int) -> tuple[int, int]:

@@ -33,11 +33,12 @@ from tritonclient.grpc import service_pb2
 
 from headrace.errors import InvalidInput
 from headrace.server.grpc.codec import (
-    _FIXED_SIZES,
-    _read_varint,
+    ID_FIELD,
     decode_infer_request,
     from_raw,
+    message_fields,
     scan_infer_request,
+    without_request_id,
 )
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest
@@ -46,7 +47,6 @@ __all__ = ["InferRequestDecoder"]
 
 _MAX_HEADER_BYTES = 4096
 """Longer headers (many inputs or parameters) are decoded in full, not kept."""
-_ID_FIELD = 3  # ModelInferRequest.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +81,11 @@ class InferRequestDecoder:
     def decode(self, data: bytes | memoryview) -> InferenceRequest:
         """The request ``data`` carries; raises :class:`InvalidInput` as the full decoding does."""
         header, raws = scan_infer_request(data)
-        key, request_id = _without_id(header)
+        key, request_id = without_request_id(header)
         plan = self._plans.get(key)
         if plan is None or len(raws) != len(plan.inputs):
             return self._decode(header, key, request_id, raws)
+        request_id = request_id or ""
         inputs: dict[str, np.ndarray] = {}
         for spec, raw in zip(plan.inputs, raws):
             if spec.nbytes is not None and len(raw) == spec.nbytes:
@@ -96,9 +97,9 @@ class InferRequestDecoder:
                     spec.shape,
                     spec.name,
                     plan.request.model_name,
-                    plan.request.id,
+                    request_id,
                 )
-        return plan.request.with_inputs(inputs, request_id or "")
+        return plan.request.with_inputs(inputs, request_id)
 
     def _decode(
         self, header: bytes, key: bytes, request_id: str | None, raws: list[memoryview]
@@ -121,51 +122,13 @@ class InferRequestDecoder:
         return request
 
 
-def _without_id(header: bytes) -> tuple[bytes, str | None]:
-    """``header`` without its ``id`` field, and the id; ``(header, None)`` when the id is not
-    among the leading length-delimited fields (model_name, model_version, id)."""
-    pos, end = 0, len(header)
-    try:
-        while pos < end:
-            start = pos
-            key, pos = _read_varint(header, pos)
-            field = key >> 3
-            if key & 7 != 2 or field > _ID_FIELD:
-                return header, None
-            length, pos = _read_varint(header, pos)
-            if field == _ID_FIELD:
-                text = header[pos : pos + length].decode()
-                return header[:start] + header[pos + length :], text
-            pos += length
-    except (ValueError, IndexError, UnicodeDecodeError):
-        pass  # the full decoding says what is wrong
-    return header, None
-
-
 def _keyable(key: bytes, request_id: str | None, message: service_pb2.ModelInferRequest) -> bool:
     """Whether a header may be kept under ``key``, every replay of it then taking the id found
     beside it (``""`` when none was): only when that id is the message's, and no other id
     field is left in the key (protobuf's last one would win)."""
     if request_id is None:
         return message.id == ""
-    return message.id == request_id and _ID_FIELD not in _fields(key)
-
-
-def _fields(data: bytes) -> set[int]:
-    """The field numbers at the top level of a serialized message (read once per new header)."""
-    found, pos, end = set(), 0, len(data)
-    while pos < end:
-        key, pos = _read_varint(data, pos)
-        found.add(key >> 3)
-        wire = key & 7
-        if wire == 2:
-            length, pos = _read_varint(data, pos)
-            pos += length
-        elif wire == 0:
-            _, pos = _read_varint(data, pos)
-        else:
-            pos += _FIXED_SIZES.get(wire, end)
-    return found
+    return message.id == request_id and ID_FIELD not in message_fields(key)
 
 
 def _plan(

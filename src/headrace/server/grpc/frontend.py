@@ -394,11 +394,11 @@ class _Servicer:
             return encode_stream_response(result, _FINAL_TRUE, shared)
         except HeadraceError as exc:
             status = grpc_status(exc).name
-            return _stream_error_of(decoded, exc.message)
+            return _stream_error(decoded, exc.message)
         except Exception as exc:
             status = "INTERNAL"
             _log.exception("gRPC ModelStreamInfer request failed")
-            return _stream_error_of(decoded, f"internal error: {type(exc).__name__}: {exc}")
+            return _stream_error(decoded, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if self._core.access_log is not None:
                 self._core.access_log.record(
@@ -625,7 +625,7 @@ class _Stream:
                     await backlog.room()
                 data = await anext(requests, None)
                 if data is None:
-                    self.window.release()
+                    window.release()
                     break
                 self._start(data)
         except asyncio.CancelledError:
@@ -723,18 +723,8 @@ def _error_text(error: BaseException) -> str:
     return f"internal error: {type(error).__name__}: {error}"
 
 
-def _stream_error_of(request: InferenceRequest, text: str) -> service_pb2.ModelStreamInferResponse:
-    """A failed stream request, named from its decoded form."""
-    return service_pb2.ModelStreamInferResponse(
-        error_message=text,
-        infer_response=service_pb2.ModelInferResponse(
-            model_name=request.model_name, model_version=request.model_version, id=request.id
-        ),
-    )
-
-
 def _stream_error(
-    message: service_pb2.ModelInferRequest, text: str
+    message: service_pb2.ModelInferRequest | InferenceRequest, text: str
 ) -> service_pb2.ModelStreamInferResponse:
     """A failed stream request: the error, plus the request's id so clients can match it."""
     return service_pb2.ModelStreamInferResponse(
