@@ -17,8 +17,8 @@ What it does of HTTP/2 (RFC 9113) and gRPC's mapping onto it:
   seen through a frame-counting proxy, perf_analyzer sends two WINDOW_UPDATEs per response,
   most often in a TCP segment of their own. The server reads and handles them like any frame,
   so a generator that left them out would measure a server doing less work per request than
-  under a real client (about 8% more throughput on a ``ModelStreamInfer`` stream at
-  concurrency 1 on a 2-core machine);
+  under a real client (the gRPC streaming points of ``benchmarks/bench_load_vs_perf_analyzer.py``,
+  see ``benchmarks/README.md``);
 - its own sends respect the server's flow-control windows and maximum frame size;
 - a unary call succeeds when a gRPC message arrived and the stream ended; one that fails
   ends with trailers alone (no message). On a ``ModelStreamInfer`` stream

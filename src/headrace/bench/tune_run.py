@@ -4,7 +4,8 @@ Each setting is written into a fresh temporary repository holding only the tuned
 files copied, its ``config.pbtxt`` rewritten), served by its own ``headrace serve`` on
 127.0.0.1, then loaded at each client concurrency. The load is perf_analyzer when it is found
 (:mod:`headrace.bench.perf_analyzer`), else headrace's own generator, ``bench load``'s
-(:mod:`headrace.bench.load`), with the same windows, trials and stability band. Throughput and
+(:mod:`headrace.bench.load`), with the same windows, trials and stability band (a point that
+never steadies fails under perf_analyzer; headrace's keeps its last three windows). Throughput and
 p99 are the load generator's; inferences and CPU seconds are the server's own over the whole
 load run (statistics endpoint and psutil), so the cost does not depend on the generator.
 The search stops starting new settings once ``budget_s`` would be overrun.
@@ -46,7 +47,7 @@ _NO_BATCHER = -1
 _MAX_TRIALS = 6
 _STABILITY_PERCENT = 30.0
 """Each point's load: at most this many windows, stable once the last three lie within ±this
-percent of their mean (perf_analyzer's rule; the same for either generator)."""
+percent of their mean (perf_analyzer's rule, given to either generator)."""
 
 THREADS_PARAMETER = "intra_op_thread_count"
 """The onnxruntime backend's per-instance compute threads (Triton's parameter name)."""
