@@ -134,6 +134,22 @@ def test_a_decoupled_answer_reads_to_the_final_flag_and_counts_responses_with_ou
     assert decoupled_answer(lambda: next(messages))[1] == 2
 
 
+def test_a_decoupled_answer_is_timed_at_its_first_response_not_its_last() -> None:
+    handed: list[int] = []  # when each response was handed to the reader
+
+    def next_message() -> bytes:
+        if handed:
+            time.sleep(0.01)  # the later responses come 10 ms apart
+        handed.append(time.monotonic_ns())
+        return responses.pop(0)
+
+    responses = [_stream_response(1, False), _stream_response(1, False)]
+    responses.append(_stream_response(final=True))
+    first_ns, count = decoupled_answer(next_message)
+    assert count == 2 and len(handed) == 3
+    assert handed[0] <= first_ns < handed[1]
+
+
 def test_a_decoupled_answer_fails_on_an_error_response() -> None:
     messages = iter([_stream_response(1, False), _stream_response(error="negative input -1")])
     with pytest.raises(H2Error, match="negative input -1"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -25,6 +26,22 @@ def test_a_sender_waits_for_room_and_goes_on_once_one_is_released() -> None:
     thread.join(30)
     assert reserved == [True]
     assert backlog.pending == 2 and backlog.peak == 2
+
+
+def test_a_release_wakes_a_sender_already_asleep_for_room() -> None:
+    # the release's shortcut (nobody held back: no notify) must not skip a sleeping sender
+    backlog = StreamBacklog(limit=1, timeout_s=60)
+    backlog.add()
+    reserved: list[bool] = []
+    thread = threading.Thread(target=lambda: reserved.append(backlog.reserve(lambda: False)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while backlog._sleepers == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert backlog._sleepers == 1  # asleep in reserve before the release
+    backlog.release()
+    thread.join(5)
+    assert reserved == [True] and backlog.pending == 1
 
 
 def test_a_sender_gives_up_after_the_timeout_and_a_gone_receiver_never_waits() -> None:
