@@ -328,6 +328,7 @@ _SCAN = "bench_scan_particlenet_cpu.json"
 _VS_PA = "bench_load_vs_perf_analyzer.json"
 _VS_PA_PINNED = "bench_load_vs_perf_analyzer_pinned.json"
 _VS_PA_DECOUPLED = "bench_load_vs_perf_analyzer_decoupled.json"
+_C1 = "http_c1_clients.json"
 _STREAM_DECODER = "grpc_stream_decoder.json"
 _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
@@ -361,6 +362,10 @@ def _pa_point(model: str, protocol: str, concurrency: int) -> str:
 
 def _pa(model: str, protocol: str, concurrency: int) -> str:
     return f"{_pa_point(model, protocol, concurrency)}.ratio"
+
+
+def _c1(client: str, field: str) -> str:
+    return f"summary.clients[client={client}].{field}"
 
 
 CLAIMS: tuple[Claim | Row, ...] = (
@@ -401,6 +406,34 @@ CLAIMS: tuple[Claim | Row, ...] = (
     Claim(BENCH, "HTTP 0.986-1.114x", _VS_PA_PINNED, "summary.points[protocol=http].ratio"),
     Claim(BENCH, "model: 1.114x**", _VS_PA_PINNED, _pa("identity_bytes", "http", 1)),
     Claim(TOP, "(1.114x), where", _VS_PA_PINNED, _pa("identity_bytes", "http", 1)),
+    # http_c1_clients.json: HTTP c=1 against a raw-socket floor client
+    Row(
+        BENCH,
+        "headrace's generator measured 0.994x the floor and perf_analyzer 0.893x",
+        _C1,
+        (_c1("headrace", "ratio_to_raw"), _c1("perf_analyzer", "ratio_to_raw")),
+    ),
+    Row(
+        BENCH,
+        "(2,579 and 2,317 against 2,594 /s; p50 2 and 44 µs above the floor's 380 µs)",
+        _C1,
+        (
+            _c1("headrace", "throughput"),
+            _c1("perf_analyzer", "throughput"),
+            _c1("raw", "throughput"),
+            None,  # p50
+            _c1("headrace", "p50_over_raw_us"),
+            _c1("perf_analyzer", "p50_over_raw_us"),
+            _c1("raw", "p50_us"),
+        ),
+    ),
+    Claim(BENCH, "as libcurl does, measured 0.993x", _C1, _c1("raw-split", "ratio_to_raw")),
+    Row(
+        TOP,
+        "generator measured 0.994x and perf_analyzer 0.893x",
+        _C1,
+        (_c1("headrace", "ratio_to_raw"), _c1("perf_analyzer", "ratio_to_raw")),
+    ),
     Row(
         BENCH,
         "(2,594 against 2,329 /s; p50 377 against 418 µs;",

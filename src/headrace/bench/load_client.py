@@ -42,7 +42,7 @@ from headrace.bench.load_h2 import DecoupledAnswer
 from headrace.bench.load_inputs import (
     ModelTarget,
     grpc_request_bytes,
-    http_request,
+    http_message,
     random_inputs,
 )
 
@@ -197,13 +197,9 @@ class _Worker:
         if plan.protocol == "grpc":
             body = grpc_request_bytes(plan.target, values)
             return grpc_call(plan.address, body, plan.timeout_s, shared)
-        path, headers, body = http_request(plan.target, values)
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        message = (
-            f"POST {path} HTTP/1.1\r\nHost: {plan.address}\r\n{head}"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        return http_call(plan.address, message, plan.timeout_s)
+        return http_call(
+            plan.address, http_message(plan.address, plan.target, values), plan.timeout_s
+        )
 
     def _start(self, call: BlockingCall) -> None:
         if self.plan.concurrency:

@@ -19,7 +19,14 @@ import numpy as np
 
 from headrace.errors import InvalidInput
 
-__all__ = ["InputSpec", "ModelTarget", "grpc_request_bytes", "http_request", "random_inputs"]
+__all__ = [
+    "InputSpec",
+    "ModelTarget",
+    "grpc_request_bytes",
+    "http_message",
+    "http_request",
+    "random_inputs",
+]
 
 _NUMPY_DTYPES = {
     "BOOL": np.bool_,
@@ -169,6 +176,15 @@ def http_request(
         "Inference-Header-Content-Length": str(len(head)),
     }
     return path, headers, head + b"".join(raws.values())
+
+
+def http_message(address: str, target: ModelTarget, values: Mapping[str, np.ndarray]) -> bytes:
+    """The whole HTTP/1.1 request (request line, headers, body) for ``host:port``, sent as is."""
+    path, headers, body = http_request(target, values)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {address}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def grpc_request_bytes(
