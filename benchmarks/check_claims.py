@@ -330,6 +330,8 @@ _VS_PA_PINNED = "bench_load_vs_perf_analyzer_pinned.json"
 _VS_PA_DECOUPLED = "bench_load_vs_perf_analyzer_decoupled.json"
 _C1 = "http_c1_clients.json"
 _STREAM_DECODER = "grpc_stream_decoder.json"
+_HTTP_MEMO = "http_header_memo.json"
+_MEMO_ID16 = "summary[model=identity_python][concurrency=16]"
 _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
 _TUNE_MLP_PLAIN = "bench_tune/mlp_plain.json"
@@ -492,6 +494,36 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "against 1.012x and 1.011x now",
         _VS_PA_PINNED,
         (_pa("identity_bytes", "grpc-stream", 1), _pa("mlp", "grpc-stream", 1)),
+    ),
+    # http_header_memo.json: binary-extension headers decoded once, the body deadline
+    Claim(
+        BENCH,
+        "commit before, 3 rounds each: 1.10-1.23x",
+        _HTTP_MEMO,
+        "summary[*].after_over_before",
+    ),
+    Row(
+        BENCH,
+        "(identity c=16 5,290 → 5,926 /s, MLP c=16 3,519 →\n4,250 /s)",
+        _HTTP_MEMO,
+        (
+            None,
+            f"{_MEMO_ID16}.before.throughput",
+            f"{_MEMO_ID16}.after.throughput",
+            None,
+            "summary[model=mlp_python][concurrency=16].before.throughput",
+            "summary[model=mlp_python][concurrency=16].after.throughput",
+        ),
+    ),
+    Row(
+        BENCH,
+        "(identity c=16 209 → 184 µs)",
+        _HTTP_MEMO,
+        (
+            None,
+            f"{_MEMO_ID16}.before.server_cpu_us_per_inference",
+            f"{_MEMO_ID16}.after.server_cpu_us_per_inference",
+        ),
     ),
     # grpc_stream_decoder.json: stream requests through the header memo, ids left out of it
     Claim(

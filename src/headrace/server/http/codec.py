@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "DecodedRequest",
+    "binary_input",
     "datatype_of",
     "decode_infer_request",
     "decode_raw_request",
@@ -340,6 +341,19 @@ def _shape_of(value: Any, name: str) -> tuple[int, ...]:
             f"got {brief(value)}"
         )
     return tuple(value)
+
+
+def binary_input(
+    chunk: memoryview,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    name: str,
+    model: str,
+    request_id: str,
+) -> np.ndarray:
+    """Input ``name`` of ``model`` from its binary bytes, refused in the words
+    :func:`decode_infer_request` uses (a size or BYTES framing that does not fit)."""
+    return _from_binary(chunk, datatype, shape, name, _Where(model, request_id))
 
 
 def _from_binary(

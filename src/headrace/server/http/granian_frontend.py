@@ -51,6 +51,10 @@ from headrace.server.http.routes import RouteError, Router
 from headrace.server.http.send_window import SendWindow, StalledClient
 from headrace.server.security import body_timeout
 
+_deadline: Any = getattr(asyncio, "timeout", None)
+"""``asyncio.timeout`` (Python 3.11+): a deadline on the running task, where ``wait_for``
+wraps the body read in a task and a future of its own, once per request."""
+
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
 
@@ -357,7 +361,10 @@ class GranianHttpFrontend:
         """The raw body; without a Content-Length it is read in chunks up to the limit (the
         handlers refuse a declared length over it before reading)."""
         try:
-            return await asyncio.wait_for(self._read_all(proto, headers), self._body_timeout)
+            if _deadline is None:  # Python 3.10
+                return await asyncio.wait_for(self._read_all(proto, headers), self._body_timeout)
+            async with _deadline(self._body_timeout):  # no task of its own, unlike wait_for
+                return await self._read_all(proto, headers)
         except asyncio.TimeoutError:
             raise InvalidInput(body_timeout(self._body_timeout)) from None
 

@@ -32,6 +32,7 @@ from headrace.server.http.codec import (
     json_dumps,
     json_loads,
 )
+from headrace.server.http.decoder import InferBodyDecoder
 from headrace.server.http.generate import (
     RESPONSE_ERROR_STATUS,
     GenerateChunk,
@@ -152,6 +153,7 @@ class HttpHandlers:
     def __init__(self, core: InferenceServer, max_body_bytes: int) -> None:
         self._core = core
         self.max_body = max_body_bytes
+        self._decoder = InferBodyDecoder()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class HttpHandlers:
             if header_length == 0:
                 decoded = self._decode_raw(model, version, body)
             else:
-                decoded = decode_infer_request(model, version, body, header_length, memory)
+                decoded = self._decoder.decode(model, version, body, header_length, memory)
         shared = memory.output_targets(decoded.request.outputs)
         result = await self._core.infer(decoded.request, endpoint="HTTP end point")
         payload, header_len = encode_infer_response(result, decoded, shared)

@@ -1,0 +1,155 @@
+"""Binary-extension infer bodies decoded with a memo of their JSON headers.
+
+A client of the binary tensor extension sends a JSON header (``Inference-Header-Content-Length``
+bytes) and then the tensors' bytes. perf_analyzer and most pipelines send the same header in
+every request, byte for byte: the same model, names, datatypes, shapes, sizes, parameters and
+requested outputs. Parsing and checking it costs more than wrapping the tensors of a small
+request. :class:`InferBodyDecoder` keeps what a header decoded to (each input's name, type,
+shape and size, and the request without its inputs) keyed by the model, the version and the
+header's bytes, and replays it: per request only the tensors are sliced out of the body and
+wrapped, with the same checks and error texts as
+:func:`~headrace.server.http.codec.decode_infer_request`.
+
+Only headers whose inputs all arrive as binary data in the body (none as JSON ``data``, none in
+shared memory) are kept; other requests, bodies without the header length, and headers whose
+decoding failed take the full path every time. A body whose length is not the header's plus
+its inputs' sizes takes the full path too, which says what is wrong. The request id is part of
+the header, so a client that numbers its requests gets a new header each time: decoded in
+full, kept at most ``capacity`` headers, the oldest dropped first. The decoder belongs to one
+event loop thread (the HTTP frontend's).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from headrace.server.http.codec import (
+    DecodedRequest,
+    binary_input,
+    decode_infer_request,
+    json_loads,
+)
+from headrace.server.memory import SharedMemoryRegistry
+from headrace.types import DataType
+
+__all__ = ["InferBodyDecoder"]
+
+_MAX_HEADER_BYTES = 4096
+"""Longer headers (many inputs or parameters) are decoded in full, not kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One binary input of a decoded header; ``dtype`` is None for BYTES."""
+
+    name: str
+    datatype: DataType
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A decoded header: its binary inputs in body order, the whole body's length, and the
+    decoded request without its inputs."""
+
+    inputs: tuple[_Input, ...]
+    body_size: int
+    decoded: DecodedRequest
+
+
+class InferBodyDecoder:
+    """Decodes infer request bodies, replaying binary-extension headers seen before."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must not be negative, got {capacity}")
+        self._capacity = capacity
+        self._plans: dict[tuple[str, str, bytes], _Plan] = {}
+
+    def decode(
+        self,
+        model_name: str,
+        model_version: str,
+        body: bytes,
+        header_length: int | None,
+        memory: SharedMemoryRegistry | None = None,
+    ) -> DecodedRequest:
+        """The request ``body`` carries (``header_length``: as
+        :func:`~headrace.server.http.codec.decode_infer_request`)."""
+        if (
+            header_length is None
+            or not 0 < header_length <= _MAX_HEADER_BYTES
+            or header_length > len(body)
+            or not self._capacity
+        ):
+            return decode_infer_request(model_name, model_version, body, header_length, memory)
+        key = (model_name, model_version, bytes(body[:header_length]))
+        plan = self._plans.get(key)
+        if plan is None or plan.body_size != len(body):
+            return self._decode(key, body, header_length, memory)
+        view = memoryview(body)
+        offset = header_length
+        template = plan.decoded.request
+        inputs: dict[str, np.ndarray] = {}
+        for spec in plan.inputs:
+            chunk = view[offset : offset + spec.size]
+            offset += spec.size
+            if spec.dtype is not None:
+                inputs[spec.name] = np.frombuffer(chunk, spec.dtype).reshape(spec.shape)
+            else:  # BYTES: its framing is checked each time, with the full path's words
+                inputs[spec.name] = binary_input(
+                    chunk, spec.datatype, spec.shape, spec.name, template.model_name, template.id
+                )
+        decoded = plan.decoded
+        return DecodedRequest(
+            template.with_inputs(inputs), decoded.binary_default, decoded.binary_outputs
+        )
+
+    def _decode(
+        self,
+        key: tuple[str, str, bytes],
+        body: bytes,
+        header_length: int,
+        memory: SharedMemoryRegistry | None,
+    ) -> DecodedRequest:
+        decoded = decode_infer_request(key[0], key[1], body, header_length, memory)
+        inputs = _binary_inputs(key[2])
+        if inputs is not None:
+            if len(self._plans) >= self._capacity:
+                del self._plans[next(iter(self._plans))]
+            body_size = header_length + sum(spec.size for spec in inputs)
+            template = decoded.request.with_inputs({})
+            self._plans[key] = _Plan(
+                inputs,
+                body_size,
+                DecodedRequest(template, decoded.binary_default, decoded.binary_outputs),
+            )
+        return decoded
+
+
+def _binary_inputs(header: bytes) -> tuple[_Input, ...] | None:
+    """The inputs of a header that decoded without error, or None unless all are binary."""
+    inputs = json_loads(header)["inputs"]
+    if not inputs:
+        return None
+    specs = []
+    for item in inputs:
+        params = item.get("parameters") or {}
+        if "data" in item or "binary_data_size" not in params:
+            return None
+        datatype = DataType.from_name(str(item["datatype"]))
+        shape = tuple(item["shape"])
+        size = params["binary_data_size"]
+        if datatype is DataType.BYTES:
+            specs.append(_Input(item["name"], datatype, shape, None, size))
+        else:
+            dtype = datatype.numpy_dtype
+            if size != math.prod(shape) * dtype.itemsize:  # refused by the full path already
+                return None
+            specs.append(_Input(item["name"], datatype, shape, dtype, size))
+    return tuple(specs)
