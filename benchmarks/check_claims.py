@@ -332,6 +332,7 @@ _C1 = "http_c1_clients.json"
 _STREAM_DECODER = "grpc_stream_decoder.json"
 _HTTP_MEMO = "http_header_memo.json"
 _MEMO_ID16 = "summary[model=identity_python][concurrency=16]"
+_DEADLINES = "http_read_deadlines.json"
 _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
 _TUNE_MLP_PLAIN = "bench_tune/mlp_plain.json"
@@ -523,6 +524,21 @@ CLAIMS: tuple[Claim | Row, ...] = (
             None,
             f"{_MEMO_ID16}.before.server_cpu_us_per_inference",
             f"{_MEMO_ID16}.after.server_cpu_us_per_inference",
+        ),
+    ),
+    # http_read_deadlines.json: one timer for the body reads' deadlines
+    Claim(BENCH, "memo's\ncommit): 1.03-1.13x", _DEADLINES, "summary[*].after_over_before"),
+    Row(
+        BENCH,
+        "(identity c=16\n185 → 166 µs, MLP c=64 195 → 174 µs)",
+        _DEADLINES,
+        (
+            None,
+            f"{_MEMO_ID16}.before.server_cpu_us_per_inference",
+            f"{_MEMO_ID16}.after.server_cpu_us_per_inference",
+            None,
+            "summary[model=mlp_python][concurrency=64].before.server_cpu_us_per_inference",
+            "summary[model=mlp_python][concurrency=64].after.server_cpu_us_per_inference",
         ),
     ),
     # grpc_stream_decoder.json: stream requests through the header memo, ids left out of it

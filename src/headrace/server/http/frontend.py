@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, require
 from headrace.server.header_deadline import HeaderDeadline
+from headrace.server.http.deadlines import ReadDeadlines
 from headrace.server.http.handlers import (
     HttpCall,
     HttpHandlers,
@@ -157,11 +158,12 @@ class HttpFrontend:
         too_large_error = self._web.HTTPRequestEntityTooLarge
         limit = self._options.max_body_bytes
         timeout = self._options.body_timeout_s
+        deadlines = ReadDeadlines(timeout)
 
         async def handle(request: web.Request) -> web.StreamResponse:
             async def read() -> bytes:
                 try:
-                    return await asyncio.wait_for(request.read(), timeout)
+                    return await deadlines.within(request.read(), asyncio.current_task())
                 except too_large_error:
                     raise InvalidInput(too_large(limit, request.content_length)) from None
                 except asyncio.TimeoutError:

@@ -34,6 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from headrace.errors import HeadraceError, InvalidInput, Unsupported, require
+from headrace.server.http.deadlines import ReadDeadlines
 from headrace.server.http.handlers import (
     HttpCall,
     HttpHandlers,
@@ -50,10 +51,6 @@ from headrace.server.http.restricted import refusal
 from headrace.server.http.routes import RouteError, Router
 from headrace.server.http.send_window import SendWindow, StalledClient
 from headrace.server.security import body_timeout
-
-_deadline: Any = getattr(asyncio, "timeout", None)
-"""``asyncio.timeout`` (Python 3.11+): a deadline on the running task, where ``wait_for``
-wraps the body read in a task and a future of its own, once per request."""
 
 if TYPE_CHECKING:
     from headrace.server.core import InferenceServer
@@ -94,6 +91,7 @@ class GranianHttpFrontend:
         self._restricted = options.restricted or None  # None: the hot path skips it
         self._tls = options.tls
         self._body_timeout = options.body_timeout_s
+        self._body_deadlines = ReadDeadlines(options.body_timeout_s)
         self._stream_send_timeout = options.stream_send_timeout_s
         self._native = require("granian._granian", EXTRA)
         self._futures = require("granian._futures", EXTRA)
@@ -246,7 +244,7 @@ class GranianHttpFrontend:
             peer = peer_of(scope.client)
             watch.begin(peer, scope.http_version)
         try:
-            status = await self._answer(scope, proto)
+            status = await self._answer(scope, proto, task)
         finally:
             if peer is not None:
                 watch.end(peer)  # type: ignore[union-attr]
@@ -258,7 +256,7 @@ class GranianHttpFrontend:
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _answer(self, scope: Any, proto: Any) -> int:
+    async def _answer(self, scope: Any, proto: Any, task: asyncio.Task[Any] | None) -> int:
         """Answer one request; returns the status sent (499: the client went away)."""
         path = scope.path
         if self._restricted is not None:
@@ -274,7 +272,6 @@ class GranianHttpFrontend:
             self._send(proto, error_json(exc.status, exc.reason))
             return exc.status
         headers = scope.headers
-        task = asyncio.current_task()
         disconnected = proto.client_disconnect()
 
         def cancel(_: Any) -> None:
@@ -284,7 +281,7 @@ class GranianHttpFrontend:
         disconnected.add_done_callback(cancel)
         status = 499
         try:
-            body = _Body(partial(self._read, proto, headers))
+            body = _Body(partial(self._read, proto, headers, task))
             try:
                 call = HttpCall(path, params, headers, body.read)
                 response = await handler(call)
@@ -357,20 +354,16 @@ class GranianHttpFrontend:
             return
         await drain(proto.__aiter__())
 
-    async def _read(self, proto: Any, headers: Any) -> bytes:
-        """The raw body; without a Content-Length it is read in chunks up to the limit (the
-        handlers refuse a declared length over it before reading)."""
+    async def _read(self, proto: Any, headers: Any, task: asyncio.Task[Any] | None) -> bytes:
+        """The raw body, by ``--http-body-timeout``; without a Content-Length it is read in
+        chunks up to the limit (the handlers refuse a declared length over it before reading)."""
+        read = proto() if headers.get("content-length") is not None else self._read_chunks(proto)
         try:
-            if _deadline is None:  # Python 3.10
-                return await asyncio.wait_for(self._read_all(proto, headers), self._body_timeout)
-            async with _deadline(self._body_timeout):  # no task of its own, unlike wait_for
-                return await self._read_all(proto, headers)
+            return bytes(await self._body_deadlines.within(read, task))
         except asyncio.TimeoutError:
             raise InvalidInput(body_timeout(self._body_timeout)) from None
 
-    async def _read_all(self, proto: Any, headers: Any) -> bytes:
-        if headers.get("content-length") is not None:
-            return bytes(await proto())
+    async def _read_chunks(self, proto: Any) -> bytes:
         parts: list[bytes] = []
         size = 0
         chunks = proto.__aiter__()  # granian's body iterates once: one iterator throughout
