@@ -121,19 +121,79 @@ def test_json_data_and_bodies_without_the_header_length_are_decoded_in_full_each
     assert decoder._plans == {}
 
 
-def test_ids_models_and_versions_keep_headers_apart_and_headers_kept_are_bounded() -> None:
+def test_models_and_versions_keep_headers_apart_and_headers_kept_are_bounded() -> None:
     decoder = InferBodyDecoder(capacity=2)
-    x = np.ones(2, np.float32)
-    for request_id in ("a", "b", "c", "a"):
-        decoded = _decode(decoder, *_body(x, request_id=request_id))
-        assert decoded.request.id == request_id
+    for size in (2, 3, 4, 2):  # three headers
+        x = np.ones(size, np.float32)
+        decoded = _decode(decoder, *_body(x))
         np.testing.assert_array_equal(decoded.request.inputs["x"], x)
     assert len(decoder._plans) == 2
-    body, header_length = _body(x)
-    other = decoder.decode("other", "", body, header_length, None)
-    assert (other.request.model_name, other.request.model_version) == ("other", "")
-    again = decoder.decode("other", "", body, header_length, None)
-    assert (again.request.model_name, again.request.model_version) == ("other", "")
+    body, header_length = _body(np.ones(2, np.float32))
+    for _ in range(2):
+        other = decoder.decode("other", "", body, header_length, None)
+        assert (other.request.model_name, other.request.model_version) == ("other", "")
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")])
+def test_numbered_requests_share_one_kept_header_and_keep_their_own_ids(
+    separators: tuple[str, str],
+) -> None:
+    """tritonclient writes ``{"id": "7", ...``, perf_analyzer ``{"id":"",...``."""
+    decoder = InferBodyDecoder()
+    x = np.ones((2, 3), np.float32)
+    ids = ["0", "281474976710656", "", "é-unicode", "with space"]
+    for request_id in ids:
+        body, header_length = _body(x, request_id=request_id)
+        parsed = json.loads(body[:header_length])
+        head = json.dumps(parsed, separators=separators, ensure_ascii=False).encode()
+        body, header_length = head + body[header_length:], len(head)
+        decoded = _decode(decoder, body, header_length)
+        expected = _full(body, header_length)
+        assert decoded.request.id == expected.request.id == request_id
+        broken = body[:-7] + b"\x09\0\0\0abc"  # BYTES framing past its input
+        with pytest.raises(InvalidInput) as full:
+            _full(broken, header_length)
+        with pytest.raises(InvalidInput) as replayed:
+            _decode(decoder, broken, header_length)
+        assert str(replayed.value) == str(full.value)
+    assert len(decoder._plans) == 1  # one header kept for all of them
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (b'{"id":"a","inputs":%s,"id":"b"}', "a second id: JSON's last one wins"),
+        (b'{"id":"a\\u0041","inputs":%s}', "an escape in the id"),
+        (b'{"inputs":%s,"id":"a"}', "the id not first"),
+    ],
+)
+def test_ids_that_cannot_be_cut_safely_are_decoded_in_full(head: bytes, why: str) -> None:
+    decoder = InferBodyDecoder()
+    x = np.ones(2, np.float32)
+    inputs = json.dumps(
+        [{"name": "x", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}}]
+    ).encode()
+    header = head % inputs
+    body = header + x.tobytes()
+    for _ in range(2):
+        decoded = _decode(decoder, body, len(header))
+        assert decoded.request.id == _full(body, len(header)).request.id, why
+    other = head.replace(b'"a', b'"c', 1) % inputs
+    decoded = _decode(decoder, other + x.tobytes(), len(other))
+    assert decoded.request.id == _full(other + x.tobytes(), len(other)).request.id, why
+
+
+def test_an_id_with_a_control_character_is_refused_as_the_full_path_refuses() -> None:
+    decoder = InferBodyDecoder()
+    x = np.ones(2, np.float32)
+    _decode(decoder, *_body(x, request_id="ok"))
+    body, header_length = _body(x, request_id="ok")
+    bad = body.replace(b'"ok"', b'"o\x01"', 1)
+    with pytest.raises(InvalidInput) as full:
+        _full(bad, header_length)
+    with pytest.raises(InvalidInput) as replayed:
+        _decode(decoder, bad, header_length)
+    assert str(replayed.value) == str(full.value)
 
 
 def test_a_negative_capacity_is_refused_and_zero_keeps_nothing() -> None:

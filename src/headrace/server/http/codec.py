@@ -53,11 +53,13 @@ __all__ = [
     "binary_input",
     "datatype_of",
     "decode_infer_request",
+    "decode_parsed_request",
     "decode_raw_request",
     "encode_infer_response",
     "json_data",
     "json_dumps",
     "json_loads",
+    "loads_header",
     "raw_shape",
 ]
 
@@ -116,6 +118,19 @@ def decode_infer_request(
             f"inference header size should be in range (0, {size}), got: {header_length}"
         )
     header = _loads_object(view[:header_length], "request JSON")
+    return decode_parsed_request(model_name, model_version, header, view, header_length, memory)
+
+
+def decode_parsed_request(
+    model_name: str,
+    model_version: str,
+    header: dict[str, Any],
+    view: memoryview,
+    header_length: int,
+    memory: SharedMemoryRegistry | None = None,
+) -> DecodedRequest:
+    """:func:`decode_infer_request` after its JSON header has been parsed into ``header``."""
+    size = len(view)
     request_id = header.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInput(f"Unable to parse 'id': expected a string, got {brief(request_id)}")
@@ -254,6 +269,11 @@ def encode_infer_response(
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
+
+
+def loads_header(data: memoryview) -> dict[str, Any]:
+    """A request's JSON header parsed, refused in Triton's words unless it is an object."""
+    return _loads_object(data, "request JSON")
 
 
 def _loads_object(data: memoryview, what: str) -> dict[str, Any]:

@@ -10,19 +10,25 @@ header's bytes, and replays it: per request only the tensors are sliced out of t
 wrapped, with the same checks and error texts as
 :func:`~headrace.server.http.codec.decode_infer_request`.
 
+A request's ``id`` is not part of what is kept: clients that number their requests
+(tritonclient's ``request_id``) would make every header new. tritonclient and perf_analyzer
+write the id first (``{"id":"..."`` or ``{"id": "..."``); a plain id there (no escapes) is cut
+out of the key and put into the replayed request. A header that names ``"id"`` anywhere else
+is kept whole (JSON's last duplicate key would win), and so is a header with its id elsewhere.
+
 Only headers whose inputs all arrive as binary data in the body (none as JSON ``data``, none in
 shared memory) are kept; other requests, bodies without the header length, and headers whose
 decoding failed take the full path every time. A body whose length is not the header's plus
-its inputs' sizes takes the full path too, which says what is wrong. The request id is part of
-the header, so a client that numbers its requests gets a new header each time: decoded in
-full, kept at most ``capacity`` headers, the oldest dropped first. The decoder belongs to one
-event loop thread (the HTTP frontend's).
+its inputs' sizes takes the full path too, which says what is wrong. At most ``capacity``
+headers are kept, the oldest dropped first. The decoder belongs to one event loop thread (the
+HTTP frontend's).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,12 +36,13 @@ from headrace.server.http.codec import (
     DecodedRequest,
     binary_input,
     decode_infer_request,
-    json_loads,
+    decode_parsed_request,
+    loads_header,
 )
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType
 
-__all__ = ["InferBodyDecoder"]
+__all__ = ["InferBodyDecoder", "without_request_id"]
 
 _MAX_HEADER_BYTES = 4096
 """Longer headers (many inputs or parameters) are decoded in full, not kept."""
@@ -88,11 +95,12 @@ class InferBodyDecoder:
             or not self._capacity
         ):
             return decode_infer_request(model_name, model_version, body, header_length, memory)
-        key = (model_name, model_version, bytes(body[:header_length]))
+        header, request_id = without_request_id(bytes(body[:header_length]))
+        key = (model_name, model_version, header)
         plan = self._plans.get(key)
-        if plan is None or plan.body_size != len(body):
-            return self._decode(key, body, header_length, memory)
         view = memoryview(body)
+        if plan is None or plan.body_size != len(body):
+            return self._decode(key, request_id, view, header_length, memory)
         offset = header_length
         template = plan.decoded.request
         inputs: dict[str, np.ndarray] = {}
@@ -103,22 +111,33 @@ class InferBodyDecoder:
                 inputs[spec.name] = np.frombuffer(chunk, spec.dtype).reshape(spec.shape)
             else:  # BYTES: its framing is checked each time, with the full path's words
                 inputs[spec.name] = binary_input(
-                    chunk, spec.datatype, spec.shape, spec.name, template.model_name, template.id
+                    chunk,
+                    spec.datatype,
+                    spec.shape,
+                    spec.name,
+                    template.model_name,
+                    template.id if request_id is None else request_id,
                 )
         decoded = plan.decoded
         return DecodedRequest(
-            template.with_inputs(inputs), decoded.binary_default, decoded.binary_outputs
+            template.with_inputs(inputs, request_id), decoded.binary_default, decoded.binary_outputs
         )
 
     def _decode(
         self,
         key: tuple[str, str, bytes],
-        body: bytes,
+        request_id: str | None,
+        view: memoryview,
         header_length: int,
         memory: SharedMemoryRegistry | None,
     ) -> DecodedRequest:
-        decoded = decode_infer_request(key[0], key[1], body, header_length, memory)
-        inputs = _binary_inputs(key[2])
+        parsed = loads_header(view[:header_length])
+        decoded = decode_parsed_request(key[0], key[1], parsed, view, header_length, memory)
+        if request_id is not None and (
+            decoded.request.id != request_id or key[2].count(_ID_NAME) != 1
+        ):
+            return decoded  # an id elsewhere too: replaying the first one could be wrong
+        inputs = _binary_inputs(parsed)
         if inputs is not None:
             if len(self._plans) >= self._capacity:
                 del self._plans[next(iter(self._plans))]
@@ -132,9 +151,36 @@ class InferBodyDecoder:
         return decoded
 
 
-def _binary_inputs(header: bytes) -> tuple[_Input, ...] | None:
+_ID_NAME = b'"id"'
+_ID_OPENINGS = (b'{"id":"', b'{"id": "')
+
+
+def without_request_id(header: bytes) -> tuple[bytes, str | None]:
+    """``header`` with the value of a leading plain ``"id"`` string cut out, and that id;
+    the header unchanged and None when it does not begin so, or the id has escapes, bytes that
+    are not UTF-8 or characters that are not printable (the full parse judges those)."""
+    for opening in _ID_OPENINGS:
+        if header.startswith(opening):
+            start = len(opening)
+            end = header.find(b'"', start)
+            if end < 0:
+                return header, None
+            raw = header[start:end]
+            if b"\\" in raw:
+                return header, None
+            try:
+                request_id = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return header, None
+            if not request_id.isprintable():  # control characters are not JSON: the parser says
+                return header, None
+            return opening + header[end:], request_id
+    return header, None
+
+
+def _binary_inputs(header: dict[str, Any]) -> tuple[_Input, ...] | None:
     """The inputs of a header that decoded without error, or None unless all are binary."""
-    inputs = json_loads(header)["inputs"]
+    inputs = header["inputs"]
     if not inputs:
         return None
     specs = []
