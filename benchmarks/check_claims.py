@@ -596,6 +596,60 @@ CLAIMS: tuple[Claim | Row, ...] = (
             "summary[model=mlp_python][concurrency=16].after.server_cpu_us_per_inference",
         ),
     ),
+    # serve_vs_triton_http.json: HTTP after the header memo and shared deadlines
+    *(
+        Row(
+            BENCH,
+            f"| {model} | {c} | {text} |",
+            "serve_vs_triton_http.json",
+            (
+                None,
+                f"summary[model={model}][concurrency={c}].headrace.throughput",
+                f"summary[model={model}][concurrency={c}].headrace.p99_us*0.001",
+                f"summary[model={model}][concurrency={c}].triton.throughput",
+                f"summary[model={model}][concurrency={c}].triton.p99_us*0.001",
+                f"summary[model={model}][concurrency={c}].headrace_over_triton",
+                f"summary[model={model}][concurrency={c}].headrace.server_cpu_us_per_inference",
+                f"summary[model={model}][concurrency={c}].triton.server_cpu_us_per_inference",
+            ),
+        )
+        for model, c, text in (
+            ("identity_python", 16, "6,097, 3.7 | 8,191, 5.2 | 0.74 | 180 / 139"),
+            ("identity_python", 64, "7,096, 14.8 | 9,423, 11.5 | 0.75 | 149 / 112"),
+            ("mlp_python", 16, "4,321, 5.7 | 5,945, 5.4 | 0.73 | 249 / 262"),
+            ("mlp_python", 64, "5,381, 18.9 | 7,416, 21.2 | 0.73 | 189 / 191"),
+        )
+    ),
+    Claim(
+        BENCH,
+        "0.73-0.75 of Triton, whose",
+        "serve_vs_triton_http.json",
+        "summary[*].headrace_over_triton",
+    ),
+    Row(
+        BENCH,
+        "(MLP c=16 5,945\nagainst 4,602 /s)",
+        "serve_vs_triton_http.json",
+        (None, "summary[model=mlp_python][concurrency=16].triton.throughput", None),
+    ),
+    Claim(
+        BENCH,
+        "against 4,602 /s)",
+        "serve_vs_triton.json",
+        "summary[model=mlp_python][protocol=http][concurrency=16].triton.throughput",
+    ),
+    Claim(
+        BENCH,
+        "process` measured 0.62-0.76x",
+        "serve_ab_runtime_http.json",
+        "summary[*].process_over_default",
+    ),
+    Claim(
+        BENCH,
+        "`--run-now-below-us 0` 0.76-0.94x",
+        "serve_ab_runtime_http.json",
+        "summary[*].threads_over_default",
+    ),
     # serve_vs_triton_stream.json: gRPC streaming, headrace vs Triton 2.51
     Claim(
         BENCH,
