@@ -107,7 +107,7 @@ def test_headers_that_failed_are_not_kept_and_refused_each_time() -> None:
     for _ in range(2):
         with pytest.raises(InvalidInput, match="byte size mismatch"):
             _decode(decoder, body, header_length)
-    assert decoder._plans == {}
+    assert len(decoder._plans) == 0
 
 
 def test_json_data_and_bodies_without_the_header_length_are_decoded_in_full_each_time() -> None:
@@ -118,7 +118,7 @@ def test_json_data_and_bodies_without_the_header_length_are_decoded_in_full_each
         for header_length in (len(body), None):
             decoded = _decode(decoder, body, header_length)  # type: ignore[arg-type]
             np.testing.assert_array_equal(decoded.request.inputs["x"], np.array(values, np.float32))
-    assert decoder._plans == {}
+    assert len(decoder._plans) == 0
 
 
 def test_models_and_versions_keep_headers_apart_and_headers_kept_are_bounded() -> None:
@@ -202,4 +202,4 @@ def test_a_negative_capacity_is_refused_and_zero_keeps_nothing() -> None:
     decoder = InferBodyDecoder(capacity=0)
     for _ in range(2):
         _decode(decoder, *_body(np.ones(2, np.float32)))
-    assert decoder._plans == {}
+    assert len(decoder._plans) == 0

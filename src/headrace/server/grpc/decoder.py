@@ -40,6 +40,7 @@ from headrace.server.grpc.codec import (
     scan_infer_request,
     without_request_id,
 )
+from headrace.server.kept_headers import KeptHeaders, KeptInput
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType, InferenceRequest
 
@@ -50,21 +51,10 @@ _MAX_HEADER_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class _Input:
-    """One raw input of a decoded header; ``dtype`` and ``nbytes`` are None for BYTES."""
-
-    name: str
-    datatype: DataType
-    shape: tuple[int, ...]
-    dtype: np.dtype | None
-    nbytes: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
     """A decoded header: its raw inputs in order, and the request without its inputs."""
 
-    inputs: tuple[_Input, ...]
+    inputs: tuple[KeptInput, ...]
     request: InferenceRequest
 
 
@@ -72,11 +62,8 @@ class InferRequestDecoder:
     """Decodes serialized ``ModelInferRequest`` messages, replaying headers seen before."""
 
     def __init__(self, memory: SharedMemoryRegistry | None, capacity: int = 256) -> None:
-        if capacity < 0:
-            raise ValueError(f"capacity must not be negative, got {capacity}")
         self._memory = memory
-        self._capacity = capacity
-        self._plans: dict[bytes, _Plan] = {}
+        self._plans: KeptHeaders[bytes, _Plan] = KeptHeaders(capacity)
 
     def decode(self, data: bytes | memoryview) -> InferenceRequest:
         """The request ``data`` carries; raises :class:`InvalidInput` as the full decoding does."""
@@ -88,7 +75,7 @@ class InferRequestDecoder:
         request_id = request_id or ""
         inputs: dict[str, np.ndarray] = {}
         for spec, raw in zip(plan.inputs, raws):
-            if spec.nbytes is not None and len(raw) == spec.nbytes:
+            if spec.size is not None and len(raw) == spec.size:
                 inputs[spec.name] = np.frombuffer(raw, spec.dtype).reshape(spec.shape)
             else:  # BYTES, or a size that does not fit: the full check says what is wrong
                 inputs[spec.name] = from_raw(
@@ -110,15 +97,13 @@ class InferRequestDecoder:
             raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
         request = decode_infer_request(message, raws, self._memory)
         if (
-            self._capacity
+            self._plans.capacity
             and len(header) <= _MAX_HEADER_BYTES
             and _keyable(key, request_id, message)
         ):
             plan = _plan(message, request, len(raws))
             if plan is not None:
-                if len(self._plans) >= self._capacity:
-                    del self._plans[next(iter(self._plans))]
-                self._plans[key] = plan
+                self._plans.keep(key, plan)
         return request
 
 
@@ -145,9 +130,9 @@ def _plan(
         datatype = DataType(tensor.datatype)
         shape = tuple(tensor.shape)
         if datatype is DataType.BYTES:
-            specs.append(_Input(tensor.name, datatype, shape, None, None))
+            specs.append(KeptInput(tensor.name, datatype, shape, None, None))
         else:
             dtype = datatype.numpy_dtype
             nbytes = math.prod(shape) * dtype.itemsize
-            specs.append(_Input(tensor.name, datatype, shape, dtype, nbytes))
+            specs.append(KeptInput(tensor.name, datatype, shape, dtype, nbytes))
     return _Plan(tuple(specs), request.with_inputs({}))

@@ -39,6 +39,7 @@ from headrace.server.http.codec import (
     decode_parsed_request,
     loads_header,
 )
+from headrace.server.kept_headers import KeptHeaders, KeptInput
 from headrace.server.memory import SharedMemoryRegistry
 from headrace.types import DataType
 
@@ -49,22 +50,11 @@ _MAX_HEADER_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
-class _Input:
-    """One binary input of a decoded header; ``dtype`` is None for BYTES."""
-
-    name: str
-    datatype: DataType
-    shape: tuple[int, ...]
-    dtype: np.dtype | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
-    """A decoded header: its binary inputs in body order, the whole body's length, and the
-    decoded request without its inputs."""
+    """A decoded header: its binary inputs in body order with where each lies in the body
+    (start, end), the whole body's length, and the decoded request without its inputs."""
 
-    inputs: tuple[_Input, ...]
+    inputs: tuple[tuple[KeptInput, int, int], ...]
     body_size: int
     decoded: DecodedRequest
 
@@ -73,10 +63,7 @@ class InferBodyDecoder:
     """Decodes infer request bodies, replaying binary-extension headers seen before."""
 
     def __init__(self, capacity: int = 256) -> None:
-        if capacity < 0:
-            raise ValueError(f"capacity must not be negative, got {capacity}")
-        self._capacity = capacity
-        self._plans: dict[tuple[str, str, bytes], _Plan] = {}
+        self._plans: KeptHeaders[tuple[str, str, bytes], _Plan] = KeptHeaders(capacity)
 
     def decode(
         self,
@@ -92,7 +79,7 @@ class InferBodyDecoder:
             header_length is None
             or not 0 < header_length <= _MAX_HEADER_BYTES
             or header_length > len(body)
-            or not self._capacity
+            or not self._plans.capacity
         ):
             return decode_infer_request(model_name, model_version, body, header_length, memory)
         header, request_id = without_request_id(bytes(body[:header_length]))
@@ -101,12 +88,10 @@ class InferBodyDecoder:
         view = memoryview(body)
         if plan is None or plan.body_size != len(body):
             return self._decode(key, request_id, view, header_length, memory)
-        offset = header_length
         template = plan.decoded.request
         inputs: dict[str, np.ndarray] = {}
-        for spec in plan.inputs:
-            chunk = view[offset : offset + spec.size]
-            offset += spec.size
+        for spec, start, end in plan.inputs:
+            chunk = view[start:end]
             if spec.dtype is not None:
                 inputs[spec.name] = np.frombuffer(chunk, spec.dtype).reshape(spec.shape)
             else:  # BYTES: its framing is checked each time, with the full path's words
@@ -137,16 +122,16 @@ class InferBodyDecoder:
             decoded.request.id != request_id or key[2].count(_ID_NAME) != 1
         ):
             return decoded  # an id elsewhere too: replaying the first one could be wrong
-        inputs = _binary_inputs(parsed)
+        inputs = _binary_inputs(parsed, header_length)
         if inputs is not None:
-            if len(self._plans) >= self._capacity:
-                del self._plans[next(iter(self._plans))]
-            body_size = header_length + sum(spec.size for spec in inputs)
             template = decoded.request.with_inputs({})
-            self._plans[key] = _Plan(
-                inputs,
-                body_size,
-                DecodedRequest(template, decoded.binary_default, decoded.binary_outputs),
+            self._plans.keep(
+                key,
+                _Plan(
+                    inputs,
+                    inputs[-1][2],
+                    DecodedRequest(template, decoded.binary_default, decoded.binary_outputs),
+                ),
             )
         return decoded
 
@@ -178,12 +163,16 @@ def without_request_id(header: bytes) -> tuple[bytes, str | None]:
     return header, None
 
 
-def _binary_inputs(header: dict[str, Any]) -> tuple[_Input, ...] | None:
-    """The inputs of a header that decoded without error, or None unless all are binary."""
+def _binary_inputs(
+    header: dict[str, Any], header_length: int
+) -> tuple[tuple[KeptInput, int, int], ...] | None:
+    """The inputs of a header that decoded without error, each with where its data lies in the
+    body, or None unless all are binary."""
     inputs = header["inputs"]
     if not inputs:
         return None
     specs = []
+    start = header_length
     for item in inputs:
         params = item.get("parameters") or {}
         if "data" in item or "binary_data_size" not in params:
@@ -191,11 +180,9 @@ def _binary_inputs(header: dict[str, Any]) -> tuple[_Input, ...] | None:
         datatype = DataType.from_name(str(item["datatype"]))
         shape = tuple(item["shape"])
         size = params["binary_data_size"]
-        if datatype is DataType.BYTES:
-            specs.append(_Input(item["name"], datatype, shape, None, size))
-        else:
-            dtype = datatype.numpy_dtype
-            if size != math.prod(shape) * dtype.itemsize:  # refused by the full path already
-                return None
-            specs.append(_Input(item["name"], datatype, shape, dtype, size))
+        dtype = None if datatype is DataType.BYTES else datatype.numpy_dtype
+        if dtype is not None and size != math.prod(shape) * dtype.itemsize:
+            return None  # refused by the full path already
+        specs.append((KeptInput(item["name"], datatype, shape, dtype, size), start, start + size))
+        start += size
     return tuple(specs)
