@@ -526,6 +526,19 @@ CLAIMS: tuple[Claim | Row, ...] = (
             f"{_MEMO_ID16}.after.server_cpu_us_per_inference",
         ),
     ),
+    # grpc_stream_parameters_memo*.json: stream responses' parameters from remembered bytes
+    Claim(
+        BENCH,
+        "parameters_memo.json`): 0.88-1.17x",
+        "grpc_stream_parameters_memo.json",
+        "summary[*].after_over_before",
+    ),
+    Claim(
+        BENCH,
+        "(`grpc_stream_parameters_memo_id16.json`): 1.02x",
+        "grpc_stream_parameters_memo_id16.json",
+        "summary[*].after_over_before",
+    ),
     # http_read_deadlines.json: one timer for the body reads' deadlines
     Claim(BENCH, "memo's\ncommit): 1.03-1.13x", _DEADLINES, "summary[*].after_over_before"),
     Row(

@@ -287,3 +287,50 @@ def test_messages_from_reports() -> None:
     assert out.inference_stats.success.ns == 500 and out.batch_stats[0].compute_infer.ns == 20
     index = repository_index_response([RepositoryIndexEntry("m", "1", "READY")]).models[0]
     assert (index.name, index.version, index.state, index.reason) == ("m", "1", "READY", "")
+
+
+@pytest.mark.parametrize(
+    ("model_parameters", "door_parameters"),
+    [
+        ({}, {"triton_final_response": True}),
+        ({}, {"triton_final_response": False}),
+        ({"n": 1}, {"triton_final_response": True}),  # 1, then True: not the same parameter
+        ({"n": True}, None),
+        ({"n": 1.5, "s": "text"}, {"triton_final_response": True}),
+    ],
+)
+def test_remembered_response_parameters_are_what_protobuf_writes(
+    model_parameters: dict[str, bool | int | float | str],
+    door_parameters: dict[str, bool | int | float | str] | None,
+) -> None:
+    expected = service_pb2.ModelInferResponse(model_name="m", model_version="1", id="7")
+    for name, value in {**model_parameters, **(door_parameters or {})}.items():
+        if isinstance(value, bool):
+            expected.parameters[name].bool_param = value
+        elif isinstance(value, int):
+            expected.parameters[name].int64_param = value
+        elif isinstance(value, float):
+            expected.parameters[name].double_param = value
+        else:
+            expected.parameters[name].string_param = value
+    expected.outputs.add(name="y", datatype="FP32", shape=[2])
+    expected.raw_output_contents.append(np.ones(2, np.float32).tobytes())
+    response = InferenceResponse(
+        "m", "1", {"y": np.ones(2, np.float32)}, id="7", parameters=model_parameters
+    )
+    for _ in range(2):  # written, then from what was remembered
+        wire = encode_infer_response(response, door_parameters)
+        assert service_pb2.ModelInferResponse.FromString(wire) == expected
+        if len(expected.parameters) == 1:
+            assert wire == expected.SerializeToString()
+
+
+def test_true_one_and_one_point_zero_are_remembered_apart() -> None:
+    written = []
+    for value in (1, True, 1.0):
+        response = InferenceResponse(
+            "m", "1", {"y": np.ones(1, np.float32)}, parameters={"n": value}
+        )
+        message = service_pb2.ModelInferResponse.FromString(encode_infer_response(response))
+        written.append(message.parameters["n"].WhichOneof("parameter_choice"))
+    assert written == ["int64_param", "bool_param", "double_param"]

@@ -329,21 +329,11 @@ def _header_chunks(
 ) -> list[bytes | memoryview]:
     """The serialized ``ModelInferResponse`` fields before the raw outputs.
 
-    Without parameters the header is the same bytes protobuf writes, put together from
-    pieces serialized once and remembered (model and version; the output descriptions) and
-    the id, the one field that differs from request to request.
+    The same bytes protobuf writes (fields in number order), put together from pieces
+    serialized once and remembered: model and version (fields 1, 2), the parameters (4: a
+    stream's ``triton_final_response`` on every response), the output descriptions (5); the
+    id (3) is the one field written each time.
     """
-    if response.parameters or parameters:
-        header = service_pb2.ModelInferResponse(
-            model_name=response.model_name,
-            model_version=response.model_version,
-            id=response.id,
-        )
-        for key, value in {**response.parameters, **(parameters or {})}.items():
-            _set_parameter(header.parameters[key], key, value)
-        for name, datatype, shape in outputs:
-            header.outputs.add(name=name, datatype=datatype, shape=shape)
-        return [header.SerializeToString()]
     model = (response.model_name, response.model_version)
     prefix = _MODEL_FIELDS.get(model)
     if prefix is None:
@@ -356,15 +346,37 @@ def _header_chunks(
         for name, datatype, shape in outputs:
             message.outputs.add(name=name, datatype=datatype, shape=shape)
         tail = _remember(_OUTPUT_FIELDS, described, message.SerializeToString())
+    if response.parameters or parameters:
+        tail = _parameter_fields({**response.parameters, **(parameters or {})}) + tail
     if not response.id:
         return [prefix, tail]
     id_bytes = response.id.encode()
     return [prefix, _ID_TAG + _varint(len(id_bytes)), id_bytes, tail]
 
 
+def _parameter_fields(parameters: Mapping[str, bool | int | float | str]) -> bytes:
+    """The ``parameters`` map of a ``ModelInferResponse``, serialized (remembered by keys,
+    types and values: True, 1 and 1.0 are different parameters)."""
+    key = tuple((name, type(value), value) for name, value in parameters.items())
+    try:
+        serialized = _PARAMETER_FIELDS.get(key)
+        keep = True
+    except TypeError:  # a value that cannot be a key: refused or written below, not kept
+        serialized, keep = None, False
+    if serialized is None:
+        message = service_pb2.ModelInferResponse()
+        for name, value in parameters.items():
+            _set_parameter(message.parameters[name], name, value)
+        serialized = message.SerializeToString()
+        if keep:
+            _remember(_PARAMETER_FIELDS, key, serialized)
+    return serialized
+
+
 _ID_TAG = bytes([3 << 3 | 2])  # ModelInferResponse.id
 _MODEL_FIELDS: dict[tuple[str, str], bytes] = {}
 _OUTPUT_FIELDS: dict[tuple[tuple[str, str, tuple[int, ...]], ...], bytes] = {}
+_PARAMETER_FIELDS: dict[tuple[tuple[str, type, Any], ...], bytes] = {}
 _REMEMBERED = 1024
 """Serialized header pieces kept per table; the oldest go first beyond this many."""
 
