@@ -271,6 +271,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             )
         ours, theirs = row["headrace_throughput"], row["perf_analyzer_throughput"]
         row["ratio"] = ours / theirs if ours and theirs else None
+        ours_p50, theirs_p50 = row["headrace_p50_us"], row["perf_analyzer_p50_us"]
+        row["p50_ratio"] = ours_p50 / theirs_p50 if ours_p50 and theirs_p50 else None
         ours_r = row.get("headrace_response_throughput")
         theirs_r = row.get("perf_analyzer_response_throughput")
         if ours_r and theirs_r:

@@ -113,7 +113,7 @@ def test_records_split_at_the_window_end_and_count_errors() -> None:
     assert (second.errors, second.skipped, second.responses) == (1, 0, 2)
 
 
-def test_a_decoupled_request_is_timed_to_its_first_response() -> None:
+def test_a_decoupled_request_is_timed_to_the_time_its_answer_gives() -> None:
     record = _Record()
     start = time.monotonic_ns()
     record.ok(start, (start + 5_000, 3))

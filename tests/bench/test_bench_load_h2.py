@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -125,29 +126,46 @@ def test_a_decoupled_answer_reads_to_the_final_flag_and_counts_responses_with_ou
     # after the final flag: the next request's first response
     messages = iter([*three, _stream_response(final=True), _stream_response(1, False)])
     before = time.monotonic_ns()
-    first_ns, responses = decoupled_answer(lambda: next(messages))
+    answered_ns, responses = decoupled_answer(lambda: next(messages))
     assert responses == 3
-    assert before <= first_ns <= time.monotonic_ns()
+    assert before <= answered_ns <= time.monotonic_ns()
     assert next(messages) == _stream_response(1, False)  # not read: it is not this request's
     # a final response with outputs counts; one without the flag set true does not end it
     messages = iter([_stream_response(2), _stream_response(1, True)])
     assert decoupled_answer(lambda: next(messages))[1] == 2
 
 
-def test_a_decoupled_answer_is_timed_at_its_first_response_not_its_last() -> None:
-    handed: list[int] = []  # when each response was handed to the reader
+def _handed_apart(responses: list[bytes]) -> tuple[list[int], Callable[[], bytes]]:
+    """A reader's source handing ``responses`` 10 ms apart, and when it handed each."""
+    handed: list[int] = []
 
     def next_message() -> bytes:
         if handed:
-            time.sleep(0.01)  # the later responses come 10 ms apart
+            time.sleep(0.01)
         handed.append(time.monotonic_ns())
         return responses.pop(0)
 
+    return handed, next_message
+
+
+def test_a_decoupled_answer_is_timed_at_its_last_response_with_outputs() -> None:
+    """As perf_analyzer: the last response, or the one before an empty final response."""
     responses = [_stream_response(1, False), _stream_response(1, False)]
-    responses.append(_stream_response(final=True))
-    first_ns, count = decoupled_answer(next_message)
+    handed, next_message = _handed_apart([*responses, _stream_response(final=True)])
+    answered_ns, count = decoupled_answer(next_message)
     assert count == 2 and len(handed) == 3
-    assert handed[0] <= first_ns < handed[1]
+    assert handed[1] <= answered_ns < handed[2]  # the second response, not the empty final
+    handed, next_message = _handed_apart([_stream_response(1, False), _stream_response(1, True)])
+    answered_ns, count = decoupled_answer(next_message)
+    assert count == 2 and handed[1] <= answered_ns  # a final response with outputs
+
+
+def test_a_decoupled_answer_with_no_outputs_is_timed_at_its_final_response() -> None:
+    handed, next_message = _handed_apart([_stream_response(final=False)] * 2)
+    answered_ns, count = decoupled_answer(
+        lambda: next_message() if len(handed) < 2 else _stream_response(final=True)
+    )
+    assert count == 0 and answered_ns >= handed[-1]
 
 
 def test_a_decoupled_answer_fails_on_an_error_response() -> None:

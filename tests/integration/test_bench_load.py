@@ -132,7 +132,7 @@ def test_perf_analyzer_gives_the_same_rows(server: ServeProcess, wire: str) -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shared", [1, 2])
-def test_a_decoupled_model_is_timed_to_its_first_response_and_counts_them_all(
+def test_a_decoupled_model_is_timed_to_its_last_response_and_counts_them_all(
     server: ServeProcess, shared: int
 ) -> None:
     load = settings(server, "grpc-stream", "repeat_decoupled", grpc_streams_per_connection=shared)

@@ -12,7 +12,7 @@ stable keeps its last three windows and says so (``stable: false``).
 
 A decoupled model (any number of responses per request) is measured as perf_analyzer
 measures one: over a gRPC stream only, each request asking for the empty final response,
-latency to its first response, the request in flight until its final one, and the responses
+latency to its last response with outputs, the request in flight until its final one, and the responses
 per second beside the requests per second.
 
 With ``generator="perf_analyzer"`` the same points run through NVIDIA's perf_analyzer

@@ -15,8 +15,8 @@ Every request in flight is one thread's blocking call (:mod:`headrace.bench.load
 which costs the client less per request than an event loop. Each request is timed from just
 before it is handed to the transport to the moment its whole response has arrived; the
 response is checked for success, not decoded (as perf_analyzer does). A decoupled model's
-request is timed to its first response, as perf_analyzer does, and holds its slot until its
-final response; its responses are counted for the response throughput.
+request is timed to its last response with outputs, as perf_analyzer does, and holds its slot
+until its final response; its responses are counted for the response throughput.
 """
 
 from __future__ import annotations
@@ -105,10 +105,10 @@ class _Record:
 
     def ok(self, start_ns: int, answer: DecoupledAnswer | None = None) -> None:
         end = time.monotonic_ns()
-        first, responses = answer if answer is not None else (end, 1)
+        answered, responses = answer if answer is not None else (end, 1)
         with self.lock:
             self.ends.append(end)
-            self.latencies.append(first - start_ns)
+            self.latencies.append(answered - start_ns)
             self.responses.append(responses)
 
     def failed(self, error: BaseException) -> None:

@@ -186,34 +186,37 @@ def check_stream_response(response: bytes) -> None:
 
 
 DecoupledAnswer = tuple[int, int]
-"""A decoupled request's answer: when its first response arrived (``time.monotonic_ns``), and
-how many responses carried outputs (the empty final response not counted)."""
+"""A decoupled request's answer: when its last response with outputs arrived
+(``time.monotonic_ns``; the final response's arrival when none had outputs), and how many
+responses carried outputs (the empty final response not counted)."""
 
 
 def decoupled_answer(next_message: Callable[[], bytes]) -> DecoupledAnswer:
     """Read one decoupled request's responses off its stream, up to the final one.
 
     The request asked for ``triton_enable_empty_final_response``, so its last response says
-    ``triton_final_response``; latency is timed to the first response, as perf_analyzer does
-    for decoupled models. An error response fails the request (the caller then drops the
-    stream, so that nothing of this request is read as the next one's)."""
+    ``triton_final_response``. Latency is timed to the last response that carries outputs, as
+    perf_analyzer times a decoupled request (to its last response, or the one before an empty
+    final response). A request answered by nothing but the empty final response is timed to
+    it (perf_analyzer leaves such a request out). An error response fails the request (the
+    caller then drops the stream, so that nothing of this request is read as the next one's)."""
     from tritonclient.grpc import service_pb2
 
-    first_ns = 0
+    last_ns = 0
     responses = 0
     while True:
         message = next_message()
-        if not first_ns:
-            first_ns = time.monotonic_ns()
+        arrived_ns = time.monotonic_ns()
         response = service_pb2.ModelStreamInferResponse.FromString(message)
         if response.error_message:
             raise H2Error(f"the server answered with an error: {response.error_message}")
         answer = response.infer_response
         if answer.outputs or answer.raw_output_contents:
             responses += 1
+            last_ns = arrived_ns
         final = answer.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
-            return first_ns, responses
+            return last_ns or arrived_ns, responses
 
 
 def settings_entries(payload: bytes) -> list[tuple[int, int]]:

@@ -114,4 +114,7 @@ def print_table(results: Sequence[LoadResult], title: str) -> None:
     console.print(table)
     print("latency columns in ms; queue/c.in/c.infer/c.out: server per request (statistics)")
     if responses:
-        print("resp/s: a decoupled model's responses per second; its latency is to the first")
+        print(
+            "resp/s: a decoupled model's responses per second; its latency is to the last "
+            "response with outputs"
+        )
