@@ -162,6 +162,44 @@ def test_the_index_lists_each_version_of_a_model_that_failed_or_was_unloaded(
     run(body)
 
 
+def test_after_one_version_fails_the_others_are_listed_as_unloaded(tmp_path: Path) -> None:
+    """Triton 2.51, side by side: version 1 loads, version 2's initialize raises; the model
+    serves no version, and the index says "unloaded" of version 1 and the error of 2."""
+    write_python_model(tmp_path, "partial", {1: 2, 2: 3}, extra="version_policy: { all: {} }")
+    (tmp_path / "partial" / "2" / "model.py").write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('version two broken')\n"
+        "    def execute(self, requests):\n"
+        "        return []\n"
+    )
+
+    async def body() -> None:
+        server = InferenceServer(
+            tmp_path,
+            model_control_mode="explicit",
+            load_models=["partial"],
+            options=ServerOptions(exit_on_error=False),
+        )
+        await server.start()
+        found = {(e.name, e.version): (e.state, e.reason) for e in server.repository_index()}
+        assert found[("partial", "1")] == ("UNAVAILABLE", "unloaded")
+        state, reason = found[("partial", "2")]
+        assert state == "UNAVAILABLE" and "version two broken" in reason
+        (tmp_path / "partial" / "2" / "model.py").write_text(
+            (tmp_path / "partial" / "1" / "model.py").read_text()
+        )
+        await server.load_model("partial")  # mended: both serve, no reasons left over
+        found = {(e.name, e.version): (e.state, e.reason) for e in server.repository_index()}
+        assert found[("partial", "1")] == found[("partial", "2")] == ("READY", "")
+        await server.unload_model("partial")
+        found = {(e.name, e.version): (e.state, e.reason) for e in server.repository_index()}
+        assert found[("partial", "1")] == found[("partial", "2")] == ("UNAVAILABLE", "unloaded")
+        await server.stop()
+
+    run(body)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

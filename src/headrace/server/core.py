@@ -440,7 +440,9 @@ class InferenceServer:
                 )
             elif record is not None and record.idle_versions:
                 index.extend(
-                    RepositoryIndexEntry(name, str(v), record.state, record.reason)
+                    RepositoryIndexEntry(
+                        name, str(v), record.state, record.idle_reasons.get(v, record.reason)
+                    )
                     for v in record.idle_versions
                 )
             elif record is not None:

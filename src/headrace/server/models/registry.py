@@ -90,6 +90,18 @@ class StartupFailed(InternalError):
         super().__init__(f"failed to load all models: {reasons}")
 
 
+def _reasons_after_failure(
+    sources: Sequence[VersionSource], built: list[int] | None
+) -> dict[int, str]:
+    """Per-version reasons after a failed load: once building began, the version that failed
+    keeps the error and the others (loaded and let go, or not reached) say "unloaded", as
+    Triton's index does; before that, every version shares the model's reason."""
+    if built is None:
+        return {}
+    failed = next((s.version for s in sources if s.version not in built), None)
+    return {s.version: UNLOADED for s in sources if s.version != failed}
+
+
 def _one_line(name: str, why: str) -> str:
     """A load failure on one line that names the model (a traceback follows the first line)."""
     lines = [line.strip() for line in why.strip().splitlines() if line.strip()]
@@ -361,10 +373,12 @@ class ModelRegistry:
             if not record.versions:
                 record.state, record.reason = ModelState.LOADING, ""
             sources: list[VersionSource] = []
+            built: list[int] | None = None  # the versions built, once building began
             try:
                 sources, fingerprint = await self._sources(name, override, files, report)
                 await self._load_dependencies(name, sources, report, (*chain, name))
-                new = await self._build(sources)
+                built = []
+                new = await self._build(sources, built)
             except ModelNotFound:
                 # A name the repository does not hold leaves no trace in the index.
                 if is_new:
@@ -377,6 +391,7 @@ class ModelRegistry:
                     record.state = ModelState.UNAVAILABLE
                     if isinstance(exc, Exception):
                         record.idle_versions = await self._tried_versions(name, sources)
+                        record.idle_reasons = _reasons_after_failure(sources, built)
                 if isinstance(exc, HeadraceError) or not isinstance(exc, Exception):
                     raise
                 raise InternalError(f"model '{name}' failed to load: {message}") from exc
@@ -384,7 +399,7 @@ class ModelRegistry:
             self._forget_responses()
             self._settle_heap_soon()
             record.state, record.reason = ModelState.READY, ""
-            record.idle_versions = ()
+            record.idle_versions, record.idle_reasons = (), {}
             if fingerprint is not None:
                 self._fingerprints[name] = fingerprint
             _log.info("model '%s' serving versions %s", name, sorted(new))
@@ -432,7 +447,11 @@ class ModelRegistry:
                     f"model '{name}' needs model '{dep}', which failed to load: {exc.message}"
                 ) from exc
 
-    async def _build(self, sources: list[VersionSource]) -> dict[int, LoadedVersion]:
+    async def _build(
+        self, sources: list[VersionSource], done: list[int]
+    ) -> dict[int, LoadedVersion]:
+        """Every version of ``sources``, or none (closed again) if one fails; ``done`` gets
+        each version that loaded, so a failure can tell which version it was."""
         built: dict[int, LoadedVersion] = {}
         try:
             for source in sources:
@@ -446,6 +465,7 @@ class ModelRegistry:
                     default_max_queue_size=self.options.default_max_queue_size,
                     ray=self.options.ray,
                 )
+                done.append(source.version)
         except BaseException:
             await close_all(built.values())
             raise
@@ -493,7 +513,7 @@ class ModelRegistry:
             record.state = ModelState.UNLOADING
             old = record.swap({})
             if old:
-                record.idle_versions = tuple(sorted(old))
+                record.idle_versions, record.idle_reasons = tuple(sorted(old)), {}
             self._forget_responses()
             self._settle_heap_soon()
             try:

@@ -98,6 +98,10 @@ class ModelRecord:
     """While no version serves: the versions that last failed to load, or that served before
     the model was unloaded. The index lists each with the model's state and reason, as
     Triton does; empty when the failure came before any version was known (a bad config)."""
+    idle_reasons: Mapping[int, str] = field(default_factory=dict)
+    """Reasons of single idle versions where they differ from the model's: after one version
+    failed to load, the versions that loaded (and were let go with it) say "unloaded", as
+    Triton's index says of them."""
 
     def swap(self, versions: Mapping[int, LoadedVersion]) -> Mapping[int, LoadedVersion]:
         """Serve ``versions`` from now on; returns the set that served before."""
