@@ -41,6 +41,33 @@ def test_tensor_accessors_and_dtype_rules() -> None:
         pb_utils.Tensor("U", np.array(["text"]))
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros(3, np.float32),
+        np.zeros(3, ">f4"),  # another byte order: the same type
+        np.zeros((2, 2), np.int64),
+        np.array([True, False]),
+        np.array([b"a", b"bc"], dtype=np.object_),
+    ],
+)
+def test_a_tensor_made_twice_is_made_alike(array: np.ndarray) -> None:
+    """The second tensor of a numeric dtype takes a shortcut; it must give what the first got
+    (and an object array is checked each time)."""
+    first, second = pb_utils.Tensor("X", array), pb_utils.Tensor("X", array)
+    assert first.triton_dtype() == second.triton_dtype()
+    assert first.triton_dtype() == pb_utils.numpy_to_triton_type(array.dtype)
+    assert second.as_numpy() is array and second.name() == "X"
+    if array.dtype == np.object_:
+        assert pb_utils.Tensor("X", array).as_numpy().dtype == np.object_
+
+
+def test_an_object_array_after_numeric_ones_is_still_checked() -> None:
+    pb_utils.Tensor("N", np.zeros(2, np.float32))
+    with pytest.raises(pb_utils.TritonModelException, match="numpy dtype"):
+        pb_utils.Tensor("U", np.array(["text"]))
+
+
 def test_tensor_dlpack_round_trip() -> None:
     source = pb_utils.Tensor("A", np.arange(6, dtype=np.int32).reshape(2, 3))
     again = pb_utils.Tensor.from_dlpack("B", source.as_numpy())

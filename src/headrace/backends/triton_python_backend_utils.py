@@ -99,10 +99,16 @@ def numpy_to_triton_type(data_type: Any) -> int | None:
     number = _CONFIG_NUMBERS.get(kind)
     if number is None:  # once per type: every tensor a model makes asks
         number = _CONFIG_NUMBERS[kind] = int(model_config_pb2.DataType.Value(kind.config_name))
+    dtype = np.dtype(data_type)
+    if dtype.kind not in "OSUV":  # arrays of these are converted or refused by Tensor
+        _NUMBERS_BY_DTYPE[dtype] = number
     return number
 
 
 _CONFIG_NUMBERS: dict[DataType, int] = {}
+_NUMBERS_BY_DTYPE: dict[np.dtype, int] = {}
+"""Numeric dtypes already seen, for :class:`Tensor`'s fast path (object arrays, the BYTES
+type, are not kept: their elements are checked each time)."""
 
 
 def serialize_byte_tensor(input_tensor: np.ndarray) -> np.ndarray | None:
@@ -168,6 +174,11 @@ class Tensor:
     """A named numpy array, as a request input or a response output."""
 
     def __init__(self, name: str, numpy_array: Any, triton_dtype: int | None = None) -> None:
+        if triton_dtype is None and type(numpy_array) is np.ndarray:
+            number = _NUMBERS_BY_DTYPE.get(numpy_array.dtype)
+            if number is not None:  # every tensor of a plain type: one lookup
+                self._name, self._array, self._triton_dtype = name, numpy_array, number
+                return
         array = np.asarray(numpy_array)
         if array.dtype.kind == "U" or array.dtype.kind == "V":
             raise TritonModelException(
