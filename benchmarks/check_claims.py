@@ -334,6 +334,9 @@ _STREAM_DECODER = "grpc_stream_decoder.json"
 _HTTP_MEMO = "http_header_memo.json"
 _MEMO_ID16 = "summary[model=identity_python][concurrency=16]"
 _DEADLINES = "http_read_deadlines.json"
+_PROCESSES = "serve_processes.json"
+_PROC_ID_GRPC16 = "summary[model=identity_python][protocol=grpc][concurrency=16]"
+_PROC_ID_HTTP16 = "summary[model=identity_python][protocol=http][concurrency=16]"
 _TUNE_FIXED = "bench_tune/fixed_cost_plain.json"
 _TUNE_MLP = "bench_tune/mlp_own.json"
 _TUNE_MLP_PLAIN = "bench_tune/mlp_plain.json"
@@ -663,6 +666,62 @@ CLAIMS: tuple[Claim | Row, ...] = (
         "`--run-now-below-us 0` 0.76-0.94x",
         "serve_ab_runtime_http.json",
         "summary[*].threads_over_default",
+    ),
+    # serve_processes.json: one headrace process vs two (--reuse-port) vs Triton
+    *(
+        Claim(doc, text, _PROCESSES, f"summary[protocol={protocol}].headrace-2_over_headrace-1")
+        for doc, text, protocol in (
+            (BENCH, "unary gRPC 1.20-1.30x", "grpc"),
+            (BENCH, "HTTP 0.83-1.13x", "http"),
+            (BENCH, "streaming 0.95-1.02x", "grpc-stream"),
+            (TOP, "served 1.20-1.30x", "grpc"),
+            (TOP, "but 0.83-1.13x", "http"),
+            (TOP, "0.95-1.02x over gRPC", "grpc-stream"),
+        )
+    ),
+    Row(
+        BENCH,
+        "(identity c=16 2,751 → 3,301 /s, MLP c=16 1,916 → 2,489 /s",
+        _PROCESSES,
+        (
+            None,
+            f"{_PROC_ID_GRPC16}.headrace-1.throughput",
+            f"{_PROC_ID_GRPC16}.headrace-2.throughput",
+            None,
+            "summary[model=mlp_python][protocol=grpc][concurrency=16].headrace-1.throughput",
+            "summary[model=mlp_python][protocol=grpc][concurrency=16].headrace-2.throughput",
+        ),
+    ),
+    Row(
+        BENCH,
+        "identity HTTP c=16 batches of 2.1 against 5.6, CPU\n233 against 159 µs",
+        _PROCESSES,
+        (
+            None,
+            f"{_PROC_ID_HTTP16}.headrace-2.avg_batch",
+            f"{_PROC_ID_HTTP16}.headrace-1.avg_batch",
+            f"{_PROC_ID_HTTP16}.headrace-2.server_cpu_us_per_inference",
+            f"{_PROC_ID_HTTP16}.headrace-1.server_cpu_us_per_inference",
+        ),
+    ),
+    Claim(
+        BENCH,
+        "0.35-0.41x over unary gRPC",
+        _PROCESSES,
+        "summary[model=identity_python][protocol=grpc].headrace-2_over_triton",
+    ),
+    Claim(
+        BENCH,
+        "0.68-0.81x over HTTP",
+        _PROCESSES,
+        "summary[model=identity_python][protocol=http].headrace-2_over_triton",
+    ),
+    Claim(
+        BENCH,
+        "0.76x over streaming",
+        _PROCESSES,
+        "summary[model=identity_python][protocol=grpc-stream][concurrency=16]"
+        ".headrace-2_over_triton",
     ),
     # serve_vs_triton_stream.json: gRPC streaming, headrace vs Triton 2.51
     Claim(

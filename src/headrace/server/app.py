@@ -60,6 +60,8 @@ class FrontendOptions:
     ports_file: str = ""
     http_server: str = DEFAULT_HTTP_SERVER
     """What carries the HTTP door: ``aiohttp`` or ``granian`` (``--http-server``)."""
+    reuse_port: bool = False
+    """Several processes may bind the HTTP and gRPC ports (``--reuse-port``)."""
     security: SecurityOptions = field(default_factory=SecurityOptions)
     """Restricted APIs, TLS, timeouts and stream bounds (:mod:`headrace.server.security`)."""
     exit_timeout_s: float = DEFAULT_EXIT_TIMEOUT_S
@@ -235,6 +237,7 @@ class ServerApp:
                     keepalive_timeout_s=security.http_keepalive_timeout_s,
                     stream_send_timeout_s=self.core.options.stream_send_timeout_s,
                     shutdown_timeout_s=options.exit_timeout_s,
+                    reuse_port=options.reuse_port,
                 ),
             )
             doors.append(("http", http))
@@ -253,6 +256,7 @@ class ServerApp:
                         tls=security.grpc_tls,
                         max_concurrent_streams=security.grpc_max_concurrent_streams,
                         shutdown_timeout_s=options.exit_timeout_s,
+                        reuse_port=options.reuse_port,
                     ),
                 )
             )

@@ -108,6 +108,13 @@ def register(subparsers: Any) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let several headrace processes bind the same HTTP and gRPC ports (SO_REUSEPORT): "
+        "the kernel spreads connections among them, each process serving with its own "
+        "models, batches, statistics and model control (default off: a taken port is an error)",
+    )
+    parser.add_argument(
         "--run-now-below-us",
         type=float,
         default=ServerOptions.run_now_below_us,
@@ -303,6 +310,7 @@ def serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         ports_file=args.ports_file,
         http_server=args.http_server,
+        reuse_port=args.reuse_port,
         security=security_options(args),
         exit_timeout_s=args.exit_timeout_secs,
     )
