@@ -13,6 +13,7 @@ and a client that sends one is told so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,10 +22,17 @@ import numpy as np
 
 from headrace.config import input_specs, output_specs
 from headrace.errors import InvalidInput, request_tag
-from headrace.types import BytesFramingError, DataType, InferenceRequest, TensorSpec
+from headrace.types import (
+    BytesFramingError,
+    DataType,
+    InferenceRequest,
+    TensorSpec,
+    deserialize_bytes_tensor,
+)
 
 __all__ = [
     "Signature",
+    "array_from_bytes",
     "byte_size_error",
     "bytes_framing_error",
     "dims_text",
@@ -130,6 +138,29 @@ def bytes_framing_error(error: BytesFramingError, request_id: str, name: str, mo
         f"incomplete {what} for inference input '{name}', expecting {length} but only "
         f"{error.available} bytes available"
     )
+
+
+def array_from_bytes(
+    data: bytes | memoryview,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    name: str,
+    model: str = "",
+    request_id: str = "",
+) -> np.ndarray:
+    """Input ``name``'s bytes (a gRPC raw content, an HTTP binary input) as an array (numeric
+    data: a read-only view of ``data``); :class:`InvalidInput` in Triton's words when its size
+    or BYTES framing does not fit ``shape``."""
+    if datatype is DataType.BYTES:
+        try:
+            return deserialize_bytes_tensor(data, shape)
+        except BytesFramingError as exc:
+            raise InvalidInput(bytes_framing_error(exc, request_id, name, model)) from exc
+    dtype = datatype.numpy_dtype
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInput(byte_size_error(request_id, name, model, expected, len(data)))
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def validate_request(request: InferenceRequest, signature: Signature) -> None:

@@ -32,18 +32,16 @@ from headrace.server.parameters import (
 )
 from headrace.server.shapes import check_shape
 from headrace.server.validation import (
+    array_from_bytes,
     byte_size_error,
-    bytes_framing_error,
     dims_text,
     request_tag,
 )
 from headrace.types import (
-    BytesFramingError,
     DataType,
     InferenceRequest,
     InferenceResponse,
     RequestedOutput,
-    deserialize_bytes_tensor,
     wire_bytes,
 )
 
@@ -52,7 +50,6 @@ __all__ = [
     "decode_infer_request",
     "encode_infer_response",
     "encode_stream_response",
-    "from_raw",
     "message_fields",
     "parameter_value",
     "scan_infer_request",
@@ -250,7 +247,7 @@ def decode_infer_request(
         if name in shared:
             inputs[name] = _from_shared(tensor, datatype, shape, model, memory)
         elif raw:
-            inputs[name] = from_raw(raw[index], datatype, shape, name, model, message.id)
+            inputs[name] = array_from_bytes(raw[index], datatype, shape, name, model, message.id)
             index += 1
         else:
             inputs[name] = _from_contents(tensor.contents, datatype, shape, name, model, message.id)
@@ -435,28 +432,6 @@ def _from_shared(
     if memory is None or ref is None:
         raise InvalidInput(f"input '{name}': shared memory inputs are not supported here")
     return memory.read_input(name, datatype, shape, ref, model)
-
-
-def from_raw(
-    data: bytes | memoryview,
-    datatype: DataType,
-    shape: tuple[int, ...],
-    name: str,
-    model: str = "",
-    request_id: str = "",
-) -> np.ndarray:
-    """Input ``name``'s raw content as an array (numeric data: a read-only view of ``data``);
-    raises :class:`InvalidInput` when its size or BYTES framing does not fit ``shape``."""
-    if datatype is DataType.BYTES:
-        try:
-            return deserialize_bytes_tensor(data, shape)
-        except BytesFramingError as exc:
-            raise InvalidInput(bytes_framing_error(exc, request_id, name, model)) from exc
-    dtype = datatype.numpy_dtype
-    expected = math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        raise InvalidInput(byte_size_error(request_id, name, model, expected, len(data)))
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _from_contents(

@@ -35,13 +35,13 @@ from headrace.errors import InvalidInput
 from headrace.server.grpc.codec import (
     ID_FIELD,
     decode_infer_request,
-    from_raw,
     message_fields,
     scan_infer_request,
     without_request_id,
 )
 from headrace.server.kept_headers import KeptHeaders, KeptInput
 from headrace.server.memory import SharedMemoryRegistry
+from headrace.server.validation import array_from_bytes
 from headrace.types import DataType, InferenceRequest
 
 __all__ = ["InferRequestDecoder"]
@@ -78,7 +78,7 @@ class InferRequestDecoder:
             if spec.size is not None and len(raw) == spec.size:
                 inputs[spec.name] = np.frombuffer(raw, spec.dtype).reshape(spec.shape)
             else:  # BYTES, or a size that does not fit: the full check says what is wrong
-                inputs[spec.name] = from_raw(
+                inputs[spec.name] = array_from_bytes(
                     raw,
                     spec.datatype,
                     spec.shape,

@@ -28,15 +28,13 @@ from headrace.server.parameters import (
     reserved_option,
 )
 from headrace.server.shapes import check_shape
-from headrace.server.validation import byte_size_error, bytes_framing_error, dims_text
+from headrace.server.validation import array_from_bytes, dims_text
 from headrace.types import (
-    BytesFramingError,
     DataType,
     InferenceRequest,
     InferenceResponse,
     RequestedOutput,
     TensorSpec,
-    deserialize_bytes_tensor,
     wire_bytes,
 )
 
@@ -50,7 +48,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "DecodedRequest",
-    "binary_input",
     "datatype_of",
     "decode_infer_request",
     "decode_parsed_request",
@@ -349,7 +346,8 @@ def _decode_input(
             f"unexpected size for input '{name}', expecting {size - available} additional "
             f"bytes for model '{where.model}'"
         )
-    return name, _from_binary(view[offset : offset + size], datatype, shape, name, where), size
+    chunk = view[offset : offset + size]
+    return name, array_from_bytes(chunk, datatype, shape, name, where.model, where.request_id), size
 
 
 def _shape_of(value: Any, name: str) -> tuple[int, ...]:
@@ -361,39 +359,6 @@ def _shape_of(value: Any, name: str) -> tuple[int, ...]:
             f"got {brief(value)}"
         )
     return tuple(value)
-
-
-def binary_input(
-    chunk: memoryview,
-    datatype: DataType,
-    shape: tuple[int, ...],
-    name: str,
-    model: str,
-    request_id: str,
-) -> np.ndarray:
-    """Input ``name`` of ``model`` from its binary bytes, refused in the words
-    :func:`decode_infer_request` uses (a size or BYTES framing that does not fit)."""
-    return _from_binary(chunk, datatype, shape, name, _Where(model, request_id))
-
-
-def _from_binary(
-    chunk: memoryview, datatype: DataType, shape: tuple[int, ...], name: str, where: _Where
-) -> np.ndarray:
-    count = math.prod(shape)
-    if datatype is DataType.BYTES:
-        try:
-            return deserialize_bytes_tensor(chunk, shape)
-        except BytesFramingError as exc:
-            raise InvalidInput(
-                bytes_framing_error(exc, where.request_id, name, where.model)
-            ) from exc
-    dtype = datatype.numpy_dtype
-    expected = count * dtype.itemsize
-    if len(chunk) != expected:
-        raise InvalidInput(
-            byte_size_error(where.request_id, name, where.model, expected, len(chunk))
-        )
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
 
 def _data_count_error(name: str, got: int, shape: tuple[int, ...]) -> str:

@@ -34,13 +34,13 @@ import numpy as np
 
 from headrace.server.http.codec import (
     DecodedRequest,
-    binary_input,
     decode_infer_request,
     decode_parsed_request,
     loads_header,
 )
 from headrace.server.kept_headers import KeptHeaders, KeptInput
 from headrace.server.memory import SharedMemoryRegistry
+from headrace.server.validation import array_from_bytes
 from headrace.types import DataType
 
 __all__ = ["InferBodyDecoder", "without_request_id"]
@@ -95,7 +95,7 @@ class InferBodyDecoder:
             if spec.dtype is not None:
                 inputs[spec.name] = np.frombuffer(chunk, spec.dtype).reshape(spec.shape)
             else:  # BYTES: its framing is checked each time, with the full path's words
-                inputs[spec.name] = binary_input(
+                inputs[spec.name] = array_from_bytes(
                     chunk,
                     spec.datatype,
                     spec.shape,
