@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure(
-    server: servers.ServerProcess,
+    server: servers.Served,
     variant: Variant,
     protocol: str,
     concurrency: int,
@@ -170,7 +170,7 @@ def measure(
 
 
 def _identity(
-    server: servers.ServerProcess, variant: Variant, protocol: str, concurrency: int
+    server: servers.Served, variant: Variant, protocol: str, concurrency: int
 ) -> dict[str, Any]:
     return {
         "system": server.system,
@@ -187,7 +187,7 @@ def _wire(protocol: str) -> str:
     return "grpc" if protocol == "grpc-stream" else protocol
 
 
-def warm_up(server: servers.ServerProcess, variant: Variant, protocol: str, tool: str) -> None:
+def warm_up(server: servers.Served, variant: Variant, protocol: str, tool: str) -> None:
     """Three short windows at concurrency 4, discarded: connections, threads, first batches."""
     assert server.ports is not None
     run_perf_analyzer(

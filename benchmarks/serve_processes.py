@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import re
 import statistics
 import sys
@@ -39,17 +38,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "serve_models"))
+sys.path.insert(0, str(HERE))
 
 import report  # noqa: E402
+import serve_overhead  # noqa: E402
 import servers  # noqa: E402
 
-from headrace.bench.perf_analyzer import (  # noqa: E402
-    PerfAnalyzerFailed,
-    PerfLoad,
-    UnstableMeasurement,
-    locate,
-    run_perf_analyzer,
-)
+from headrace.bench.perf_analyzer import locate  # noqa: E402
 from repository import Batching, Variant, variants, write_repository  # noqa: E402
 
 SYSTEMS = ("headrace-1", "headrace-2", "triton")
@@ -73,27 +68,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class System:
-    """The processes of one system under test and how to read their counters."""
+    """The processes of one system under test, read as one server by serve_overhead.measure:
+    its statistics and CPU time summed over the processes."""
 
     def __init__(self, name: str, members: list[servers.ServerProcess]) -> None:
-        self.name, self.members = name, members
+        self.system, self.members = name, members
         self.ports = members[0].ports
         assert self.ports is not None
 
     def cpu_seconds(self) -> float:
         return sum(member.cpu_seconds() for member in self.members)
 
-    def counts(self, model: str) -> tuple[float, float]:
-        """Inferences and executions of ``model``, summed over the processes."""
-        inferences = executions = 0.0
+    def stats(self, model: str) -> dict[str, float]:
+        """Inferences and executions of ``model``, summed over the processes' Prometheus
+        endpoints (a shared port's statistics endpoint answers for one process only)."""
+        counts = {"inference_count": 0.0, "execution_count": 0.0}
         for member in self.members:
             assert member.ports is not None
             url = f"http://127.0.0.1:{member.ports.metrics}/metrics"
             with urllib.request.urlopen(url, timeout=10) as response:
                 text = response.read().decode()
-            inferences += _counter(text, "nv_inference_count", model)
-            executions += _counter(text, "nv_inference_exec_count", model)
-        return inferences, executions
+            counts["inference_count"] += _counter(text, "nv_inference_count", model)
+            counts["execution_count"] += _counter(text, "nv_inference_exec_count", model)
+        return counts
 
 
 def _counter(text: str, name: str, model: str) -> float:
@@ -135,53 +132,17 @@ def measure(
     system: System, variant: Variant, protocol: str, concurrency: int, args: argparse.Namespace,
     tool: str,
 ) -> dict[str, Any]:  # fmt: skip
-    assert system.ports is not None
-    identity = {"system": system.name, "model": variant.name, "protocol": protocol}
-    identity["concurrency"] = concurrency
-    load = PerfLoad(
-        model=variant.name,
-        url=system.ports.url(protocol),
-        protocol="grpc" if protocol.startswith("grpc") else "http",
-        streaming=protocol == "grpc-stream",
-        concurrency=concurrency,
-        shapes={variant.input_name: [variant.in_features]},
-        measurement_ms=args.window_ms,
-        max_trials=args.max_trials,
-        stability_percent=args.stability,
-    )
+    """serve_overhead.py's load; a server gone away (Triton has, here) is recorded too."""
     try:
-        before = system.counts(variant.name)
-    except OSError as exc:  # the server went away (Triton has, under these loads)
-        return {**identity, "error": f"its metrics endpoint did not answer: {exc}"}
-    cpu_before = (system.cpu_seconds(), servers.children_cpu_seconds())
-    stable = True
-    try:
-        try:
-            row = run_perf_analyzer(load, executable=tool)
-        except UnstableMeasurement:  # kept, flagged: the next 3 windows as they come
-            stable = False
-            row = run_perf_analyzer(
-                dataclasses.replace(load, stability_percent=1e6, max_trials=3), executable=tool
-            )
-    except PerfAnalyzerFailed as exc:  # request errors or an overrun: recorded, the run goes on
-        return {**identity, "error": str(exc)}
-    try:
-        after = system.counts(variant.name)
+        return serve_overhead.measure(system, variant, protocol, concurrency, args, tool)
     except OSError as exc:
-        return {**identity, "error": f"its metrics endpoint did not answer: {exc}"}
-    inferences, executions = after[0] - before[0], after[1] - before[1]
-    server_cpu = system.cpu_seconds() - cpu_before[0]
-    client_cpu = servers.children_cpu_seconds() - cpu_before[1]
-    return {
-        **identity,
-        "stable": stable,
-        "throughput": row.throughput,
-        "p50_us": row.p50_us,
-        "p99_us": row.p99_us,
-        "avg_batch": inferences / executions if executions else None,
-        "server_cpu_us_per_inference": server_cpu / inferences * 1e6 if inferences else None,
-        "client_cpu_us_per_inference": client_cpu / inferences * 1e6 if inferences else None,
-    }
+        return {
+            "system": system.system,
+            "model": variant.name,
+            "protocol": protocol,
+            "concurrency": concurrency,
+            "error": f"its metrics endpoint did not answer: {exc}",
+        }
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,13 +19,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 __all__ = [
     "Ports",
+    "Served",
     "ServerProcess",
     "ServerStartFailed",
     "children_cpu_seconds",
@@ -55,6 +56,18 @@ class Ports:
 
     def url(self, protocol: str) -> str:
         return f"127.0.0.1:{self.grpc if protocol.startswith('grpc') else self.http}"
+
+
+class Served(Protocol):
+    """What a load needs of a server under test: a :class:`ServerProcess`, or several
+    processes read as one (benchmarks/serve_processes.py)."""
+
+    system: str
+    ports: Ports | None
+
+    def stats(self, model: str) -> Mapping[str, Any]: ...
+
+    def cpu_seconds(self) -> float: ...
 
 
 class ServerProcess:
