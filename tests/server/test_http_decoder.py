@@ -57,6 +57,15 @@ def _decode(decoder: InferBodyDecoder, body: bytes, header_length: int) -> Decod
     return decoder.decode("m", "1", body, header_length, SharedMemoryRegistry())
 
 
+def _refused_alike(decoder: InferBodyDecoder, body: bytes, header_length: int) -> None:
+    """The decoder refuses ``body`` in the full path's words."""
+    with pytest.raises(InvalidInput) as full:
+        _full(body, header_length)
+    with pytest.raises(InvalidInput) as replayed:
+        _decode(decoder, body, header_length)
+    assert str(replayed.value) == str(full.value)
+
+
 def test_a_replayed_header_decodes_as_the_full_path_does() -> None:
     decoder = InferBodyDecoder()
     first = _decode(decoder, *_body(np.zeros((2, 3), np.float32)))
@@ -93,11 +102,7 @@ def test_a_replayed_header_refuses_what_the_full_path_refuses(tail: bytes) -> No
     decoder = InferBodyDecoder()
     _decode(decoder, *_body(np.zeros((2, 3), np.float32)))
     body, header_length = _body(np.zeros((2, 3), np.float32), tail=tail)
-    with pytest.raises(InvalidInput) as full:
-        _full(body, header_length)
-    with pytest.raises(InvalidInput) as replayed:
-        _decode(decoder, body, header_length)
-    assert str(replayed.value) == str(full.value)
+    _refused_alike(decoder, body, header_length)
 
 
 def test_headers_that_failed_are_not_kept_and_refused_each_time() -> None:
@@ -151,11 +156,7 @@ def test_numbered_requests_share_one_kept_header_and_keep_their_own_ids(
         expected = _full(body, header_length)
         assert decoded.request.id == expected.request.id == request_id
         broken = body[:-7] + b"\x09\0\0\0abc"  # BYTES framing past its input
-        with pytest.raises(InvalidInput) as full:
-            _full(broken, header_length)
-        with pytest.raises(InvalidInput) as replayed:
-            _decode(decoder, broken, header_length)
-        assert str(replayed.value) == str(full.value)
+        _refused_alike(decoder, broken, header_length)
     assert len(decoder._plans) == 1  # one header kept for all of them
 
 
@@ -189,11 +190,7 @@ def test_an_id_with_a_control_character_is_refused_as_the_full_path_refuses() ->
     _decode(decoder, *_body(x, request_id="ok"))
     body, header_length = _body(x, request_id="ok")
     bad = body.replace(b'"ok"', b'"o\x01"', 1)
-    with pytest.raises(InvalidInput) as full:
-        _full(bad, header_length)
-    with pytest.raises(InvalidInput) as replayed:
-        _decode(decoder, bad, header_length)
-    assert str(replayed.value) == str(full.value)
+    _refused_alike(decoder, bad, header_length)
 
 
 def test_a_negative_capacity_is_refused_and_zero_keeps_nothing() -> None:
